@@ -1,0 +1,86 @@
+"""``build`` and ``head``: the framework-neutral entry points that return framework modules.
+
+The framework switch lives in :func:`harness.registry.load_framework` alone; both
+``impl_torch`` and ``impl_jax`` expose the same functions (``make_module``, ``make_head`` and
+the adapter functions), so nothing here branches on the framework.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from harness.registry import get, implementation, load_framework
+from harness.spec import DTYPES
+
+
+def backend(framework: str) -> ModuleType:
+    """The implementation package of ``framework`` (``impl_torch`` or ``impl_jax``)."""
+    return load_framework(framework)
+
+
+def build(name: str, framework: str, **params: Any) -> Any:
+    """A ``torch.nn.Module`` or ``flax.nnx.Module`` computing technique ``name``.
+
+    Parameters are validated by the declaration before the framework is touched, so both
+    frameworks reject bad parameters with the same error.
+    """
+    spec = get(name)
+    resolved = spec.resolve(params)
+    impl = implementation(name, framework)
+    return backend(framework).make_module(spec, impl, resolved)
+
+
+def linear_init(in_features: int, out_features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weight ``(out, in)`` and bias ``(out,)`` drawn once in numpy, as PyTorch's default
+    ``U(-1/sqrt(in), 1/sqrt(in))``, so one seed gives identical layers in both frameworks."""
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(in_features)
+    weight = rng.uniform(-bound, bound, size=(out_features, in_features))
+    bias = rng.uniform(-bound, bound, size=(out_features,))
+    return weight, bias
+
+
+def head(
+    name: str,
+    framework: str,
+    in_features: int,
+    out_features: int,
+    *,
+    seed: int = 0,
+    dtype: str = "float32",
+    **params: Any,
+) -> Any:
+    """A Linear(in_features, out_features) layer followed by technique ``name``.
+
+    The Linear weights come from :func:`linear_init` (identical in both frameworks for one
+    seed); a technique that takes ``num_features`` gets ``out_features``, ``dtype`` and ``seed``.
+    """
+    for label, value in (("in_features", in_features), ("out_features", out_features)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"head: {label} must be a positive int, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"head: seed must be an int, got {seed!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"head: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    spec = get(name)
+    if spec.takes_num_features:
+        if "num_features" in params:
+            raise TypeError("head sets num_features to out_features; do not pass it")
+        params = {"num_features": out_features, "dtype": dtype, "seed": seed, **params}
+    limit = build(name, framework, **params)
+    weight, bias = linear_init(in_features, out_features, seed)
+    return backend(framework).make_head(weight, bias, limit, dtype)
+
+
+def check_head_input(dtype: str, shape: tuple[int, ...], in_features: int, head_dtype: str) -> None:
+    """Raise the error both frameworks give for an input a head cannot take."""
+    if dtype != head_dtype:
+        raise TypeError(
+            f"head was built with dtype={head_dtype!r} but got a {dtype} input; "
+            f"build it with dtype={dtype!r} or cast the input"
+        )
+    if len(shape) < 1 or shape[-1] != in_features:
+        raise ValueError(f"head expects inputs of shape (..., {in_features}), got {shape}")

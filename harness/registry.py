@@ -1,0 +1,143 @@
+"""The registry: declarations (framework-neutral) and implementations (per framework).
+
+Registration is data, as in timm: :func:`declare` stores a spec, :func:`implements` stores an
+implementation and returns it unchanged. Both raise on a duplicate name, and an implementation
+of an undeclared technique is refused, so a typo cannot register silently.
+
+Plugins use three entry-point groups (see the README): ``output_limits.techniques`` names
+framework-neutral modules that call :func:`declare`; ``output_limits.impl_torch`` and
+``output_limits.impl_jax`` name modules that call :func:`implements` and are imported only when
+that framework is first used, so declaring never imports torch or jax.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+from harness.spec import TechniqueSpec
+
+FRAMEWORKS: tuple[str, ...] = ("torch", "jax")
+DECLARATION_GROUP = "output_limits.techniques"
+IMPLEMENTATION_GROUP = {"torch": "output_limits.impl_torch", "jax": "output_limits.impl_jax"}
+
+T = TypeVar("T")
+
+_specs: dict[str, TechniqueSpec] = {}
+_impls: dict[tuple[str, str], Any] = {}
+_declarations_loaded = False
+
+
+class UnknownTechniqueError(LookupError):
+    """Raised for a technique name that nothing declared; the message names the closest ones."""
+
+
+def declare(spec: TechniqueSpec) -> TechniqueSpec:
+    """Add a technique's declaration; raises ValueError if the name is taken."""
+    if spec.name in _specs:
+        raise ValueError(f"technique {spec.name!r} is already declared; pick another name")
+    _specs[spec.name] = spec
+    return spec
+
+
+def implements(name: str, framework: str) -> Callable[[T], T]:
+    """Register the decorated function or module class as ``name``'s implementation in ``framework``.
+
+    A stateless technique registers a pure function ``f(x, **params)``; a technique with learned
+    parameters registers a module class constructed as ``cls(**params)``. Returns it unchanged.
+    """
+    check_framework(framework)
+    _load_declarations()
+    if name not in _specs:
+        raise UnknownTechniqueError(f"cannot implement {name!r}: it is not declared.{_suggest(name)}")
+
+    def register(obj: T) -> T:
+        if (name, framework) in _impls:
+            raise ValueError(f"{name!r} already has a {framework} implementation: {_impls[name, framework]!r}")
+        _impls[name, framework] = obj
+        return obj
+
+    return register
+
+
+def check_framework(framework: str) -> None:
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {framework!r}; allowed: {', '.join(map(repr, FRAMEWORKS))}")
+
+
+def names() -> list[str]:
+    """Sorted names of every declared technique, plugins included."""
+    _load_declarations()
+    return sorted(_specs)
+
+
+def get(name: str) -> TechniqueSpec:
+    """The declaration of ``name``; raises :class:`UnknownTechniqueError` naming close matches."""
+    _load_declarations()
+    try:
+        return _specs[name]
+    except KeyError:
+        raise UnknownTechniqueError(f"unknown technique {name!r}.{_suggest(name)}") from None
+
+
+def implementation(name: str, framework: str) -> Any:
+    """The registered implementation; imports the framework's package and its plugins first."""
+    get(name)
+    load_framework(framework)
+    try:
+        return _impls[name, framework]
+    except KeyError:
+        raise LookupError(
+            f"{name!r} is declared but has no {framework} implementation; "
+            f"register one with @harness.implements({name!r}, {framework!r})"
+        ) from None
+
+
+def load_framework(framework: str) -> Any:
+    """Import ``impl_<framework>`` (which registers the built-ins) and the framework's plugins."""
+    check_framework(framework)
+    _load_declarations()
+    try:
+        package = importlib.import_module(f"impl_{framework}")
+    except ModuleNotFoundError as error:
+        if error.name not in (framework, "flax", "jaxlib"):
+            raise
+        raise ImportError(
+            f"{framework} is not installed; install it with: pip install 'output-limits[{framework}]'"
+        ) from error
+    _load_group(IMPLEMENTATION_GROUP[framework])
+    return package
+
+
+def _load_declarations() -> None:
+    global _declarations_loaded
+    if _declarations_loaded:
+        return
+    _declarations_loaded = True
+    importlib.import_module("harness.catalog")
+    _load_group(DECLARATION_GROUP)
+
+
+_loaded_entry_points: set[tuple[str, str]] = set()
+
+
+def _load_group(group: str) -> None:
+    for ep in entry_points(group=group):
+        if (group, ep.value) in _loaded_entry_points:
+            continue
+        _loaded_entry_points.add((group, ep.value))
+        try:
+            ep.load()
+        except Exception as error:
+            # A broken plugin must be loud: silently missing techniques would skew comparisons.
+            raise ImportError(f"plugin entry point {ep.name!r} ({ep.value}) in group {group!r} failed to load") from error
+
+
+def _suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, list(_specs), n=3, cutoff=0.5)
+    if close:
+        return " Did you mean " + " or ".join(map(repr, close)) + "?"
+    return " Registered: " + ", ".join(sorted(_specs)) + "."

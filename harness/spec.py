@@ -1,0 +1,239 @@
+"""Typed records that declare a technique once, for every framework.
+
+A :class:`TechniqueSpec` is the single source of truth for a technique: its parameters and
+their validation, its formula, its output bounds, its kinks and the gradient at each, and a
+numpy reference of its formula. Implementations in ``impl_torch`` and ``impl_jax`` honour it;
+tests and benchmarks read it. Nothing here imports torch or jax.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
+
+class _Required:
+    """Marker default for a parameter the caller must give (only ``num_features``)."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One keyword parameter of a technique.
+
+    ``kind`` is the Python type a value must have after normalization (``float``, ``int``,
+    ``bool``, ``str``, or ``float | None`` spelled as ``"optional_float"``). ``check``
+    receives the normalized value and returns ``None`` when it is allowed, otherwise a
+    sentence saying what is allowed. Ints are accepted for floats; bools are never accepted
+    for numbers (``lo=True`` is almost certainly a mistake).
+    """
+
+    name: str
+    kind: str
+    default: Any
+    doc: str
+    check: Callable[[Any], str | None] | None = None
+
+    def normalize(self, technique: str, value: Any) -> Any:
+        """Return ``value`` converted to ``kind``, or raise TypeError/ValueError."""
+        where = f"{technique}: parameter {self.name!r}"
+        if self.kind in ("float", "optional_float"):
+            if value is None and self.kind == "optional_float":
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                allowed = "a real number or None" if self.kind == "optional_float" else "a real number"
+                raise TypeError(f"{where} must be {allowed}, got {value!r} ({type(value).__name__})")
+            value = float(value)
+        elif self.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{where} must be an int, got {value!r} ({type(value).__name__})")
+            value = int(value)
+        elif self.kind == "bool":
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{where} must be True or False, got {value!r}")
+            value = bool(value)
+        elif self.kind == "str":
+            if not isinstance(value, str):
+                raise TypeError(f"{where} must be a string, got {value!r}")
+        else:  # pragma: no cover - a declaration error, caught by the catalogue tests
+            raise AssertionError(f"unknown parameter kind {self.kind!r}")
+        if self.check is not None:
+            problem = self.check(value)
+            if problem is not None:
+                raise ValueError(f"{where} {problem}, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class Kink:
+    """A point where a piecewise technique changes formula, with its declared gradient.
+
+    ``left`` and ``right`` are the derivatives just below and just above ``x`` (the one-sided
+    limits); ``at`` is the gradient both implementations return at exactly ``x``.
+    """
+
+    x: float
+    left: float
+    at: float
+    right: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class TechniqueSpec:
+    """The declaration of one output-limiting technique.
+
+    Contract:
+      * ``params`` lists every keyword the technique accepts; :meth:`resolve` fills defaults,
+        normalizes types and raises ``TypeError`` (unknown name, wrong type, missing
+        ``num_features``) or ``ValueError`` (a value outside what is allowed). It runs before any
+        framework is touched, so both frameworks reject bad parameters identically.
+      * ``bounds_fn(params)`` returns the closed interval ``(lo, hi)`` that every output lies
+        in, in the input's dtype, rounding included (``-inf``/``inf`` where unbounded).
+      * ``kinks_fn(params)`` returns every kink; both implementations give exactly ``Kink.at``
+        there, whatever a framework primitive would do.
+      * ``reference(x, params)`` is an independent float64 numpy version of ``formula`` for
+        the stateless techniques (``None`` for modules with learned parameters).
+      * ``reduction_axes(ndim, params)`` names the axes each output element depends on besides
+        its own position (empty for elementwise techniques): NaN spreads exactly along them.
+      * ``feature_axis`` is where ``num_features`` sits for techniques that take it.
+      * ``examples`` are extra parameter sets that the generic tests run besides the defaults;
+        ``rejects`` are parameter sets that must raise ``ValueError``.
+    """
+
+    name: str
+    family: str
+    formula: str
+    gradient_convention: str
+    params: tuple[Param, ...]
+    bounds_fn: Callable[[Mapping[str, Any]], tuple[float, float]]
+    kinks_fn: Callable[[Mapping[str, Any]], tuple[Kink, ...]] = lambda p: ()
+    reference: Callable[..., np.ndarray] | None = None
+    reduction_axes: Callable[[int, Mapping[str, Any]], tuple[int, ...]] = lambda ndim, p: ()
+    min_rank: int = 0
+    feature_axis: int | None = None
+    stateful: bool = False
+    monotone: bool = False
+    invertible: bool = False
+    check_params: Callable[[Mapping[str, Any]], str | None] | None = None
+    examples: tuple[Mapping[str, Any], ...] = ()
+    rejects: tuple[Mapping[str, Any], ...] = ()
+    notes: str = ""
+    _by_name: Mapping[str, Param] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {p.name: p for p in self.params})
+
+    @property
+    def takes_num_features(self) -> bool:
+        """True when the technique has learned parameters sized by ``num_features``."""
+        return "num_features" in self._by_name
+
+    def resolve(self, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> dict[str, Any]:
+        """Validate parameters and fill defaults; the one place parameters are checked."""
+        given = dict(params or {}, **kwargs)
+        unknown = sorted(set(given) - set(self._by_name))
+        if unknown:
+            allowed = ", ".join(p.name for p in self.params) or "none"
+            raise TypeError(f"{self.name}: unknown parameter(s) {', '.join(unknown)}; allowed: {allowed}")
+        resolved: dict[str, Any] = {}
+        for p in self.params:
+            if p.name not in given:
+                if p.default is REQUIRED:
+                    raise TypeError(
+                        f"{self.name}: missing required parameter {p.name!r} ({p.doc}); "
+                        f"pass it, e.g. {p.name}=64"
+                    )
+                resolved[p.name] = p.default
+            else:
+                resolved[p.name] = p.normalize(self.name, given[p.name])
+        if self.check_params is not None:
+            problem = self.check_params(resolved)
+            if problem is not None:
+                raise ValueError(f"{self.name}: {problem}")
+        return resolved
+
+    def _with_defaults(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        # bounds() and kinks() answer for partial parameter sets; num_features may be absent.
+        try:
+            return self.resolve(params)
+        except TypeError as error:
+            if "missing required parameter 'num_features'" not in str(error):
+                raise
+            return self.resolve(params, num_features=1) | {"num_features": None}
+
+    def bounds(self, **params: Any) -> tuple[float, float]:
+        """The closed interval ``(lo, hi)`` every output lies in, for these parameters."""
+        lo, hi = self.bounds_fn(self._with_defaults(params))
+        return float(lo), float(hi)
+
+    def kinks(self, **params: Any) -> tuple[Kink, ...]:
+        """Every kink for these parameters, with its declared gradient."""
+        return tuple(self.kinks_fn(self._with_defaults(params)))
+
+    def check_input(self, dtype: str, shape: tuple[int, ...], params: Mapping[str, Any]) -> None:
+        """Raise the error both frameworks give for an input they cannot take."""
+        if dtype not in DTYPES:
+            raise TypeError(
+                f"{self.name} takes a floating-point input ({', '.join(DTYPES)}), got {dtype}; "
+                "cast it first, e.g. x.float()"
+            )
+        ndim = len(shape)
+        if ndim < self.min_rank:
+            raise ValueError(f"{self.name} needs an input with at least {self.min_rank} dimension(s), got shape {shape}")
+        if "axis" in params and not -ndim <= params["axis"] < ndim:
+            raise ValueError(
+                f"{self.name}: axis {params['axis']} is out of range for a {ndim}-d input; "
+                f"allowed: {-ndim} to {ndim - 1}"
+            )
+        if self.feature_axis is not None and shape[self.feature_axis] != params["num_features"]:
+            raise ValueError(
+                f"{self.name} was built with num_features={params['num_features']} but the input has "
+                f"{shape[self.feature_axis]} at axis {self.feature_axis} (shape {shape})"
+            )
+        if "dtype" in params and dtype != params["dtype"]:
+            raise TypeError(
+                f"{self.name} was built with dtype={params['dtype']!r} but got a {dtype} input; "
+                f"build it with dtype={dtype!r} or cast the input"
+            )
+
+
+def finite(value: float) -> str | None:
+    return None if math.isfinite(value) else "must be finite"
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 and math.isfinite(value) else "must be a finite number > 0"
+
+
+def one_of(*allowed: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in allowed else f"must be one of {', '.join(map(repr, allowed))}"
+
+    return check
+
+
+def lo_below_hi(params: Mapping[str, Any]) -> str | None:
+    if params["lo"] >= params["hi"]:
+        return f"lo must be < hi, got lo={params['lo']!r}, hi={params['hi']!r}"
+    return None
+
+
+def module_params(extra: tuple[Param, ...]) -> tuple[Param, ...]:
+    """``num_features``, ``dtype`` and ``seed``, which every technique with parameters takes."""
+    return (
+        Param("num_features", "int", REQUIRED, "the size of the feature axis", lambda v: None if v > 0 else "must be > 0"),
+        *extra,
+        Param("dtype", "str", "float32", "dtype of the learned parameters and of the input", one_of(*DTYPES)),
+        Param("seed", "int", 0, "seed of the parameter draw; the same seed gives the same values in both frameworks"),
+    )

@@ -1,0 +1,96 @@
+"""The only place tests and benchmarks touch JAX APIs (mirrors ``impl_torch/adapter.py``).
+
+Arrays cross as numpy: float64 and float32 as they are; float16 and bfloat16 are made from
+float32 (numpy has no bfloat16), so both frameworks round the same float32 values. State
+names are PyTorch's: an ``nnx.Linear`` ``kernel`` (in, out) appears as ``weight`` (out, in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from harness.state import check_state
+
+JAX_DTYPES: dict[str, Any] = {name: jnp.dtype(name) for name in ("float16", "bfloat16", "float32", "float64")}
+
+
+def dtype_name(x: jax.Array) -> str:
+    """The dtype as the framework-neutral string harness uses ("float32", ...)."""
+    return jnp.dtype(x.dtype).name
+
+
+def from_numpy(a: np.ndarray, dtype: str) -> jax.Array:
+    """A new array of ``dtype`` holding ``a`` rounded once (low precision via float32)."""
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        # JAX would silently compute in float32; refuse instead.
+        raise RuntimeError("float64 in JAX needs jax.config.update('jax_enable_x64', True) before any array is made")
+    source = np.asarray(a, dtype=np.float64 if dtype == "float64" else np.float32)
+    return jnp.asarray(source).astype(JAX_DTYPES[dtype])
+
+
+def to_numpy(x: jax.Array) -> np.ndarray:
+    """float64 stays float64; everything else comes back as float32 (exact for the low dtypes)."""
+    a = np.asarray(x)
+    return a if a.dtype == np.float64 else a.astype(np.float32)
+
+
+def _torch_name(path: tuple[Any, ...]) -> tuple[str, bool]:
+    """PyTorch's name for an nnx state path, and whether the value is a transposed kernel."""
+    *head, last = (str(p) for p in path)
+    if last == "kernel":
+        return ".".join([*head, "weight"]), True
+    return ".".join([*head, last]), False
+
+
+def vjp(module: nnx.Module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(output, input VJP, parameter VJPs by name) for one call of ``module`` in its current mode.
+
+    Like any call, a training-mode call updates running statistics.
+    """
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+
+    def call(p: Any, xj: jax.Array) -> tuple[jax.Array, Any]:
+        # copy=True: the merged module is created under this trace, so it may update its stats.
+        merged = nnx.merge(graphdef, p, rest, copy=True)
+        return merged(xj), nnx.state(merged, nnx.BatchStat)
+
+    y, pullback, stats = jax.vjp(call, params, from_numpy(x, dtype), has_aux=True)
+    dparams, dx = pullback(from_numpy(cotangent, dtype))
+    nnx.update(module, stats)
+    grads = {}
+    for path, var in nnx.to_flat_state(dparams):
+        name, transposed = _torch_name(path)
+        value = to_numpy(var[...])
+        grads[name] = value.T if transposed else value
+    return to_numpy(y), to_numpy(dx), grads
+
+
+def get_state(module: nnx.Module) -> dict[str, np.ndarray]:
+    """Parameters and running statistics by PyTorch state-dict name."""
+    out = {}
+    for path, var in nnx.to_flat_state(nnx.state(module)):
+        name, transposed = _torch_name(path)
+        value = to_numpy(var[...])
+        out[name] = value.T if transposed else value
+    return out
+
+
+def set_state(module: nnx.Module, state: Mapping[str, np.ndarray]) -> None:
+    """Load values by PyTorch state-dict name; the keys and shapes must match exactly."""
+    flat = list(nnx.to_flat_state(nnx.state(module)))
+    expected = {}
+    for path, var in flat:
+        name, transposed = _torch_name(path)
+        shape = tuple(var[...].shape)
+        expected[name] = shape[::-1] if transposed else shape
+    check_state(expected, state)
+    for path, var in flat:
+        name, transposed = _torch_name(path)
+        value = np.asarray(state[name])
+        var[...] = from_numpy(value.T if transposed else value, dtype_name(var[...]))

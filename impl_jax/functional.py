@@ -1,0 +1,160 @@
+"""Pure JAX functions, one per technique, registered with ``harness.implements``.
+
+Every kink gradient is written here explicitly (see each declaration in harness/catalog.py):
+``jnp.clip`` splits the gradient 0.5/0.5 at a tie and ``jax.nn.hard_tanh`` passes it, so
+neither is trusted for the gradient; ``custom_jvp`` keeps the plain op on the forward path.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+from harness import implements
+
+_LOW = (jnp.dtype("float16"), jnp.dtype("bfloat16"))
+
+
+def _upcast(x: jax.Array) -> jax.Array:
+    # Composite formulas run in float32 for float16/bfloat16 and round once at the end, so
+    # both frameworks round the same value (XLA and ATen round intermediates differently).
+    return x.astype(jnp.float32) if x.dtype in _LOW else x
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _clamp_inside(x: jax.Array, lo: float, hi: float) -> jax.Array:
+    """clamp with gradient 1 strictly inside (lo, hi) and 0 elsewhere, bounds included."""
+    return jnp.clip(x, lo, hi)
+
+
+@_clamp_inside.defjvp
+def _clamp_inside_jvp(lo, hi, primals, tangents):  # noqa: ANN001, ANN202
+    (x,), (t,) = primals, tangents
+    return jnp.clip(x, lo, hi), jnp.where((x > lo) & (x < hi), t, jnp.zeros_like(t))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _clamp_straight_through(x: jax.Array, lo: float, hi: float) -> jax.Array:
+    """clamp whose gradient is 1 everywhere: only for rounding guards, never a modelled kink."""
+    return jnp.clip(x, lo, hi)
+
+
+@_clamp_straight_through.defjvp
+def _clamp_straight_through_jvp(lo, hi, primals, tangents):  # noqa: ANN001, ANN202
+    (x,), (t,) = primals, tangents
+    return jnp.clip(x, lo, hi), t
+
+
+@implements("sigmoid", "jax")
+def sigmoid(x: jax.Array) -> jax.Array:
+    return jax.nn.sigmoid(x)
+
+
+@implements("tanh", "jax")
+def tanh(x: jax.Array) -> jax.Array:
+    return jnp.tanh(x)
+
+
+@implements("clamp", "jax")
+def clamp(x: jax.Array, *, lo: float, hi: float) -> jax.Array:
+    return _clamp_inside(x, lo, hi)
+
+
+@implements("bounded_relu", "jax")
+def bounded_relu(x: jax.Array, *, lo: float, hi: float) -> jax.Array:
+    # clamp(relu(x), lo, hi) == clamp(x, max(lo, 0), hi): one pass instead of two.
+    return _clamp_inside(x, max(lo, 0.0), hi)
+
+
+@implements("smooth_clamp", "jax")
+def smooth_clamp(x: jax.Array, *, lo: float, hi: float, linear_fraction: float) -> jax.Array:
+    r = (1.0 - linear_fraction) * (hi - lo) / 2.0
+    xc = _upcast(x)
+    middle = jnp.clip(xc, lo + r, hi - r)
+    excess = xc - middle
+    # Each tail is written relative to the bound it approaches (hi - positive, lo + positive),
+    # so no rounding can cross the bound; sigmoid is taken on its small side, so the gradient
+    # 4 s (1 - s) stays > 0 far into the tails.
+    tail = jax.nn.sigmoid(jnp.abs(excess) * (-2.0 / r)) * (2.0 * r)
+    y = jnp.where(excess > 0, hi - tail, jnp.where(excess < 0, lo + tail, xc))
+    return y.astype(x.dtype)
+
+
+@implements("softmax", "jax")
+def softmax(x: jax.Array, *, axis: int) -> jax.Array:
+    if x.shape[axis] == 0:
+        return jnp.array(x, copy=True)
+    xc = _upcast(x)
+    top = jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True))
+    z = xc - jnp.where(jnp.isfinite(top), top, 0.0)
+    # Rows holding an infinity take their limit instead of NaN: +inf entries share the mass,
+    # an all -inf row is uniform. NaN rows stay NaN (max propagates NaN).
+    z = jnp.where(top == math.inf, jnp.where(xc == math.inf, 0.0, -math.inf), z)
+    z = jnp.where(top == -math.inf, 0.0, z)
+    e = jnp.exp(z)
+    # e / sum(e) with sum(e) >= e (rounded sums of non-negatives only grow): never above 1.
+    return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype)
+
+
+def _standardize(x: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.Array, ...]:
+    """(x - mean) / sqrt(var + eps) over ``dims``, with mean and biased variance (two-pass).
+
+    Groups whose largest magnitude exceeds 1 are first divided by a power of two (exact), so
+    squares cannot overflow at the largest finite inputs; the eps term is scaled to match,
+    which leaves the result unchanged. A group holding an infinity takes its limit.
+    """
+    amax = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=dims, keepdims=True))
+    big = jnp.isfinite(amax) & (amax > 1.0)
+    scale = jnp.where(big, jnp.exp2(jnp.floor(jnp.log2(jnp.where(big, amax, 1.0)))), 1.0).astype(x.dtype)
+    scaled = jnp.where(jnp.isinf(amax), jnp.where(jnp.isinf(x), jnp.sign(x), 0.0), x / scale)
+    mean = scaled.mean(axis=dims, keepdims=True)
+    centred = scaled - mean
+    var = (centred * centred).mean(axis=dims, keepdims=True)
+    xhat = centred / jnp.sqrt(var + eps / (scale * scale))
+    return xhat, mean * scale, var * (scale * scale)
+
+
+def layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, *, eps: float) -> jax.Array:
+    xc = _upcast(x)
+    xhat, _, _ = _standardize(xc, (-1,), eps)
+    if weight is None:
+        # Declared bound sqrt(n - 1); eps keeps the exact value inside, this guards rounding.
+        bound = math.sqrt(x.shape[-1] - 1)
+        y = _clamp_straight_through(xhat, -bound, bound)
+    else:
+        y = xhat * _upcast(weight) + _upcast(bias)
+    return y.astype(x.dtype)
+
+
+def batch_norm(
+    x: jax.Array,
+    weight: jax.Array,
+    bias: jax.Array,
+    running_mean: jax.Array,
+    running_var: jax.Array,
+    *,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Returns (output, new running mean, new running variance); channels on axis 1."""
+    xc = _upcast(x)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if training:
+        dims = (0, *range(2, x.ndim))
+        count = x.size // x.shape[1]
+        xhat, mean, var = _standardize(xc, dims, eps)
+        mean = jax.lax.stop_gradient(mean).reshape(-1)
+        var = jax.lax.stop_gradient(var).reshape(-1)
+        # PyTorch's meaning: momentum weights the new batch; the running variance is unbiased.
+        new_mean = (1.0 - momentum) * _upcast(running_mean) + momentum * mean
+        new_var = (1.0 - momentum) * _upcast(running_var) + momentum * (var * (count / (count - 1)))
+        new_mean, new_var = new_mean.astype(running_mean.dtype), new_var.astype(running_var.dtype)
+    else:
+        xhat = (xc - _upcast(running_mean).reshape(shape)) / jnp.sqrt(_upcast(running_var).reshape(shape) + eps)
+        new_mean, new_var = running_mean, running_var
+    y = xhat * _upcast(weight).reshape(shape) + _upcast(bias).reshape(shape)
+    return y.astype(x.dtype), new_mean, new_var

@@ -1,0 +1,70 @@
+"""The only place tests and benchmarks touch PyTorch APIs (mirrors ``impl_jax/adapter.py``).
+
+Arrays cross as numpy: float64 and float32 as they are; float16 and bfloat16 are made from
+float32 (numpy has no bfloat16), so both frameworks round the same float32 values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from harness.state import check_state
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+
+
+def dtype_name(x: torch.Tensor) -> str:
+    """The dtype as the framework-neutral string harness uses ("float32", ...)."""
+    return str(x.dtype).removeprefix("torch.")
+
+
+def from_numpy(a: np.ndarray, dtype: str) -> torch.Tensor:
+    """A new tensor of ``dtype`` holding ``a`` rounded once (low precision via float32)."""
+    source = np.asarray(a, dtype=np.float64 if dtype == "float64" else np.float32)
+    return torch.from_numpy(source.copy()).to(TORCH_DTYPES[dtype])
+
+
+def to_numpy(x: torch.Tensor) -> np.ndarray:
+    """float64 stays float64; everything else comes back as float32 (exact for the low dtypes)."""
+    x = x.detach().cpu()
+    return x.numpy() if x.dtype == torch.float64 else x.float().numpy()
+
+
+def vjp(
+    module: torch.nn.Module, x: np.ndarray, cotangent: np.ndarray, dtype: str
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(output, input VJP, parameter VJPs by name) for one call of ``module`` in its current mode.
+
+    Like any call, a training-mode call updates running statistics.
+    """
+    xt = from_numpy(x, dtype).requires_grad_(True)
+    named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+    y = module(xt)
+    grads = torch.autograd.grad(
+        y, [xt, *(p for _, p in named)], grad_outputs=from_numpy(cotangent, dtype), allow_unused=True
+    )
+    dx, *dparams = (torch.zeros_like(t) if g is None else g for g, t in zip(grads, [xt, *(p for _, p in named)]))
+    return to_numpy(y), to_numpy(dx), {name: to_numpy(g) for (name, _), g in zip(named, dparams)}
+
+
+def get_state(module: torch.nn.Module) -> dict[str, np.ndarray]:
+    """Parameters and buffers by PyTorch state-dict name (Linear weights are (out, in))."""
+    return {name: to_numpy(t) for name, t in module.state_dict().items()}
+
+
+def set_state(module: torch.nn.Module, state: Mapping[str, np.ndarray]) -> None:
+    """Load values by state-dict name; the keys and shapes must match exactly."""
+    own = module.state_dict()
+    check_state({name: tuple(t.shape) for name, t in own.items()}, state)
+    with torch.no_grad():
+        for name, tensor in own.items():
+            tensor.copy_(from_numpy(state[name], dtype_name(tensor)))
+

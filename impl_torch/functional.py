@@ -1,0 +1,177 @@
+"""Pure PyTorch functions, one per technique, registered with ``harness.implements``.
+
+Every kink gradient is written here explicitly (see each declaration in harness/catalog.py);
+no result depends on the gradient convention of a torch primitive at a tie.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from harness import implements
+
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    # Composite formulas run in float32 for float16/bfloat16 and round once at the end, so
+    # both frameworks round the same value (XLA and ATen round intermediates differently).
+    return x.float() if x.dtype in _LOW else x
+
+
+class _ClampInside(torch.autograd.Function):
+    """clamp with gradient 1 strictly inside (lo, hi) and 0 elsewhere, bounds included."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+        return torch.clamp(x, lo, hi)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # noqa: ANN001, ANN205
+        x, ctx.lo, ctx.hi = inputs
+        ctx.save_for_backward(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        (x,) = ctx.saved_tensors
+        return torch.where((x > ctx.lo) & (x < ctx.hi), grad, 0.0), None, None
+
+
+class _ClampStraightThrough(torch.autograd.Function):
+    """clamp whose gradient is 1 everywhere: only for rounding guards, never a modelled kink."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+        return torch.clamp(x, lo, hi)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # noqa: ANN001, ANN205
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        return grad, None, None
+
+
+def _tracks_grad(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
+
+
+def _clamp_inside(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    # Without autograd the plain fused clamp runs; the Function only adds the kink rule.
+    return _ClampInside.apply(x, lo, hi) if _tracks_grad(x) else torch.clamp(x, lo, hi)
+
+
+@implements("sigmoid", "torch")
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(x)
+
+
+@implements("tanh", "torch")
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(x)
+
+
+@implements("clamp", "torch")
+def clamp(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    return _clamp_inside(x, lo, hi)
+
+
+@implements("bounded_relu", "torch")
+def bounded_relu(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    # clamp(relu(x), lo, hi) == clamp(x, max(lo, 0), hi): one pass instead of two.
+    return _clamp_inside(x, max(lo, 0.0), hi)
+
+
+@implements("smooth_clamp", "torch")
+def smooth_clamp(x: torch.Tensor, *, lo: float, hi: float, linear_fraction: float) -> torch.Tensor:
+    r = (1.0 - linear_fraction) * (hi - lo) / 2.0
+    xc = _upcast(x)
+    middle = torch.clamp(xc, lo + r, hi - r)
+    excess = xc - middle
+    # Each tail is written relative to the bound it approaches (hi - positive, lo + positive),
+    # so no rounding can cross the bound; sigmoid is taken on its small side, so the gradient
+    # 4 s (1 - s) stays > 0 far into the tails.
+    tail = torch.sigmoid(excess.abs() * (-2.0 / r)) * (2.0 * r)
+    y = torch.where(excess > 0, hi - tail, torch.where(excess < 0, lo + tail, xc))
+    return y.to(x.dtype)
+
+
+@implements("softmax", "torch")
+def softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
+    if x.shape[axis] == 0:
+        return x.clone()
+    xc = _upcast(x)
+    top = torch.amax(xc, dim=axis, keepdim=True).detach()
+    z = xc - torch.where(torch.isfinite(top), top, 0.0)
+    # Rows holding an infinity take their limit instead of NaN: +inf entries share the mass,
+    # an all -inf row is uniform. NaN rows stay NaN (amax propagates NaN).
+    z = torch.where(top == math.inf, torch.where(xc == math.inf, 0.0, -math.inf), z)
+    z = torch.where(top == -math.inf, 0.0, z)
+    e = torch.exp(z)
+    # e / sum(e) with sum(e) >= e (rounded sums of non-negatives only grow): never above 1.
+    return (e / e.sum(dim=axis, keepdim=True)).to(x.dtype)
+
+
+def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[torch.Tensor, ...]:
+    """(x - mean) / sqrt(var + eps) over ``dims``, with mean and biased variance (two-pass).
+
+    Groups whose largest magnitude exceeds 1 are first divided by a power of two (exact), so
+    squares cannot overflow at the largest finite inputs; the eps term is scaled to match,
+    which leaves the result unchanged. A group holding an infinity takes its limit.
+    """
+    amax = torch.amax(x.abs(), dim=dims, keepdim=True).detach()
+    big = torch.isfinite(amax) & (amax > 1.0)
+    scale = torch.where(big, torch.exp2(torch.floor(torch.log2(torch.where(big, amax, 1.0)))), 1.0).to(x.dtype)
+    scaled = torch.where(torch.isinf(amax), torch.where(torch.isinf(x), torch.sign(x), 0.0), x / scale)
+    mean = scaled.mean(dim=dims, keepdim=True)
+    centred = scaled - mean
+    var = (centred * centred).mean(dim=dims, keepdim=True)
+    xhat = centred / torch.sqrt(var + eps / (scale * scale))
+    return xhat, mean * scale, var * (scale * scale)
+
+
+def layer_norm(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *, eps: float
+) -> torch.Tensor:
+    xc = _upcast(x)
+    xhat, _, _ = _standardize(xc, (-1,), eps)
+    if weight is None:
+        # Declared bound sqrt(n - 1); eps keeps the exact value inside, this guards rounding.
+        bound = math.sqrt(x.shape[-1] - 1)
+        y = _ClampStraightThrough.apply(xhat, -bound, bound) if _tracks_grad(xhat) else xhat.clamp(-bound, bound)
+    else:
+        y = xhat * _upcast(weight) + _upcast(bias)
+    return y.to(x.dtype)
+
+
+def batch_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    *,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (output, new running mean, new running variance); channels on axis 1."""
+    xc = _upcast(x)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if training:
+        dims = (0, *range(2, x.ndim))
+        count = x.numel() // x.shape[1]
+        xhat, mean, var = _standardize(xc, dims, eps)
+        mean, var = mean.detach().reshape(-1), var.detach().reshape(-1)
+        # PyTorch's meaning: momentum weights the new batch; the running variance is unbiased.
+        new_mean = (1.0 - momentum) * _upcast(running_mean) + momentum * mean
+        new_var = (1.0 - momentum) * _upcast(running_var) + momentum * (var * (count / (count - 1)))
+        new_mean, new_var = new_mean.to(running_mean.dtype), new_var.to(running_var.dtype)
+    else:
+        xhat = (xc - _upcast(running_mean).reshape(shape)) / torch.sqrt(_upcast(running_var).reshape(shape) + eps)
+        new_mean, new_var = running_mean, running_var
+    y = xhat * _upcast(weight).reshape(shape) + _upcast(bias).reshape(shape)
+    return y.to(x.dtype), new_mean, new_var
