@@ -47,6 +47,7 @@ def _sigmoid_ref(x: np.ndarray) -> np.ndarray:
 declare(
     TechniqueSpec(
         name="sigmoid",
+        bounds_doc="[0, 1]",
         family="bounded activation",
         formula="1 / (1 + exp(-x))",
         gradient_convention="y * (1 - y); no kinks",
@@ -62,6 +63,7 @@ declare(
 declare(
     TechniqueSpec(
         name="tanh",
+        bounds_doc="[-1, 1]",
         family="bounded activation",
         formula="(exp(x) - exp(-x)) / (exp(x) + exp(-x))",
         gradient_convention="1 - y^2; no kinks",
@@ -83,9 +85,13 @@ def _bounded_relu_check(p: P) -> str | None:
 declare(
     TechniqueSpec(
         name="bounded_relu",
+        bounds_doc="[max(lo, 0), hi]",
         family="bounded activation",
         formula="clamp(relu(x), lo, hi) == clamp(x, max(lo, 0), hi), computed in one pass",
-        gradient_convention=CLAMP_CONVENTION.replace("lo", "max(lo, 0)", 2),
+        gradient_convention=(
+            "1 strictly inside (max(lo, 0), hi), 0 outside; at x == max(lo, 0) or x == hi the gradient is 0 "
+            "(the kink belongs to the saturated piece, as relu(0) does in both frameworks)"
+        ),
         params=_lo_hi(0.0, 1.0),
         bounds_fn=lambda p: (max(p["lo"], 0.0), p["hi"]),
         kinks_fn=lambda p: (
@@ -124,6 +130,7 @@ def _smooth_clamp_kinks(p: P) -> tuple[Kink, ...]:
 declare(
     TechniqueSpec(
         name="smooth_clamp",
+        bounds_doc="[lo, hi]",
         family="bounded activation",
         formula=(
             "r = (1 - linear_fraction) * (hi - lo) / 2; x on [lo + r, hi - r]; "
@@ -180,6 +187,7 @@ def _softmax_ref(x: np.ndarray, p: P) -> np.ndarray:
 declare(
     TechniqueSpec(
         name="softmax",
+        bounds_doc="[0, 1]",
         family="output constraint",
         formula="exp(x - max) / sum(exp(x - max)) along axis",
         gradient_convention=(
@@ -199,6 +207,7 @@ declare(
 declare(
     TechniqueSpec(
         name="clamp",
+        bounds_doc="[lo, hi]",
         family="output constraint",
         formula="min(max(x, lo), hi)",
         gradient_convention=CLAMP_CONVENTION,
@@ -236,6 +245,7 @@ def _layer_norm_bounds(p: P) -> tuple[float, float]:
 declare(
     TechniqueSpec(
         name="layer_norm",
+        bounds_doc="unbounded; [-sqrt(n-1), sqrt(n-1)] without affine",
         family="normalization",
         formula="(x - mean) / sqrt(var + eps) * weight + bias over the last axis (biased variance, two-pass)",
         gradient_convention="smooth; no kinks",
@@ -268,6 +278,7 @@ def _momentum(v: float) -> str | None:
 declare(
     TechniqueSpec(
         name="batch_norm",
+        bounds_doc="unbounded (affine)",
         family="normalization",
         formula=(
             "training: (x - mean_b) / sqrt(var_b + eps) * weight + bias over all axes but 1; "

@@ -27,6 +27,8 @@ IMPLEMENTATION_GROUP = {"torch": "output_limits.impl_torch", "jax": "output_limi
 T = TypeVar("T")
 
 _specs: dict[str, TechniqueSpec] = {}
+_origins: dict[str, str] = {}
+_current_origin = "builtin"
 _impls: dict[tuple[str, str], Any] = {}
 _declarations_loaded = False
 
@@ -40,6 +42,7 @@ def declare(spec: TechniqueSpec) -> TechniqueSpec:
     if spec.name in _specs:
         raise ValueError(f"technique {spec.name!r} is already declared; pick another name")
     _specs[spec.name] = spec
+    _origins[spec.name] = _current_origin
     return spec
 
 
@@ -72,6 +75,12 @@ def names() -> list[str]:
     """Sorted names of every declared technique, plugins included."""
     _load_declarations()
     return sorted(_specs)
+
+
+def origin(name: str) -> str:
+    """``"builtin"`` for this repository's techniques, else ``"plugin:<entry point>"``."""
+    get(name)
+    return _origins[name]
 
 
 def get(name: str) -> TechniqueSpec:
@@ -125,15 +134,19 @@ _loaded_entry_points: set[tuple[str, str]] = set()
 
 
 def _load_group(group: str) -> None:
+    global _current_origin
     for ep in entry_points(group=group):
         if (group, ep.value) in _loaded_entry_points:
             continue
         _loaded_entry_points.add((group, ep.value))
+        _current_origin = f"plugin:{ep.name}"
         try:
             ep.load()
         except Exception as error:
             # A broken plugin must be loud: silently missing techniques would skew comparisons.
             raise ImportError(f"plugin entry point {ep.name!r} ({ep.value}) in group {group!r} failed to load") from error
+        finally:
+            _current_origin = "builtin"
 
 
 def _suggest(name: str) -> str:

@@ -98,6 +98,7 @@ class TechniqueSpec:
         normalizes types and raises ``TypeError`` (unknown name, wrong type, missing
         ``num_features``) or ``ValueError`` (a value outside what is allowed). It runs before any
         framework is touched, so both frameworks reject bad parameters identically.
+      * ``bounds_doc`` states the bounds for README readers, e.g. ``"[max(lo, 0), hi]"``.
       * ``bounds_fn(params)`` returns the closed interval ``(lo, hi)`` that every output lies
         in, in the input's dtype, rounding included (``-inf``/``inf`` where unbounded).
       * ``kinks_fn(params)`` returns every kink; both implementations give exactly ``Kink.at``
@@ -114,6 +115,7 @@ class TechniqueSpec:
     name: str
     family: str
     formula: str
+    bounds_doc: str
     gradient_convention: str
     params: tuple[Param, ...]
     bounds_fn: Callable[[Mapping[str, Any]], tuple[float, float]]

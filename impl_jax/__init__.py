@@ -1,7 +1,7 @@
 """JAX/Flax implementations. Mirrors ``impl_torch`` file for file and name for name."""
 
 from impl_jax import functional  # noqa: F401  (registers the built-in techniques)
-from impl_jax.adapter import dtype_name, from_numpy, get_state, set_state, to_numpy, vjp
+from impl_jax.adapter import asarray, dtype_name, from_numpy, get_state, set_state, to_numpy, vjp
 from impl_jax.modules import make_head, make_module
 
-__all__ = ["dtype_name", "from_numpy", "get_state", "make_head", "make_module", "set_state", "to_numpy", "vjp"]
+__all__ = ["asarray", "dtype_name", "from_numpy", "get_state", "make_head", "make_module", "set_state", "to_numpy", "vjp"]

@@ -34,6 +34,11 @@ def from_numpy(a: np.ndarray, dtype: str) -> jax.Array:
     return jnp.asarray(source).astype(JAX_DTYPES[dtype])
 
 
+def asarray(a: np.ndarray) -> jax.Array:
+    """``a`` as a framework array of the same numpy dtype (for tests of rejected inputs)."""
+    return jnp.asarray(a)
+
+
 def to_numpy(x: jax.Array) -> np.ndarray:
     """float64 stays float64; everything else comes back as float32 (exact for the low dtypes)."""
     a = np.asarray(x)

@@ -102,19 +102,21 @@ def softmax(x: jax.Array, *, axis: int) -> jax.Array:
 def _standardize(x: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.Array, ...]:
     """(x - mean) / sqrt(var + eps) over ``dims``, with mean and biased variance (two-pass).
 
-    Groups whose largest magnitude exceeds 1 are first divided by a power of two (exact), so
-    squares cannot overflow at the largest finite inputs; the eps term is scaled to match,
+    Groups whose largest magnitude exceeds 1 are first divided by a power of two (exact) that
+    brings it below 4 (one binade below the estimate, since log2 of the largest float32 rounds
+    up to 128), so squares cannot overflow at the largest finite inputs; the eps term is scaled to match,
     which leaves the result unchanged. A group holding an infinity takes its limit.
     """
     amax = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=dims, keepdims=True))
     big = jnp.isfinite(amax) & (amax > 1.0)
-    scale = jnp.where(big, jnp.exp2(jnp.floor(jnp.log2(jnp.where(big, amax, 1.0)))), 1.0).astype(x.dtype)
+    scale = jnp.where(big, jnp.exp2(jnp.floor(jnp.log2(jnp.where(big, amax, 1.0))) - 1.0), 1.0).astype(x.dtype)
     scaled = jnp.where(jnp.isinf(amax), jnp.where(jnp.isinf(x), jnp.sign(x), 0.0), x / scale)
     mean = scaled.mean(axis=dims, keepdims=True)
     centred = scaled - mean
     var = (centred * centred).mean(axis=dims, keepdims=True)
-    xhat = centred / jnp.sqrt(var + eps / (scale * scale))
-    return xhat, mean * scale, var * (scale * scale)
+    # eps / scale^2 underflows for huge constant groups; the smallest normal keeps 0 / 0 away.
+    xhat = centred / jnp.sqrt(var + jnp.maximum(eps / (scale * scale), jnp.finfo(x.dtype).tiny))
+    return xhat, mean * scale, var * scale * scale
 
 
 def layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, *, eps: float) -> jax.Array:

@@ -32,6 +32,11 @@ def from_numpy(a: np.ndarray, dtype: str) -> torch.Tensor:
     return torch.from_numpy(source.copy()).to(TORCH_DTYPES[dtype])
 
 
+def asarray(a: np.ndarray) -> torch.Tensor:
+    """``a`` as a framework array of the same numpy dtype (for tests of rejected inputs)."""
+    return torch.from_numpy(np.array(a))
+
+
 def to_numpy(x: torch.Tensor) -> np.ndarray:
     """float64 stays float64; everything else comes back as float32 (exact for the low dtypes)."""
     x = x.detach().cpu()

@@ -118,19 +118,21 @@ def softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
 def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[torch.Tensor, ...]:
     """(x - mean) / sqrt(var + eps) over ``dims``, with mean and biased variance (two-pass).
 
-    Groups whose largest magnitude exceeds 1 are first divided by a power of two (exact), so
-    squares cannot overflow at the largest finite inputs; the eps term is scaled to match,
+    Groups whose largest magnitude exceeds 1 are first divided by a power of two (exact) that
+    brings it below 4 (one binade below the estimate, since log2 of the largest float32 rounds
+    up to 128), so squares cannot overflow at the largest finite inputs; the eps term is scaled to match,
     which leaves the result unchanged. A group holding an infinity takes its limit.
     """
     amax = torch.amax(x.abs(), dim=dims, keepdim=True).detach()
     big = torch.isfinite(amax) & (amax > 1.0)
-    scale = torch.where(big, torch.exp2(torch.floor(torch.log2(torch.where(big, amax, 1.0)))), 1.0).to(x.dtype)
+    scale = torch.where(big, torch.exp2(torch.floor(torch.log2(torch.where(big, amax, 1.0))) - 1.0), 1.0).to(x.dtype)
     scaled = torch.where(torch.isinf(amax), torch.where(torch.isinf(x), torch.sign(x), 0.0), x / scale)
     mean = scaled.mean(dim=dims, keepdim=True)
     centred = scaled - mean
     var = (centred * centred).mean(dim=dims, keepdim=True)
-    xhat = centred / torch.sqrt(var + eps / (scale * scale))
-    return xhat, mean * scale, var * (scale * scale)
+    # eps / scale^2 underflows for huge constant groups; the smallest normal keeps 0 / 0 away.
+    xhat = centred / torch.sqrt(var + torch.clamp_min(eps / (scale * scale), torch.finfo(x.dtype).tiny))
+    return xhat, mean * scale, var * scale * scale
 
 
 def layer_norm(

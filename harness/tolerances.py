@@ -1,0 +1,130 @@
+"""The one table of parity tolerances, each with the reason it is that size.
+
+A comparison of two arrays ``a`` and ``b`` (PyTorch and JAX, or one of them and the numpy
+reference) passes when, elementwise,
+
+    |a - b| <= rtol * max(|a|, |b|, floor * scale),   scale = the largest |a|, |b| in the array
+
+``floor`` = 1 makes it the norm-wise relative error max|a - b| / max|b|, the usual measure for
+results formed by subtracting terms of similar size (the error is relative to the terms, not
+to their small difference). ``floor`` = 1e-3 keeps values elementwise relative down to a
+thousandth of the largest one. NaNs must sit at the same positions, infinities must be equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ELEMENTWISE = 1e-3
+NORMWISE = 1.0
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """``rtol`` and ``floor`` for one (dtype, quantity); ``reason`` is what a reviewer reads to accept it."""
+
+    rtol: float
+    reason: str
+    floor: float = ELEMENTWISE
+
+
+_ULPS_NOTE = "sigmoid/tanh/exp differ by a few ulps between ATen and XLA"
+
+DEFAULTS: dict[tuple[str, str], Tolerance] = {
+    ("float64", "value"): Tolerance(
+        1e-11,
+        "Same formula in IEEE double on both sides; transcendental functions differ by <= a few ulps (1e-15) "
+        "and reductions over <= 64 elements by summation order (<= 64 ulps). 1e-11 keeps 3+ orders of margin "
+        "and still catches any formula or convention difference.",
+    ),
+    ("float64", "vjp"): Tolerance(
+        1e-10,
+        "As for values, plus the backward pass. Norm-wise: backward formulas such as 1 - y^2 (tanh), "
+        "y (1 - y) (sigmoid) and the normalization chain rule subtract terms of similar size, so their "
+        "rounding error is absolute at the scale of the largest gradient.",
+        NORMWISE,
+    ),
+    ("float32", "value"): Tolerance(
+        2e-6,
+        f"About 17 float32 ulps (eps 1.19e-7): {_ULPS_NOTE}, and reductions are ordered differently.",
+    ),
+    ("float32", "vjp"): Tolerance(
+        1e-5,
+        "About 80 float32 ulps: the backward pass compounds forward ulp differences (e.g. 4 s (1 - s) in the "
+        "smooth_clamp tails, the normalization chain rule). Norm-wise, as for float64: a one-ulp forward "
+        "difference in y near saturation becomes an absolute error 2 y ulp(y) in 1 - y^2.",
+        NORMWISE,
+    ),
+    ("float16", "value"): Tolerance(
+        2e-3,
+        "2 float16 ulps (eps 9.8e-4): both sides round the same float32 value once, but a float32 result "
+        "within a few float32 ulps of a float16 rounding tie can round either way.",
+    ),
+    ("float16", "vjp"): Tolerance(4e-3, "4 float16 ulps (norm-wise): the forward's 2, doubled by the backward pass.", NORMWISE),
+    ("bfloat16", "value"): Tolerance(
+        1.6e-2,
+        "2 bfloat16 ulps (eps 7.8e-3): a float32 result near a bfloat16 tie rounds either way "
+        "(bf16 sigmoid differs by one ulp on about a third of random inputs).",
+    ),
+    ("bfloat16", "vjp"): Tolerance(3.2e-2, "4 bfloat16 ulps (norm-wise): the forward's 2, doubled by the backward pass.", NORMWISE),
+}
+
+_NORMALIZATION_VALUES = (
+    "Norm-wise values: x - mean and the affine step w * xhat + b subtract terms of the array's size, so an "
+    "output near zero carries an absolute, not relative, rounding error. Same rtol as the dtype's default."
+)
+
+# Per-technique overrides: (technique, dtype, quantity) -> Tolerance. Each needs its own reason.
+OVERRIDES: dict[tuple[str, str, str], Tolerance] = {
+    (name, dtype, "value"): Tolerance(DEFAULTS[dtype, "value"].rtol, _NORMALIZATION_VALUES, NORMWISE)
+    for name in ("layer_norm", "batch_norm")
+    for dtype in ("float64", "float32", "float16", "bfloat16")
+}
+
+
+def tolerance(technique: str, dtype: str, quantity: str) -> Tolerance:
+    """The tolerance for comparing ``quantity`` ("value" or "vjp") of ``technique`` in ``dtype``."""
+    return OVERRIDES.get((technique, dtype, quantity), DEFAULTS[dtype, quantity])
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Outcome of :func:`compare`: the largest scaled error against ``rtol``, and where it is."""
+
+    max_abs: float
+    max_rel: float
+    rtol: float
+    worst_index: tuple[int, ...] | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and self.max_rel <= self.rtol
+
+
+def compare(a: np.ndarray, b: np.ndarray, tol: Tolerance) -> Comparison:
+    """Compare ``a`` and ``b`` as described in this module's docstring."""
+    rtol = tol.rtol
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return Comparison(np.inf, np.inf, rtol, None, f"shapes differ: {a.shape} vs {b.shape}")
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    if (nan_a != nan_b).any():
+        where = tuple(int(i) for i in np.argwhere(nan_a != nan_b)[0])
+        return Comparison(np.inf, np.inf, rtol, where, f"NaN in one array only, first at {where}")
+    inf = np.isinf(a) | np.isinf(b)
+    if (a[inf] != b[inf]).any():
+        where = tuple(int(i) for i in np.argwhere(inf & (a != b))[0])
+        return Comparison(np.inf, np.inf, rtol, where, f"infinities differ, first at {where}")
+    finite = ~(nan_a | inf)
+    if not finite.any():
+        return Comparison(0.0, 0.0, rtol, None, None)
+    diff = np.where(finite, np.abs(a - b), 0.0)
+    mag = np.where(finite, np.maximum(np.abs(a), np.abs(b)), 0.0)
+    denominator = np.maximum(mag, tol.floor * mag.max())
+    rel = np.divide(diff, denominator, out=np.zeros_like(diff), where=denominator > 0)
+    worst = np.unravel_index(int(np.argmax(rel)), rel.shape) if rel.size else None
+    return Comparison(float(diff.max()), float(rel.max()), rtol, tuple(int(i) for i in worst or ()), None)

@@ -1,0 +1,90 @@
+"""Bounded means bounded; NaN in gives NaN out exactly where it should; shapes and dtypes are kept."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from cases import CASES, FRAMEWORKS, TRAIN_CASES, Case, params, run
+
+from harness.sampling import extreme_values, input_shape, round_to, sample_input
+
+DTYPES = ["float64", "float32", "float16", "bfloat16"]
+
+
+def _extreme_input(case: Case, dtype: str, rng: np.random.Generator) -> np.ndarray:
+    """Rows of extreme values (+-inf, +-max, +-tiny, +-0) mixed with kinks and random values,
+    plus rows that are constant at each extreme (all +inf, all -max, ...)."""
+    spec = case.spec()
+    resolved = case.resolved(dtype)
+    shape = input_shape(spec, resolved)
+    extremes = extreme_values(dtype)
+    kinks = [k.x for k in spec.kinks(**case.given)]
+    pool = np.concatenate([extremes, kinks, sample_input(spec, resolved, (16,), rng)])
+    x = rng.choice(pool, size=shape)
+    # Constant groups along the last axis: the hardest rows for softmax and normalization.
+    flat = x.reshape(-1, shape[-1])
+    for i, value in enumerate(extremes[: flat.shape[0]]):
+        flat[i] = value
+    return flat.reshape(shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", params(CASES))
+def test_outputs_stay_inside_bounds_at_extremes(case: Case, dtype: str, rng: np.random.Generator) -> None:
+    spec = case.spec()
+    lo, hi = round_to(np.array(spec.bounds(**case.params(dtype))), dtype)
+    x = _extreme_input(case, dtype, rng)
+    for framework in FRAMEWORKS:
+        y, y_dtype = run(framework, case.build(framework, dtype), x, dtype)
+        assert y_dtype == dtype, f"{framework} returned {y_dtype} for a {dtype} input"
+        assert not np.isnan(y).any(), f"{framework}: NaN from non-NaN input at {np.argwhere(np.isnan(y))[:3].tolist()}"
+        outside = (y < lo) | (y > hi)
+        assert not outside.any(), f"{framework}: {y[outside][:5]} outside [{lo}, {hi}] for inputs {x[outside][:5]}"
+
+
+@pytest.mark.parametrize("case", params(TRAIN_CASES))
+def test_nan_spreads_exactly_along_reduced_axes(case: Case, rng: np.random.Generator) -> None:
+    spec = case.spec()
+    resolved = case.resolved("float32")
+    x = sample_input(spec, resolved, input_shape(spec, resolved), rng)
+    index = tuple(int(rng.integers(n)) for n in x.shape)
+    x[index] = np.nan
+    reduced = spec.reduction_axes(x.ndim, resolved)
+    expected = np.ones(x.shape, dtype=bool)
+    for axis, i in enumerate(index):
+        if axis not in reduced:
+            sel = np.zeros(x.shape[axis], dtype=bool)
+            sel[i] = True
+            expected &= sel.reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+    for framework in FRAMEWORKS:
+        y, _ = run(framework, case.build(framework, "float32"), x, "float32")
+        np.testing.assert_array_equal(np.isnan(y), expected, err_msg=f"{framework}: NaN pattern")
+
+
+def _shapes(case: Case) -> list[tuple[int, ...]]:
+    spec = case.spec()
+    resolved = case.resolved()
+    rank5 = input_shape(spec, resolved, "rank5")
+    if spec.feature_axis is None:
+        candidates = [(), (0,), (3, 0), (0, 4), rank5]
+    else:
+        base = list(input_shape(spec, resolved))
+        candidates = [tuple(0 if i == 0 else n for i, n in enumerate(base)), rank5]
+    return [s for s in candidates if len(s) >= spec.min_rank]
+
+
+@pytest.mark.parametrize("case", params(CASES))
+def test_shapes_and_dtypes_are_kept(case: Case, rng: np.random.Generator) -> None:
+    for shape, dtype in itertools.product(_shapes(case), DTYPES):
+        x = rng.normal(size=shape)
+        outs = {}
+        for framework in FRAMEWORKS:
+            module = case.build(framework, dtype)
+            module.eval()  # empty batches are only valid for statistics already gathered
+            outs[framework], y_dtype = run(framework, module, x, dtype)
+            assert outs[framework].shape == shape, f"{framework}: shape {outs[framework].shape} for input {shape}"
+            assert y_dtype == dtype, f"{framework}: dtype {y_dtype} for a {dtype} input"
+        a, b = outs.values()
+        np.testing.assert_allclose(a, b, rtol=2e-2 if dtype in ("float16", "bfloat16") else 1e-5, atol=1e-6)
