@@ -144,7 +144,9 @@ def _load_group(group: str) -> None:
             ep.load()
         except Exception as error:
             # A broken plugin must be loud: silently missing techniques would skew comparisons.
-            raise ImportError(f"plugin entry point {ep.name!r} ({ep.value}) in group {group!r} failed to load") from error
+            raise ImportError(
+                f"plugin entry point {ep.name!r} ({ep.value}) in group {group!r} failed to load"
+            ) from error
         finally:
             _current_origin = "builtin"
 

@@ -35,7 +35,9 @@ def spread(spec: TechniqueSpec, params: Mapping[str, Any]) -> float:
     return max([2.0, *(1.5 * abs(p) for p in points)])
 
 
-def sample_input(spec: TechniqueSpec, params: Mapping[str, Any], shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+def sample_input(
+    spec: TechniqueSpec, params: Mapping[str, Any], shape: tuple[int, ...], rng: np.random.Generator
+) -> np.ndarray:
     """Normal float64 values of the technique's spread, none within KINK_MARGIN of a kink."""
     x = rng.normal(size=shape) * spread(spec, params)
     for kink in spec.kinks_fn(params):

@@ -17,6 +17,7 @@ import numpy as np
 
 DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
 
+
 class _Required:
     """Marker default for a parameter the caller must give (only ``num_features``)."""
 
@@ -153,8 +154,7 @@ class TechniqueSpec:
             if p.name not in given:
                 if p.default is REQUIRED:
                     raise TypeError(
-                        f"{self.name}: missing required parameter {p.name!r} ({p.doc}); "
-                        f"pass it, e.g. {p.name}=64"
+                        f"{self.name}: missing required parameter {p.name!r} ({p.doc}); pass it, e.g. {p.name}=64"
                     )
                 resolved[p.name] = p.default
             else:
@@ -192,7 +192,9 @@ class TechniqueSpec:
             )
         ndim = len(shape)
         if ndim < self.min_rank:
-            raise ValueError(f"{self.name} needs an input with at least {self.min_rank} dimension(s), got shape {shape}")
+            raise ValueError(
+                f"{self.name} needs an input with at least {self.min_rank} dimension(s), got shape {shape}"
+            )
         if "axis" in params and not -ndim <= params["axis"] < ndim:
             raise ValueError(
                 f"{self.name}: axis {params['axis']} is out of range for a {ndim}-d input; "
@@ -234,7 +236,9 @@ def lo_below_hi(params: Mapping[str, Any]) -> str | None:
 def module_params(extra: tuple[Param, ...]) -> tuple[Param, ...]:
     """``num_features``, ``dtype`` and ``seed``, which every technique with parameters takes."""
     return (
-        Param("num_features", "int", REQUIRED, "the size of the feature axis", lambda v: None if v > 0 else "must be > 0"),
+        Param(
+            "num_features", "int", REQUIRED, "the size of the feature axis", lambda v: None if v > 0 else "must be > 0"
+        ),
         *extra,
         Param("dtype", "str", "float32", "dtype of the learned parameters and of the input", one_of(*DTYPES)),
         Param("seed", "int", 0, "seed of the parameter draw; the same seed gives the same values in both frameworks"),

@@ -62,13 +62,17 @@ DEFAULTS: dict[tuple[str, str], Tolerance] = {
         "2 float16 ulps (eps 9.8e-4): both sides round the same float32 value once, but a float32 result "
         "within a few float32 ulps of a float16 rounding tie can round either way.",
     ),
-    ("float16", "vjp"): Tolerance(4e-3, "4 float16 ulps (norm-wise): the forward's 2, doubled by the backward pass.", NORMWISE),
+    ("float16", "vjp"): Tolerance(
+        4e-3, "4 float16 ulps (norm-wise): the forward's 2, doubled by the backward pass.", NORMWISE
+    ),
     ("bfloat16", "value"): Tolerance(
         1.6e-2,
         "2 bfloat16 ulps (eps 7.8e-3): a float32 result near a bfloat16 tie rounds either way "
         "(bf16 sigmoid differs by one ulp on about a third of random inputs).",
     ),
-    ("bfloat16", "vjp"): Tolerance(3.2e-2, "4 bfloat16 ulps (norm-wise): the forward's 2, doubled by the backward pass.", NORMWISE),
+    ("bfloat16", "vjp"): Tolerance(
+        3.2e-2, "4 bfloat16 ulps (norm-wise): the forward's 2, doubled by the backward pass.", NORMWISE
+    ),
 }
 
 _NORMALIZATION_VALUES = (
@@ -104,8 +108,13 @@ class Comparison:
         return self.problem is None and self.max_rel <= self.rtol
 
 
-def compare(a: np.ndarray, b: np.ndarray, tol: Tolerance) -> Comparison:
-    """Compare ``a`` and ``b`` as described in this module's docstring."""
+def compare(a: np.ndarray, b: np.ndarray, tol: Tolerance, scale: float = 0.0) -> Comparison:
+    """Compare ``a`` and ``b`` as described in this module's docstring.
+
+    ``scale`` raises the array's own scale: parts of one VJP (input and parameter gradients) are
+    compared against the largest gradient of that VJP, so a gradient that is zero in exact
+    arithmetic (a Linear bias before BatchNorm) is judged at the VJP's scale, not by its noise.
+    """
     rtol = tol.rtol
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -122,9 +131,17 @@ def compare(a: np.ndarray, b: np.ndarray, tol: Tolerance) -> Comparison:
     finite = ~(nan_a | inf)
     if not finite.any():
         return Comparison(0.0, 0.0, rtol, None, None)
+    if not np.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
     diff = np.where(finite, np.abs(a - b), 0.0)
     mag = np.where(finite, np.maximum(np.abs(a), np.abs(b)), 0.0)
-    denominator = np.maximum(mag, tol.floor * mag.max())
+    denominator = np.maximum(mag, tol.floor * max(float(mag.max()), scale))
     rel = np.divide(diff, denominator, out=np.zeros_like(diff), where=denominator > 0)
     worst = np.unravel_index(int(np.argmax(rel)), rel.shape) if rel.size else None
     return Comparison(float(diff.max()), float(rel.max()), rtol, tuple(int(i) for i in worst or ()), None)
+
+
+def vjp_scale(*gradients: np.ndarray) -> float:
+    """The largest finite magnitude among the parts of one VJP (see :func:`compare`)."""
+    finite = [np.abs(g[np.isfinite(g)]).max() for g in gradients if np.isfinite(g).any()]
+    return float(max(finite, default=0.0))

@@ -53,7 +53,9 @@ def _torch_name(path: tuple[Any, ...]) -> tuple[str, bool]:
     return ".".join([*head, last]), False
 
 
-def vjp(module: nnx.Module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def vjp(
+    module: nnx.Module, x: np.ndarray, cotangent: np.ndarray, dtype: str
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(output, input VJP, parameter VJPs by name) for one call of ``module`` in its current mode.
 
     Like any call, a training-mode call updates running statistics.

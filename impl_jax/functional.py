@@ -31,7 +31,9 @@ def _clamp_inside(x: jax.Array, lo: float, hi: float) -> jax.Array:
 
 
 @_clamp_inside.defjvp
-def _clamp_inside_jvp(lo, hi, primals, tangents):  # noqa: ANN001, ANN202
+def _clamp_inside_jvp(
+    lo: float, hi: float, primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
     (x,), (t,) = primals, tangents
     return jnp.clip(x, lo, hi), jnp.where((x > lo) & (x < hi), t, jnp.zeros_like(t))
 
@@ -43,7 +45,9 @@ def _clamp_straight_through(x: jax.Array, lo: float, hi: float) -> jax.Array:
 
 
 @_clamp_straight_through.defjvp
-def _clamp_straight_through_jvp(lo, hi, primals, tangents):  # noqa: ANN001, ANN202
+def _clamp_straight_through_jvp(
+    lo: float, hi: float, primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
     (x,), (t,) = primals, tangents
     return jnp.clip(x, lo, hi), t
 

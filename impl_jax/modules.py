@@ -27,7 +27,7 @@ from impl_jax.adapter import JAX_DTYPES, dtype_name, from_numpy
 class Limit(nnx.Module):
     """A stateless technique; its parameters are fixed when it is built."""
 
-    def __init__(self, spec: harness.TechniqueSpec, fn: Callable[..., jax.Array], params: Mapping[str, Any]):
+    def __init__(self, spec: harness.TechniqueSpec, fn: Callable[..., jax.Array], params: Mapping[str, Any]) -> None:
         self.technique = spec.name
         self.params = tuple(params.items())
         self._spec = spec
@@ -48,8 +48,13 @@ _ALLOWED = frozenset(JAX_DTYPES.values())
 class LayerNorm(nnx.Module):
     """LayerNorm over the last axis with PyTorch's parameter meaning (eps 1e-5, weight 1, bias 0)."""
 
-    def __init__(self, *, num_features: int, eps: float, elementwise_affine: bool, dtype: str, seed: int):
-        self.params = (("num_features", num_features), ("eps", eps), ("elementwise_affine", elementwise_affine), ("dtype", dtype))
+    def __init__(self, *, num_features: int, eps: float, elementwise_affine: bool, dtype: str, seed: int) -> None:
+        self.params = (
+            ("num_features", num_features),
+            ("eps", eps),
+            ("elementwise_affine", elementwise_affine),
+            ("dtype", dtype),
+        )
         self._spec = harness.get("layer_norm")
         self.eps = eps
         if elementwise_affine:
@@ -71,7 +76,7 @@ class BatchNorm(nnx.Module):
     ``momentum`` is the old value's weight: 0.1 here == 0.9 there), the running variance is
     unbiased (Flax stores the biased one)."""
 
-    def __init__(self, *, num_features: int, eps: float, momentum: float, dtype: str, seed: int):
+    def __init__(self, *, num_features: int, eps: float, momentum: float, dtype: str, seed: int) -> None:
         self.params = (("num_features", num_features), ("eps", eps), ("momentum", momentum), ("dtype", dtype))
         self._spec = harness.get("batch_norm")
         self.eps, self.momentum = eps, momentum
@@ -103,7 +108,7 @@ class BatchNorm(nnx.Module):
 class Head(nnx.Module):
     """Linear(in_features, out_features) then an output-limiting technique."""
 
-    def __init__(self, linear: nnx.Linear, limit: nnx.Module, dtype: str):
+    def __init__(self, linear: nnx.Linear, limit: nnx.Module, dtype: str) -> None:
         self.linear, self.limit, self.dtype_name = linear, limit, dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:

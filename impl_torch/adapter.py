@@ -56,8 +56,10 @@ def vjp(
     grads = torch.autograd.grad(
         y, [xt, *(p for _, p in named)], grad_outputs=from_numpy(cotangent, dtype), allow_unused=True
     )
-    dx, *dparams = (torch.zeros_like(t) if g is None else g for g, t in zip(grads, [xt, *(p for _, p in named)]))
-    return to_numpy(y), to_numpy(dx), {name: to_numpy(g) for (name, _), g in zip(named, dparams)}
+    dx, *dparams = (
+        torch.zeros_like(t) if g is None else g for g, t in zip(grads, [xt, *(p for _, p in named)], strict=False)
+    )
+    return to_numpy(y), to_numpy(dx), {name: to_numpy(g) for (name, _), g in zip(named, dparams, strict=False)}
 
 
 def get_state(module: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -72,4 +74,3 @@ def set_state(module: torch.nn.Module, state: Mapping[str, np.ndarray]) -> None:
     with torch.no_grad():
         for name, tensor in own.items():
             tensor.copy_(from_numpy(state[name], dtype_name(tensor)))
-

@@ -7,6 +7,7 @@ no result depends on the gradient convention of a torch primitive at a tie.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -29,12 +30,12 @@ class _ClampInside(torch.autograd.Function):
         return torch.clamp(x, lo, hi)
 
     @staticmethod
-    def setup_context(ctx, inputs, output):  # noqa: ANN001, ANN205
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         x, ctx.lo, ctx.hi = inputs
         ctx.save_for_backward(x)
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (x,) = ctx.saved_tensors
         return torch.where((x > ctx.lo) & (x < ctx.hi), grad, 0.0), None, None
 
@@ -47,11 +48,11 @@ class _ClampStraightThrough(torch.autograd.Function):
         return torch.clamp(x, lo, hi)
 
     @staticmethod
-    def setup_context(ctx, inputs, output):  # noqa: ANN001, ANN205
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         pass
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         return grad, None, None
 
 
@@ -135,9 +136,7 @@ def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[to
     return xhat, mean * scale, var * scale * scale
 
 
-def layer_norm(
-    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *, eps: float
-) -> torch.Tensor:
+def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *, eps: float) -> torch.Tensor:
     xc = _upcast(x)
     xhat, _, _ = _standardize(xc, (-1,), eps)
     if weight is None:

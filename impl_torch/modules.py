@@ -24,7 +24,7 @@ from impl_torch.adapter import TORCH_DTYPES, dtype_name, from_numpy
 class Limit(nn.Module):
     """A stateless technique; its parameters are fixed when it is built."""
 
-    def __init__(self, spec: harness.TechniqueSpec, fn: Callable[..., torch.Tensor], params: Mapping[str, Any]):
+    def __init__(self, spec: harness.TechniqueSpec, fn: Callable[..., torch.Tensor], params: Mapping[str, Any]) -> None:
         super().__init__()
         self.technique = spec.name
         self.params = dict(params)
@@ -49,9 +49,14 @@ _ALLOWED = frozenset(TORCH_DTYPES.values())
 class LayerNorm(nn.Module):
     """LayerNorm over the last axis with PyTorch's parameter meaning (eps 1e-5, weight 1, bias 0)."""
 
-    def __init__(self, *, num_features: int, eps: float, elementwise_affine: bool, dtype: str, seed: int):
+    def __init__(self, *, num_features: int, eps: float, elementwise_affine: bool, dtype: str, seed: int) -> None:
         super().__init__()
-        self.params = {"num_features": num_features, "eps": eps, "elementwise_affine": elementwise_affine, "dtype": dtype}
+        self.params = {
+            "num_features": num_features,
+            "eps": eps,
+            "elementwise_affine": elementwise_affine,
+            "dtype": dtype,
+        }
         self._spec = harness.get("layer_norm")
         self.eps = eps
         if elementwise_affine:
@@ -70,7 +75,7 @@ class BatchNorm(nn.Module):
     """BatchNorm over axis 1 with PyTorch's meaning: momentum weights the new batch, the running
     variance is unbiased; ``.train()``/``.eval()`` switch batch and running statistics."""
 
-    def __init__(self, *, num_features: int, eps: float, momentum: float, dtype: str, seed: int):
+    def __init__(self, *, num_features: int, eps: float, momentum: float, dtype: str, seed: int) -> None:
         super().__init__()
         self.params = {"num_features": num_features, "eps": eps, "momentum": momentum, "dtype": dtype}
         self._spec = harness.get("batch_norm")
@@ -102,7 +107,7 @@ class BatchNorm(nn.Module):
 class Head(nn.Module):
     """Linear(in_features, out_features) then an output-limiting technique."""
 
-    def __init__(self, linear: nn.Linear, limit: nn.Module, dtype: str):
+    def __init__(self, linear: nn.Linear, limit: nn.Module, dtype: str) -> None:
         super().__init__()
         self.linear, self.limit, self.dtype_name = linear, limit, dtype
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from hypothesis import settings  # noqa: E402
+import jax
+import numpy as np
+import pytest
+import torch
+from hypothesis import settings
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -60,7 +60,7 @@ _RECORDS: list[dict] = []
 def record_parity():
     """Record a comparison's measured error (the numbers are the product, pass or fail)."""
 
-    def record(technique: str, case: str, dtype: str, quantity: str, comparison) -> None:  # noqa: ANN001
+    def record(technique: str, case: str, dtype: str, quantity: str, comparison) -> None:
         _RECORDS.append(
             {
                 "technique": technique,
@@ -92,7 +92,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     (PARITY_DIR / "parity.md").write_text("\n".join(lines) + "\n")
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     if _RECORDS:
         ratio = max(r["max_rel"] / r["rtol"] for r in _RECORDS)
         terminalreporter.write_line(

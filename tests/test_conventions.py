@@ -1,0 +1,75 @@
+"""Defaults mean what PyTorch means: checked against torch.nn's own layers and against Flax's
+documented differences, so a change of convention on either side is caught."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import harness
+
+
+def test_layer_norm_defaults_match_torch_nn_layer_norm(rng: np.random.Generator) -> None:
+    # Small variance: torch's eps 1e-5 vs Flax's 1e-6 would differ in the first digit here.
+    x = rng.normal(size=(4, 16)) * 1e-3 + 100.0
+    expected = torch.nn.LayerNorm(16, dtype=torch.float64)(torch.from_numpy(x)).detach().numpy()
+    for framework in harness.FRAMEWORKS:
+        backend = harness.backend(framework)
+        module = harness.build("layer_norm", framework, num_features=16, dtype="float64")
+        y = backend.to_numpy(module(backend.from_numpy(x, "float64")))
+        np.testing.assert_allclose(y, expected, rtol=1e-9, atol=1e-9, err_msg=framework)
+
+
+def test_layer_norm_is_stable_where_fast_variance_fails(rng: np.random.Generator) -> None:
+    # x = 100 + 0.1 * noise in float32: E[x^2] - E[x]^2 loses every digit; two-pass does not.
+    x = 100.0 + 0.1 * rng.normal(size=(8, 32))
+    exact = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    for framework in harness.FRAMEWORKS:
+        backend = harness.backend(framework)
+        module = harness.build("layer_norm", framework, num_features=32)
+        y = backend.to_numpy(module(backend.from_numpy(x, "float32")))
+        np.testing.assert_allclose(y, exact, atol=2e-3, err_msg=framework)
+
+
+def test_batch_norm_running_statistics_match_torch_nn_batch_norm(rng: np.random.Generator) -> None:
+    reference = torch.nn.BatchNorm1d(6, momentum=0.1, dtype=torch.float64)
+    modules = {fw: harness.build("batch_norm", fw, num_features=6, dtype="float64") for fw in harness.FRAMEWORKS}
+    for _ in range(3):
+        x = rng.normal(size=(10, 6)) * 3 + 1
+        expected = reference(torch.from_numpy(x)).detach().numpy()
+        for fw, module in modules.items():
+            backend = harness.backend(fw)
+            y = backend.to_numpy(module(backend.from_numpy(x, "float64")))
+            np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12, err_msg=fw)
+    for fw, module in modules.items():
+        state = harness.backend(fw).get_state(module)
+        # Unbiased running variance, momentum weighting the new batch: PyTorch's meaning.
+        np.testing.assert_allclose(state["running_mean"], reference.running_mean.numpy(), rtol=1e-12, err_msg=fw)
+        np.testing.assert_allclose(state["running_var"], reference.running_var.numpy(), rtol=1e-12, err_msg=fw)
+    reference.eval()
+    x = rng.normal(size=(3, 6))
+    expected = reference(torch.from_numpy(x)).detach().numpy()
+    for fw, module in modules.items():
+        module.eval()
+        backend = harness.backend(fw)
+        np.testing.assert_allclose(
+            backend.to_numpy(module(backend.from_numpy(x, "float64"))), expected, rtol=1e-10, err_msg=fw
+        )
+
+
+def test_softmax_rows_with_infinities_take_their_limit() -> None:
+    x = np.array([[np.inf, 0.0, np.inf, -np.inf], [-np.inf] * 4, [np.nan, 0.0, 1.0, 2.0]])
+    expected = np.array([[0.5, 0.0, 0.5, 0.0], [0.25] * 4, [np.nan] * 4])
+    for framework in harness.FRAMEWORKS:
+        backend = harness.backend(framework)
+        y = backend.to_numpy(harness.build("softmax", framework)(backend.from_numpy(x, "float64")))
+        np.testing.assert_array_equal(y, expected, err_msg=framework)
+
+
+def test_smooth_clamp_gradient_stays_positive_far_into_the_tails() -> None:
+    # Defaults: tails of width r = 0.5 beyond +-0.5. At x = 20 (39 r past the join) tanh's
+    # 1 - y^2 would be exactly 0 in float32; the declared 4 s (1 - s) is not.
+    x = np.array([-20.0, -10.0, 10.0, 20.0])
+    for framework in harness.FRAMEWORKS:
+        _, dx, _ = harness.backend(framework).vjp(harness.build("smooth_clamp", framework), x, np.ones(4), "float32")
+        assert (dx > 0).all(), f"{framework}: {dx}"
