@@ -162,8 +162,10 @@ declare(
         ),
         rejects=({"lo": 1.0, "hi": -1.0}, {"linear_fraction": 1.0}, {"linear_fraction": -0.1}, {"hi": math.inf}),
         notes=(
-            "Identity in the middle, sigmoid tails matched in value, slope and curvature at the joins; "
-            "the tails are written relative to the bound they approach, so rounding cannot cross it."
+            "Identity in the middle (exactly), sigmoid tails matched in value, slope and curvature at the "
+            "joins. Computed as m + 2r (sigmoid(2e/r) - 1/2) with m = clamp(x, lo + r, hi - r), e = x - m: "
+            "inside [lo, hi] by monotone rounding, but near a bound of 0 accurate to about ulp(r) in "
+            "absolute terms rather than relatively."
         ),
     )
 )

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from harness import implements
+from harness.numerics import needs_rounding_guard
 
 _LOW = (jnp.dtype("float16"), jnp.dtype("bfloat16"))
 
@@ -73,18 +74,36 @@ def bounded_relu(x: jax.Array, *, lo: float, hi: float) -> jax.Array:
     return _clamp_inside(x, max(lo, 0.0), hi)
 
 
-@implements("smooth_clamp", "jax")
-def smooth_clamp(x: jax.Array, *, lo: float, hi: float, linear_fraction: float) -> jax.Array:
-    r = (1.0 - linear_fraction) * (hi - lo) / 2.0
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _smooth_clamp(x: jax.Array, lo: float, hi: float, r: float) -> jax.Array:
+    """m + 2r (sigmoid(2e/r) - 1/2) with m = clip(x, lo + r, hi - r) and e = x - m.
+
+    The same operations in the same order as PyTorch (see impl_torch.functional): exactly x in the
+    middle, inside [lo, hi] by monotone rounding, with a final clip only where rounding needs it.
+    """
     xc = _upcast(x)
     middle = jnp.clip(xc, lo + r, hi - r)
-    excess = xc - middle
-    # Each tail is written relative to the bound it approaches (hi - positive, lo + positive),
-    # so no rounding can cross the bound; sigmoid is taken on its small side, so the gradient
-    # 4 s (1 - s) stays > 0 far into the tails.
-    tail = jax.nn.sigmoid(jnp.abs(excess) * (-2.0 / r)) * (2.0 * r)
-    y = jnp.where(excess > 0, hi - tail, jnp.where(excess < 0, lo + tail, xc))
+    y = middle + (2.0 * r) * (jax.nn.sigmoid((xc - middle) * (2.0 / r)) - 0.5)
+    if needs_rounding_guard(lo, hi, r, xc.dtype.name):
+        y = jnp.clip(y, lo, hi)
     return y.astype(x.dtype)
+
+
+@_smooth_clamp.defjvp
+def _smooth_clamp_jvp(
+    lo: float, hi: float, r: float, primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    # 4 s (1 - s) with s = sigmoid(-2|e|/r) on its small side: exactly 1 on the linear middle,
+    # and > 0 far into the tails (autodiff of the forward would round it to 0 much sooner).
+    (x,), (t,) = primals, tangents
+    xc = _upcast(x)
+    s = jax.nn.sigmoid(jnp.abs(xc - jnp.clip(xc, lo + r, hi - r)) * (-2.0 / r))
+    return _smooth_clamp(x, lo, hi, r), (_upcast(t) * (4.0 * s * (1.0 - s))).astype(t.dtype)
+
+
+@implements("smooth_clamp", "jax")
+def smooth_clamp(x: jax.Array, *, lo: float, hi: float, linear_fraction: float) -> jax.Array:
+    return _smooth_clamp(x, lo, hi, (1.0 - linear_fraction) * (hi - lo) / 2.0)
 
 
 @implements("softmax", "jax")

@@ -1,0 +1,20 @@
+"""Framework-neutral numeric facts that both implementations base a decision on."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=256)
+def needs_rounding_guard(lo: float, hi: float, r: float, dtype: str) -> bool:
+    """True unless ``(lo + r) - r == lo`` and ``(hi - r) + r == hi`` hold in ``dtype``.
+
+    When they hold, ``m + t`` with ``m`` in [lo + r, hi - r] and ``|t| <= r`` rounds into
+    [lo, hi] (rounding is monotone), so no final clamp is needed.
+    """
+    f = np.dtype(dtype).type
+    b_lo, b_hi, rr = f(lo + r), f(hi - r), f(r)
+    with np.errstate(over="ignore"):
+        return not (f(b_lo - rr) >= f(lo) and f(b_hi + rr) <= f(hi))
