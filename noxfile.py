@@ -1,10 +1,15 @@
 """nox sessions for output-limits. ``nox`` alone runs lint and tests; ``nox -s bench`` is opt-in.
 
 On a machine without a package index whose frameworks are already installed (a GPU box), run
-``nox --no-venv -s tests``: installs are skipped and the environment is used as it is.
+``nox --no-venv -s tests`` or ``nox --no-venv -s bench``: installs are skipped and the
+environment is used, and recorded, as it is.
 """
 
 from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
 
 import nox
 
@@ -36,6 +41,34 @@ def tests(session: nox.Session) -> None:
         # The plugin's own test asserts it is registered; it only runs where we installed it.
         env["OUTPUT_LIMITS_EXAMPLE_PLUGIN"] = "1"
     session.run("pytest", *session.posargs, env=env)
+    # The benchmark files once, with timing disabled, so they cannot rot (outputs still checked).
+    session.run("pytest", "bench/test_bench.py", "--quick", "--benchmark-disable", "-q", env=env)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmark every registered technique in PyTorch and JAX; write .bench/<timestamp>/.
+
+    The folder holds raw.json (pytest-benchmark, environment in machine_info), ratios.json (the
+    speed targets), report.md, report.tex, report.csv and plots; .bench/latest points at it.
+    Arguments go to pytest: ``-- --quick`` (a subset in minutes), ``-- --threads all``,
+    ``-- --techniques clamp,softmax``, ``-- --sizes 10,16,22``, ``-- --devices cuda``, ``-- --tf32``.
+    For CUDA, install CUDA builds of torch and jax in the environment first (see README).
+    """
+    if _can_install(session):
+        session.install(*CONSTRAINTS, "-e", ".[torch,jax,bench]")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(".bench") / stamp
+    out.mkdir(parents=True)
+    raw = out / "raw.json"
+    session.run("pytest", "bench/test_bench.py", f"--benchmark-json={raw}", "-p", "no:cacheprovider", *session.posargs)
+    session.run("python", "bench/speed_ratios.py", "--out", str(out / "ratios.json"))
+    session.run("python", "-m", "harness", "report", str(raw), "--ratios", str(out / "ratios.json"), "--out", str(out))
+    latest = Path(".bench") / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    os.symlink(stamp, latest)
+    session.log(f"report: {out / 'report.md'}")
 
 
 @nox.session

@@ -101,6 +101,15 @@ OVERRIDES: dict[tuple[str, str, str], Tolerance] = {
 }
 
 
+BENCH_CHECK = Tolerance(
+    1e-4,
+    "Benchmark outputs (float32, eager, compiled or jitted) against the float64 reference, once per row: "
+    "compiled code may reassociate and fuse, so this is looser than the parity table; it exists to stop a "
+    "wrong result from posting a time, and a wrong result misses by far more than 1e-4.",
+    NORMWISE,
+)
+
+
 def tolerance(technique: str, dtype: str, quantity: str) -> Tolerance:
     """The tolerance for comparing ``quantity`` ("value" or "vjp") of ``technique`` in ``dtype``."""
     return OVERRIDES.get((technique, dtype, quantity), DEFAULTS[dtype, quantity])

@@ -1,13 +1,25 @@
-"""JAX/Flax implementations. Mirrors ``impl_torch`` file for file and name for name."""
+"""JAX/Flax implementations. Mirrors ``impl_torch`` file for file and name for name.
 
-from impl_jax import functional  # noqa: F401  (registers the built-in techniques)
+This package's public names are the adapter every test and benchmark uses; importing it
+registers the built-in techniques (``functional``, ``modules``).
+"""
+
+from impl_jax import baselines, functional
 from impl_jax.adapter import asarray, dtype_name, from_numpy, get_state, set_state, to_numpy, vjp
 from impl_jax.modules import make_head, make_module
+from impl_jax.timing import bench_callable, bench_devices, block, copy_callable, device_name
 
 __all__ = [
     "asarray",
+    "baselines",
+    "bench_callable",
+    "bench_devices",
+    "block",
+    "copy_callable",
+    "device_name",
     "dtype_name",
     "from_numpy",
+    "functional",
     "get_state",
     "make_head",
     "make_module",

@@ -76,14 +76,16 @@ def bounded_relu(x: jax.Array, *, lo: float, hi: float) -> jax.Array:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
 def _smooth_clamp(x: jax.Array, lo: float, hi: float, r: float) -> jax.Array:
-    """m + 2r (sigmoid(2e/r) - 1/2) with m = clip(x, lo + r, hi - r) and e = x - m.
+    """m + r tanh(e/r) with m = clip(x, lo + r, hi - r) and e = x - m.
 
-    The same operations in the same order as PyTorch (see impl_torch.functional): exactly x in the
-    middle, inside [lo, hi] by monotone rounding, with a final clip only where rounding needs it.
+    The same function as PyTorch's m + 2r (sigmoid(2e/r) - 1/2) (tanh(z) = 2 sigmoid(2z) - 1): XLA's
+    tanh is cheap, ATen's is 6x slower than its sigmoid on CPU, so each side uses its fast form.
+    Exactly x in the middle; inside [lo, hi] by monotone rounding (|r tanh| <= r), with a final
+    clip only where rounding needs it.
     """
     xc = _upcast(x)
     middle = jnp.clip(xc, lo + r, hi - r)
-    y = middle + (2.0 * r) * (jax.nn.sigmoid((xc - middle) * (2.0 / r)) - 0.5)
+    y = middle + r * jnp.tanh((xc - middle) / r)
     if needs_rounding_guard(lo, hi, r, xc.dtype.name):
         y = jnp.clip(y, lo, hi)
     return y.astype(x.dtype)

@@ -92,6 +92,12 @@ def bounded_relu(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
 _CHUNK = 1 << 19
 
 
+@torch.compiler.assume_constant_result
+def _needs_guard(lo: float, hi: float, r: float, dtype: str) -> bool:
+    # A Python-level decision on constants: torch.compile takes its result as a constant.
+    return needs_rounding_guard(lo, hi, r, dtype)
+
+
 def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:
     """m + 2r (sigmoid(2e/r) - 1/2) with m = clamp(x, lo + r, hi - r) and e = x - m.
 
@@ -102,7 +108,7 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, r: float) -> tor
     cheap passes and one sigmoid per block.
     """
     compute = torch.float32 if x.dtype in _LOW else x.dtype
-    guard = needs_rounding_guard(lo, hi, r, str(compute).removeprefix("torch."))
+    guard = _needs_guard(lo, hi, r, str(compute).removeprefix("torch."))
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     flat_x, flat_out = x.reshape(-1), out.view(-1)
     n = flat_x.numel()
@@ -155,17 +161,26 @@ def smooth_clamp(x: torch.Tensor, *, lo: float, hi: float, linear_fraction: floa
     return _smooth_clamp_values(x, lo, hi, r)
 
 
+def _eager_cpu(x: torch.Tensor) -> bool:
+    # Data-dependent fast paths pay off in eager mode on CPU, where torch.where costs as much as
+    # six sigmoids; under torch.compile or on an accelerator the branch-free form is fast as is.
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 @implements("softmax", "torch")
 def softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
     if x.shape[axis] == 0:
         return x.clone()
     xc = _upcast(x)
     top = torch.amax(xc, dim=axis, keepdim=True).detach()
-    z = xc - torch.where(torch.isfinite(top), top, 0.0)
-    # Rows holding an infinity take their limit instead of NaN: +inf entries share the mass,
-    # an all -inf row is uniform. NaN rows stay NaN (amax propagates NaN).
-    z = torch.where(top == math.inf, torch.where(xc == math.inf, 0.0, -math.inf), z)
-    z = torch.where(top == -math.inf, 0.0, z)
+    if _eager_cpu(x) and bool(torch.isfinite(top).all()):
+        z = xc - top  # every row max finite: the limits below change nothing
+    else:
+        z = xc - torch.where(torch.isfinite(top), top, 0.0)
+        # Rows holding an infinity take their limit instead of NaN: +inf entries share the mass,
+        # an all -inf row is uniform. NaN rows stay NaN (amax propagates NaN).
+        z = torch.where(top == math.inf, torch.where(xc == math.inf, 0.0, -math.inf), z)
+        z = torch.where(top == -math.inf, 0.0, z)
     e = torch.exp(z)
     # e / sum(e) with sum(e) >= e (rounded sums of non-negatives only grow): never above 1.
     return (e / e.sum(dim=axis, keepdim=True)).to(x.dtype)
@@ -182,7 +197,11 @@ def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[to
     amax = torch.amax(x.abs(), dim=dims, keepdim=True).detach()
     big = torch.isfinite(amax) & (amax > 1.0)
     scale = torch.where(big, torch.exp2(torch.floor(torch.log2(torch.where(big, amax, 1.0))) - 1.0), 1.0).to(x.dtype)
-    scaled = torch.where(torch.isinf(amax), torch.where(torch.isinf(x), torch.sign(x), 0.0), x / scale)
+    if _eager_cpu(x) and bool(torch.isfinite(amax).all()):
+        # No infinity and no NaN in any group: the branch-free form below reduces to this.
+        scaled = x / scale if bool(big.any()) else x
+    else:
+        scaled = torch.where(torch.isinf(amax), torch.where(torch.isinf(x), torch.sign(x), 0.0), x / scale)
     mean = scaled.mean(dim=dims, keepdim=True)
     centred = scaled - mean
     var = (centred * centred).mean(dim=dims, keepdim=True)
@@ -199,7 +218,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
         bound = math.sqrt(x.shape[-1] - 1)
         y = _ClampStraightThrough.apply(xhat, -bound, bound) if _tracks_grad(xhat) else xhat.clamp(-bound, bound)
     else:
-        y = xhat * _upcast(weight) + _upcast(bias)
+        y = torch.addcmul(_upcast(bias), xhat, _upcast(weight))
     return y.to(x.dtype)
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks of every registered technique in PyTorch and JAX (run with ``nox -s bench``)."""

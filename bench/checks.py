@@ -1,0 +1,61 @@
+"""Independent checks of each benchmarked output, so a broken implementation cannot post a time.
+
+Forward outputs are compared with the declaration's float64 numpy reference (or the baseline's
+own formula); input VJPs with a central finite difference of that reference along a random
+direction: <dx, v> == d/dh <cotangent, f(x + h v)>. Framework-independent, once per row.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+import harness
+from harness.benchplan import BASELINES, BenchCase
+from harness.tolerances import BENCH_CHECK, compare
+
+
+def reference_of(case: BenchCase) -> Callable[[np.ndarray, Mapping[str, Any]], np.ndarray] | None:
+    baseline = BASELINES.get(case.technique) if case.kind == "baseline" else None
+    if baseline is not None and baseline.reference is not None:
+        return baseline.reference
+    return harness.get(case.technique).reference
+
+
+@functools.lru_cache(maxsize=8)
+def _directional(key: tuple, x_bytes: bytes, shape: tuple[int, ...], cot_bytes: bytes) -> tuple[float, np.ndarray]:
+    reference, params = _PENDING[key]
+    x = np.frombuffer(x_bytes, dtype=np.float64).reshape(shape)
+    cot = np.frombuffer(cot_bytes, dtype=np.float64).reshape(shape)
+    v = np.random.default_rng(0).normal(size=shape)
+    h = 1e-6 * (1.0 + float(np.std(x)))
+    slope = (np.vdot(cot, reference(x + h * v, params)) - np.vdot(cot, reference(x - h * v, params))) / (2 * h)
+    return float(slope), v
+
+
+_PENDING: dict[tuple, tuple] = {}
+
+
+def check(case: BenchCase, out: np.ndarray, x: np.ndarray, cot: np.ndarray, params: Mapping[str, Any]) -> float:
+    """Raise AssertionError when ``out`` is wrong; return the measured error otherwise."""
+    if case.kind == "copy":
+        assert np.array_equal(out, x.astype(np.float32)), "copy returned different values"
+        return 0.0
+    reference = reference_of(case)
+    if reference is None:
+        raise AssertionError(f"{case.technique} declares no numpy reference, so its benchmark output cannot be checked")
+    if case.mode == "forward":
+        result = compare(out, reference(x, params), BENCH_CHECK)
+        assert result.ok, f"output differs from the reference by {result.max_rel:.2e} ({result.problem or ''})"
+        return result.max_rel
+    key = (case.technique, case.kind, case.n, case.device, repr(sorted(params.items())))
+    _PENDING[key] = (reference, params)
+    slope, v = _directional(key, x.tobytes(), x.shape, cot.tobytes())
+    got = float(np.vdot(out.astype(np.float64), v))
+    scale = float(np.sum(np.abs(out.astype(np.float64) * v))) or 1.0
+    error = abs(got - slope) / scale
+    assert error <= BENCH_CHECK.rtol, f"VJP fails the finite-difference check: <dx, v> = {got:.6g}, not {slope:.6g}"
+    return error

@@ -1,0 +1,59 @@
+"""Process settings shared by the benchmark session and bench/speed_ratios.py. Call
+:func:`configure` before anything imports torch or jax."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from typing import Any
+
+# glibc mallopt parameters.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _reuse_freed_memory() -> str:
+    # Fresh 16 MB outputs otherwise come from mmap and page-fault on every call, making plain
+    # elementwise ops several times slower in both frameworks; keep freed blocks for reuse.
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    if not hasattr(libc, "mallopt"):
+        return "platform default (no glibc mallopt)"
+    settings = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, (1 << 31) - 1), (_M_TOP_PAD, 64 << 20))
+    if not all(libc.mallopt(param, value) for param, value in settings):
+        return "platform default (mallopt refused)"
+    return "glibc mallopt M_MMAP_THRESHOLD=32MiB M_TRIM_THRESHOLD=2GiB M_TOP_PAD=64MiB: freed buffers reused"
+
+
+def configure(threads: int, tf32: bool = False) -> dict[str, Any]:
+    """Give both frameworks the same cores, threads, allocation policy and matmul precision."""
+    if hasattr(os, "sched_setaffinity"):
+        # No XLA flag limits XLA:CPU's thread pool; it is sized from the CPU affinity. Pinning the
+        # process to `threads` cores gives both frameworks the same cores.
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:threads]))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    multi = "true" if threads > 1 else "false"
+    extra = f"--xla_cpu_multi_thread_eigen={multi} intra_op_parallelism_threads={threads}"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {extra}".strip()
+    # Two frameworks in one process: JAX must not take 75% of the GPU before PyTorch runs.
+    os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    allocation = _reuse_freed_memory()
+
+    import jax
+    import torch
+    import torch._dynamo.config as dynamo
+
+    torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
+    # One compiled module serves all sizes of a case; a hit limit must fail, never fall back
+    # to eager while the row still says "compile".
+    dynamo.recompile_limit = 64
+    dynamo.accumulated_recompile_limit = 4096
+    dynamo.fail_on_recompile_limit_hit = True
+    return {"threads": threads, "torch_threads": torch.get_num_threads(), "allocation": allocation, "tf32": tf32}

@@ -1,0 +1,129 @@
+"""``nox -s bench``: every registered technique, in PyTorch (eager, torch.compile) and JAX (jit),
+forward and forward+backward, over a sweep of sizes, on every device both frameworks see.
+
+Fairness rules, each enforced here:
+* compilation and the first call are timed apart (``extra_info``), never inside a round;
+* the timer blocks on the last output before reading the clock (JAX dispatches asynchronously,
+  on CPU too; CUDA needs a synchronize), and rounds last >= 2 ms so that costs < 1%;
+* warm-up before timing; the same float32 input values, threads and allocation policy on both
+  sides (bench/conftest.py); forward+backward takes a fresh leaf each call, nothing accumulates;
+* every output is checked once against an independent reference before it is timed.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+import harness
+from bench.checks import check
+from harness import benchplan
+from harness.sampling import sample_cotangent, sample_input
+
+ROUND_SECONDS = {"cpu": 2e-3, "cuda": 5e-3}
+BUDGET_SECONDS = {False: 0.3, True: 0.1}  # timed seconds per row, full and --quick
+
+
+class _Last:
+    """The last output of the benchmarked callable, for the timer to block on."""
+
+    output: Any = None
+    block: Any = None
+
+
+def _synchronized_perf_counter() -> float:
+    if _Last.output is not None:
+        _Last.block(_Last.output)
+    return time.perf_counter()
+
+
+@functools.lru_cache(maxsize=4)
+def _inputs(technique: str, n: int) -> tuple[np.ndarray, np.ndarray, tuple[tuple[str, Any], ...]]:
+    """The same float32-representable input and cotangent for every row of a (technique, size)."""
+    spec = harness.get("clamp" if technique == "copy" else technique)
+    shape, extra = benchplan.shape_and_params(spec, n)
+    params = spec.resolve(extra)
+    rng = np.random.default_rng(n)
+    x = sample_input(spec, params, shape, rng).astype(np.float32).astype(np.float64)
+    cot = sample_cotangent(shape, rng).astype(np.float32).astype(np.float64)
+    return x, cot, tuple(params.items())
+
+
+_compiled: dict[tuple, Any] = {}
+
+
+def _module(case: benchplan.BenchCase, params: dict[str, Any]) -> Any:
+    backend = harness.backend(case.framework)
+    if case.kind == "baseline":
+        return backend.baselines.BUILDERS[case.technique](**params)
+    # One module per (technique, mode, device, style) across sizes, so torch.compile reuses it
+    # (automatic dynamic shapes after the second size) instead of compiling every size anew.
+    key = (case.technique, case.mode, case.device, case.framework, case.style)
+    if key not in _compiled:
+        _compiled[key] = harness.build(case.technique, case.framework, **params)
+    return _compiled[key]
+
+
+def test_bench(benchmark, bench_case: benchplan.BenchCase, bench_settings: dict[str, Any]) -> None:
+    case = bench_case
+    backend = harness.backend(case.framework)
+    x, cot, items = _inputs(case.technique, case.n)
+    params = dict(items)
+    if case.kind == "copy":
+        run = backend.copy_callable(x, case.device)
+    else:
+        run = backend.bench_callable(_module(case, params), x, cot, case.mode, case.style, case.device)
+
+    start = time.perf_counter()
+    out = run()
+    backend.block(out)
+    first_call = time.perf_counter() - start
+    error = check(case, backend.to_numpy(out), x, cot, params)
+
+    steady = []
+    for _ in range(3):
+        start = time.perf_counter()
+        backend.block(run())
+        steady.append(time.perf_counter() - start)
+    per_call = statistics.median(steady)
+    iterations = max(1, math.ceil(ROUND_SECONDS[case.device] / per_call))
+    rounds = int(min(50, max(5, BUDGET_SECONDS[bench_settings["quick"]] / (per_call * iterations))))
+
+    def timed() -> None:
+        _Last.output = run()
+
+    _Last.block, _Last.output = backend.block, None
+    assert hasattr(benchmark, "_timer"), "pytest-benchmark changed: cannot install the synchronizing timer"
+    benchmark._timer = _synchronized_perf_counter
+    benchmark.group = case.group if case.kind != "copy" else f"copy n=2^{int(math.log2(case.n))} {case.device}"
+    benchmark.extra_info.update(
+        technique=case.technique,
+        n=case.n,
+        mode=case.mode,
+        device=case.device,
+        device_name=backend.device_name(case.device),
+        framework=case.framework,
+        style=case.style,
+        kind=case.kind,
+        row=case.row,
+        ideal_bytes=harness.benchplan.ideal_bytes(case.n, case.mode),
+        first_call_s=first_call,
+        compile_s=max(first_call - per_call, 0.0),
+        check_error=error,
+        threads=bench_settings["threads"],
+    )
+    benchmark.pedantic(timed, rounds=rounds, iterations=iterations, warmup_rounds=1)
+    _Last.output = None
+
+
+def test_plan_covers_every_registered_technique(bench_settings: dict[str, Any]) -> None:
+    if bench_settings["quick"]:
+        pytest.skip("--quick runs a subset on purpose")
+    plan = benchplan.cases(("cpu",))
+    assert {c.technique for c in plan if c.kind == "ours"} == set(harness.names())

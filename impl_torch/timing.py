@@ -1,0 +1,59 @@
+"""Benchmark plumbing for PyTorch (mirrors ``impl_jax/timing.py``): devices, timed callables, sync."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from impl_torch.adapter import from_numpy
+
+
+def bench_devices() -> tuple[str, ...]:
+    """Devices this framework can benchmark on: "cpu", and "cuda" when a GPU is visible."""
+    return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
+def block(output: Any) -> None:
+    """Wait until ``output`` is computed (PyTorch on CPU is synchronous)."""
+    if isinstance(output, torch.Tensor) and output.is_cuda:
+        torch.cuda.synchronize(output.device)
+
+
+def bench_callable(
+    module: Any, x: np.ndarray, cotangent: np.ndarray, mode: str, style: str, device: str
+) -> Callable[[], torch.Tensor]:
+    """A zero-argument callable computing ``module`` on ``x`` (forward) or the input VJP with
+    ``cotangent`` (forward+backward), with inputs already on ``device``. ``style`` is "eager" or
+    "compile" (``torch.compile``; compiled on the first call)."""
+    if isinstance(module, torch.nn.Module):
+        module = module.to(device)
+    fn = torch.compile(module) if style == "compile" else module
+    xt = from_numpy(x, "float32").to(device)
+    ct = from_numpy(cotangent, "float32").to(device)
+    if mode == "forward":
+
+        def forward() -> torch.Tensor:
+            with torch.no_grad():
+                return fn(xt)
+
+        return forward
+
+    def forward_backward() -> torch.Tensor:
+        # A fresh leaf per call and autograd.grad (not .backward): nothing accumulates across calls.
+        leaf = xt.detach().requires_grad_(True)
+        return torch.autograd.grad(fn(leaf), leaf, ct)[0]
+
+    return forward_backward
+
+
+def copy_callable(x: np.ndarray, device: str) -> Callable[[], torch.Tensor]:
+    """A device copy of ``x`` into a fresh buffer: the bandwidth reference of the report."""
+    xt = from_numpy(x, "float32").to(device)
+    return xt.clone
