@@ -44,7 +44,9 @@ def bench_callable(
         state = jax.device_put(state, dev)
 
         def apply(s: Any, xx: jax.Array) -> jax.Array:
-            return nnx.merge(graphdef, s)(xx)
+            # copy=True: the module is rebuilt under the current trace (inside jax.vjp too), so a
+            # training-mode BatchNorm may update its statistics there.
+            return nnx.merge(graphdef, s, copy=True)(xx)
     else:
         state = None
 
