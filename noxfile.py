@@ -53,10 +53,14 @@ def bench(session: nox.Session) -> None:
     speed targets), report.md, report.tex, report.csv and plots; .bench/latest points at it.
     Arguments go to pytest: ``-- --quick`` (a subset in minutes), ``-- --threads all``,
     ``-- --techniques clamp,softmax``, ``-- --sizes 10,16,22``, ``-- --devices cuda``, ``-- --tf32``.
-    For CUDA, install CUDA builds of torch and jax in the environment first (see README).
+    With OUTPUT_LIMITS_CUDA=1 the environment gets CUDA builds: PyPI's torch wheel for Linux x86-64
+    is one already, JAX's comes with its cuda12 extra (same pinned versions).
     """
     if _can_install(session):
-        session.install(*CONSTRAINTS, "-e", ".[torch,jax,bench]")
+        if os.environ.get("OUTPUT_LIMITS_CUDA") == "1":
+            session.install(*CONSTRAINTS, "-e", ".[torch,bench]", "jax[cuda12]", "flax")
+        else:
+            session.install(*CONSTRAINTS, "-e", ".[torch,jax,bench]")
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(".bench") / stamp
     out.mkdir(parents=True)

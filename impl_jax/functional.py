@@ -36,7 +36,8 @@ def _clamp_inside_jvp(
     lo: float, hi: float, primals: tuple[jax.Array], tangents: tuple[jax.Array]
 ) -> tuple[jax.Array, jax.Array]:
     (x,), (t,) = primals, tangents
-    return jnp.clip(x, lo, hi), jnp.where((x > lo) & (x < hi), t, jnp.zeros_like(t))
+    # Zero where x <= lo or x >= hi; passed on elsewhere (NaN included), exactly as PyTorch's side.
+    return jnp.clip(x, lo, hi), jnp.where((x <= lo) | (x >= hi), jnp.zeros_like(t), t)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))

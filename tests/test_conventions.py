@@ -73,3 +73,13 @@ def test_smooth_clamp_gradient_stays_positive_far_into_the_tails() -> None:
     for framework in harness.FRAMEWORKS:
         _, dx, _ = harness.backend(framework).vjp(harness.build("smooth_clamp", framework), x, np.ones(4), "float32")
         assert (dx > 0).all(), f"{framework}: {dx}"
+
+
+def test_gradients_at_nan_inputs_agree() -> None:
+    # Not a modelled point, but both frameworks must still say the same thing there.
+    x = np.array([np.nan, 0.5, -3.0])
+    for name in ("clamp", "bounded_relu", "smooth_clamp", "sigmoid", "tanh"):
+        grads = [
+            harness.backend(fw).vjp(harness.build(name, fw), x, np.ones(3), "float64")[1] for fw in harness.FRAMEWORKS
+        ]
+        np.testing.assert_array_equal(grads[0], grads[1], err_msg=name)
