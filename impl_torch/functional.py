@@ -1,7 +1,9 @@
 """Pure PyTorch functions, one per technique, registered with ``harness.implements``.
 
-Every kink gradient is written here explicitly (see each declaration in harness/catalog.py);
-no result depends on the gradient convention of a torch primitive at a tie.
+Every kink gradient is chosen here explicitly (see each declaration in harness/catalog.py):
+custom autograd Functions state the rule, never the convention of the primitive that computes
+the forward. Where a fused ATen kernel computes exactly the declared rule it is called by name,
+and the kink tests pin its result at and beside every kink.
 """
 
 from __future__ import annotations
