@@ -23,6 +23,14 @@ import numpy as np
 
 NOISY = 0.10
 MAIN_ROWS = ("torch-eager", "torch-compile", "jax-jit")
+# One colour per row in every panel; baselines dashed in their framework's colour family.
+ROW_STYLE = {
+    "torch-eager": ("tab:blue", "-"),
+    "torch-compile": ("tab:purple", "-"),
+    "jax-jit": ("tab:green", "-"),
+    "baseline-torch-eager": ("tab:blue", "--"),
+    "baseline-jax-jit": ("tab:green", "--"),
+}
 
 
 @dataclass(frozen=True)
@@ -309,8 +317,9 @@ def plots(rows: list[Row], out: Path) -> list[Path]:
                         series[name].append((n, r.median))
             for name, points in sorted(series.items()):
                 points.sort()
-                style = "--" if name.startswith("baseline") else "-"
-                ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", ms=3, label=name)
+                color, line = ROW_STYLE.get(name, ("tab:gray", ":"))
+                xs, ys = [p[0] for p in points], [p[1] for p in points]
+                ax.plot(xs, ys, line, color=color, marker="o", ms=3, label=name)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_title(technique)
@@ -319,9 +328,13 @@ def plots(rows: list[Row], out: Path) -> list[Path]:
             ax.grid(True, which="both", alpha=0.3)
         for ax in list(axes.flat)[len(techniques) :]:
             ax.axis("off")
-        axes.flat[0].legend(fontsize=7)
+        labels = {}
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                labels.setdefault(label, handle)
+        fig.legend(list(labels.values()), list(labels), loc="upper right", fontsize=8)
         fig.suptitle(f"{mode}, {machine}")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 0.9, 1))
         path = out / f"plot-{index}-{mode.replace('+', '_')}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
