@@ -18,3 +18,14 @@ def needs_rounding_guard(lo: float, hi: float, r: float, dtype: str) -> bool:
     b_lo, b_hi, rr = f(lo + r), f(hi - r), f(r)
     with np.errstate(over="ignore"):
         return not (f(b_lo - rr) >= f(lo) and f(b_hi + rr) <= f(hi))
+
+
+@functools.lru_cache(maxsize=256)
+def affine_needs_guard(lo: float, hi: float, dtype: str) -> bool:
+    """True unless ``lo + (hi - lo)`` rounds to at most ``hi`` in ``dtype``.
+
+    When it does, ``lo + (hi - lo) * s`` with ``s`` in [0, 1] stays in [lo, hi] (monotone rounding).
+    """
+    f = np.dtype(dtype).type
+    with np.errstate(over="ignore"):
+        return not f(f(lo) + f(hi - lo)) <= f(hi)

@@ -127,6 +127,7 @@ def _load_declarations() -> None:
         return
     _declarations_loaded = True
     importlib.import_module("harness.catalog")
+    importlib.import_module("harness.catalog_extended")
     _load_group(DECLARATION_GROUP)
 
 

@@ -59,6 +59,11 @@ def extreme_values(dtype: str) -> np.ndarray:
     return np.array(values + [-v for v in values], dtype=np.float64)
 
 
+def machine_epsilon(dtype: str) -> float:
+    """The dtype's machine epsilon (bfloat16 included, which numpy lacks)."""
+    return _finfo(dtype)["eps"]
+
+
 def _finfo(dtype: str) -> dict[str, float]:
     if dtype == "bfloat16":
         return {"max": 3.3895313892515355e38, "tiny": 1.1754943508222875e-38, "eps": 2.0**-7}

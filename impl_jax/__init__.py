@@ -4,7 +4,7 @@ This package's public names are the adapter every test and benchmark uses; impor
 registers the built-in techniques (``functional``, ``modules``).
 """
 
-from impl_jax import baselines, functional
+from impl_jax import baselines, extended, functional
 from impl_jax.adapter import asarray, dtype_name, from_numpy, get_state, set_state, to_numpy, vjp
 from impl_jax.modules import make_head, make_module
 from impl_jax.timing import bench_callable, bench_devices, block, copy_callable, device_name
@@ -18,6 +18,7 @@ __all__ = [
     "copy_callable",
     "device_name",
     "dtype_name",
+    "extended",
     "from_numpy",
     "functional",
     "get_state",

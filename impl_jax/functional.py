@@ -125,18 +125,25 @@ def softmax(x: jax.Array, *, axis: int) -> jax.Array:
     return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype)
 
 
-def _standardize(x: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.Array, ...]:
-    """(x - mean) / sqrt(var + eps) over ``dims``, with mean and biased variance (two-pass).
+def _prescale(x: jax.Array, dims: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """``x`` divided by a power of two per group, and that power (the group's scale).
 
-    Groups whose largest magnitude exceeds 1 are first divided by a power of two (exact) that
-    brings it below 4 (one binade below the estimate, since log2 of the largest float32 rounds
-    up to 128), so squares cannot overflow at the largest finite inputs; the eps term is scaled to match,
-    which leaves the result unchanged. A group holding an infinity takes its limit.
+    Groups whose largest magnitude exceeds 1 are divided by a power of two (exact) that brings it
+    below 4 (one binade below the estimate, since log2 of the largest float32 rounds up to 128),
+    so squares cannot overflow at the largest finite inputs. A group holding an infinity takes
+    its limit: its infinite entries become +-1, the rest 0.
     """
     amax = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=dims, keepdims=True))
     big = jnp.isfinite(amax) & (amax > 1.0)
     scale = jnp.where(big, jnp.exp2(jnp.floor(jnp.log2(jnp.where(big, amax, 1.0))) - 1.0), 1.0).astype(x.dtype)
-    scaled = jnp.where(jnp.isinf(amax), jnp.where(jnp.isinf(x), jnp.sign(x), 0.0), x / scale)
+    return jnp.where(jnp.isinf(amax), jnp.where(jnp.isinf(x), jnp.sign(x), 0.0), x / scale), scale
+
+
+def _standardize(x: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.Array, ...]:
+    """(x - mean) / sqrt(var + eps) over ``dims``, with mean and biased variance (two-pass), on
+    prescaled groups (see :func:`_prescale`); the eps term is scaled to match, which leaves the
+    result unchanged."""
+    scaled, scale = _prescale(x, dims)
     mean = scaled.mean(axis=dims, keepdims=True)
     centred = scaled - mean
     var = (centred * centred).mean(axis=dims, keepdims=True)

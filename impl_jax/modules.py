@@ -20,6 +20,7 @@ from flax import nnx
 
 import harness
 from harness.build import check_head_input
+from impl_jax import extended as X
 from impl_jax import functional as F
 from impl_jax.adapter import JAX_DTYPES, dtype_name, from_numpy
 
@@ -68,6 +69,29 @@ class LayerNorm(nnx.Module):
         weight = None if self.weight is None else self.weight[...]
         bias = None if self.bias is None else self.bias[...]
         return F.layer_norm(x, weight, bias, eps=self.eps)
+
+
+@harness.implements("rms_norm", "jax")
+class RMSNorm(nnx.Module):
+    """RMSNorm over the last axis with PyTorch's meaning (eps None: the input dtype's epsilon;
+    Flax's default is 1e-6)."""
+
+    def __init__(
+        self, *, num_features: int, eps: float | None, elementwise_affine: bool, dtype: str, seed: int
+    ) -> None:
+        self.params = (
+            ("num_features", num_features),
+            ("eps", eps),
+            ("elementwise_affine", elementwise_affine),
+            ("dtype", dtype),
+        )
+        self._spec = harness.get("rms_norm")
+        self.eps = eps
+        self.weight = nnx.Param(jnp.ones(num_features, JAX_DTYPES[dtype])) if elementwise_affine else None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params))
+        return X.rms_norm(x, None if self.weight is None else self.weight[...], eps=self.eps)
 
 
 @harness.implements("batch_norm", "jax")

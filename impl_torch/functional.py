@@ -213,22 +213,28 @@ def softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
     return (e / e.sum(dim=axis, keepdim=True)).to(x.dtype)
 
 
-def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[torch.Tensor, ...]:
-    """(x - mean) / sqrt(var + eps) over ``dims``, with mean and biased variance (two-pass).
+def _prescale(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` divided by a power of two per group, and that power (the group's scale).
 
-    Groups whose largest magnitude exceeds 1 are first divided by a power of two (exact) that
-    brings it below 4 (one binade below the estimate, since log2 of the largest float32 rounds
-    up to 128), so squares cannot overflow at the largest finite inputs; the eps term is scaled to match,
-    which leaves the result unchanged. A group holding an infinity takes its limit.
+    Groups whose largest magnitude exceeds 1 are divided by a power of two (exact) that brings it
+    below 4 (one binade below the estimate, since log2 of the largest float32 rounds up to 128),
+    so squares cannot overflow at the largest finite inputs. A group holding an infinity takes
+    its limit: its infinite entries become +-1, the rest 0.
     """
     amax = torch.amax(x.abs(), dim=dims, keepdim=True).detach()
     big = torch.isfinite(amax) & (amax > 1.0)
     scale = torch.where(big, torch.exp2(torch.floor(torch.log2(torch.where(big, amax, 1.0))) - 1.0), 1.0).to(x.dtype)
     if _eager_cpu(x) and bool(torch.isfinite(amax).all()):
         # No infinity and no NaN in any group: the branch-free form below reduces to this.
-        scaled = x / scale if bool(big.any()) else x
-    else:
-        scaled = torch.where(torch.isinf(amax), torch.where(torch.isinf(x), torch.sign(x), 0.0), x / scale)
+        return (x / scale if bool(big.any()) else x), scale
+    return torch.where(torch.isinf(amax), torch.where(torch.isinf(x), torch.sign(x), 0.0), x / scale), scale
+
+
+def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[torch.Tensor, ...]:
+    """(x - mean) / sqrt(var + eps) over ``dims``, with mean and biased variance (two-pass), on
+    prescaled groups (see :func:`_prescale`); the eps term is scaled to match, which leaves the
+    result unchanged."""
+    scaled, scale = _prescale(x, dims)
     mean = scaled.mean(dim=dims, keepdim=True)
     centred = scaled - mean
     var = (centred * centred).mean(dim=dims, keepdim=True)

@@ -17,6 +17,7 @@ from torch import nn
 
 import harness
 from harness.build import check_head_input
+from impl_torch import extended as X
 from impl_torch import functional as F
 from impl_torch.adapter import TORCH_DTYPES, dtype_name, from_numpy
 
@@ -68,6 +69,29 @@ class LayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
         return F.layer_norm(x, self.weight, self.bias, eps=self.eps)
+
+
+@harness.implements("rms_norm", "torch")
+class RMSNorm(nn.Module):
+    """RMSNorm over the last axis with PyTorch's meaning (eps None: the input dtype's epsilon)."""
+
+    def __init__(
+        self, *, num_features: int, eps: float | None, elementwise_affine: bool, dtype: str, seed: int
+    ) -> None:
+        super().__init__()
+        self.params = {
+            "num_features": num_features,
+            "eps": eps,
+            "elementwise_affine": elementwise_affine,
+            "dtype": dtype,
+        }
+        self._spec = harness.get("rms_norm")
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features, dtype=TORCH_DTYPES[dtype])) if elementwise_affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
+        return X.rms_norm(x, self.weight, eps=self.eps)
 
 
 @harness.implements("batch_norm", "torch")

@@ -1,0 +1,236 @@
+"""PyTorch implementations of the extended catalogue (harness/catalog_extended.py); mirrors
+``impl_jax/extended.py``. Kink gradients are explicit, as in ``functional.py``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from harness import implements
+from harness.numerics import affine_needs_guard
+from impl_torch.functional import (
+    _clamp_inside,
+    _ClampStraightThrough,
+    _eager_cpu,
+    _prescale,
+    _tracks_grad,
+    _upcast,
+)
+
+
+@implements("hardtanh", "torch")
+def hardtanh(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    return _clamp_inside(x, lo, hi)
+
+
+@implements("relu6", "torch")
+def relu6(x: torch.Tensor) -> torch.Tensor:
+    return _clamp_inside(x, 0.0, 6.0)
+
+
+class _Hardsigmoid(torch.autograd.Function):
+    """relu6(x + 3) / 6 with gradient 1/6 strictly inside (-3, 3), 0 elsewhere (bounds included)."""
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return _hardsigmoid_values(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        # ATen's fused kernel computes the declared rule (grad / 6 where -3 < x < 3, else 0);
+        # the kink tests pin it at and beside -3 and 3.
+        return torch.ops.aten.hardsigmoid_backward(grad, x)
+
+
+def _hardsigmoid_values(x: torch.Tensor) -> torch.Tensor:
+    xc = _upcast(x)
+    return torch.clamp(xc + 3.0, 0.0, 6.0).div_(6.0).to(x.dtype)
+
+
+@implements("hardsigmoid", "torch")
+def hardsigmoid(x: torch.Tensor) -> torch.Tensor:
+    return _Hardsigmoid.apply(x) if _tracks_grad(x) else _hardsigmoid_values(x)
+
+
+@implements("softsign", "torch")
+def softsign(x: torch.Tensor) -> torch.Tensor:
+    xc = _upcast(x)
+    # +-inf -> +-largest finite, whose softsign rounds to +-1 (the limit) instead of inf / inf.
+    big = torch.finfo(xc.dtype).max
+    xf = torch.clamp(xc, -big, big)
+    return (xf / (1.0 + xf.abs())).to(x.dtype)
+
+
+def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
+    xc = _upcast(x)
+    s = torch.sigmoid(xc * slope if slope != 1.0 else xc)
+    # lo + (hi - lo) * s stays <= hi by monotone rounding whenever lo + (hi - lo) rounds to <= hi.
+    y = s.mul(hi - lo).add_(lo)
+    if affine_needs_guard(lo, hi, str(xc.dtype).removeprefix("torch.")):
+        y = _ClampStraightThrough.apply(y, lo, hi) if _tracks_grad(y) else y.clamp_(lo, hi)
+    return y.to(x.dtype)
+
+
+@implements("scaled_sigmoid", "torch")
+def scaled_sigmoid(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    return _scaled_sigmoid(x, lo, hi, 1.0)
+
+
+@implements("scaled_tanh", "torch")
+def scaled_tanh(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    # (tanh(x) + 1) / 2 == sigmoid(2x); ATen's tanh is six times slower than its sigmoid on CPU.
+    return _scaled_sigmoid(x, lo, hi, 2.0)
+
+
+class _Softplus(torch.autograd.Function):
+    """max(v, 0) + log1p(exp(-|v|)) with derivative sigmoid(v) by declaration (also at v == 0,
+    where autodiff of max and abs would split or drop the gradient)."""
+
+    @staticmethod
+    def forward(v: torch.Tensor) -> torch.Tensor:
+        return torch.clamp_min(v, 0.0) + torch.log1p(torch.exp(-v.abs()))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (v,) = ctx.saved_tensors
+        return grad * torch.sigmoid(v)
+
+
+def _softplus_c(v: torch.Tensor, c: float) -> torch.Tensor:
+    return _Softplus.apply(v / c) * c
+
+
+@implements("soft_clip", "torch")
+def soft_clip(x: torch.Tensor, *, lo: float, hi: float, hinge_softness: float) -> torch.Tensor:
+    c, w = hinge_softness, hi - lo
+    shrink = w / (c * (max(w / c, 0.0) + math.log1p(math.exp(-abs(w / c)))))
+    xc = _upcast(x)
+    y = hi - _softplus_c(w - _softplus_c(xc - lo, c), c) * shrink
+    # hi - positive <= hi; the shrink factor can round the lower end an ulp below lo.
+    y = _ClampStraightThrough.apply(y, lo, hi) if _tracks_grad(y) else y.clamp_(lo, hi)
+    return y.to(x.dtype)
+
+
+@implements("ste_clamp", "torch")
+def ste_clamp(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    return _ClampStraightThrough.apply(x, lo, hi) if _tracks_grad(x) else torch.clamp(x, lo, hi)
+
+
+class _LeakyClamp(torch.autograd.Function):
+    """m + slope (x - m), m = clamp(x, lo, hi); gradient 1 strictly inside, slope elsewhere."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
+        return _leaky_clamp_values(x, lo, hi, slope)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        x, ctx.lo, ctx.hi, ctx.slope = inputs
+        ctx.save_for_backward(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        (x,) = ctx.saved_tensors
+        inside = torch.ops.aten.hardtanh_backward(grad, x, ctx.lo, ctx.hi)  # grad inside, 0 at and beyond
+        return inside.mul_(1.0 - ctx.slope).add_(grad, alpha=ctx.slope), None, None, None
+
+
+def _leaky_clamp_values(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
+    m = torch.clamp(x, lo, hi)
+    return torch.sub(x, m).mul_(slope).add_(m)
+
+
+@implements("leaky_clamp", "torch")
+def leaky_clamp(x: torch.Tensor, *, lo: float, hi: float, slope: float) -> torch.Tensor:
+    return _LeakyClamp.apply(x, lo, hi, slope) if _tracks_grad(x) else _leaky_clamp_values(x, lo, hi, slope)
+
+
+def _limit_shift(xc: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x - max along axis, with rows holding an infinity replaced by their limit (the +inf
+    entries at 0, the rest at -inf; an all -inf row at 0), and the row maxima."""
+    top = torch.amax(xc, dim=axis, keepdim=True).detach()
+    if _eager_cpu(xc) and bool(torch.isfinite(top).all()):
+        return xc - top, top
+    z = xc - torch.where(torch.isfinite(top), top, 0.0)
+    z = torch.where(top == math.inf, torch.where(xc == math.inf, 0.0, -math.inf), z)
+    return torch.where(top == -math.inf, 0.0, z), top
+
+
+@implements("log_softmax", "torch")
+def log_softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
+    if x.shape[axis] == 0:
+        return x.clone()
+    z, _ = _limit_shift(_upcast(x), axis)
+    # z <= 0 and log(sum(exp(z))) >= 0 (the row's maximum contributes exp(0) = 1): never above 0.
+    return (z - torch.log(torch.exp(z).sum(dim=axis, keepdim=True))).to(x.dtype)
+
+
+class _Sparsemax(torch.autograd.Function):
+    """Projection onto the simplex; gradient g - mean_S(g) on the support S, zero on rows that
+    held an infinity."""
+
+    @staticmethod
+    def forward(z: torch.Tensor, axis: int, finite_rows: torch.Tensor) -> torch.Tensor:
+        zs = torch.sort(z, dim=axis, descending=True).values
+        cs = zs.cumsum(dim=axis)
+        shape = [1] * z.ndim
+        shape[axis] = -1
+        k = torch.arange(1, z.shape[axis] + 1, dtype=z.dtype, device=z.device).reshape(shape)
+        support = (1.0 + k * zs > cs).sum(dim=axis, keepdim=True)
+        tau = (torch.gather(cs, axis, support - 1) - 1.0) / support.to(z.dtype)
+        return torch.clamp_min(z - tau, 0.0)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        _, ctx.axis, finite_rows = inputs
+        ctx.save_for_backward(output, finite_rows)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        y, finite_rows = ctx.saved_tensors
+        on = (y > 0).to(grad.dtype) * finite_rows.to(grad.dtype)
+        mean = (grad * on).sum(dim=ctx.axis, keepdim=True) / on.sum(dim=ctx.axis, keepdim=True).clamp_min(1.0)
+        return (grad - mean) * on, None, None
+
+
+@implements("sparsemax", "torch")
+def sparsemax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
+    if x.shape[axis] == 0:
+        return x.clone()
+    xc = _upcast(x)
+    z, top = _limit_shift(xc, axis)
+    y = _Sparsemax.apply(z, axis % x.ndim, torch.isfinite(top))
+    # The largest output is max(z) - tau <= 1 in exact arithmetic; this guards the rounding.
+    y = _ClampStraightThrough.apply(y, 0.0, 1.0) if _tracks_grad(y) else y.clamp_(0.0, 1.0)
+    # NaN rows stay NaN: sorting and counting would otherwise hide the NaN.
+    nan_rows = torch.isnan(top)
+    if not _eager_cpu(xc) or bool(nan_rows.any()):
+        y = torch.where(nan_rows, top, y)
+    return y.to(x.dtype)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight, with the power-of-two prescaling of _standardize."""
+    xc = _upcast(x)
+    if eps is None:
+        eps = torch.finfo(x.dtype).eps  # PyTorch's meaning: the input dtype's machine epsilon
+    scaled, scale = _prescale(xc, (-1,))
+    ms = (scaled * scaled).mean(dim=-1, keepdim=True)
+    y = scaled / torch.sqrt(ms + torch.clamp_min(eps / (scale * scale), torch.finfo(xc.dtype).tiny))
+    if weight is None:
+        bound = math.sqrt(x.shape[-1])
+        y = _ClampStraightThrough.apply(y, -bound, bound) if _tracks_grad(y) else y.clamp(-bound, bound)
+    else:
+        y = y * _upcast(weight)
+    return y.to(x.dtype)
