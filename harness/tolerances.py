@@ -87,6 +87,12 @@ _SMOOTH_CLAMP_VALUES = (
     "default and keeps it."
 )
 
+_SHIFTED_VALUES = (
+    "Norm-wise values: the output is a bound plus or minus a term of the interval's size (lo + (hi - lo) s, "
+    "hi - s(...) w / s(w), z - tau), so an output near zero carries an absolute error of a few ulps of the "
+    "bound, not a relative one. Same rtol as the dtype's default; float64 meets the elementwise default."
+)
+
 # Per-technique overrides: (technique, dtype, quantity) -> Tolerance. Each needs its own reason.
 OVERRIDES: dict[tuple[str, str, str], Tolerance] = {
     **{
@@ -96,6 +102,11 @@ OVERRIDES: dict[tuple[str, str, str], Tolerance] = {
     },
     **{
         ("smooth_clamp", dtype, "value"): Tolerance(DEFAULTS[dtype, "value"].rtol, _SMOOTH_CLAMP_VALUES, NORMWISE)
+        for dtype in ("float32", "float16", "bfloat16")
+    },
+    **{
+        (name, dtype, "value"): Tolerance(DEFAULTS[dtype, "value"].rtol, _SHIFTED_VALUES, NORMWISE)
+        for name in ("scaled_sigmoid", "scaled_tanh", "soft_clip", "sparsemax")
         for dtype in ("float32", "float16", "bfloat16")
     },
 }

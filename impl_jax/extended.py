@@ -150,7 +150,8 @@ def _sparsemax(z: jax.Array, axis: int, finite_rows: jax.Array) -> jax.Array:
     shape = [1] * z.ndim
     shape[axis] = -1
     k = jnp.arange(1, z.shape[axis] + 1, dtype=z.dtype).reshape(shape)
-    support = (1.0 + k * zs > cs).sum(axis=axis, keepdims=True)
+    # At least 1: a NaN row counts no support (its output is set to NaN afterwards).
+    support = jnp.maximum((1.0 + k * zs > cs).sum(axis=axis, keepdims=True), 1)
     tau = (jnp.take_along_axis(cs, support - 1, axis=axis) - 1.0) / support.astype(z.dtype)
     return jnp.maximum(z - tau, 0.0)
 

@@ -44,9 +44,8 @@ class _Hardsigmoid(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        # ATen's fused kernel computes the declared rule (grad / 6 where -3 < x < 3, else 0);
-        # the kink tests pin it at and beside -3 and 3.
-        return torch.ops.aten.hardsigmoid_backward(grad, x)
+        # Not aten.hardsigmoid_backward: it multiplies by 1/6 rounded to float32 even for float64.
+        return torch.ops.aten.hardtanh_backward(grad, x, -3.0, 3.0).mul_(1.0 / 6.0)
 
 
 def _hardsigmoid_values(x: torch.Tensor) -> torch.Tensor:
@@ -187,7 +186,8 @@ class _Sparsemax(torch.autograd.Function):
         shape = [1] * z.ndim
         shape[axis] = -1
         k = torch.arange(1, z.shape[axis] + 1, dtype=z.dtype, device=z.device).reshape(shape)
-        support = (1.0 + k * zs > cs).sum(dim=axis, keepdim=True)
+        # At least 1: a NaN row counts no support (its output is set to NaN afterwards).
+        support = (1.0 + k * zs > cs).sum(dim=axis, keepdim=True).clamp_min(1)
         tau = (torch.gather(cs, axis, support - 1) - 1.0) / support.to(z.dtype)
         return torch.clamp_min(z - tau, 0.0)
 
