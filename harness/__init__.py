@@ -5,6 +5,7 @@ Public API: :func:`names`, :func:`get`, :func:`build`, :func:`head`, and for new
 """
 
 from harness.build import backend, build, head, linear_init
+from harness.convert import BuildRecord, load_torch_checkpoint, save_torch_checkpoint, to_jax, to_torch
 from harness.registry import FRAMEWORKS, UnknownTechniqueError, declare, get, implements, names
 from harness.spec import DTYPES, REQUIRED, Kink, Param, TechniqueSpec
 
@@ -12,6 +13,7 @@ __all__ = [
     "DTYPES",
     "FRAMEWORKS",
     "REQUIRED",
+    "BuildRecord",
     "Kink",
     "Param",
     "TechniqueSpec",
@@ -23,5 +25,9 @@ __all__ = [
     "head",
     "implements",
     "linear_init",
+    "load_torch_checkpoint",
     "names",
+    "save_torch_checkpoint",
+    "to_jax",
+    "to_torch",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.convert import RECORD_ATTRIBUTE, BuildRecord
 from harness.registry import get, implementation, load_framework
 from harness.spec import DTYPES
 
@@ -30,7 +31,11 @@ def build(name: str, framework: str, **params: Any) -> Any:
     spec = get(name)
     resolved = spec.resolve(params)
     impl = implementation(name, framework)
-    return backend(framework).make_module(spec, impl, resolved)
+    module = backend(framework).make_module(spec, impl, resolved)
+    record = BuildRecord("build", name, tuple(resolved.items()))
+    # Object attribute set directly: an nn.Module would otherwise try to register it.
+    object.__setattr__(module, RECORD_ATTRIBUTE, record)
+    return module
 
 
 def linear_init(in_features: int, out_features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +77,11 @@ def head(
         params = {"num_features": out_features, "dtype": dtype, "seed": seed, **params}
     limit = build(name, framework, **params)
     weight, bias = linear_init(in_features, out_features, seed)
-    return backend(framework).make_head(weight, bias, limit, dtype)
+    module = backend(framework).make_head(weight, bias, limit, dtype)
+    given = tuple((k, v) for k, v in params.items() if k not in ("num_features", "dtype", "seed"))
+    record = BuildRecord("head", name, given, in_features, out_features, seed, dtype)
+    object.__setattr__(module, RECORD_ATTRIBUTE, record)
+    return module
 
 
 def check_head_input(dtype: str, shape: tuple[int, ...], in_features: int, head_dtype: str) -> None:

@@ -5,7 +5,17 @@ registers the built-in techniques (``functional``, ``modules``).
 """
 
 from impl_jax import baselines, extended, functional
-from impl_jax.adapter import asarray, dtype_name, from_numpy, get_state, set_state, to_numpy, vjp
+from impl_jax.adapter import (
+    asarray,
+    dtype_name,
+    from_numpy,
+    get_state,
+    is_training,
+    set_state,
+    set_training,
+    to_numpy,
+    vjp,
+)
 from impl_jax.modules import make_head, make_module
 from impl_jax.timing import bench_callable, bench_devices, block, copy_callable, device_name
 
@@ -22,9 +32,11 @@ __all__ = [
     "from_numpy",
     "functional",
     "get_state",
+    "is_training",
     "make_head",
     "make_module",
     "set_state",
+    "set_training",
     "to_numpy",
     "vjp",
 ]

@@ -101,3 +101,20 @@ def set_state(module: nnx.Module, state: Mapping[str, np.ndarray]) -> None:
         name, transposed = _torch_name(path)
         value = np.asarray(state[name])
         var[...] = from_numpy(value.T if transposed else value, dtype_name(var[...]))
+
+
+def is_training(module: nnx.Module) -> bool | None:
+    """Whether ``module`` is in training mode (batch statistics in normalization layers); None
+    when nothing in it has a mode (Flax modes live on the layers that use them)."""
+    modes = [m.use_running_average for _, m in nnx.iter_graph(module) if hasattr(m, "use_running_average")]
+    return None if not modes else not all(modes)
+
+
+def set_training(module: nnx.Module, training: bool | None) -> None:
+    """Put ``module`` in training (True) or evaluation (False) mode."""
+    if training is None:
+        return
+    if training:
+        module.train()
+    else:
+        module.eval()

@@ -74,3 +74,14 @@ def set_state(module: torch.nn.Module, state: Mapping[str, np.ndarray]) -> None:
     with torch.no_grad():
         for name, tensor in own.items():
             tensor.copy_(from_numpy(state[name], dtype_name(tensor)))
+
+
+def is_training(module: torch.nn.Module) -> bool | None:
+    """Whether ``module`` is in training mode (batch statistics in normalization layers)."""
+    return module.training
+
+
+def set_training(module: torch.nn.Module, training: bool | None) -> None:
+    """Put ``module`` in training (True) or evaluation (False) mode; None leaves it as it is."""
+    if training is not None:
+        module.train(training)

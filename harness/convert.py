@@ -1,0 +1,112 @@
+"""Moving built modules, with their trained values, between PyTorch and JAX, and loading
+PyTorch checkpoints safely.
+
+Every module made by :func:`harness.build` or :func:`harness.head` carries a
+:class:`BuildRecord` saying how it was made; conversion rebuilds it in the other framework and
+copies every parameter and running statistic by PyTorch state-dict name, then the train/eval mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.registry import check_framework
+
+RECORD_ATTRIBUTE = "output_limits_record"
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """How a module was built: ``harness.build(name, ...)`` or ``harness.head(name, ...)``."""
+
+    kind: str  # "build" or "head"
+    name: str
+    params: tuple[tuple[str, Any], ...]
+    in_features: int | None = None
+    out_features: int | None = None
+    seed: int = 0
+    dtype: str = "float32"
+
+
+def record_of(module: Any) -> BuildRecord:
+    record = getattr(module, RECORD_ATTRIBUTE, None)
+    if not isinstance(record, BuildRecord):
+        raise TypeError(
+            f"{type(module).__name__} was not made by harness.build or harness.head, so it cannot be "
+            "converted; build it with harness.build(...) or harness.head(...)"
+        )
+    return record
+
+
+def rebuild(record: BuildRecord, framework: str) -> Any:
+    """A fresh module in ``framework`` made the way ``record`` says."""
+    from harness.build import build, head
+
+    params = dict(record.params)
+    if record.kind == "head":
+        return head(
+            record.name,
+            framework,
+            record.in_features,
+            record.out_features,
+            seed=record.seed,
+            dtype=record.dtype,
+            **params,
+        )
+    return build(record.name, framework, **params)
+
+
+def convert(module: Any, source: str, target: str) -> Any:
+    """``module`` (made in ``source``) rebuilt in ``target`` with the same values and mode."""
+    from harness.build import backend
+
+    check_framework(source)
+    check_framework(target)
+    record = record_of(module)
+    out = rebuild(record, target)
+    backend(target).set_state(out, backend(source).get_state(module))
+    backend(target).set_training(out, backend(source).is_training(module))
+    return out
+
+
+def to_jax(torch_module: Any) -> Any:
+    """The ``flax.nnx`` twin of a PyTorch module made by ``build`` or ``head``, trained values included."""
+    return convert(torch_module, "torch", "jax")
+
+
+def to_torch(jax_module: Any) -> Any:
+    """The PyTorch twin of a ``flax.nnx`` module made by ``build`` or ``head``, trained values included."""
+    return convert(jax_module, "jax", "torch")
+
+
+def load_torch_checkpoint(module: Any, path: str | Path, framework: str) -> None:
+    """Load a PyTorch state-dict file into ``module`` (of ``framework``).
+
+    The file is read with ``torch.load(..., weights_only=True)``: tensors and plain containers
+    only, never arbitrary unpickling. Keys and shapes must match the module exactly; the error
+    names the first mismatch.
+    """
+    import torch
+
+    from harness.build import backend
+
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TypeError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    arrays = {k: v.detach().double().numpy() if v.dtype != torch.float64 else v.numpy() for k, v in state.items()}
+    backend(framework).set_state(module, arrays)
+
+
+def save_torch_checkpoint(module: Any, path: str | Path, framework: str) -> None:
+    """Write ``module``'s state (of ``framework``) as a PyTorch state-dict file."""
+    import torch
+
+    from harness.build import backend
+
+    state = backend(framework).get_state(module)
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, Path(path))
