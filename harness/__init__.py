@@ -4,9 +4,9 @@ Public API: :func:`names`, :func:`get`, :func:`build`, :func:`head`, and for new
 :func:`declare` and :func:`implements`. Importing this package imports neither torch nor jax.
 """
 
-from harness.build import backend, build, head, linear_init
+from harness.build import backend, build, head, inverse, linear_init
 from harness.convert import BuildRecord, load_torch_checkpoint, save_torch_checkpoint, to_jax, to_torch
-from harness.registry import FRAMEWORKS, UnknownTechniqueError, declare, get, implements, names
+from harness.registry import FRAMEWORKS, UnknownTechniqueError, declare, get, implements, implements_inverse, names
 from harness.spec import DTYPES, REQUIRED, Kink, Param, TechniqueSpec
 
 __all__ = [
@@ -24,6 +24,8 @@ __all__ = [
     "get",
     "head",
     "implements",
+    "implements_inverse",
+    "inverse",
     "linear_init",
     "load_torch_checkpoint",
     "names",

@@ -7,13 +7,15 @@ the adapter functions), so nothing here branches on the framework.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from harness.convert import RECORD_ATTRIBUTE, BuildRecord
-from harness.registry import get, implementation, load_framework
+from harness.registry import get, implementation, inverse_implementation, load_framework
 from harness.spec import DTYPES
 
 
@@ -36,6 +38,15 @@ def build(name: str, framework: str, **params: Any) -> Any:
     # Object attribute set directly: an nn.Module would otherwise try to register it.
     object.__setattr__(module, RECORD_ATTRIBUTE, record)
     return module
+
+
+def inverse(name: str, framework: str, **params: Any) -> Callable[[Any], Any]:
+    """The inverse of an invertible technique as a function of the framework's arrays, e.g. to set
+    a head's bias so that its initial output is a chosen value. (lo, hi) maps onto the reals, the
+    bounds to -inf and inf, values outside to NaN."""
+    spec = get(name)
+    resolved = spec.resolve(params)
+    return functools.partial(inverse_implementation(name, framework), **resolved)
 
 
 def linear_init(in_features: int, out_features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

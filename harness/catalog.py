@@ -36,12 +36,23 @@ def _errstate() -> Any:
     return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
+def _errstate_call(fn: Any, *args: Any) -> np.ndarray:
+    with _errstate():
+        return fn(*args)
+
+
 # --- bounded activations -------------------------------------------------------------------
 
 
 def _sigmoid_ref(x: np.ndarray) -> np.ndarray:
     with _errstate():
         return 1.0 / (1.0 + np.exp(-x))
+
+
+def _logit_ref(u: np.ndarray) -> np.ndarray:
+    """log(u / (1 - u)): -inf at 0, inf at 1, NaN outside [0, 1]."""
+    with _errstate():
+        return np.log(u) - np.log1p(-u)
 
 
 declare(
@@ -54,6 +65,7 @@ declare(
         params=(),
         bounds_fn=lambda p: (0.0, 1.0),
         reference=lambda x, p: _sigmoid_ref(x),
+        inverse_reference=lambda y, p: _logit_ref(y),
         monotone=True,
         invertible=True,
         notes="The open range (0, 1) is declared as the closed interval [0, 1]: it is reached in finite precision.",
@@ -70,6 +82,7 @@ declare(
         params=(),
         bounds_fn=lambda p: (-1.0, 1.0),
         reference=lambda x, p: np.tanh(x),
+        inverse_reference=lambda y, p: _errstate_call(np.arctanh, y),
         monotone=True,
         invertible=True,
     )
@@ -121,6 +134,13 @@ def _smooth_clamp_ref(x: np.ndarray, p: P) -> np.ndarray:
     return np.where(x > b_hi, upper, np.where(x < b_lo, lower, x))
 
 
+def _smooth_clamp_inverse_ref(y: np.ndarray, p: P) -> np.ndarray:
+    r, b_lo, b_hi = _smooth_clamp_parts(p)
+    upper = b_hi - (r / 2.0) * _logit_ref((p["hi"] - y) / (2.0 * r))
+    lower = b_lo + (r / 2.0) * _logit_ref((y - p["lo"]) / (2.0 * r))
+    return np.where(y > b_hi, upper, np.where(y < b_lo, lower, y))
+
+
 def _smooth_clamp_kinks(p: P) -> tuple[Kink, ...]:
     _, b_lo, b_hi = _smooth_clamp_parts(p)
     joins = sorted({b_lo, b_hi})
@@ -153,6 +173,7 @@ declare(
         bounds_fn=lambda p: (p["lo"], p["hi"]),
         kinks_fn=_smooth_clamp_kinks,
         reference=_smooth_clamp_ref,
+        inverse_reference=_smooth_clamp_inverse_ref,
         monotone=True,
         invertible=True,
         check_params=lo_below_hi,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.catalog import CLAMP_CONVENTION, _errstate, _lo_hi, _sigmoid_ref, _softmax_ref
+from harness.catalog import CLAMP_CONVENTION, _errstate, _lo_hi, _logit_ref, _sigmoid_ref, _softmax_ref
 from harness.registry import declare
 from harness.sampling import machine_epsilon
 from harness.spec import Kink, Param, TechniqueSpec, lo_below_hi, module_params, positive
@@ -87,6 +87,11 @@ def _softsign_ref(x: np.ndarray, p: P) -> np.ndarray:
         return np.where(np.isinf(x), np.sign(x), x / (1.0 + np.abs(x)))
 
 
+def _softsign_inverse_ref(y: np.ndarray) -> np.ndarray:
+    with _errstate():
+        return np.where(np.abs(y) > 1.0, np.nan, y / (1.0 - np.abs(y)))
+
+
 declare(
     TechniqueSpec(
         name="softsign",
@@ -97,6 +102,7 @@ declare(
         params=(),
         bounds_fn=lambda p: (-1.0, 1.0),
         reference=_softsign_ref,
+        inverse_reference=lambda y, p: _softsign_inverse_ref(y),
         monotone=True,
         invertible=True,
         notes="+-inf give +-1 (the limit), not inf / inf.",
@@ -104,7 +110,7 @@ declare(
 )
 
 
-def _scaled(name: str, formula: str, ref: Any, note: str) -> TechniqueSpec:
+def _scaled(name: str, formula: str, ref: Any, inverse_ref: Any, note: str) -> TechniqueSpec:
     return TechniqueSpec(
         name=name,
         family="bounded activation",
@@ -114,6 +120,7 @@ def _scaled(name: str, formula: str, ref: Any, note: str) -> TechniqueSpec:
         params=_lo_hi(-1.0, 1.0),
         bounds_fn=lambda p: (p["lo"], p["hi"]),
         reference=ref,
+        inverse_reference=inverse_ref,
         monotone=True,
         invertible=True,
         check_params=lo_below_hi,
@@ -128,6 +135,7 @@ declare(
         "scaled_sigmoid",
         "lo + (hi - lo) * sigmoid(x)",
         lambda x, p: p["lo"] + (p["hi"] - p["lo"]) * _sigmoid_ref(x),
+        lambda y, p: _logit_ref((y - p["lo"]) / (p["hi"] - p["lo"])),
         "A final clamp guards the rounding of lo + (hi - lo) only where it could exceed hi.",
     )
 )
@@ -136,6 +144,7 @@ declare(
         "scaled_tanh",
         "lo + (hi - lo) * (tanh(x) + 1) / 2",
         lambda x, p: p["lo"] + (p["hi"] - p["lo"]) * (np.tanh(x) + 1.0) / 2.0,
+        lambda y, p: _logit_ref((y - p["lo"]) / (p["hi"] - p["lo"])) / 2.0,
         "The squash used for continuous actions in reinforcement learning. Computed as "
         "lo + (hi - lo) * sigmoid(2x), the same function.",
     )
@@ -156,6 +165,21 @@ def _soft_clip_ref(x: np.ndarray, p: P) -> np.ndarray:
     return np.clip(y, lo, hi)
 
 
+def _softplus_inverse_ref(u: np.ndarray, c: float) -> np.ndarray:
+    """c log(exp(u / c) - 1), written u + c log(-expm1(-u / c)): -inf at 0, NaN below."""
+    with _errstate():
+        return u + c * np.log(-np.expm1(-u / c))
+
+
+def _soft_clip_inverse_ref(y: np.ndarray, p: P) -> np.ndarray:
+    lo, hi, c = p["lo"], p["hi"], p["hinge_softness"]
+    w = hi - lo
+    shrink = w / _softplus_ref(np.float64(w), c)
+    with _errstate():
+        x = lo + _softplus_inverse_ref(w - _softplus_inverse_ref((hi - y) / shrink, c), c)
+    return np.where(y == lo, -np.inf, np.where(y == hi, np.inf, x))
+
+
 declare(
     TechniqueSpec(
         name="soft_clip",
@@ -172,6 +196,7 @@ declare(
         ),
         bounds_fn=lambda p: (p["lo"], p["hi"]),
         reference=_soft_clip_ref,
+        inverse_reference=_soft_clip_inverse_ref,
         monotone=True,
         invertible=True,
         check_params=lo_below_hi,

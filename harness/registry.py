@@ -30,6 +30,7 @@ _specs: dict[str, TechniqueSpec] = {}
 _origins: dict[str, str] = {}
 _current_origin = "builtin"
 _impls: dict[tuple[str, str], Any] = {}
+_inverses: dict[tuple[str, str], Any] = {}
 _declarations_loaded = False
 
 
@@ -64,6 +65,38 @@ def implements(name: str, framework: str) -> Callable[[T], T]:
         return obj
 
     return register
+
+
+def implements_inverse(name: str, framework: str) -> Callable[[T], T]:
+    """Register the decorated ``f(y, **params)`` as the inverse of ``name`` in ``framework``."""
+    check_framework(framework)
+    spec = get(name)
+    if not spec.invertible:
+        raise ValueError(f"{name!r} is not declared invertible; set invertible=True and an inverse_reference")
+
+    def register(obj: T) -> T:
+        if (name, framework) in _inverses:
+            raise ValueError(f"{name!r} already has a {framework} inverse: {_inverses[name, framework]!r}")
+        _inverses[name, framework] = obj
+        return obj
+
+    return register
+
+
+def inverse_implementation(name: str, framework: str) -> Any:
+    """The registered inverse; imports the framework's package and its plugins first."""
+    spec = get(name)
+    if not spec.invertible:
+        invertible = ", ".join(n for n in names() if get(n).invertible)
+        raise ValueError(f"{name!r} is not invertible; invertible techniques: {invertible}")
+    load_framework(framework)
+    try:
+        return _inverses[name, framework]
+    except KeyError:
+        raise LookupError(
+            f"{name!r} is declared invertible but has no {framework} inverse; "
+            f"register one with @harness.implements_inverse({name!r}, {framework!r})"
+        ) from None
 
 
 def check_framework(framework: str) -> None:

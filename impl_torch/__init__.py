@@ -4,7 +4,7 @@ This package's public names are the adapter every test and benchmark uses; impor
 registers the built-in techniques (``functional``, ``modules``).
 """
 
-from impl_torch import baselines, extended, functional
+from impl_torch import baselines, extended, functional, inverses
 from impl_torch.adapter import (
     asarray,
     dtype_name,
@@ -32,6 +32,7 @@ __all__ = [
     "from_numpy",
     "functional",
     "get_state",
+    "inverses",
     "is_training",
     "make_head",
     "make_module",

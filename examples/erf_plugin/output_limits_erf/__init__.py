@@ -8,6 +8,23 @@ import harness
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 
+
+def _erfinv_scalar(y: float) -> float:
+    if math.isnan(y) or abs(y) > 1.0:
+        return math.nan
+    if abs(y) == 1.0:
+        return math.copysign(math.inf, y)
+    x = 0.0
+    for _ in range(100):  # Newton on erf(x) = y; converges in a few steps from 0
+        step = (math.erf(x) - y) / (2.0 / math.sqrt(math.pi) * math.exp(-x * x))
+        x -= step
+        if abs(step) <= 1e-15 * max(1.0, abs(x)):
+            break
+    return x
+
+
+_erfinv = np.frompyfunc(_erfinv_scalar, 1, 1)
+
 harness.declare(
     harness.TechniqueSpec(
         name="erf_squash",
@@ -18,6 +35,7 @@ harness.declare(
         params=(),
         bounds_fn=lambda p: (-1.0, 1.0),
         reference=lambda x, p: _erf(x).astype(np.float64),
+        inverse_reference=lambda y, p: _erfinv(y).astype(np.float64),
         monotone=True,
         invertible=True,
     )
