@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import harness
-from harness.tolerances import compare, tolerance
+from harness.tolerances import compare, head_tolerance
 
 IN, OUT = 5, 8
 
@@ -43,7 +43,7 @@ def test_a_trained_head_moves_to_jax_and_back(name: str, rng: np.random.Generato
     for framework, module in (("jax", moved), ("torch", back)):
         if harness.get(name).stateful:
             assert harness.backend(framework).is_training(module) is False, f"{framework}: eval mode was lost"
-        result = compare(_outputs(module, framework, x), expected, tolerance(name, "float64", "value"))
+        result = compare(_outputs(module, framework, x), expected, head_tolerance(name, "float64", "value"))
         assert result.ok, f"{framework}: outputs differ by {result.max_rel:.2e}"
     final = harness.backend("torch").get_state(back)
     for key, value in harness.backend("torch").get_state(original).items():

@@ -8,7 +8,7 @@ from cases import FRAMEWORKS, TRAIN_CASES, Case, params
 
 import harness
 from harness.sampling import sample_cotangent
-from harness.tolerances import compare, tolerance, vjp_scale
+from harness.tolerances import compare, head_tolerance, tolerance, vjp_scale
 
 IN, OUT = 5, 8
 
@@ -29,7 +29,7 @@ def test_heads_with_one_seed_agree(name: str, dtype: str, rng: np.random.Generat
     pairs = [("value", y_a, y_b), ("vjp", dx_a, dx_b), *(("vjp", dp_a[k], dp_b[k]) for k in sorted(dp_a))]
     scale = vjp_scale(dx_a, *dp_a.values())
     for quantity, a, b in pairs:
-        result = compare(a, b, tolerance(name, dtype, quantity), scale if quantity == "vjp" else 0.0)
+        result = compare(a, b, head_tolerance(name, dtype, quantity), scale if quantity == "vjp" else 0.0)
         record_parity(name, f"head-{name}", dtype, quantity, result)
         assert result.ok, f"{quantity}: {result.max_rel:.3e} > {result.rtol:.0e} {result.problem or ''}"
 
