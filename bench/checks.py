@@ -51,6 +51,12 @@ def check(case: BenchCase, out: np.ndarray, x: np.ndarray, cot: np.ndarray, para
         result = compare(out, reference(x, params), BENCH_CHECK)
         assert result.ok, f"output differs from the reference by {result.max_rel:.2e} ({result.problem or ''})"
         return result.max_rel
+    declared = harness.get(case.technique).vjp_reference if case.kind == "ours" else None
+    if declared is not None:
+        # A gradient that is not the forward's derivative (straight-through) has its own reference.
+        result = compare(out, declared(x, cot, params), BENCH_CHECK)
+        assert result.ok, f"VJP differs from the declared one by {result.max_rel:.2e} ({result.problem or ''})"
+        return result.max_rel
     key = (case.technique, case.kind, case.n, case.device, repr(sorted(params.items())))
     _PENDING[key] = (reference, params)
     slope, v = _directional(key, x.tobytes(), x.shape, cot.tobytes())

@@ -217,6 +217,7 @@ declare(
         bounds_fn=lambda p: (p["lo"], p["hi"]),
         kinks_fn=lambda p: (Kink(p["lo"], 1.0, 1.0, 1.0), Kink(p["hi"], 1.0, 1.0, 1.0)),
         reference=lambda x, p: np.clip(x, p["lo"], p["hi"]),
+        vjp_reference=lambda x, cotangent, p: cotangent,
         monotone=True,
         check_params=lo_below_hi,
         rejects=_LO_HI_REJECTS,

@@ -108,6 +108,9 @@ class TechniqueSpec:
         the stateless techniques (``None`` for modules with learned parameters).
       * ``inverse_reference(y, params)`` is the numpy inverse of invertible techniques: the open
         range (lo, hi) maps onto the reals, lo and hi to -inf and inf, anything outside to NaN.
+      * ``vjp_reference(x, cotangent, params)`` gives the input VJP for techniques whose declared
+        gradient is not the derivative of their forward (straight-through estimators); ``None``
+        means the derivative of ``reference``.
       * ``reduction_axes(ndim, params)`` names the axes each output element depends on besides
         its own position (empty for elementwise techniques): NaN spreads exactly along them.
       * ``feature_axis`` is where ``num_features`` sits for techniques that take it.
@@ -125,6 +128,7 @@ class TechniqueSpec:
     kinks_fn: Callable[[Mapping[str, Any]], tuple[Kink, ...]] = lambda p: ()
     reference: Callable[..., np.ndarray] | None = None
     inverse_reference: Callable[..., np.ndarray] | None = None
+    vjp_reference: Callable[..., np.ndarray] | None = None
     reduction_axes: Callable[[int, Mapping[str, Any]], tuple[int, ...]] = lambda ndim, p: ()
     min_rank: int = 0
     feature_axis: int | None = None

@@ -63,3 +63,18 @@ def test_matches_numpy_reference(
     result = compare(y, expected, tolerance(case.name, dtype, "value"))
     record_parity(case.name, f"{case.id}-{framework}-vs-numpy", dtype, "value", result)
     assert result.ok, f"{framework} vs numpy: error {result.max_rel:.3e} > {result.rtol:.0e} at {result.worst_index}"
+
+
+DECLARED_VJPS = [c for c in TRAIN_CASES if c.spec().vjp_reference is not None]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("case", params(DECLARED_VJPS))
+def test_declared_vjps_hold(case: Case, framework: str, rng: np.random.Generator) -> None:
+    """Techniques whose gradient is declared rather than derived (straight-through estimators)."""
+    spec = case.spec()
+    resolved = case.resolved("float64")
+    shape = input_shape(spec, resolved)
+    x, cotangent = sample_input(spec, resolved, shape, rng), sample_cotangent(shape, rng)
+    _, dx, _ = harness.backend(framework).vjp(case.build(framework, "float64"), x, cotangent, "float64")
+    np.testing.assert_allclose(dx, spec.vjp_reference(x, cotangent, resolved), rtol=1e-12, atol=0)
