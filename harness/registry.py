@@ -58,10 +58,14 @@ def implements(name: str, framework: str) -> Callable[[T], T]:
     if name not in _specs:
         raise UnknownTechniqueError(f"cannot implement {name!r}: it is not declared.{_suggest(name)}")
 
+    return _registrar(_impls, name, framework, "implementation")
+
+
+def _registrar(table: dict[tuple[str, str], Any], name: str, framework: str, what: str) -> Callable[[T], T]:
     def register(obj: T) -> T:
-        if (name, framework) in _impls:
-            raise ValueError(f"{name!r} already has a {framework} implementation: {_impls[name, framework]!r}")
-        _impls[name, framework] = obj
+        if (name, framework) in table:
+            raise ValueError(f"{name!r} already has a {framework} {what}: {table[name, framework]!r}")
+        table[name, framework] = obj
         return obj
 
     return register
@@ -74,13 +78,7 @@ def implements_inverse(name: str, framework: str) -> Callable[[T], T]:
     if not spec.invertible:
         raise ValueError(f"{name!r} is not declared invertible; set invertible=True and an inverse_reference")
 
-    def register(obj: T) -> T:
-        if (name, framework) in _inverses:
-            raise ValueError(f"{name!r} already has a {framework} inverse: {_inverses[name, framework]!r}")
-        _inverses[name, framework] = obj
-        return obj
-
-    return register
+    return _registrar(_inverses, name, framework, "inverse")
 
 
 def inverse_implementation(name: str, framework: str) -> Any:
