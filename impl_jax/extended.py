@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from harness import implements
-from harness.numerics import affine_needs_guard
-from impl_jax.functional import _clamp_inside, _clamp_straight_through, _prescale, _upcast
+from harness.numerics import affine_needs_guard, soft_clip_shrink
+from impl_jax.functional import _clamp_inside, _clamp_straight_through, _limit_shift, _prescale, _upcast
 
 
 @implements("hardtanh", "jax")
@@ -89,7 +89,7 @@ def _softplus_c(v: jax.Array, c: float) -> jax.Array:
 @implements("soft_clip", "jax")
 def soft_clip(x: jax.Array, *, lo: float, hi: float, hinge_softness: float) -> jax.Array:
     c, w = hinge_softness, hi - lo
-    shrink = w / (c * (max(w / c, 0.0) + math.log1p(math.exp(-abs(w / c)))))
+    shrink = soft_clip_shrink(lo, hi, c)
     xc = _upcast(x)
     y = hi - _softplus_c(w - _softplus_c(xc - lo, c), c) * shrink
     # hi - positive <= hi; the shrink factor can round the lower end an ulp below lo.
@@ -121,15 +121,6 @@ def _leaky_clamp_jvp(
 @implements("leaky_clamp", "jax")
 def leaky_clamp(x: jax.Array, *, lo: float, hi: float, slope: float) -> jax.Array:
     return _leaky_clamp(x, lo, hi, slope)
-
-
-def _limit_shift(xc: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
-    """x - max along axis, with rows holding an infinity replaced by their limit (the +inf
-    entries at 0, the rest at -inf; an all -inf row at 0), and the row maxima."""
-    top = jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True))
-    z = xc - jnp.where(jnp.isfinite(top), top, 0.0)
-    z = jnp.where(top == math.inf, jnp.where(xc == math.inf, 0.0, -math.inf), z)
-    return jnp.where(top == -math.inf, 0.0, z), top
 
 
 @implements("log_softmax", "jax")

@@ -109,17 +109,23 @@ def smooth_clamp(x: jax.Array, *, lo: float, hi: float, linear_fraction: float) 
     return _smooth_clamp(x, lo, hi, (1.0 - linear_fraction) * (hi - lo) / 2.0)
 
 
+def _limit_shift(xc: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+    """x - max along axis, with rows holding an infinity replaced by their limit (the +inf
+    entries at 0, the rest at -inf; an all -inf row at 0), and the row maxima."""
+    top = jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True))
+    z = xc - jnp.where(jnp.isfinite(top), top, 0.0)
+    z = jnp.where(top == math.inf, jnp.where(xc == math.inf, 0.0, -math.inf), z)
+    return jnp.where(top == -math.inf, 0.0, z), top
+
+
 @implements("softmax", "jax")
 def softmax(x: jax.Array, *, axis: int) -> jax.Array:
     if x.shape[axis] == 0:
         return jnp.array(x, copy=True)
     xc = _upcast(x)
-    top = jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True))
-    z = xc - jnp.where(jnp.isfinite(top), top, 0.0)
     # Rows holding an infinity take their limit instead of NaN: +inf entries share the mass,
     # an all -inf row is uniform. NaN rows stay NaN (max propagates NaN).
-    z = jnp.where(top == math.inf, jnp.where(xc == math.inf, 0.0, -math.inf), z)
-    z = jnp.where(top == -math.inf, 0.0, z)
+    z, _ = _limit_shift(xc, axis)
     e = jnp.exp(z)
     # e / sum(e) with sum(e) >= e (rounded sums of non-negatives only grow): never above 1.
     return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype)

@@ -3,12 +3,11 @@ range (lo, hi) maps onto the reals, lo and hi to -inf and inf, values outside to
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
 from harness import implements_inverse
+from harness.numerics import soft_clip_shrink
 
 
 def _logit(u: jax.Array) -> jax.Array:
@@ -57,7 +56,7 @@ def _softplus_inverse(u: jax.Array, c: float) -> jax.Array:
 @implements_inverse("soft_clip", "jax")
 def soft_clip(y: jax.Array, *, lo: float, hi: float, hinge_softness: float) -> jax.Array:
     c, w = hinge_softness, hi - lo
-    shrink = w / (c * (max(w / c, 0.0) + math.log1p(math.exp(-abs(w / c)))))
+    shrink = soft_clip_shrink(lo, hi, c)
     x = lo + _softplus_inverse(w - _softplus_inverse((hi - y) / shrink, c), c)
     # The bounds exactly, whatever the rounding of the shrink factor does near lo.
     return jnp.where(y == lo, -jnp.inf, jnp.where(y == hi, jnp.inf, x))

@@ -9,11 +9,12 @@ from typing import Any
 import torch
 
 from harness import implements
-from harness.numerics import affine_needs_guard
+from harness.numerics import affine_needs_guard, soft_clip_shrink
 from impl_torch.functional import (
     _clamp_inside,
-    _ClampStraightThrough,
+    _clamp_straight_through,
     _eager_cpu,
+    _limit_shift,
     _prescale,
     _tracks_grad,
     _upcast,
@@ -73,7 +74,7 @@ def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torc
     # lo + (hi - lo) * s stays <= hi by monotone rounding whenever lo + (hi - lo) rounds to <= hi.
     y = s.mul(hi - lo).add_(lo)
     if affine_needs_guard(lo, hi, str(xc.dtype).removeprefix("torch.")):
-        y = _ClampStraightThrough.apply(y, lo, hi) if _tracks_grad(y) else y.clamp_(lo, hi)
+        y = _clamp_straight_through(y, lo, hi, fresh=True)
     return y.to(x.dtype)
 
 
@@ -113,17 +114,17 @@ def _softplus_c(v: torch.Tensor, c: float) -> torch.Tensor:
 @implements("soft_clip", "torch")
 def soft_clip(x: torch.Tensor, *, lo: float, hi: float, hinge_softness: float) -> torch.Tensor:
     c, w = hinge_softness, hi - lo
-    shrink = w / (c * (max(w / c, 0.0) + math.log1p(math.exp(-abs(w / c)))))
+    shrink = soft_clip_shrink(lo, hi, c)
     xc = _upcast(x)
     y = hi - _softplus_c(w - _softplus_c(xc - lo, c), c) * shrink
     # hi - positive <= hi; the shrink factor can round the lower end an ulp below lo.
-    y = _ClampStraightThrough.apply(y, lo, hi) if _tracks_grad(y) else y.clamp_(lo, hi)
+    y = _clamp_straight_through(y, lo, hi, fresh=True)
     return y.to(x.dtype)
 
 
 @implements("ste_clamp", "torch")
 def ste_clamp(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
-    return _ClampStraightThrough.apply(x, lo, hi) if _tracks_grad(x) else torch.clamp(x, lo, hi)
+    return _clamp_straight_through(x, lo, hi)
 
 
 class _LeakyClamp(torch.autograd.Function):
@@ -153,17 +154,6 @@ def _leaky_clamp_values(x: torch.Tensor, lo: float, hi: float, slope: float) -> 
 @implements("leaky_clamp", "torch")
 def leaky_clamp(x: torch.Tensor, *, lo: float, hi: float, slope: float) -> torch.Tensor:
     return _LeakyClamp.apply(x, lo, hi, slope) if _tracks_grad(x) else _leaky_clamp_values(x, lo, hi, slope)
-
-
-def _limit_shift(xc: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """x - max along axis, with rows holding an infinity replaced by their limit (the +inf
-    entries at 0, the rest at -inf; an all -inf row at 0), and the row maxima."""
-    top = torch.amax(xc, dim=axis, keepdim=True).detach()
-    if _eager_cpu(xc) and bool(torch.isfinite(top).all()):
-        return xc - top, top
-    z = xc - torch.where(torch.isfinite(top), top, 0.0)
-    z = torch.where(top == math.inf, torch.where(xc == math.inf, 0.0, -math.inf), z)
-    return torch.where(top == -math.inf, 0.0, z), top
 
 
 @implements("log_softmax", "torch")
@@ -212,7 +202,7 @@ def sparsemax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
     z, top = _limit_shift(xc, axis)
     y = _Sparsemax.apply(z, axis % x.ndim, torch.isfinite(top))
     # The largest output is max(z) - tau <= 1 in exact arithmetic; this guards the rounding.
-    y = _ClampStraightThrough.apply(y, 0.0, 1.0) if _tracks_grad(y) else y.clamp_(0.0, 1.0)
+    y = _clamp_straight_through(y, 0.0, 1.0, fresh=True)
     # NaN rows stay NaN: sorting and counting would otherwise hide the NaN.
     nan_rows = torch.isnan(top)
     if not _eager_cpu(xc) or bool(nan_rows.any()):
@@ -230,7 +220,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
     y = scaled / torch.sqrt(ms + torch.clamp_min(eps / (scale * scale), torch.finfo(xc.dtype).tiny))
     if weight is None:
         bound = math.sqrt(x.shape[-1])
-        y = _ClampStraightThrough.apply(y, -bound, bound) if _tracks_grad(y) else y.clamp(-bound, bound)
+        y = _clamp_straight_through(y, -bound, bound)
     else:
         y = y * _upcast(weight)
     return y.to(x.dtype)

@@ -66,6 +66,14 @@ def _tracks_grad(x: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
 
 
+def _clamp_straight_through(x: torch.Tensor, lo: float, hi: float, *, fresh: bool = False) -> torch.Tensor:
+    """clamp with gradient 1 everywhere (rounding guards, ste_clamp). ``fresh``: ``x`` is a
+    temporary made by the caller, so without autograd it is clamped in place."""
+    if _tracks_grad(x):
+        return _ClampStraightThrough.apply(x, lo, hi)
+    return x.clamp_(lo, hi) if fresh else torch.clamp(x, lo, hi)
+
+
 def _clamp_inside(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     # Without autograd the plain fused clamp runs; the Function only adds the kink rule.
     return _ClampInside.apply(x, lo, hi) if _tracks_grad(x) else torch.clamp(x, lo, hi)
@@ -194,20 +202,25 @@ def _eager_cpu(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
+def _limit_shift(xc: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x - max along axis, with rows holding an infinity replaced by their limit (the +inf
+    entries at 0, the rest at -inf; an all -inf row at 0), and the row maxima."""
+    top = torch.amax(xc, dim=axis, keepdim=True).detach()
+    if _eager_cpu(xc) and bool(torch.isfinite(top).all()):
+        return xc - top, top
+    z = xc - torch.where(torch.isfinite(top), top, 0.0)
+    z = torch.where(top == math.inf, torch.where(xc == math.inf, 0.0, -math.inf), z)
+    return torch.where(top == -math.inf, 0.0, z), top
+
+
 @implements("softmax", "torch")
 def softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
     if x.shape[axis] == 0:
         return x.clone()
     xc = _upcast(x)
-    top = torch.amax(xc, dim=axis, keepdim=True).detach()
-    if _eager_cpu(x) and bool(torch.isfinite(top).all()):
-        z = xc - top  # every row max finite: the limits below change nothing
-    else:
-        z = xc - torch.where(torch.isfinite(top), top, 0.0)
-        # Rows holding an infinity take their limit instead of NaN: +inf entries share the mass,
-        # an all -inf row is uniform. NaN rows stay NaN (amax propagates NaN).
-        z = torch.where(top == math.inf, torch.where(xc == math.inf, 0.0, -math.inf), z)
-        z = torch.where(top == -math.inf, 0.0, z)
+    # Rows holding an infinity take their limit instead of NaN: +inf entries share the mass,
+    # an all -inf row is uniform. NaN rows stay NaN (amax propagates NaN).
+    z, _ = _limit_shift(xc, axis)
     e = torch.exp(z)
     # e / sum(e) with sum(e) >= e (rounded sums of non-negatives only grow): never above 1.
     return (e / e.sum(dim=axis, keepdim=True)).to(x.dtype)
@@ -249,7 +262,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     if weight is None:
         # Declared bound sqrt(n - 1); eps keeps the exact value inside, this guards rounding.
         bound = math.sqrt(x.shape[-1] - 1)
-        y = _ClampStraightThrough.apply(xhat, -bound, bound) if _tracks_grad(xhat) else xhat.clamp(-bound, bound)
+        y = _clamp_straight_through(xhat, -bound, bound)
     else:
         y = torch.addcmul(_upcast(bias), xhat, _upcast(weight))
     return y.to(x.dtype)

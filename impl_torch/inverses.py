@@ -8,6 +8,7 @@ import math
 import torch
 
 from harness import implements_inverse
+from harness.numerics import soft_clip_shrink
 
 
 def _logit(u: torch.Tensor) -> torch.Tensor:
@@ -56,7 +57,7 @@ def _softplus_inverse(u: torch.Tensor, c: float) -> torch.Tensor:
 @implements_inverse("soft_clip", "torch")
 def soft_clip(y: torch.Tensor, *, lo: float, hi: float, hinge_softness: float) -> torch.Tensor:
     c, w = hinge_softness, hi - lo
-    shrink = w / (c * (max(w / c, 0.0) + math.log1p(math.exp(-abs(w / c)))))
+    shrink = soft_clip_shrink(lo, hi, c)
     x = lo + _softplus_inverse(w - _softplus_inverse((hi - y) / shrink, c), c)
     # The bounds exactly, whatever the rounding of the shrink factor does near lo.
     return torch.where(y == lo, -math.inf, torch.where(y == hi, math.inf, x))
