@@ -100,7 +100,7 @@ def bounded_relu(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
     return _clamp_inside(x, max(lo, 0.0), hi)
 
 
-# Elements per block on CPU: a block's temporaries stay in cache, so the seven passes of the
+# Elements per block on CPU: a block's temporaries stay in cache, so the six passes of the
 # formula cost about one trip to memory (see bench/speed_ratios.py for the measured effect).
 _CHUNK = 1 << 19
 
@@ -121,17 +121,30 @@ def _needs_guard(lo: float, hi: float, r: float, dtype: str) -> bool:
     return needs_rounding_guard(lo, hi, r, dtype)
 
 
+def _excess(xs: torch.Tensor, b_lo: float, b_hi: float, out: torch.Tensor, middle: torch.Tensor | None) -> None:
+    """``out`` = x - clamp(x, b_lo, b_hi); ``middle``, when given, holds clamp(x, b_lo, b_hi)."""
+    if b_lo == -b_hi:
+        # Symmetric joins: softshrink(x, b_hi) is x - clamp(x, -b_hi, b_hi) bit for bit (up to
+        # the sign of a zero, which the sigmoid after it ignores), in one pass reading only x.
+        torch._C._nn.softshrink(xs, b_hi, out=out)
+        return
+    target = out if middle is None else middle
+    torch.clamp(xs, b_lo, b_hi, out=target)
+    torch.sub(xs, target, out=out)
+
+
 def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:
     """m + 2r (sigmoid(2e/r) - 1/2) with m = clamp(x, lo + r, hi - r) and e = x - m.
 
     Equal to the declared tails (hi - 2r sigmoid(-2e/r), lo + 2r sigmoid(2e/r)), and exactly m = x
     in the middle (sigmoid(0) - 1/2 == 0). The added term lies in [-r, r], so by monotone rounding
     the output stays in [lo, hi] whenever (lo + r) - r == lo and (hi - r) + r == hi in the compute
-    dtype; otherwise a final clamp guards the rounding. Computed block by block, in place: five
-    cheap passes and one sigmoid per block.
+    dtype; otherwise a final clamp guards the rounding. Computed block by block, in place: six
+    passes per block, one of them a sigmoid.
     """
     compute = torch.float32 if x.dtype in _LOW else x.dtype
     guard = _needs_guard(lo, hi, r, str(compute).removeprefix("torch."))
+    b_lo, b_hi = lo + r, hi - r
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     flat_x, flat_out = x.reshape(-1), out.view(-1)
     excess = torch.empty(min(_chunk(x), flat_x.numel()), dtype=compute, device=x.device)
@@ -139,9 +152,12 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, r: float) -> tor
         xs = flat_x[block].to(compute)
         middle = flat_out[block] if compute == x.dtype else torch.empty_like(xs)
         e = excess[: xs.numel()]
-        torch.clamp(xs, lo + r, hi - r, out=middle)
-        torch.sub(xs, middle, out=e)
+        _excess(xs, b_lo, b_hi, e, middle)
         e.mul_(2.0 / r).sigmoid_().sub_(0.5)
+        if b_lo == -b_hi:
+            # The softshrink path left the middle unwritten; filling it after the sigmoid keeps
+            # x's block in cache for one pass instead of two.
+            torch.clamp(xs, b_lo, b_hi, out=middle)
         middle.add_(e, alpha=2.0 * r)
         if guard:
             middle.clamp_(lo, hi)
@@ -158,8 +174,7 @@ def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, lo: float, hi: float
     for block in _blocks(x):
         xs = flat_x[block].to(compute)
         s = flat_out[block] if compute == grad.dtype else torch.empty_like(xs)
-        torch.clamp(xs, lo + r, hi - r, out=s)
-        torch.sub(xs, s, out=s)
+        _excess(xs, lo + r, hi - r, s, None)
         s.abs_().mul_(-2.0 / r).sigmoid_()
         # s - s * s, then the two products.
         s.addcmul_(s, s, value=-1.0).mul_(flat_grad[block].to(compute)).mul_(4.0)
