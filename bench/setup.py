@@ -37,8 +37,7 @@ def configure(threads: int, tf32: bool = False) -> dict[str, Any]:
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
     multi = "true" if threads > 1 else "false"
-    extra = f"--xla_cpu_multi_thread_eigen={multi} intra_op_parallelism_threads={threads}"
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {extra}".strip()
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen={multi}".strip()
     # Two frameworks in one process: JAX must not take 75% of the GPU before PyTorch runs.
     os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     allocation = _reuse_freed_memory()

@@ -7,7 +7,9 @@ Fairness rules, each enforced here:
   on CPU too; CUDA needs a synchronize), and rounds last >= 2 ms so that costs < 1%;
 * warm-up before timing; the same float32 input values, threads and allocation policy on both
   sides (bench/conftest.py); forward+backward takes a fresh leaf each call, nothing accumulates;
-* every output is checked once against an independent reference before it is timed.
+* every output is checked once against an independent reference before it is timed;
+* the JAX row of a group is also timed in rounds alternating with the group's PyTorch-eager row,
+  so the report's JAX / PyTorch ratio and its interval come from pairs that drift together.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import functools
 import math
 import statistics
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -28,6 +31,7 @@ from harness.sampling import sample_cotangent, sample_input
 
 ROUND_SECONDS = {"cpu": 2e-3, "cuda": 5e-3}
 BUDGET_SECONDS = {False: 1.0, True: 0.1}  # timed seconds per row, full and --quick
+PAIRED_AGAINST = "torch-eager"  # the row the JAX row alternates with: the report's ratio denominator
 
 
 class _Last:
@@ -56,6 +60,39 @@ def _inputs(technique: str, n: int) -> tuple[np.ndarray, np.ndarray, tuple[tuple
 
 
 _compiled: dict[tuple, Any] = {}
+
+
+class _Timed(NamedTuple):
+    """A benchmarked callable, how to block on its output, and its calls per round."""
+
+    fn: Callable[[], Any]
+    block: Callable[[Any], None]
+    iterations: int
+    per_call: float
+
+
+# group -> its PyTorch-eager row, kept until the group's JAX row pairs with it.
+_awaiting_pair: dict[str, _Timed] = {}
+
+
+def _rounds(per_round: float, budget: float) -> int:
+    return int(min(150, max(7, budget / per_round)))
+
+
+def _alternating(a: _Timed, b: _Timed, budget: float) -> tuple[list[float], list[float]]:
+    """Seconds per call of ``a`` and ``b`` over rounds that alternate a, b, a, b, ...: a slow
+    change of the machine's state (a neighbour, the clock) lands on both sides of a pair."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for side in (a, b):  # a warm-up call each
+        side.block(side.fn())
+    for _ in range(_rounds(a.per_call * a.iterations + b.per_call * b.iterations, budget)):
+        for side, out in zip((a, b), times, strict=True):
+            start = time.perf_counter()
+            for _ in range(side.iterations):
+                result = side.fn()
+            side.block(result)
+            out.append((time.perf_counter() - start) / side.iterations)
+    return times
 
 
 def _module(case: benchplan.BenchCase, params: dict[str, Any]) -> Any:
@@ -93,7 +130,8 @@ def test_bench(benchmark, bench_case: benchplan.BenchCase, bench_settings: dict[
         steady.append(time.perf_counter() - start)
     per_call = statistics.median(steady)
     iterations = max(1, math.ceil(ROUND_SECONDS[case.device] / per_call))
-    rounds = int(min(150, max(7, BUDGET_SECONDS[bench_settings["quick"]] / (per_call * iterations))))
+    budget = BUDGET_SECONDS[bench_settings["quick"]]
+    rounds = _rounds(per_call * iterations, budget)
 
     def timed() -> None:
         _Last.output = run()
@@ -120,6 +158,13 @@ def test_bench(benchmark, bench_case: benchplan.BenchCase, bench_settings: dict[
     )
     benchmark.pedantic(timed, rounds=rounds, iterations=iterations, warmup_rounds=1)
     _Last.output = None
+
+    timed_row = _Timed(run, backend.block, iterations, per_call)
+    if case.kind == "ours" and case.row == PAIRED_AGAINST:
+        _awaiting_pair[case.group] = timed_row
+    elif case.kind == "ours" and case.framework == "jax" and case.group in _awaiting_pair:
+        ours_s, against_s = _alternating(timed_row, _awaiting_pair.pop(case.group), budget / 2)
+        benchmark.extra_info["paired"] = {"against": PAIRED_AGAINST, "ours_s": ours_s, "against_s": against_s}
 
 
 def test_plan_covers_every_registered_technique(bench_settings: dict[str, Any]) -> None:

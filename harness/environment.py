@@ -13,7 +13,18 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("torch", "jax", "jaxlib", "flax", "numpy", "pytest-benchmark", "output-limits")
+PACKAGES = (
+    "torch",
+    "jax",
+    "jaxlib",
+    "jax-cuda12-plugin",
+    "jax-cuda12-pjrt",
+    "nvidia-cudnn-cu12",
+    "flax",
+    "numpy",
+    "pytest-benchmark",
+    "output-limits",
+)
 ENV_VARS = (
     "XLA_FLAGS",
     "XLA_PYTHON_CLIENT_PREALLOCATE",
@@ -23,6 +34,11 @@ ENV_VARS = (
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",
     "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_TF32_OVERRIDE",
+    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "XLA_PYTHON_CLIENT_ALLOCATOR",
     "JAX_PLATFORMS",
     "MALLOC_MMAP_THRESHOLD_",
     "MALLOC_TRIM_THRESHOLD_",

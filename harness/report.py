@@ -5,7 +5,8 @@ Per technique, size, mode and device: median time of each row (PyTorch eager, to
 JAX jit, baselines), interquartile range, the JAX/PyTorch median ratio with a bootstrap 95%
 confidence interval, achieved GB/s from ideal bytes, and that as a percentage of the copy
 bandwidth measured in the same run on the same device. Rows whose IQR exceeds 10% of the
-median are flagged noisy.
+median are flagged noisy. Runs whose machine labels coincide are told apart by their date, so
+merging two runs of one machine shows both instead of keeping the last.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class Row:
     rounds: int
     iterations: int
     check_error: float
+    # Rounds timed alternately with another row of the group (``paired_with``), per call.
+    paired_with: str = ""
+    paired_ours: tuple[float, ...] = ()
+    paired_against: tuple[float, ...] = ()
 
     @property
     def iqr_rel(self) -> float:
@@ -70,19 +75,40 @@ def _machine(info: dict[str, Any], device: str, device_name: str) -> str:
     return f"{device}: {name}, {ours.get('threads', '?')} thread(s)"
 
 
+def _labels(raws: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Per run, device -> machine label; a label two runs share gets each run's date added."""
+    labels = []
+    for raw in raws:
+        extras = [b["extra_info"] for b in raw.get("benchmarks", []) if "device" in b.get("extra_info", {})]
+        info = raw.get("machine_info", {})
+        labels.append({e["device"]: _machine(info, e["device"], e.get("device_name", "")) for e in extras})
+    runs_per_label: dict[str, int] = defaultdict(int)
+    for run in labels:
+        for label in set(run.values()):
+            runs_per_label[label] += 1
+    for index, (run, raw) in enumerate(zip(labels, raws, strict=True)):
+        stamp = raw.get("datetime") or f"run {index + 1}"
+        for device, label in run.items():
+            if runs_per_label[label] > 1:
+                run[device] = f"{label}, {stamp}"
+    return labels
+
+
 def load(paths: Iterable[Path]) -> tuple[list[Row], list[dict[str, Any]]]:
     rows, infos = [], []
-    for path in paths:
-        raw = json.loads(Path(path).read_text())
+    paths = list(paths)
+    raws = [json.loads(Path(path).read_text()) for path in paths]
+    for path, raw, labels in zip(paths, raws, _labels(raws), strict=True):
         info = raw.get("machine_info", {})
         infos.append({"file": str(path), "datetime": raw.get("datetime"), **info})
         for bench in raw.get("benchmarks", []):
             extra, stats = bench.get("extra_info", {}), bench["stats"]
             if "technique" not in extra:
                 continue
+            paired = extra.get("paired") or {}
             rows.append(
                 Row(
-                    machine=_machine(info, extra["device"], extra.get("device_name", "")),
+                    machine=labels[extra["device"]],
                     device=extra["device"],
                     technique=extra["technique"],
                     n=int(extra["n"]),
@@ -99,18 +125,44 @@ def load(paths: Iterable[Path]) -> tuple[list[Row], list[dict[str, Any]]]:
                     rounds=int(stats.get("rounds", 0)),
                     iterations=int(stats.get("iterations", 1)),
                     check_error=float(extra.get("check_error", 0.0)),
+                    paired_with=paired.get("against", ""),
+                    paired_ours=tuple(paired.get("ours_s", ())),
+                    paired_against=tuple(paired.get("against_s", ())),
                 )
             )
     return rows, infos
 
 
 def ratio_ci(numerator: tuple[float, ...], denominator: tuple[float, ...], seed: int = 0) -> tuple[float, float, float]:
-    """Median ratio and its 95% bootstrap interval (rounds resampled independently)."""
+    """Median ratio and its 95% bootstrap interval, rounds of the two rows resampled
+    independently. It cannot see drift between the moments the two rows were timed."""
     a, b = np.asarray(numerator), np.asarray(denominator)
     point = float(np.median(a) / np.median(b))
     rng = np.random.default_rng(seed)
     boots = np.median(rng.choice(a, (2000, a.size)), axis=1) / np.median(rng.choice(b, (2000, b.size)), axis=1)
     return point, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def paired_ratio_ci(
+    numerator: tuple[float, ...], denominator: tuple[float, ...], seed: int = 0
+) -> tuple[float, float, float]:
+    """Median ratio of rounds timed alternately, and its 95% bootstrap interval resampling whole
+    pairs, so drift that moved both sides of a pair does not widen or bias it."""
+    a, b = np.asarray(numerator), np.asarray(denominator)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired rounds need equal, non-zero counts, got {a.size} and {b.size}")
+    point = float(np.median(a) / np.median(b))
+    picks = np.random.default_rng(seed).integers(0, a.size, (2000, a.size))
+    boots = np.median(a[picks], axis=1) / np.median(b[picks], axis=1)
+    return point, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def row_ratio(numerator: Row, denominator: Row) -> tuple[float, float, float, bool]:
+    """The numerator/denominator time ratio with its interval, and whether it is paired: from
+    the alternating rounds when the numerator was paired with this denominator's row."""
+    if numerator.paired_with == denominator.row and numerator.paired_ours:
+        return (*paired_ratio_ci(numerator.paired_ours, numerator.paired_against), True)
+    return (*ratio_ci(numerator.data, denominator.data), False)
 
 
 def copy_bandwidth(rows: list[Row]) -> dict[tuple[str, int], float]:
@@ -147,8 +199,8 @@ def _cell(r: Row | None, copy_gbps: float | None) -> str:
 def _ratio_cell(jax: Row | None, torch: Row | None) -> str:
     if jax is None or torch is None:
         return "–"
-    point, lo, hi = ratio_ci(jax.data, torch.data)
-    return f"{point:.2f} [{lo:.2f}, {hi:.2f}]"
+    point, lo, hi, paired = row_ratio(jax, torch)
+    return f"{point:.2f} [{lo:.2f}, {hi:.2f}]{'' if paired else ' (unpaired)'}"
 
 
 def markdown(rows: list[Row], infos: list[dict[str, Any]], ratios: dict[str, Any] | None = None) -> str:
@@ -159,8 +211,10 @@ def markdown(rows: list[Row], infos: list[dict[str, Any]], ratios: dict[str, Any
         "Cells: median per call ± interquartile range (as % of the median; 'noisy' above 10%) · achieved GB/s from "
         "ideal bytes (inputs read once, outputs written once) and its % of the bandwidth of a copy of the same size "
         "measured in the same run on the same device. Ratios are JAX median / PyTorch median with a bootstrap 95% "
-        "interval: below 1, JAX is faster. Compile time and the first call are never in a timed round (see "
-        "report.csv).",
+        "interval: below 1, JAX is faster. JAX / eager comes from extra rounds that alternate the two rows, "
+        "resampled as pairs; ratios marked (unpaired) compare rows timed at different moments, resampled "
+        "independently. Either interval covers the spread within this run only, not the differences between "
+        "runs or machines. Compile time and the first call are never in a timed round (see report.csv).",
         "",
     ]
     for machine in sorted({m for m, _ in copy}):
@@ -236,23 +290,29 @@ def headline(rows: list[Row]) -> str:
 
 
 def latex(rows: list[Row]) -> str:
-    """A booktabs table per (machine, mode): median times and the JAX/PyTorch-eager ratio."""
-    out = ["% generated by python -m harness report; needs \\usepackage{booktabs}"]
+    """A booktabs table per (machine, mode): median times and the JAX/PyTorch-eager ratio. A
+    longtable, since a full sweep runs to well over a page."""
+    out = ["% generated by python -m harness report; needs \\usepackage{booktabs,longtable}"]
     for (machine, mode), table in sorted(_grouped(rows).items()):
+        header = "technique & $n$ & PyTorch eager & torch.compile & JAX jit & JAX/eager \\\\"
         out += [
-            "\\begin{table}[t]\\centering\\small",
-            f"\\caption{{{_tex(mode)}, {_tex(machine)}: median time per call}}",
-            "\\begin{tabular}{llrrrr}",
+            "\\begin{small}\\begin{longtable}{llrrrr}",
+            f"\\caption{{{_tex(mode)}, {_tex(machine)}: median time per call}}\\\\",
             "\\toprule",
-            "technique & $n$ & PyTorch eager & torch.compile & JAX jit & JAX/eager \\\\",
+            header,
             "\\midrule",
+            "\\endfirsthead",
+            "\\toprule",
+            header,
+            "\\midrule",
+            "\\endhead",
         ]
         for (technique, n), cells in sorted(table.items()):
             times = " & ".join(_tex(_time(cells[k].median)) if k in cells else "--" for k in MAIN_ROWS)
             jax, torch = cells.get("jax-jit"), cells.get("torch-eager")
-            ratio = f"{ratio_ci(jax.data, torch.data)[0]:.2f}" if jax and torch else "--"
+            ratio = f"{row_ratio(jax, torch)[0]:.2f}" if jax and torch else "--"
             out.append(f"{_tex(technique)} & $2^{{{int(math.log2(n))}}}$ & {times} & {ratio} \\\\")
-        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+        out += ["\\bottomrule", "\\end{longtable}\\end{small}", ""]
     return "\n".join(out)
 
 
@@ -264,6 +324,7 @@ def write_csv(rows: list[Row], path: Path) -> None:
     copy = copy_bandwidth(rows)
     fields = ["machine", "device", "mode", "technique", "n", "row", "kind", "median_s", "q1_s", "q3_s", "iqr_rel"]
     fields += ["gbps", "pct_copy", "compile_s", "first_call_s", "rounds", "iterations", "check_error"]
+    fields += ["paired_with", "paired_ratio", "paired_lo", "paired_hi", "paired_rounds"]
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(fields)
@@ -289,6 +350,9 @@ def write_csv(rows: list[Row], path: Path) -> None:
                     r.rounds,
                     r.iterations,
                     r.check_error,
+                    r.paired_with,
+                    *(paired_ratio_ci(r.paired_ours, r.paired_against) if r.paired_ours else ("", "", "")),
+                    len(r.paired_ours) or "",
                 ]
             )
 

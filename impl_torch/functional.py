@@ -121,16 +121,17 @@ def _needs_guard(lo: float, hi: float, r: float, dtype: str) -> bool:
     return needs_rounding_guard(lo, hi, r, dtype)
 
 
-def _excess(xs: torch.Tensor, b_lo: float, b_hi: float, out: torch.Tensor, middle: torch.Tensor | None) -> None:
-    """``out`` = x - clamp(x, b_lo, b_hi); ``middle``, when given, holds clamp(x, b_lo, b_hi)."""
+def _excess(xs: torch.Tensor, b_lo: float, b_hi: float, out: torch.Tensor, middle: torch.Tensor) -> bool:
+    """``out`` = x - clamp(x, b_lo, b_hi). Returns whether ``middle`` now holds that clamp; on
+    symmetric joins it is left unwritten, since softshrink gets the excess without it."""
     if b_lo == -b_hi:
-        # Symmetric joins: softshrink(x, b_hi) is x - clamp(x, -b_hi, b_hi) bit for bit (up to
-        # the sign of a zero, which the sigmoid after it ignores), in one pass reading only x.
+        # softshrink(x, b_hi) is x - clamp(x, -b_hi, b_hi) bit for bit (up to the sign of a zero,
+        # which the sigmoid or abs after it ignores), in one pass reading only x.
         torch._C._nn.softshrink(xs, b_hi, out=out)
-        return
-    target = out if middle is None else middle
-    torch.clamp(xs, b_lo, b_hi, out=target)
-    torch.sub(xs, target, out=out)
+        return False
+    torch.clamp(xs, b_lo, b_hi, out=middle)
+    torch.sub(xs, middle, out=out)
+    return True
 
 
 def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:
@@ -139,43 +140,48 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, r: float) -> tor
     Equal to the declared tails (hi - 2r sigmoid(-2e/r), lo + 2r sigmoid(2e/r)), and exactly m = x
     in the middle (sigmoid(0) - 1/2 == 0). The added term lies in [-r, r], so by monotone rounding
     the output stays in [lo, hi] whenever (lo + r) - r == lo and (hi - r) + r == hi in the compute
-    dtype; otherwise a final clamp guards the rounding. Computed block by block, in place: six
-    passes per block, one of them a sigmoid.
+    dtype; otherwise a final clamp guards the rounding. Computed block by block: six passes per
+    block, one of them a sigmoid.
     """
     compute = torch.float32 if x.dtype in _LOW else x.dtype
     guard = _needs_guard(lo, hi, r, str(compute).removeprefix("torch."))
     b_lo, b_hi = lo + r, hi - r
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     flat_x, flat_out = x.reshape(-1), out.view(-1)
-    excess = torch.empty(min(_chunk(x), flat_x.numel()), dtype=compute, device=x.device)
+    size = min(_chunk(x), flat_x.numel())
+    excess, middle = torch.empty((2, size), dtype=compute, device=x.device)
     for block in _blocks(x):
         xs = flat_x[block].to(compute)
-        middle = flat_out[block] if compute == x.dtype else torch.empty_like(xs)
-        e = excess[: xs.numel()]
-        _excess(xs, b_lo, b_hi, e, middle)
-        e.mul_(2.0 / r).sigmoid_().sub_(0.5)
-        if b_lo == -b_hi:
-            # The softshrink path left the middle unwritten; filling it after the sigmoid keeps
-            # x's block in cache for one pass instead of two.
-            torch.clamp(xs, b_lo, b_hi, out=middle)
-        middle.add_(e, alpha=2.0 * r)
+        n = xs.numel()
+        y = flat_out[block] if compute == x.dtype else torch.empty_like(xs)
+        e, m = excess[:n], middle[:n]
+        has_middle = _excess(xs, b_lo, b_hi, e, m)
+        # The sigmoid is the pass that first writes the output block: its arithmetic hides the
+        # trip to memory that a cheap pass writing it first would wait for.
+        torch.sigmoid(e.mul_(2.0 / r), out=y)
+        y.sub_(0.5)
+        if not has_middle:
+            m = torch.clamp(xs, b_lo, b_hi, out=e)  # e is free after the sigmoid
+        torch.add(m, y, alpha=2.0 * r, out=y)
         if guard:
-            middle.clamp_(lo, hi)
+            y.clamp_(lo, hi)
         if compute != x.dtype:
-            flat_out[block].copy_(middle)
+            flat_out[block].copy_(y)
     return out
 
 
 def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:
-    """grad * 4 s (1 - s) with s = sigmoid(-2|e|/r), block by block and in place like the forward."""
+    """grad * 4 s (1 - s) with s = sigmoid(-2|e|/r), block by block like the forward."""
     compute = torch.float32 if x.dtype in _LOW else x.dtype
     out = torch.empty(x.shape, dtype=grad.dtype, device=x.device)
     flat_x, flat_grad, flat_out = x.reshape(-1), grad.reshape(-1), out.view(-1)
+    excess, middle = torch.empty((2, min(_chunk(x), flat_x.numel())), dtype=compute, device=x.device)
     for block in _blocks(x):
         xs = flat_x[block].to(compute)
         s = flat_out[block] if compute == grad.dtype else torch.empty_like(xs)
-        _excess(xs, lo + r, hi - r, s, None)
-        s.abs_().mul_(-2.0 / r).sigmoid_()
+        e = excess[: xs.numel()]
+        _excess(xs, lo + r, hi - r, e, middle[: xs.numel()])
+        torch.sigmoid(e.abs_().mul_(-2.0 / r), out=s)
         # s - s * s, then the two products.
         s.addcmul_(s, s, value=-1.0).mul_(flat_grad[block].to(compute)).mul_(4.0)
         if compute != grad.dtype:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.report import load, ratio_ci
+from harness.report import load, paired_ratio_ci, ratio_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,31 +43,43 @@ def _bench(technique: str, n: int, row: str, median: float, rng: np.random.Gener
     }
 
 
-def _run(path: Path, cpu_model: str, device: str, scale: float, seed: int) -> Path:
+def _run(
+    path: Path, cpu_model: str, device: str, scale: float, seed: int, stamp: str = "now", paired: float = 0.0
+) -> Path:
+    """A saved run of clamp at 2^20; ``paired``: the JAX row also holds alternating rounds
+    against PyTorch eager whose ratio is ``paired``."""
     rng = np.random.default_rng(seed)
     n = 2**20
     benchmarks = [_bench("copy", n, "copy-torch-eager", 1e-4 * scale, rng, device)]
     for row, t in (("torch-eager", 2e-3), ("torch-compile", 1e-3), ("jax-jit", 1e-3), ("baseline-torch-eager", 3e-3)):
         benchmarks.append(_bench("clamp", n, row, t * scale, rng, device))
+    if paired:
+        against = list(2e-3 * scale * np.linspace(1.0, 3.0, 20))  # the machine slowed down threefold
+        ours = [paired * a * (1 + 0.01 * rng.standard_normal()) for a in against]
+        benchmarks[3]["extra_info"]["paired"] = {"against": "torch-eager", "ours_s": ours, "against_s": against}
     info = {"output_limits": {"cpu_model": cpu_model, "threads": 1, "packages": {"torch": "x"}, "git": {}}}
-    path.write_text(json.dumps({"machine_info": info, "datetime": "now", "benchmarks": benchmarks}))
+    path.write_text(json.dumps({"machine_info": info, "datetime": stamp, "benchmarks": benchmarks}))
     return path
+
+
+def _report(tmp_path: Path, *runs: Path) -> Path:
+    out = tmp_path / "report"
+    command = [sys.executable, "-m", "harness", "report", *map(str, runs), "--out", str(out)]
+    subprocess.run(command, check=True, cwd=ROOT)
+    return out
 
 
 def test_two_runs_merge_into_one_report(tmp_path: Path) -> None:
     cpu = _run(tmp_path / "cpu.json", "Test CPU", "cpu", 1.0, 0)
     gpu = _run(tmp_path / "gpu.json", "Host CPU", "cuda", 0.01, 1)
-    out = tmp_path / "report"
-    subprocess.run(
-        [sys.executable, "-m", "harness", "report", str(cpu), str(gpu), "--out", str(out)], check=True, cwd=ROOT
-    )
+    out = _report(tmp_path, cpu, gpu)
     md = (out / "report.md").read_text()
     assert "## forward, cpu: Test CPU, 1 thread(s)" in md
     assert "## forward, cuda: Fake GPU, 1 thread(s)" in md
     row = next(line for line in md.splitlines() if line.startswith("| clamp | 2^20 |"))
     # JAX / eager is about 0.5 with an interval around it; eager reaches 8n bytes / 2 ms = 4.2 GB/s,
     # 5% of the same-size copy (8n bytes / 0.1 ms).
-    assert "0.5" in row.split("|")[6] and "[" in row.split("|")[6]
+    assert "0.5" in row.split("|")[6] and "[" in row.split("|")[6] and "(unpaired)" in row.split("|")[6]
     assert re.search(r"· 4\.\d+ GB/s, 5% \|", row), row
     with (out / "report.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -81,3 +93,29 @@ def test_ratio_interval_contains_the_point_and_shrinks_with_agreement() -> None:
     a, b = tuple(1.0 + 0.01 * rng.standard_normal(30)), tuple(2.0 + 0.01 * rng.standard_normal(30))
     point, lo, hi = ratio_ci(a, b)
     assert lo <= point <= hi and abs(point - 0.5) < 0.01 and hi - lo < 0.02
+
+
+def test_two_runs_of_one_machine_are_both_kept(tmp_path: Path) -> None:
+    first = _run(tmp_path / "a.json", "Test CPU", "cpu", 1.0, 0, stamp="2026-01-01T00:00")
+    second = _run(tmp_path / "b.json", "Test CPU", "cpu", 2.0, 1, stamp="2026-02-01T00:00")
+    md = (_report(tmp_path, first, second) / "report.md").read_text()
+    assert "## forward, cpu: Test CPU, 1 thread(s), 2026-01-01T00:00" in md
+    assert "## forward, cpu: Test CPU, 1 thread(s), 2026-02-01T00:00" in md
+    eager = [line.split("|")[3] for line in md.splitlines() if line.startswith("| clamp | 2^20 |")]
+    # About 2 ms in the first run and 4 ms in the second: neither overwrote the other.
+    assert len(eager) == 2 and float(eager[0].split()[0]) < 3 < float(eager[1].split()[0]), eager
+
+
+def test_paired_rounds_give_the_ratio_despite_drift(tmp_path: Path) -> None:
+    # The two rows' medians alone say 0.5; the alternating rounds, timed while the machine slowed
+    # down, say 0.8 with a tight interval: the report shows the paired figure.
+    run = _run(tmp_path / "p.json", "Test CPU", "cpu", 1.0, 0, paired=0.8)
+    md = (_report(tmp_path, run) / "report.md").read_text()
+    cell = next(line for line in md.splitlines() if line.startswith("| clamp | 2^20 |")).split("|")[6]
+    assert cell.strip().startswith("0.8") and "unpaired" not in cell, cell
+    paired = load([run])[0][3]
+    point, lo, hi = paired_ratio_ci(paired.paired_ours, paired.paired_against)
+    assert lo <= point <= hi and abs(point - 0.8) < 0.01 and hi - lo < 0.02
+    # Resampled independently, the same rounds give an interval wider than the whole drift allows.
+    _, lo_u, hi_u = ratio_ci(paired.paired_ours, paired.paired_against)
+    assert hi_u - lo_u > 10 * (hi - lo)
