@@ -50,8 +50,10 @@ class _Hardsigmoid(torch.autograd.Function):
 
 
 def _hardsigmoid_values(x: torch.Tensor) -> torch.Tensor:
-    xc = _upcast(x)
-    return torch.clamp(xc + 3.0, 0.0, 6.0).div_(6.0).to(x.dtype)
+    # ATen's fused kernel computes min(max(x + 3, 0), 6) / 6, the declared formula, in one pass
+    # (low precision in float32, rounded once): bit for bit clamp(x + 3, 0, 6) / 6 in all four
+    # dtypes, NaN included. The reference, bounds and kink tests pin it, release after release.
+    return torch.nn.functional.hardsigmoid(x)
 
 
 @implements("hardsigmoid", "torch")
@@ -59,13 +61,39 @@ def hardsigmoid(x: torch.Tensor) -> torch.Tensor:
     return _Hardsigmoid.apply(x) if _tracks_grad(x) else _hardsigmoid_values(x)
 
 
-@implements("softsign", "torch")
-def softsign(x: torch.Tensor) -> torch.Tensor:
+def _softsign_values(x: torch.Tensor) -> torch.Tensor:
     xc = _upcast(x)
     # +-inf -> +-largest finite, whose softsign rounds to +-1 (the limit) instead of inf / inf.
     big = torch.finfo(xc.dtype).max
     xf = torch.clamp(xc, -big, big)
-    return (xf / (1.0 + xf.abs())).to(x.dtype)
+    return xf.div_(xf.abs().add_(1.0)).to(x.dtype)
+
+
+class _Softsign(torch.autograd.Function):
+    """x / (1 + |x|) with the declared derivative 1 / (1 + |x|)^2 in closed form: four passes
+    instead of autograd's walk back through the division, the absolute value and the clamp."""
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return _softsign_values(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        t = _upcast(x).abs().add_(1.0)
+        # Divided twice rather than by t * t, which overflows (|x| > 1.8e19 in float32) where the
+        # derivative is still a representable subnormal. +-inf gives 0, the limit.
+        return _upcast(grad).div(t).div_(t).to(grad.dtype)
+
+
+@implements("softsign", "torch")
+def softsign(x: torch.Tensor) -> torch.Tensor:
+    return _Softsign.apply(x) if _tracks_grad(x) else _softsign_values(x)
 
 
 def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
@@ -148,7 +176,7 @@ class _LeakyClamp(torch.autograd.Function):
 
 def _leaky_clamp_values(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
     m = torch.clamp(x, lo, hi)
-    return torch.sub(x, m).mul_(slope).add_(m)
+    return m.add_(torch.sub(x, m), alpha=slope)
 
 
 @implements("leaky_clamp", "torch")
