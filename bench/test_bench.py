@@ -27,7 +27,6 @@ import pytest
 import harness
 from bench.checks import check
 from harness import benchplan
-from harness.sampling import sample_cotangent, sample_input
 
 ROUND_SECONDS = {"cpu": 2e-3, "cuda": 5e-3}
 BUDGET_SECONDS = {False: 1.0, True: 0.1}  # timed seconds per row, full and --quick
@@ -49,13 +48,8 @@ def _synchronized_perf_counter() -> float:
 
 @functools.lru_cache(maxsize=4)
 def _inputs(technique: str, n: int) -> tuple[np.ndarray, np.ndarray, tuple[tuple[str, Any], ...]]:
-    """The same float32-representable input and cotangent for every row of a (technique, size)."""
-    spec = harness.get("clamp" if technique == "copy" else technique)
-    shape, extra = benchplan.shape_and_params(spec, n)
-    params = spec.resolve(extra)
-    rng = np.random.default_rng(n)
-    x = sample_input(spec, params, shape, rng).astype(np.float32).astype(np.float64)
-    cot = sample_cotangent(shape, rng).astype(np.float32).astype(np.float64)
+    """The same input and cotangent for every row of a (technique, size)."""
+    x, cot, params = benchplan.inputs("clamp" if technique == "copy" else technique, n)
     return x, cot, tuple(params.items())
 
 

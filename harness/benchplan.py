@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from harness.registry import get, names
+from harness.sampling import sample_cotangent, sample_input
 from harness.spec import TechniqueSpec
 
 STYLES: dict[str, tuple[str, ...]] = {"torch": ("eager", "compile"), "jax": ("jit",)}
@@ -96,6 +97,18 @@ def shape_and_params(spec: TechniqueSpec, n: int) -> tuple[tuple[int, ...], dict
     if spec.min_rank > 0:
         return (n // ROW, ROW), {}
     return (n,), {}
+
+
+def inputs(technique: str, n: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Input, cotangent (float32 values held in float64) and parameters of a benchmark case,
+    drawn from a seed of ``n``: the same for every row, framework and run."""
+    spec = get(technique)
+    shape, extra = shape_and_params(spec, n)
+    params = spec.resolve(extra)
+    rng = np.random.default_rng(n)
+    x = sample_input(spec, params, shape, rng).astype(np.float32).astype(np.float64)
+    cot = sample_cotangent(shape, rng).astype(np.float32).astype(np.float64)
+    return x, cot, params
 
 
 def ideal_bytes(n: int, mode: str) -> int:
