@@ -69,6 +69,15 @@ class _Timed(NamedTuple):
 _awaiting_pair: dict[str, _Timed] = {}
 
 
+def _minor_faults() -> int | None:
+    """Minor page faults of this process so far (None where getrusage does not exist)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _rounds(per_round: float, budget: float) -> int:
     return int(min(150, max(7, budget / per_round)))
 
@@ -150,7 +159,12 @@ def test_bench(benchmark, bench_case: benchplan.BenchCase, bench_settings: dict[
         check_error=error,
         threads=bench_settings["threads"],
     )
+    faults = _minor_faults()
     benchmark.pedantic(timed, rounds=rounds, iterations=iterations, warmup_rounds=1)
+    if faults is not None:
+        # Fresh pages touched per call: the allocation policy should make this about 0; where it
+        # is not, the row also times the kernel zeroing pages, and the report says so.
+        benchmark.extra_info["minor_faults_per_call"] = (_minor_faults() - faults) / ((rounds + 1) * iterations)
     _Last.output = None
 
     timed_row = _Timed(run, backend.block, iterations, per_call)

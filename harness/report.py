@@ -23,6 +23,10 @@ from typing import Any
 import numpy as np
 
 NOISY = 0.10
+PAGE = 4096
+# A row whose calls touched fresh pages for more than this share of its ideal bytes also timed
+# the kernel zeroing them: flagged, since the allocation policy is meant to prevent it.
+FAULTY = 0.10
 MAIN_ROWS = ("torch-eager", "torch-compile", "jax-jit")
 # One colour per row in every panel; baselines dashed in their framework's colour family.
 ROW_STYLE = {
@@ -55,6 +59,7 @@ class Row:
     rounds: int
     iterations: int
     check_error: float
+    minor_faults_per_call: float | None = None
     # Rounds timed alternately with another row of the group (``paired_with``), per call.
     paired_with: str = ""
     paired_ours: tuple[float, ...] = ()
@@ -63,6 +68,10 @@ class Row:
     @property
     def iqr_rel(self) -> float:
         return (self.q3 - self.q1) / self.median if self.median > 0 else math.inf
+
+    @property
+    def faulty(self) -> bool:
+        return (self.minor_faults_per_call or 0.0) * PAGE > FAULTY * self.ideal_bytes
 
     @property
     def gbps(self) -> float:
@@ -125,6 +134,7 @@ def load(paths: Iterable[Path]) -> tuple[list[Row], list[dict[str, Any]]]:
                     rounds=int(stats.get("rounds", 0)),
                     iterations=int(stats.get("iterations", 1)),
                     check_error=float(extra.get("check_error", 0.0)),
+                    minor_faults_per_call=extra.get("minor_faults_per_call"),
                     paired_with=paired.get("against", ""),
                     paired_ours=tuple(paired.get("ours_s", ())),
                     paired_against=tuple(paired.get("against_s", ())),
@@ -191,7 +201,7 @@ def _grouped(rows: list[Row]) -> dict[tuple[str, str], dict[tuple[str, int], dic
 def _cell(r: Row | None, copy_gbps: float | None) -> str:
     if r is None:
         return "–"
-    flag = " (noisy)" if r.iqr_rel > NOISY else ""
+    flag = (" (noisy)" if r.iqr_rel > NOISY else "") + (" (page faults)" if r.faulty else "")
     pct = f", {100 * r.gbps / copy_gbps:.0f}%" if copy_gbps else ""
     return f"{_time(r.median)} ±{100 * r.iqr_rel:.0f}%{flag} · {r.gbps:.3g} GB/s{pct}"
 
@@ -210,11 +220,13 @@ def markdown(rows: list[Row], infos: list[dict[str, Any]], ratios: dict[str, Any
     out += [
         "Cells: median per call ± interquartile range (as % of the median; 'noisy' above 10%) · achieved GB/s from "
         "ideal bytes (inputs read once, outputs written once) and its % of the bandwidth of a copy of the same size "
-        "measured in the same run on the same device. Ratios are JAX median / PyTorch median with a bootstrap 95% "
-        "interval: below 1, JAX is faster. JAX / eager comes from extra rounds that alternate the two rows, "
-        "resampled as pairs; ratios marked (unpaired) compare rows timed at different moments, resampled "
-        "independently. Either interval covers the spread within this run only, not the differences between "
-        "runs or machines. Compile time and the first call are never in a timed round (see report.csv).",
+        "measured in the same run on the same device; 'page faults': the calls touched fresh memory pages for more "
+        "than 10% of their ideal bytes, so the time includes the kernel zeroing them. Ratios are JAX median / "
+        "PyTorch median with a bootstrap 95% interval: below 1, JAX is faster. JAX / eager comes from extra rounds "
+        "that alternate the two rows, resampled as pairs; ratios marked (unpaired) compare rows timed at different "
+        "moments, resampled independently. Either interval covers the spread within this run only, not the "
+        "differences between runs or machines. Compile time and the first call are never in a timed round (see "
+        "report.csv).",
         "",
     ]
     for machine in sorted({m for m, _ in copy}):
@@ -324,6 +336,7 @@ def write_csv(rows: list[Row], path: Path) -> None:
     copy = copy_bandwidth(rows)
     fields = ["machine", "device", "mode", "technique", "n", "row", "kind", "median_s", "q1_s", "q3_s", "iqr_rel"]
     fields += ["gbps", "pct_copy", "compile_s", "first_call_s", "rounds", "iterations", "check_error"]
+    fields += ["minor_faults_per_call"]
     fields += ["paired_with", "paired_ratio", "paired_lo", "paired_hi", "paired_rounds"]
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -350,6 +363,7 @@ def write_csv(rows: list[Row], path: Path) -> None:
                     r.rounds,
                     r.iterations,
                     r.check_error,
+                    "" if r.minor_faults_per_call is None else r.minor_faults_per_call,
                     r.paired_with,
                     *(paired_ratio_ci(r.paired_ours, r.paired_against) if r.paired_ours else ("", "", "")),
                     len(r.paired_ours) or "",
