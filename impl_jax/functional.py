@@ -141,8 +141,12 @@ def _prescale(x: jax.Array, dims: tuple[int, ...]) -> tuple[jax.Array, jax.Array
     """
     amax = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=dims, keepdims=True))
     big = jnp.isfinite(amax) & (amax > 1.0)
-    scale = jnp.where(big, jnp.exp2(jnp.floor(jnp.log2(jnp.where(big, amax, 1.0))) - 1.0), 1.0).astype(x.dtype)
-    return jnp.where(jnp.isinf(amax), jnp.where(jnp.isinf(x), jnp.sign(x), 0.0), x / scale), scale
+    power = jnp.where(big, jnp.floor(jnp.log2(jnp.where(big, amax, 1.0))) - 1.0, 0.0).astype(jnp.int32)
+    # ldexp, not exp2 and a division: XLA:CPU's exp2 is not exact near 2^127, and it turns x / s
+    # into x * (1 / s), whose subnormal 1 / s it flushes to zero (a whole row of zeros out).
+    scaled = jnp.ldexp(x, -power)
+    scale = jnp.ldexp(jnp.ones_like(amax), power)
+    return jnp.where(jnp.isinf(amax), jnp.where(jnp.isinf(x), jnp.sign(x), 0.0), scaled), scale
 
 
 def _standardize(x: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.Array, ...]:

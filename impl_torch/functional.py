@@ -124,7 +124,7 @@ def _needs_guard(lo: float, hi: float, r: float, dtype: str) -> bool:
 def _excess(xs: torch.Tensor, b_lo: float, b_hi: float, out: torch.Tensor, middle: torch.Tensor) -> bool:
     """``out`` = x - clamp(x, b_lo, b_hi). Returns whether ``middle`` now holds that clamp; on
     symmetric joins it is left unwritten, since softshrink gets the excess without it."""
-    if b_lo == -b_hi:
+    if b_lo == -b_hi and b_hi >= 0.0:
         # softshrink(x, b_hi) is x - clamp(x, -b_hi, b_hi) bit for bit (up to the sign of a zero,
         # which the sigmoid or abs after it ignores), in one pass reading only x.
         torch._C._nn.softshrink(xs, b_hi, out=out)
