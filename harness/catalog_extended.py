@@ -325,7 +325,8 @@ def _optional_positive(v: float | None) -> str | None:
 
 
 def _rms_norm_ref(x: np.ndarray, p: P) -> np.ndarray:
-    eps = p["eps"] if p["eps"] is not None else machine_epsilon(p["dtype"])
+    compute = "float32" if p["dtype"] in ("float16", "bfloat16") else p["dtype"]
+    eps = p["eps"] if p["eps"] is not None else machine_epsilon(compute)
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
 
 
@@ -349,7 +350,8 @@ declare(
                     "eps",
                     "optional_float",
                     None,
-                    "added to the mean square; None means the input dtype's machine epsilon (PyTorch's meaning)",
+                    "added to the mean square; None means the machine epsilon of the compute dtype (float32 for "
+                    "float16 and bfloat16 inputs), PyTorch's meaning",
                     _optional_positive,
                 ),
                 Param("elementwise_affine", "bool", True, "learn weight (init 1)"),

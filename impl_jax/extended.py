@@ -173,7 +173,9 @@ def rms_norm(x: jax.Array, weight: jax.Array | None, *, eps: float | None) -> ja
     """x / sqrt(mean(x^2) + eps) * weight, with the power-of-two prescaling of _standardize."""
     xc = _upcast(x)
     if eps is None:
-        eps = float(jnp.finfo(x.dtype).eps)  # PyTorch's meaning: the input dtype's machine epsilon
+        # PyTorch's meaning: the machine epsilon of the dtype it computes in (float32 for float16
+        # and bfloat16 inputs, as torch.nn.RMSNorm does), not of the input's.
+        eps = float(jnp.finfo(xc.dtype).eps)
     scaled, scale = _prescale(xc, (-1,))
     ms = (scaled * scaled).mean(axis=-1, keepdims=True)
     y = scaled / jnp.sqrt(ms + jnp.maximum(eps / (scale * scale), jnp.finfo(xc.dtype).tiny))

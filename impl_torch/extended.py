@@ -242,7 +242,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
     """x / sqrt(mean(x^2) + eps) * weight, with the power-of-two prescaling of _standardize."""
     xc = _upcast(x)
     if eps is None:
-        eps = torch.finfo(x.dtype).eps  # PyTorch's meaning: the input dtype's machine epsilon
+        # PyTorch's meaning: the machine epsilon of the dtype it computes in (float32 for float16
+        # and bfloat16 inputs, as torch.nn.RMSNorm does), not of the input's.
+        eps = torch.finfo(xc.dtype).eps
     scaled, scale = _prescale(xc, (-1,))
     ms = (scaled * scaled).mean(dim=-1, keepdim=True)
     y = scaled / torch.sqrt(ms + torch.clamp_min(eps / (scale * scale), torch.finfo(xc.dtype).tiny))

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import harness
+from impl_torch.adapter import TORCH_DTYPES
 
 
 def test_layer_norm_defaults_match_torch_nn_layer_norm(rng: np.random.Generator) -> None:
@@ -20,6 +22,21 @@ def test_layer_norm_defaults_match_torch_nn_layer_norm(rng: np.random.Generator)
         module = harness.build("layer_norm", framework, num_features=16, dtype="float64")
         y = backend.to_numpy(module(backend.from_numpy(x, "float64")))
         np.testing.assert_allclose(y, expected, rtol=1e-9, atol=1e-9, err_msg=framework)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_rms_norm_defaults_match_torch_nn_rms_norm(dtype: str, rng: np.random.Generator) -> None:
+    # Mean square 1e-4, within a few orders of every candidate eps: float16's epsilon (1e-3)
+    # instead of the float32 one torch.nn.RMSNorm adds for a float16 input moves outputs by ~2.
+    x = rng.normal(size=(4, 16)) * 1e-2
+    reference = torch.nn.RMSNorm(16, dtype=TORCH_DTYPES[dtype])
+    expected = reference(harness.backend("torch").from_numpy(x, dtype)).detach().double().numpy()
+    rtol = {"float64": 1e-12, "float32": 1e-6, "float16": 2e-3, "bfloat16": 1.6e-2}[dtype]  # 2 ulps
+    for framework in harness.FRAMEWORKS:
+        backend = harness.backend(framework)
+        module = harness.build("rms_norm", framework, num_features=16, dtype=dtype)
+        y = backend.to_numpy(module(backend.from_numpy(x, dtype)))
+        np.testing.assert_allclose(y, expected, rtol=rtol, atol=rtol, err_msg=framework)
 
 
 def test_layer_norm_is_stable_where_fast_variance_fails(rng: np.random.Generator) -> None:
