@@ -41,13 +41,27 @@ def hardsigmoid(x: jax.Array) -> jax.Array:
     return _hardsigmoid(x)
 
 
-@implements("softsign", "jax")
-def softsign(x: jax.Array) -> jax.Array:
+@jax.custom_jvp
+def _softsign(x: jax.Array) -> jax.Array:
     xc = _upcast(x)
     # +-inf -> +-largest finite, whose softsign rounds to +-1 (the limit) instead of inf / inf.
     big = float(jnp.finfo(xc.dtype).max)
     xf = jnp.clip(xc, -big, big)
     return (xf / (1.0 + jnp.abs(xf))).astype(x.dtype)
+
+
+@_softsign.defjvp
+def _softsign_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
+    # The declared derivative 1 / (1 + |x|)^2, divided twice as on PyTorch's side. Autodiff of
+    # the quotient instead subtracts two nearly equal terms: 29% off at 1e7, wrong-signed at 1e9.
+    (x,), (t,) = primals, tangents
+    u = 1.0 + jnp.abs(_upcast(x))
+    return _softsign(x), (_upcast(t) / u / u).astype(t.dtype)
+
+
+@implements("softsign", "jax")
+def softsign(x: jax.Array) -> jax.Array:
+    return _softsign(x)
 
 
 def _scaled_sigmoid(x: jax.Array, lo: float, hi: float, slope: float) -> jax.Array:

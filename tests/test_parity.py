@@ -78,3 +78,19 @@ def test_declared_vjps_hold(case: Case, framework: str, rng: np.random.Generator
     x, cotangent = sample_input(spec, resolved, shape, rng), sample_cotangent(shape, rng)
     _, dx, _ = harness.backend(framework).vjp(case.build(framework, "float64"), x, cotangent, "float64")
     np.testing.assert_allclose(dx, spec.vjp_reference(x, cotangent, resolved), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", params(TRAIN_CASES))
+def test_vjps_agree_far_from_the_origin(case: Case, dtype: str, rng: np.random.Generator) -> None:
+    """Inputs of magnitude 1e3 to 1e9 only, where saturating gradients are tiny but not zero:
+    with nothing of size 1 beside them, the table's tolerance applies to those tiny values."""
+    spec = case.spec()
+    resolved = case.resolved(dtype)
+    shape = input_shape(spec, resolved)
+    x = rng.choice([-1.0, 1.0], size=shape) * 10.0 ** rng.uniform(3, 9, size=shape)
+    cotangent = sample_cotangent(shape, rng)
+    modules = {fw: case.build(fw, dtype) for fw in FRAMEWORKS}
+    (_, dx_a, _), (_, dx_b, _) = (harness.backend(fw).vjp(modules[fw], x, cotangent, dtype) for fw in FRAMEWORKS)
+    result = compare(dx_a, dx_b, tolerance(case.name, dtype, "vjp"), vjp_scale(dx_a))
+    assert result.ok, f"input VJPs differ by {result.max_rel:.3e} at {result.worst_index} {result.problem or ''}"
