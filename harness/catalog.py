@@ -243,7 +243,8 @@ declare(
         reference=lambda x, p: np.clip(x, p["lo"], p["hi"]),
         monotone=True,
         check_params=lo_below_hi,
-        examples=({"lo": -0.5, "hi": 2.0},),
+        # The second: float32 values (0.1 and 0.7 rounded) that float16 and bfloat16 cannot hold.
+        examples=({"lo": -0.5, "hi": 2.0}, {"lo": 0.10000000149011612, "hi": 0.699999988079071}),
         rejects=({"lo": 1.0, "hi": 1.0}, {"lo": -math.inf}, {"hi": math.nan}),
     )
 )

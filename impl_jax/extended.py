@@ -128,7 +128,8 @@ def _leaky_clamp_jvp(
 ) -> tuple[jax.Array, jax.Array]:
     (x,), (t,) = primals, tangents
     # As PyTorch's side: t inside (NaN included), slope * t where x <= lo or x >= hi.
-    inside = jnp.where((x <= lo) | (x >= hi), jnp.zeros_like(t), t)
+    xc = _upcast(x)  # compared in float32 for low precision, as in _clamp_inside
+    inside = jnp.where((xc <= lo) | (xc >= hi), jnp.zeros_like(t), t)
     return _leaky_clamp(x, lo, hi, slope), inside * (1.0 - slope) + t * slope
 
 

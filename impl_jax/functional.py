@@ -37,7 +37,10 @@ def _clamp_inside_jvp(
 ) -> tuple[jax.Array, jax.Array]:
     (x,), (t,) = primals, tangents
     # Zero where x <= lo or x >= hi; passed on elsewhere (NaN included), exactly as PyTorch's side.
-    return jnp.clip(x, lo, hi), jnp.where((x <= lo) | (x >= hi), jnp.zeros_like(t), t)
+    # Compared in float32 for float16/bfloat16, as ATen does: a bound those cannot hold must not
+    # be rounded onto the input first (x = bf16(0.1) is above lo = 0.1, so its gradient is 1).
+    xc = _upcast(x)
+    return jnp.clip(x, lo, hi), jnp.where((xc <= lo) | (xc >= hi), jnp.zeros_like(t), t)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
