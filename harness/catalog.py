@@ -15,7 +15,18 @@ from typing import Any
 import numpy as np
 
 from harness.registry import declare
-from harness.spec import Kink, Param, TechniqueSpec, finite, lo_below_hi, module_params, positive
+from harness.spec import (
+    Kink,
+    Param,
+    TechniqueSpec,
+    all_of,
+    bounds_fit,
+    finite,
+    lo_below_hi,
+    module_params,
+    positive,
+    scale_fits,
+)
 
 P = Mapping[str, Any]
 
@@ -114,6 +125,8 @@ declare(
         reference=lambda x, p: np.minimum(np.maximum(np.maximum(x, 0.0), p["lo"]), p["hi"]),
         monotone=True,
         check_params=_bounded_relu_check,
+        check_dtype=bounds_fit,
+        dtype_rejects=(({"lo": 0.0, "hi": 1e5}, "float16"),),
         examples=({"lo": -0.5, "hi": 2.0}, {"lo": 0.25, "hi": 0.75}),
         rejects=({"lo": 1.0, "hi": 1.0}, {"lo": 2.0, "hi": 1.0}, {"hi": -1.0}, {"hi": math.inf}, {"lo": math.nan}),
     )
@@ -177,6 +190,10 @@ declare(
         monotone=True,
         invertible=True,
         check_params=lo_below_hi,
+        check_dtype=all_of(
+            bounds_fit, lambda p, dtype: scale_fits("the tail width r", _smooth_clamp_parts(p)[0], dtype)
+        ),
+        dtype_rejects=(({"lo": -1e38, "hi": 3e38}, "float32"), ({"lo": 0.0, "hi": 1e-39}, "float32")),
         examples=(
             {"lo": 0.0, "hi": 1.0, "linear_fraction": 0.0},
             {"lo": -3.0, "hi": 2.0, "linear_fraction": 0.8},
@@ -243,6 +260,8 @@ declare(
         reference=lambda x, p: np.clip(x, p["lo"], p["hi"]),
         monotone=True,
         check_params=lo_below_hi,
+        check_dtype=bounds_fit,
+        dtype_rejects=(({"lo": -1e5, "hi": 1e5}, "float16"), ({"lo": -1e39, "hi": 1e39}, "float32")),
         # The second: float32 values (0.1 and 0.7 rounded) that float16 and bfloat16 cannot hold.
         examples=({"lo": -0.5, "hi": 2.0}, {"lo": 0.10000000149011612, "hi": 0.699999988079071}),
         rejects=({"lo": 1.0, "hi": 1.0}, {"lo": -math.inf}, {"hi": math.nan}),

@@ -15,7 +15,18 @@ import numpy as np
 from harness.catalog import CLAMP_CONVENTION, _errstate, _lo_hi, _logit_ref, _sigmoid_ref, _softmax_ref
 from harness.registry import declare
 from harness.sampling import machine_epsilon
-from harness.spec import Kink, Param, TechniqueSpec, lo_below_hi, module_params, positive
+from harness.spec import (
+    Kink,
+    Param,
+    TechniqueSpec,
+    all_of,
+    bounds_fit,
+    lo_below_hi,
+    module_params,
+    positive,
+    scale_fits,
+    width_fits,
+)
 
 P = Mapping[str, Any]
 _LO_HI_REJECTS = ({"lo": 1.0, "hi": 1.0}, {"lo": 2.0, "hi": -2.0}, {"hi": math.inf}, {"lo": math.nan})
@@ -41,6 +52,8 @@ declare(
         reference=lambda x, p: np.clip(x, p["lo"], p["hi"]),
         monotone=True,
         check_params=lo_below_hi,
+        check_dtype=bounds_fit,
+        dtype_rejects=(({"lo": -1e5, "hi": 1e5}, "float16"),),
         examples=({"lo": 0.0, "hi": 2.0},),
         rejects=_LO_HI_REJECTS,
         notes="PyTorch's hardtanh gives 0 at the bounds, jax.nn.hard_tanh 1: this one gives 0 in both.",
@@ -124,6 +137,8 @@ def _scaled(name: str, formula: str, ref: Any, inverse_ref: Any, note: str) -> T
         monotone=True,
         invertible=True,
         check_params=lo_below_hi,
+        check_dtype=all_of(bounds_fit, width_fits),
+        dtype_rejects=(({"lo": -3e38, "hi": 3e38}, "float32"),),
         examples=({"lo": 0.0, "hi": 5.0},),
         rejects=_LO_HI_REJECTS,
         notes=note,
@@ -200,6 +215,10 @@ declare(
         monotone=True,
         invertible=True,
         check_params=lo_below_hi,
+        check_dtype=all_of(
+            bounds_fit, width_fits, lambda p, dtype: scale_fits("hinge_softness", p["hinge_softness"], dtype)
+        ),
+        dtype_rejects=(({"hinge_softness": 1e-40}, "float32"), ({"lo": -3e38, "hi": 3e38}, "float32")),
         examples=({"lo": -10.0, "hi": 10.0, "hinge_softness": 0.5}, {"lo": 0.0, "hi": 1.0, "hinge_softness": 2.0}),
         rejects=(*_LO_HI_REJECTS, {"hinge_softness": 0.0}, {"hinge_softness": -1.0}),
         notes="softplus is written out (max(v, 0) + log1p(exp(-|v|))): PyTorch's has a threshold, JAX's none.",
@@ -220,6 +239,8 @@ declare(
         vjp_reference=lambda x, cotangent, p: cotangent,
         monotone=True,
         check_params=lo_below_hi,
+        check_dtype=bounds_fit,
+        dtype_rejects=(({"lo": -1e5, "hi": 1e5}, "float16"),),
         rejects=_LO_HI_REJECTS,
     )
 )
@@ -245,6 +266,8 @@ declare(
         reference=lambda x, p: np.clip(x, p["lo"], p["hi"]) + p["slope"] * (x - np.clip(x, p["lo"], p["hi"])),
         monotone=True,
         check_params=lo_below_hi,
+        check_dtype=bounds_fit,
+        dtype_rejects=(({"lo": -1e5, "hi": 1e5}, "float16"),),
         examples=({"lo": 0.0, "hi": 1.0, "slope": 0.25},),
         rejects=(*_LO_HI_REJECTS, {"slope": 0.0}, {"slope": -0.1}, {"slope": 1.5}),
     )

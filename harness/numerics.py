@@ -8,6 +8,20 @@ import math
 import numpy as np
 
 
+def finfo(dtype: str) -> dict[str, float]:
+    """Largest finite ("max"), smallest normal ("tiny") and machine epsilon ("eps") of a dtype
+    name, bfloat16 included (numpy has none)."""
+    if dtype == "bfloat16":
+        return {"max": 3.3895313892515355e38, "tiny": 1.1754943508222875e-38, "eps": 2.0**-7}
+    info = np.finfo(dtype)
+    return {"max": float(info.max), "tiny": float(info.tiny), "eps": float(info.eps)}
+
+
+def compute_dtype(dtype: str) -> str:
+    """The dtype composite formulas run in: float32 for float16 and bfloat16, else ``dtype``."""
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
 @functools.lru_cache(maxsize=256)
 def needs_rounding_guard(lo: float, hi: float, r: float, dtype: str) -> bool:
     """True unless ``(lo + r) - r >= lo`` and ``(hi - r) + r <= hi`` hold in ``dtype``.

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.numerics import finfo
 from harness.spec import TechniqueSpec
 
 # Distance kept from a kink, relative to (1 + |kink|): several ulps even in bfloat16.
@@ -54,21 +55,14 @@ def sample_cotangent(shape: tuple[int, ...], rng: np.random.Generator) -> np.nda
 
 def extreme_values(dtype: str) -> np.ndarray:
     """Infinities, the largest and smallest finite magnitudes of ``dtype``, signed zeros, ones."""
-    info = _finfo(dtype)
+    info = finfo(dtype)
     values = [math.inf, info["max"], 1e4, 1.0, info["tiny"], 0.0]
     return np.array(values + [-v for v in values], dtype=np.float64)
 
 
 def machine_epsilon(dtype: str) -> float:
     """The dtype's machine epsilon (bfloat16 included, which numpy lacks)."""
-    return _finfo(dtype)["eps"]
-
-
-def _finfo(dtype: str) -> dict[str, float]:
-    if dtype == "bfloat16":
-        return {"max": 3.3895313892515355e38, "tiny": 1.1754943508222875e-38, "eps": 2.0**-7}
-    info = np.finfo(dtype)
-    return {"max": float(info.max), "tiny": float(info.tiny), "eps": float(info.eps)}
+    return finfo(dtype)["eps"]
 
 
 def round_to(values: np.ndarray, dtype: str) -> np.ndarray:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.numerics import compute_dtype, finfo
+
 DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -114,8 +116,13 @@ class TechniqueSpec:
       * ``reduction_axes(ndim, params)`` names the axes each output element depends on besides
         its own position (empty for elementwise techniques): NaN spreads exactly along them.
       * ``feature_axis`` is where ``num_features`` sits for techniques that take it.
+      * ``check_dtype(params, dtype)`` names what the input's dtype (or the float32 that float16
+        and bfloat16 compute in) cannot hold for these parameters, or ``None``: checked at every
+        call, since one module may see several dtypes, so both frameworks raise the same error
+        instead of overflowing, dividing by zero or returning NaN differently.
       * ``examples`` are extra parameter sets that the generic tests run besides the defaults;
-        ``rejects`` are parameter sets that must raise ``ValueError``.
+        ``rejects`` are parameter sets that must raise ``ValueError``; ``dtype_rejects`` are
+        (parameters, dtype) pairs that build but must raise ``ValueError`` at the call.
     """
 
     name: str
@@ -136,8 +143,10 @@ class TechniqueSpec:
     monotone: bool = False
     invertible: bool = False
     check_params: Callable[[Mapping[str, Any]], str | None] | None = None
+    check_dtype: Callable[[Mapping[str, Any], str], str | None] | None = None
     examples: tuple[Mapping[str, Any], ...] = ()
     rejects: tuple[Mapping[str, Any], ...] = ()
+    dtype_rejects: tuple[tuple[Mapping[str, Any], str], ...] = ()
     notes: str = ""
     _by_name: Mapping[str, Param] = field(init=False, repr=False, compare=False)
 
@@ -217,6 +226,13 @@ class TechniqueSpec:
                 f"{self.name} was built with dtype={params['dtype']!r} but got a {dtype} input; "
                 f"build it with dtype={dtype!r} or cast the input"
             )
+        problem = self.dtype_problem(params, dtype)
+        if problem is not None:
+            raise ValueError(f"{self.name} on a {dtype} input: {problem}")
+
+    def dtype_problem(self, params: Mapping[str, Any], dtype: str) -> str | None:
+        """What ``dtype`` cannot hold of these parameters (see ``check_dtype``), or ``None``."""
+        return self.check_dtype(params, dtype) if self.check_dtype is not None else None
 
 
 def finite(value: float) -> str | None:
@@ -230,6 +246,48 @@ def positive(value: float) -> str | None:
 def one_of(*allowed: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if value in allowed else f"must be one of {', '.join(map(repr, allowed))}"
+
+    return check
+
+
+def bounds_fit(params: Mapping[str, Any], dtype: str) -> str | None:
+    """lo and hi are finite in the input's dtype: a bound it cannot hold rounds to an infinity,
+    outside the declared interval."""
+    biggest = finfo(dtype)["max"]
+    if max(abs(params["lo"]), abs(params["hi"])) > biggest:
+        return (
+            f"lo and hi must lie within +-{biggest:.6g} (the largest finite {dtype}), got lo={params['lo']!r}, "
+            f"hi={params['hi']!r}; choose bounds the dtype can hold or use a wider dtype"
+        )
+    return None
+
+
+def width_fits(params: Mapping[str, Any], dtype: str) -> str | None:
+    """hi - lo is finite where it is computed (float32 for float16/bfloat16)."""
+    compute = compute_dtype(dtype)
+    biggest = finfo(compute)["max"]
+    if params["hi"] - params["lo"] > biggest:
+        width = params["hi"] - params["lo"]
+        return f"hi - lo = {width:.6g} must be finite in {compute} (at most {biggest:.6g}); narrow [lo, hi]"
+    return None
+
+
+def scale_fits(name: str, value: float, dtype: str) -> str | None:
+    """A scale the formula divides by and multiplies with: it and its reciprocal must be normal
+    numbers where they are computed (XLA flushes subnormals to zero, ATen does not)."""
+    compute = compute_dtype(dtype)
+    tiny = finfo(compute)["tiny"]
+    if not 4.0 * tiny <= value <= 1.0 / (4.0 * tiny):
+        allowed = f"[{4 * tiny:.3g}, {1 / (4 * tiny):.3g}]"
+        return f"{name} = {value:.6g} must lie in {allowed} in {compute}, so it and its reciprocal stay normal numbers"
+    return None
+
+
+def all_of(*checks: Callable[[Mapping[str, Any], str], str | None]) -> Callable[[Mapping[str, Any], str], str | None]:
+    """The first problem any of ``checks`` finds."""
+
+    def check(params: Mapping[str, Any], dtype: str) -> str | None:
+        return next((p for p in (c(params, dtype) for c in checks) if p is not None), None)
 
     return check
 

@@ -34,15 +34,15 @@ class Limit(nnx.Module):
         self._spec = spec
         # jit once here: an eager call then costs one dispatch, and inside a caller's jit it inlines.
         self._fn = jax.jit(functools.partial(fn, **params))
+        # As on PyTorch's side: the shape check and the dtypes that cannot hold the parameters
+        # are decided here, so the hot path of an elementwise technique checks nothing.
         self._check_shape = spec.min_rank > 0
+        self._fast_dtypes = frozenset(t for name, t in JAX_DTYPES.items() if spec.dtype_problem(params, name) is None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self._check_shape or x.dtype not in _ALLOWED:
+        if self._check_shape or x.dtype not in self._fast_dtypes:
             self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params))
         return self._fn(x)
-
-
-_ALLOWED = frozenset(JAX_DTYPES.values())
 
 
 @harness.implements("layer_norm", "jax")

@@ -31,19 +31,18 @@ class Limit(nn.Module):
         self.params = dict(params)
         self._spec = spec
         self._fn = functools.partial(fn, **params)
-        # Elementwise techniques take any float input: skip the shape check on the hot path.
+        # Elementwise techniques take any float input: skip the shape check on the hot path, and
+        # decide now which dtypes can hold the parameters (the others raise in check_input).
         self._check_shape = spec.min_rank > 0
+        self._fast_dtypes = frozenset(t for name, t in TORCH_DTYPES.items() if spec.dtype_problem(params, name) is None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._check_shape or x.dtype not in _ALLOWED:
+        if self._check_shape or x.dtype not in self._fast_dtypes:
             self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
         return self._fn(x)
 
     def extra_repr(self) -> str:
         return ", ".join([self.technique, *(f"{k}={v!r}" for k, v in self.params.items())])
-
-
-_ALLOWED = frozenset(TORCH_DTYPES.values())
 
 
 @harness.implements("layer_norm", "torch")

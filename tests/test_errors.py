@@ -96,3 +96,23 @@ def test_batch_norm_training_needs_more_than_one_value_per_channel() -> None:
     case = Case("batch_norm", {})
     message = _same_error_in_both(lambda fw: _input(case, fw, np.ones((1, 8), dtype=np.float32)), ValueError)
     assert "more than one value per channel" in message
+
+
+DTYPE_REJECTS = [
+    pytest.param(name, given, dtype, id=f"{name}-{dtype}-{i}")
+    for name in harness.names()
+    for i, (given, dtype) in enumerate(harness.get(name).dtype_rejects)
+]
+
+
+@pytest.mark.parametrize(("name", "given", "dtype"), DTYPE_REJECTS)
+def test_parameters_an_input_dtype_cannot_hold_are_rejected_at_the_call(name: str, given: dict, dtype: str) -> None:
+    # Valid parameters in general, so the module builds; this dtype cannot hold them.
+    case = Case(name, given)
+
+    def call(framework: str) -> None:
+        backend = harness.backend(framework)
+        case.build(framework, dtype)(backend.from_numpy(np.zeros((2, 3)), dtype))
+
+    message = _same_error_in_both(call, ValueError)
+    assert f"{name} on a {dtype} input" in message and "must" in message, message
