@@ -57,7 +57,7 @@ def measure() -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
     large = rng.normal(size=N_LARGE).astype(np.float32) * 2
     small = rng.normal(size=N_SMALL).astype(np.float32) * 2
-    xt, st = torch.from_numpy(large), torch.from_numpy(small)
+    xt, st = (harness.backend("torch").from_numpy(a, "float32") for a in (large, small))
     xj, sj = jnp.asarray(large), jnp.asarray(small)
     tb = harness.backend("torch").block
     jb = harness.backend("jax").block

@@ -29,7 +29,10 @@ def dtype_name(x: torch.Tensor) -> str:
 def from_numpy(a: np.ndarray, dtype: str) -> torch.Tensor:
     """A new tensor of ``dtype`` holding ``a`` rounded once (low precision via float32)."""
     source = np.asarray(a, dtype=np.float64 if dtype == "float64" else np.float32)
-    return torch.from_numpy(source.copy()).to(TORCH_DTYPES[dtype])
+    # Copied into memory PyTorch allocates (64-byte aligned), as tensors in a model are and as
+    # jax.device_put gives XLA's own buffer: a numpy buffer is only 16-byte aligned, which slowed
+    # some kernels measurably (an unfair input for a benchmark).
+    return torch.from_numpy(source).to(TORCH_DTYPES[dtype], copy=True)
 
 
 def asarray(a: np.ndarray) -> torch.Tensor:
