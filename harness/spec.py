@@ -306,5 +306,11 @@ def module_params(extra: tuple[Param, ...]) -> tuple[Param, ...]:
         ),
         *extra,
         Param("dtype", "str", "float32", "dtype of the learned parameters and of the input", one_of(*DTYPES)),
-        Param("seed", "int", 0, "seed of the parameter draw; the same seed gives the same values in both frameworks"),
+        Param(
+            "seed",
+            "int",
+            0,
+            "seed of any random parameter draw, the same values in both frameworks (the normalizations draw "
+            "nothing: weight 1 and bias 0, as in PyTorch)",
+        ),
     )

@@ -93,8 +93,8 @@ def test_shapes_and_dtypes_are_kept(case: Case, rng: np.random.Generator) -> Non
             outs[framework], y_dtype = run(framework, module, x, dtype)
             assert outs[framework].shape == shape, f"{framework}: shape {outs[framework].shape} for input {shape}"
             assert y_dtype == dtype, f"{framework}: dtype {y_dtype} for a {dtype} input"
-        a, b = outs.values()
-        np.testing.assert_allclose(a, b, rtol=2e-2 if dtype in ("float16", "bfloat16") else 1e-5, atol=1e-6)
+        result = compare(*outs.values(), tolerance(case.name, dtype, "value"))
+        assert result.ok, f"{shape} {dtype}: frameworks differ by {result.max_rel:.3e} at {result.worst_index}"
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
