@@ -7,6 +7,8 @@ import pytest
 from cases import CASES, FRAMEWORKS, TRAIN_CASES, Case, params, randomize_state, run
 
 import harness
+from bench.checks import check
+from harness.benchplan import BenchCase
 from harness.sampling import input_shape, sample_cotangent, sample_input
 from harness.tolerances import compare, tolerance, vjp_scale
 
@@ -94,3 +96,17 @@ def test_vjps_agree_far_from_the_origin(case: Case, dtype: str, rng: np.random.G
     (_, dx_a, _), (_, dx_b, _) = (harness.backend(fw).vjp(modules[fw], x, cotangent, dtype) for fw in FRAMEWORKS)
     result = compare(dx_a, dx_b, tolerance(case.name, dtype, "vjp"), vjp_scale(dx_a))
     assert result.ok, f"input VJPs differ by {result.max_rel:.3e} at {result.worst_index} {result.problem or ''}"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("case", params(REFERENCED))
+def test_vjps_match_finite_differences_of_the_reference(case: Case, framework: str, rng: np.random.Generator) -> None:
+    """An error both frameworks shared would pass every comparison between them: each input VJP is
+    also held to a central finite difference of the numpy reference along a random direction (the
+    benchmark's own check, bench/checks.py), or to the declared VJP where there is one."""
+    spec = case.spec()
+    resolved = case.resolved("float64")
+    shape = input_shape(spec, resolved)
+    x, cotangent = sample_input(spec, resolved, shape, rng), sample_cotangent(shape, rng)
+    _, dx, _ = harness.backend(framework).vjp(case.build(framework, "float64"), x, cotangent, "float64")
+    check(BenchCase(case.name, x.size, "forward+backward", "cpu", framework, "eager"), dx, x, cotangent, resolved)
