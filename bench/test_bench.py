@@ -83,13 +83,15 @@ def _rounds(per_round: float, budget: float) -> int:
 
 
 def _alternating(a: _Timed, b: _Timed, budget: float) -> tuple[list[float], list[float]]:
-    """Seconds per call of ``a`` and ``b`` over rounds that alternate a, b, a, b, ...: a slow
-    change of the machine's state (a neighbour, the clock) lands on both sides of a pair."""
+    """Seconds per call of ``a`` and ``b`` over rounds that alternate a, b, b, a, a, b, ...: a
+    slow change of the machine's state (a neighbour, the clock) lands on both sides of a pair,
+    and neither side always runs first (after the other has warmed or cooled the caches)."""
     times: tuple[list[float], list[float]] = ([], [])
     for side in (a, b):  # a warm-up call each
         side.block(side.fn())
-    for _ in range(_rounds(a.per_call * a.iterations + b.per_call * b.iterations, budget)):
-        for side, out in zip((a, b), times, strict=True):
+    for index in range(_rounds(a.per_call * a.iterations + b.per_call * b.iterations, budget)):
+        pair = list(zip((a, b), times, strict=True))
+        for side, out in pair if index % 2 == 0 else pair[::-1]:
             start = time.perf_counter()
             for _ in range(side.iterations):
                 result = side.fn()

@@ -118,8 +118,10 @@ def ste_clamp(x: jax.Array, *, lo: float, hi: float) -> jax.Array:
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
 def _leaky_clamp(x: jax.Array, lo: float, hi: float, slope: float) -> jax.Array:
     """m + slope (x - m), m = clip(x, lo, hi); gradient 1 strictly inside, slope elsewhere."""
-    m = jnp.clip(x, lo, hi)
-    return (x - m) * slope + m
+    # In float32 for float16/bfloat16: x - m can overflow those although the output cannot.
+    xc = _upcast(x)
+    m = jnp.clip(xc, lo, hi)
+    return ((xc - m) * slope + m).astype(x.dtype)
 
 
 @_leaky_clamp.defjvp

@@ -175,8 +175,10 @@ class _LeakyClamp(torch.autograd.Function):
 
 
 def _leaky_clamp_values(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
-    m = torch.clamp(x, lo, hi)
-    return m.add_(torch.sub(x, m), alpha=slope)
+    # In float32 for float16/bfloat16: x - m can overflow those although the output cannot.
+    xc = _upcast(x)
+    m = torch.clamp(xc, lo, hi)
+    return m.add_(torch.sub(xc, m), alpha=slope).to(x.dtype)
 
 
 @implements("leaky_clamp", "torch")

@@ -46,6 +46,11 @@ def test_outputs_stay_inside_bounds_at_extremes(case: Case, dtype: str, rng: np.
         assert not np.isnan(y).any(), f"{framework}: NaN from non-NaN input at {np.argwhere(np.isnan(y))[:3].tolist()}"
         outside = (y < lo) | (y > hi)
         assert not outside.any(), f"{framework}: {y[outside][:5]} outside [{lo}, {hi}] for inputs {x[outside][:5]}"
+        if spec.reference is not None and not spec.reduction_axes(x.ndim, case.resolved(dtype)):
+            # Unbounded techniques too: an infinity only where the exact value rounds to one.
+            exact = round_to(spec.reference(x, case.resolved(dtype)), dtype)
+            wrong = np.isinf(y) & ~np.isinf(exact)
+            assert not wrong.any(), f"{framework}: {y[wrong][:3]} for inputs {x[wrong][:3]}, exactly {exact[wrong][:3]}"
         outs.append(y)
     result = compare(*outs, tolerance(case.name, dtype, "value"))
     assert result.ok, f"frameworks differ by {result.max_rel:.3e} at {result.worst_index} {result.problem or ''}"
