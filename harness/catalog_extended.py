@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from harness.catalog import CLAMP_CONVENTION, _errstate, _lo_hi, _logit_ref, _sigmoid_ref, _softmax_ref
+from harness.numerics import compute_dtype
 from harness.registry import declare
 from harness.sampling import machine_epsilon
 from harness.spec import (
@@ -350,8 +351,7 @@ def _optional_positive(v: float | None) -> str | None:
 
 
 def _rms_norm_ref(x: np.ndarray, p: P) -> np.ndarray:
-    compute = "float32" if p["dtype"] in ("float16", "bfloat16") else p["dtype"]
-    eps = p["eps"] if p["eps"] is not None else machine_epsilon(compute)
+    eps = p["eps"] if p["eps"] is not None else machine_epsilon(compute_dtype(p["dtype"]))
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
 
 

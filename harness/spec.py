@@ -266,8 +266,8 @@ def width_fits(params: Mapping[str, Any], dtype: str) -> str | None:
     """hi - lo is finite where it is computed (float32 for float16/bfloat16)."""
     compute = compute_dtype(dtype)
     biggest = finfo(compute)["max"]
-    if params["hi"] - params["lo"] > biggest:
-        width = params["hi"] - params["lo"]
+    width = params["hi"] - params["lo"]
+    if width > biggest:
         return f"hi - lo = {width:.6g} must be finite in {compute} (at most {biggest:.6g}); narrow [lo, hi]"
     return None
 

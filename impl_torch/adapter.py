@@ -32,8 +32,9 @@ def from_numpy(a: np.ndarray, dtype: str) -> torch.Tensor:
     # Copied into memory PyTorch allocates (64-byte aligned), as tensors in a model are and as
     # jax.device_put gives XLA's own buffer: a numpy buffer is only 16-byte aligned, which slowed
     # some kernels measurably (an unfair input for a benchmark).
-    # (The numpy copy first: from_numpy refuses negative strides and warns on read-only arrays.)
-    return torch.from_numpy(source.copy()).to(TORCH_DTYPES[dtype], copy=True)
+    # np.require copies only an array from_numpy cannot view (negative strides, read-only).
+    view = torch.from_numpy(np.require(source, requirements=["C_CONTIGUOUS", "WRITEABLE"]))
+    return view.to(TORCH_DTYPES[dtype], copy=True)
 
 
 def asarray(a: np.ndarray) -> torch.Tensor:
