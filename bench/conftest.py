@@ -21,6 +21,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--sizes", default=None, help="comma-separated log2 sizes, e.g. 10,16,22 (default: the plan's)")
     group.addoption("--devices", default=None, help="comma-separated subset of cpu,cuda (default: all seen by both)")
     group.addoption("--tf32", action="store_true", help="allow TF32 matmuls on GPUs in both frameworks (recorded)")
+    group.addoption(
+        "--budget",
+        default=None,
+        type=float,
+        help="timed seconds per row (default 1.0, --quick 0.1); at least 7 rounds are timed whatever it says",
+    )
 
 
 def _threads(config: pytest.Config) -> int:
@@ -31,6 +37,15 @@ def _threads(config: pytest.Config) -> int:
     if not value.isdigit() or not 1 <= int(value) <= available:
         raise pytest.UsageError(f"--threads must be 'all' or an int from 1 to {available}, got {value!r}")
     return int(value)
+
+
+def _budget(config: pytest.Config) -> float:
+    value = config.getoption("budget")
+    if value is None:
+        return 0.1 if config.getoption("quick") else 1.0
+    if not value > 0:
+        raise pytest.UsageError(f"--budget must be a positive number of seconds per row, got {value!r}")
+    return value
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,6 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = {
         **settings,
         "quick": bool(config.getoption("quick")),
+        "budget_s": _budget(config),
         "bench_devices": devices,
         "timer": "time.perf_counter, read after blocking on the last output (torch.cuda.synchronize on GPU)",
     }

@@ -29,7 +29,6 @@ from bench.checks import check
 from harness import benchplan
 
 ROUND_SECONDS = {"cpu": 2e-3, "cuda": 5e-3}
-BUDGET_SECONDS = {False: 1.0, True: 0.1}  # timed seconds per row, full and --quick
 PAIRED_AGAINST = "torch-eager"  # the row the JAX row alternates with: the report's ratio denominator
 
 
@@ -135,7 +134,7 @@ def test_bench(benchmark, bench_case: benchplan.BenchCase, bench_settings: dict[
         steady.append(time.perf_counter() - start)
     per_call = statistics.median(steady)
     iterations = max(1, math.ceil(ROUND_SECONDS[case.device] / per_call))
-    budget = BUDGET_SECONDS[bench_settings["quick"]]
+    budget = bench_settings["budget_s"]
     rounds = _rounds(per_call * iterations, budget)
 
     def timed() -> None:
