@@ -31,7 +31,10 @@ def _directional(key: tuple, x_bytes: bytes, shape: tuple[int, ...], cot_bytes: 
     x = np.frombuffer(x_bytes, dtype=np.float64).reshape(shape)
     cot = np.frombuffer(cot_bytes, dtype=np.float64).reshape(shape)
     v = np.random.default_rng(0).normal(size=shape)
-    h = 1e-6 * (1.0 + float(np.std(x)))
+    # Kinks crossed inside [x - hv, x + hv] err by an amount that grows with n h (sparsemax's
+    # support edges: 2e-3 at 2^24 with h = 1e-6), rounding by one that grows like 1/h. At 1e-7 both
+    # stayed under 2e-7 for every technique at 2^20 and 2^24 (torch float32 VJPs, measured).
+    h = 1e-7 * (1.0 + float(np.std(x)))
     slope = (np.vdot(cot, reference(x + h * v, params)) - np.vdot(cot, reference(x - h * v, params))) / (2 * h)
     return float(slope), v
 

@@ -17,9 +17,13 @@ PACKAGES = (
     "torch",
     "jax",
     "jaxlib",
+    # CUDA builds: JAX's plugin and cuDNN come as separate wheels, one name per CUDA major.
     "jax-cuda12-plugin",
     "jax-cuda12-pjrt",
     "nvidia-cudnn-cu12",
+    "jax-cuda13-plugin",
+    "jax-cuda13-pjrt",
+    "nvidia-cudnn-cu13",
     "flax",
     "numpy",
     "pytest-benchmark",

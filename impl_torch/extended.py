@@ -14,6 +14,7 @@ from impl_torch.functional import (
     _clamp_inside,
     _clamp_straight_through,
     _eager_cpu,
+    _in_place_forward,
     _limit_shift,
     _prescale,
     _tracks_grad,
@@ -66,6 +67,8 @@ def _softsign_values(x: torch.Tensor) -> torch.Tensor:
     # +-inf -> +-largest finite, whose softsign rounds to +-1 (the limit) instead of inf / inf.
     big = torch.finfo(xc.dtype).max
     xf = torch.clamp(xc, -big, big)
+    if not _in_place_forward():
+        return (xf / (xf.abs() + 1.0)).to(x.dtype)
     return xf.div_(xf.abs().add_(1.0)).to(x.dtype)
 
 
@@ -178,6 +181,8 @@ def _leaky_clamp_values(x: torch.Tensor, lo: float, hi: float, slope: float) -> 
     # In float32 for float16/bfloat16: x - m can overflow those although the output cannot.
     xc = _upcast(x)
     m = torch.clamp(xc, lo, hi)
+    if not _in_place_forward():
+        return (m + slope * (xc - m)).to(x.dtype)
     return m.add_(torch.sub(xc, m), alpha=slope).to(x.dtype)
 
 

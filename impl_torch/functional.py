@@ -115,10 +115,12 @@ def _blocks(x: torch.Tensor) -> list[slice]:
     return [slice(start, start + step) for start in range(0, x.numel(), step)]
 
 
-@torch.compiler.assume_constant_result
-def _needs_guard(lo: float, hi: float, r: float, dtype: str) -> bool:
-    # A Python-level decision on constants: torch.compile takes its result as a constant.
-    return needs_rounding_guard(lo, hi, r, dtype)
+def _in_place_forward() -> bool:
+    """Whether a custom Function's forward may return a tensor it wrote in place: not under
+    torch.compile. There torch 2.11 routes the gradient of such an output to the wrong slot and
+    returns dx = 0 without an error (pytorch#180642; this repository's GPU bench caught it), and
+    inductor fuses the out-of-place form into one kernel, so writing in place gains nothing."""
+    return not torch.compiler.is_compiling()
 
 
 def _excess(xs: torch.Tensor, b_lo: float, b_hi: float, out: torch.Tensor, middle: torch.Tensor) -> bool:
@@ -143,8 +145,10 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, r: float) -> tor
     dtype; otherwise a final clamp guards the rounding. Computed block by block: six passes per
     block, one of them a sigmoid.
     """
+    if not _in_place_forward():
+        return _smooth_clamp_fused(x, lo, hi, r)
     compute = torch.float32 if x.dtype in _LOW else x.dtype
-    guard = _needs_guard(lo, hi, r, str(compute).removeprefix("torch."))
+    guard = needs_rounding_guard(lo, hi, r, str(compute).removeprefix("torch."))
     b_lo, b_hi = lo + r, hi - r
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     flat_x, flat_out = x.reshape(-1), out.view(-1)
@@ -168,6 +172,17 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, r: float) -> tor
         if compute != x.dtype:
             flat_out[block].copy_(y)
     return out
+
+
+def _smooth_clamp_fused(x: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:
+    """The same formula out of place, for torch.compile, which fuses it into one kernel. The
+    rounding guard is always applied there (free in the fused kernel, and no value in [lo, hi]
+    changes): dynamo may trace the float parameters as symbols (torch 2.11 does), which the
+    Python-level decision of needs_rounding_guard cannot take."""
+    xc = _upcast(x)
+    m = torch.clamp(xc, lo + r, hi - r)
+    y = m + (2.0 * r) * (torch.sigmoid((xc - m) * (2.0 / r)) - 0.5)
+    return torch.clamp(y, lo, hi).to(x.dtype)
 
 
 def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:
