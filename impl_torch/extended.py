@@ -11,6 +11,7 @@ import torch
 from harness import implements
 from harness.numerics import affine_needs_guard, soft_clip_shrink
 from impl_torch.functional import (
+    _as_dtype,
     _clamp_inside,
     _clamp_straight_through,
     _eager_cpu,
@@ -68,7 +69,7 @@ def _softsign_values(x: torch.Tensor) -> torch.Tensor:
     big = torch.finfo(xc.dtype).max
     xf = torch.clamp(xc, -big, big)
     if not _in_place_forward():
-        return (xf / (xf.abs() + 1.0)).to(x.dtype)
+        return _as_dtype(xf / (xf.abs() + 1.0), x.dtype)
     return xf.div_(xf.abs().add_(1.0)).to(x.dtype)
 
 
@@ -182,7 +183,7 @@ def _leaky_clamp_values(x: torch.Tensor, lo: float, hi: float, slope: float) -> 
     xc = _upcast(x)
     m = torch.clamp(xc, lo, hi)
     if not _in_place_forward():
-        return (m + slope * (xc - m)).to(x.dtype)
+        return _as_dtype(m + slope * (xc - m), x.dtype)
     return m.add_(torch.sub(xc, m), alpha=slope).to(x.dtype)
 
 

@@ -119,8 +119,15 @@ def _in_place_forward() -> bool:
     """Whether a custom Function's forward may return a tensor it wrote in place: not under
     torch.compile. There torch 2.11 routes the gradient of such an output to the wrong slot and
     returns dx = 0 without an error (pytorch#180642; this repository's GPU bench caught it), and
-    inductor fuses the out-of-place form into one kernel, so writing in place gains nothing."""
+    inductor fuses the out-of-place form into one kernel, so writing in place gains nothing.
+    The same release does the same to an output that aliases an intermediate: see _as_dtype."""
     return not torch.compiler.is_compiling()
+
+
+def _as_dtype(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # Not y.to(dtype) when y has it already: that returns an alias of y, and a compiled custom
+    # Function whose forward returns an alias gets dx = 0 from torch 2.11 (as in _in_place_forward).
+    return y if y.dtype == dtype else y.to(dtype)
 
 
 def _excess(xs: torch.Tensor, b_lo: float, b_hi: float, out: torch.Tensor, middle: torch.Tensor) -> bool:
@@ -182,7 +189,7 @@ def _smooth_clamp_fused(x: torch.Tensor, lo: float, hi: float, r: float) -> torc
     xc = _upcast(x)
     m = torch.clamp(xc, lo + r, hi - r)
     y = m + (2.0 * r) * (torch.sigmoid((xc - m) * (2.0 / r)) - 0.5)
-    return torch.clamp(y, lo, hi).to(x.dtype)
+    return _as_dtype(torch.clamp(y, lo, hi), x.dtype)
 
 
 def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:

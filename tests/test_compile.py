@@ -1,0 +1,47 @@
+"""torch.compile'd modules give eager's values and input VJPs, for every registered technique.
+
+Each is compiled first under autograd, as a training step compiles it. That path is where
+torch 2.11 returned dx = 0, without an error, for custom Functions whose forward wrote in place
+or returned an alias (impl_torch.functional._in_place_forward); eager tests never reach it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch._dynamo
+
+import harness
+from harness import benchplan
+from harness.tolerances import COMPILED, compare, vjp_scale
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    # Every technique's Limit shares one forward: without a reset its recompiles would add up to
+    # dynamo's limit, past which it runs eagerly and this test would compare eager with eager.
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", harness.names())
+def test_compiled_module_matches_eager(name: str) -> None:
+    x, cot, params = benchplan.inputs(name, 2**12)
+    backend = harness.backend("torch")
+    results = {}
+    for style in ("eager", "compile"):
+        # A fresh module per mode, forward+backward first: the bench builds them the same way.
+        runs = {
+            mode: backend.bench_callable(harness.build(name, "torch", **params), x, cot, mode, style, "cpu")
+            for mode in ("forward+backward", "forward")
+        }
+        results[style] = {mode: backend.to_numpy(run()) for mode, run in runs.items()}
+    eager, compiled = results["eager"], results["compile"]
+    assert np.abs(eager["forward+backward"]).max() > 0, "the eager VJP is zero: the case tests nothing"
+    for mode in ("forward", "forward+backward"):
+        scale = vjp_scale(eager[mode]) if mode != "forward" else 0.0
+        result = compare(compiled[mode], eager[mode], COMPILED, scale)
+        assert result.ok, f"torch.compile {mode} differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
