@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -67,14 +68,27 @@ def cpu_model() -> str:
 
 
 def git_state(root: Path | None = None) -> dict[str, Any]:
-    """The commit and whether the working tree had uncommitted changes."""
+    """The commit, whether the working tree had uncommitted changes, and the tree it holds.
+
+    ``tree`` is the id of the tree git would commit from the files as they are (ignored files
+    left out): it equals ``git rev-parse C^{tree}`` for any commit C with the same files. A copy
+    of the tree run elsewhere (a GPU box whose .git lags behind) is matched to its commit by it.
+    """
     cwd = root or Path.cwd()
+
+    def git(*args: str, **kwargs: Any) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, **kwargs).stdout
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, check=True)
+        commit, status = git("rev-parse", "HEAD").strip(), git("status", "--porcelain")
+        with tempfile.TemporaryDirectory() as scratch:
+            # A scratch index: the real one, and what is staged in it, stay untouched.
+            env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+            git("add", "--all", env=env)
+            tree = git("write-tree", env=env).strip()
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+        return {"commit": None, "dirty": None, "tree": None}
+    return {"commit": commit, "dirty": bool(status.strip()), "tree": tree}
 
 
 def describe(settings: dict[str, Any], devices: dict[str, dict[str, str]]) -> dict[str, Any]:
