@@ -52,7 +52,8 @@ def bench(session: nox.Session) -> None:
     The folder holds raw.json (pytest-benchmark, environment in machine_info), ratios.json (the
     speed targets), report.md, report.tex, report.csv and plots; .bench/latest points at it.
     Arguments go to pytest: ``-- --quick`` (a subset in minutes), ``-- --threads all``,
-    ``-- --techniques clamp,softmax``, ``-- --sizes 10,16,22``, ``-- --devices cuda``, ``-- --tf32``.
+    ``-- --techniques clamp,softmax``, ``-- --sizes 10,16,22``, ``-- --devices cuda``, ``-- --tf32``,
+    ``-- --budget 0.2`` (timed seconds per row).
     With OUTPUT_LIMITS_CUDA=1 the environment gets CUDA builds: PyPI's torch wheel for Linux x86-64
     is one already, JAX's comes with its cuda12 extra (same pinned versions).
     """
