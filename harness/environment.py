@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
@@ -70,25 +71,47 @@ def cpu_model() -> str:
 def git_state(root: Path | None = None) -> dict[str, Any]:
     """The commit, whether the working tree had uncommitted changes, and the tree it holds.
 
-    ``tree`` is the id of the tree git would commit from the files as they are (ignored files
-    left out): it equals ``git rev-parse C^{tree}`` for any commit C with the same files. A copy
-    of the tree run elsewhere (a GPU box whose .git lags behind) is matched to its commit by it.
+    ``tree`` is the id of the tree git would commit from the files as they are (tracked files
+    and untracked ones git does not ignore): it equals ``git rev-parse C^{tree}`` for a commit C
+    of the same files. A copy of the tree run elsewhere (a GPU box whose .git lags behind) is
+    matched to its commit by it. None where git cannot tell.
     """
     cwd = root or Path.cwd()
 
-    def git(*args: str, **kwargs: Any) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, **kwargs).stdout
+    def git(*args: str, env: dict[str, str] | None = None) -> str:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, env=env, timeout=120)
+        return done.stdout
 
     try:
         commit, status = git("rev-parse", "HEAD").strip(), git("status", "--porcelain")
-        with tempfile.TemporaryDirectory() as scratch:
-            # A scratch index: the real one, and what is staged in it, stay untouched.
-            env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
-            git("add", "--all", env=env)
-            tree = git("write-tree", env=env).strip()
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
         return {"commit": None, "dirty": None, "tree": None}
+    try:
+        tree = _working_tree_id(git, cwd)
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        tree = None
     return {"commit": commit, "dirty": bool(status.strip()), "tree": tree}
+
+
+def _working_tree_id(git: Any, cwd: Path) -> str:
+    index = cwd / git("rev-parse", "--git-path", "index").strip()
+    objects = cwd / git("rev-parse", "--git-path", "objects").strip()
+    with tempfile.TemporaryDirectory() as scratch:
+        # A copy of the index (files tracked despite .gitignore stay in, unchanged files are not
+        # hashed again), and new objects written to a scratch store that reads the repository's:
+        # the repository, its index and what is staged there stay untouched.
+        scratch_index, scratch_objects = Path(scratch) / "index", Path(scratch) / "objects"
+        scratch_objects.mkdir()
+        if index.exists():
+            shutil.copyfile(index, scratch_index)
+        env = {
+            **os.environ,
+            "GIT_INDEX_FILE": str(scratch_index),
+            "GIT_OBJECT_DIRECTORY": str(scratch_objects),
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(objects.resolve()),
+        }
+        git("add", "--all", env=env)
+        return git("write-tree", env=env).strip()
 
 
 def describe(settings: dict[str, Any], devices: dict[str, dict[str, str]]) -> dict[str, Any]:

@@ -265,8 +265,8 @@ def _environment(infos: list[dict[str, Any]]) -> list[str]:
             f"  - threads {ours.get('threads')} (torch {ours.get('torch_threads')}, CPU affinity "
             f"{ours.get('cpu_affinity')}); allocation: {ours.get('allocation')}; TF32 {ours.get('tf32')}; "
             f"devices {ours.get('devices')}",
-            f"  - commit {git.get('commit')}{' (dirty tree)' if git.get('dirty') else ''}; "
-            f"environment {ours.get('env')}",
+            f"  - commit {git.get('commit')}{' (dirty tree)' if git.get('dirty') else ''}"
+            f"{f', files of tree {tree}' if (tree := git.get('tree')) else ''}; environment {ours.get('env')}",
         ]
     return [*out, ""]
 

@@ -15,6 +15,7 @@ from impl_torch.functional import (
     _clamp_inside,
     _clamp_straight_through,
     _eager_cpu,
+    _guard_always,
     _in_place_forward,
     _limit_shift,
     _prescale,
@@ -105,7 +106,7 @@ def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torc
     s = torch.sigmoid(xc * slope if slope != 1.0 else xc)
     # lo + (hi - lo) * s stays <= hi by monotone rounding whenever lo + (hi - lo) rounds to <= hi.
     y = s.mul(hi - lo).add_(lo)
-    if affine_needs_guard(lo, hi, str(xc.dtype).removeprefix("torch.")):
+    if _guard_always() or affine_needs_guard(lo, hi, str(xc.dtype).removeprefix("torch.")):
         y = _clamp_straight_through(y, lo, hi, fresh=True)
     return y.to(x.dtype)
 

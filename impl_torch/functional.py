@@ -124,6 +124,14 @@ def _in_place_forward() -> bool:
     return not torch.compiler.is_compiling()
 
 
+def _guard_always() -> bool:
+    """Whether rounding guards apply without asking whether rounding needs them: under
+    torch.compile. Fused into the kernel the clamp costs nothing there, and the Python decision
+    (numpy arithmetic on the parameters) would break the graph, or fail on parameters that
+    dynamo traces as symbols (torch 2.11 on CUDA)."""
+    return torch.compiler.is_compiling()
+
+
 def _as_dtype(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     # Not y.to(dtype) when y has it already: that returns an alias of y, and a compiled custom
     # Function whose forward returns an alias gets dx = 0 from torch 2.11 (as in _in_place_forward).
@@ -182,10 +190,8 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, r: float) -> tor
 
 
 def _smooth_clamp_fused(x: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:
-    """The same formula out of place, for torch.compile, which fuses it into one kernel. The
-    rounding guard is always applied there (free in the fused kernel, and no value in [lo, hi]
-    changes): dynamo may trace the float parameters as symbols (torch 2.11 does), which the
-    Python-level decision of needs_rounding_guard cannot take."""
+    """The same formula out of place, for torch.compile, which fuses it into one kernel, with its
+    rounding guard always applied (see _guard_always; no value in [lo, hi] changes)."""
     xc = _upcast(x)
     m = torch.clamp(xc, lo + r, hi - r)
     y = m + (2.0 * r) * (torch.sigmoid((xc - m) * (2.0 / r)) - 0.5)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch._dynamo
+from torch._dynamo.utils import counters
 
 import harness
 from harness import benchplan
@@ -21,7 +22,9 @@ from harness.tolerances import COMPILED, compare, vjp_scale
 def _fresh_dynamo():
     # Every technique's Limit shares one forward: without a reset its recompiles would add up to
     # dynamo's limit, past which it runs eagerly and this test would compare eager with eager.
+    # The graph-break counters are reset with it, for the test to read its own.
     torch._dynamo.reset()
+    counters.clear()
     with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
         yield
     torch._dynamo.reset()
@@ -39,6 +42,8 @@ def test_compiled_module_matches_eager(name: str) -> None:
             for mode in ("forward+backward", "forward")
         }
         results[style] = {mode: backend.to_numpy(run()) for mode, run in runs.items()}
+    # A graph break would run the code around it eagerly, and compare eager with eager there.
+    assert not counters["graph_break"], f"torch.compile breaks the graph: {next(iter(counters['graph_break']))}"
     eager, compiled = results["eager"], results["compile"]
     assert np.abs(eager["forward+backward"]).max() > 0, "the eager VJP is zero: the case tests nothing"
     for mode in ("forward", "forward+backward"):
