@@ -14,6 +14,7 @@ thousandth of the largest one. NaNs must sit at the same positions, infinities m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -162,37 +163,66 @@ class Comparison:
         return self.problem is None and self.max_rel <= self.rtol
 
 
+# Elements per block of compare(): a block's float64 temporaries stay in cache, where a whole
+# 2^26-element benchmark output makes a dozen passes through memory. 2^24 elements: 2.3 s
+# unblocked, 0.47 s in blocks of 2^16, 0.23 s in blocks of 2^14 (measured here).
+_BLOCK = 1 << 14
+
+
+def _first(flags: np.ndarray, start: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(start + int(np.argmax(flags)), shape))
+
+
 def compare(a: np.ndarray, b: np.ndarray, tol: Tolerance, scale: float = 0.0) -> Comparison:
     """Compare ``a`` and ``b`` as described in this module's docstring.
 
     ``scale`` raises the array's own scale: parts of one VJP (input and parameter gradients) are
     compared against the largest gradient of that VJP, so a gradient that is zero in exact
     arithmetic (a Linear bias before BatchNorm) is judged at the VJP's scale, not by its noise.
+    Computed block by block in float64; the result does not depend on the block size.
     """
     rtol = tol.rtol
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         return Comparison(np.inf, np.inf, rtol, None, f"shapes differ: {a.shape} vs {b.shape}")
-    nan_a, nan_b = np.isnan(a), np.isnan(b)
-    if (nan_a != nan_b).any():
-        where = tuple(int(i) for i in np.argwhere(nan_a != nan_b)[0])
-        return Comparison(np.inf, np.inf, rtol, where, f"NaN in one array only, first at {where}")
-    inf = np.isinf(a) | np.isinf(b)
-    if (a[inf] != b[inf]).any():
-        where = tuple(int(i) for i in np.argwhere(inf & (a != b))[0])
-        return Comparison(np.inf, np.inf, rtol, where, f"infinities differ, first at {where}")
-    finite = ~(nan_a | inf)
-    if not finite.any():
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+
+    def pairs() -> Any:
+        # Converted lazily per pass, so that at most one block's float64 copies exist at a time.
+        for start in range(0, flat_a.size, _BLOCK):
+            block = slice(start, start + _BLOCK)
+            yield start, np.asarray(flat_a[block], dtype=np.float64), np.asarray(flat_b[block], dtype=np.float64)
+
+    for start, x, y in pairs():
+        odd = np.isnan(x) != np.isnan(y)
+        if odd.any():
+            where = _first(odd, start, a.shape)
+            return Comparison(np.inf, np.inf, rtol, where, f"NaN in one array only, first at {where}")
+    top, any_finite = 0.0, False
+    for start, x, y in pairs():
+        inf = np.isinf(x) | np.isinf(y)
+        if (x[inf] != y[inf]).any():
+            where = _first(inf & (x != y), start, a.shape)
+            return Comparison(np.inf, np.inf, rtol, where, f"infinities differ, first at {where}")
+        finite = ~(np.isnan(x) | inf)
+        if finite.any():
+            any_finite = True
+            top = max(top, float(np.maximum(np.abs(x[finite]), np.abs(y[finite])).max()))
+    if not any_finite:
         return Comparison(0.0, 0.0, rtol, None, None)
     if not np.isfinite(scale):
         raise ValueError(f"scale must be finite, got {scale}")
-    diff = np.where(finite, np.abs(a - b), 0.0)
-    mag = np.where(finite, np.maximum(np.abs(a), np.abs(b)), 0.0)
-    denominator = np.maximum(mag, tol.floor * max(float(mag.max()), scale))
-    rel = np.divide(diff, denominator, out=np.zeros_like(diff), where=denominator > 0)
-    worst = np.unravel_index(int(np.argmax(rel)), rel.shape) if rel.size else None
-    return Comparison(float(diff.max()), float(rel.max()), rtol, tuple(int(i) for i in worst or ()), None)
+    floor = tol.floor * max(top, scale)
+    max_abs, max_rel, worst = 0.0, -1.0, ()
+    for start, x, y in pairs():
+        finite = np.isfinite(x) & np.isfinite(y)
+        diff = np.where(finite, np.abs(x - y), 0.0)
+        denominator = np.maximum(np.where(finite, np.maximum(np.abs(x), np.abs(y)), 0.0), floor)
+        rel = np.divide(diff, denominator, out=np.zeros_like(diff), where=denominator > 0)
+        max_abs = max(max_abs, float(diff.max()))
+        if float(rel.max()) > max_rel:  # strictly: the first worst element wins, as with one argmax
+            max_rel, worst = float(rel.max()), _first(rel == rel.max(), start, a.shape)
+    return Comparison(max_abs, max_rel, rtol, worst, None)
 
 
 def vjp_scale(*gradients: np.ndarray) -> float:
