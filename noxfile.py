@@ -55,11 +55,13 @@ def bench(session: nox.Session) -> None:
     ``-- --techniques clamp,softmax``, ``-- --sizes 10,16,22``, ``-- --devices cuda``, ``-- --tf32``,
     ``-- --budget 0.2`` (timed seconds per row).
     With OUTPUT_LIMITS_CUDA=1 the environment gets CUDA builds: PyPI's torch wheel for Linux x86-64
-    is one already, JAX's comes with its cuda12 extra (same pinned versions).
+    is one already (CUDA 13), JAX's comes with its cuda13 extra (same pinned versions).
     """
     if _can_install(session):
         if os.environ.get("OUTPUT_LIMITS_CUDA") == "1":
-            session.install(*CONSTRAINTS, "-e", ".[torch,bench]", "jax[cuda12]", "flax")
+            # cuda13, as torch==2.13.0's wheel (cuda-toolkit 13.0, nvidia-cudnn-cu13): one CUDA
+            # and one cuDNN in the process, not a second set for JAX.
+            session.install(*CONSTRAINTS, "-e", ".[torch,bench]", "jax[cuda13]", "flax")
         else:
             session.install(*CONSTRAINTS, "-e", ".[torch,jax,bench]")
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
