@@ -24,8 +24,8 @@ def reference_of(case: BenchCase) -> Callable[[np.ndarray, Mapping[str, Any]], n
     return harness.get(case.technique).reference
 
 
-# What the rows of one group share, computed once for the input last checked: reference outputs
-# and finite-difference slopes, by reference function (at 2^26 elements one evaluation takes
+# What the rows of one group share, computed once for the input last checked: reference outputs,
+# declared VJPs and finite-difference slopes, by reference function (at 2^26 elements one evaluation takes
 # seconds). Dropped when the input changes; the input is held, so its identity cannot be reused.
 _shared: dict[Any, Any] = {}
 _shared_input: list[Any] = [None, None, None]  # input, cotangent, parameters
@@ -70,7 +70,8 @@ def check(case: BenchCase, out: np.ndarray, x: np.ndarray, cot: np.ndarray, para
     declared = harness.get(case.technique).vjp_reference if case.kind == "ours" else None
     if declared is not None:
         # A gradient that is not the forward's derivative (straight-through) has its own reference.
-        result = compare(out, declared(x, cot, params), BENCH_CHECK)
+        expected = _once(("vjp", declared), x, cot, params, lambda: declared(x, cot, params))
+        result = compare(out, expected, BENCH_CHECK)
         assert result.ok, f"VJP differs from the declared one by {result.max_rel:.2e} ({result.problem or ''})"
         return result.max_rel
     slope, v = _once(("slope", reference), x, cot, params, lambda: _directional(reference, x, cot, params))

@@ -169,8 +169,9 @@ class Comparison:
 _BLOCK = 1 << 14
 
 
-def _first(flags: np.ndarray, start: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.unravel_index(start + int(np.argmax(flags)), shape))
+def _first(values: np.ndarray, start: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Where the first largest of a block's ``values`` (the first True of flags) sits in ``shape``."""
+    return tuple(int(i) for i in np.unravel_index(start + int(np.argmax(values)), shape))
 
 
 def compare(a: np.ndarray, b: np.ndarray, tol: Tolerance, scale: float = 0.0) -> Comparison:
@@ -220,8 +221,9 @@ def compare(a: np.ndarray, b: np.ndarray, tol: Tolerance, scale: float = 0.0) ->
         denominator = np.maximum(np.where(finite, np.maximum(np.abs(x), np.abs(y)), 0.0), floor)
         rel = np.divide(diff, denominator, out=np.zeros_like(diff), where=denominator > 0)
         max_abs = max(max_abs, float(diff.max()))
-        if float(rel.max()) > max_rel:  # strictly: the first worst element wins, as with one argmax
-            max_rel, worst = float(rel.max()), _first(rel == rel.max(), start, a.shape)
+        peak = float(rel.max())
+        if peak > max_rel:  # strictly: the first worst element wins, as with one argmax
+            max_rel, worst = peak, _first(rel, start, a.shape)
     return Comparison(max_abs, max_rel, rtol, worst, None)
 
 
