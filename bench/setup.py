@@ -74,4 +74,13 @@ def configure(threads: int, tf32: bool = False) -> dict[str, Any]:
     dynamo.recompile_limit = 64
     dynamo.accumulated_recompile_limit = 4096
     dynamo.fail_on_recompile_limit_hit = True
-    return {"threads": threads, "torch_threads": torch.get_num_threads(), "allocation": allocation, "tf32": tf32}
+    import native
+
+    return {
+        "threads": threads,
+        "torch_threads": torch.get_num_threads(),
+        "allocation": allocation,
+        "tf32": tf32,
+        # Which code PyTorch's eager CPU float32 smooth_clamp rows ran: the C kernel or ATen.
+        "native_kernels": native.build().record(),
+    }

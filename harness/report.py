@@ -253,6 +253,14 @@ def markdown(rows: list[Row], infos: list[dict[str, Any]], ratios: dict[str, Any
     return "\n".join(out) + "\n"
 
 
+def _native_text(record: dict[str, Any] | None) -> str:
+    if not record:
+        return "not recorded (runs before native/ existed used the ATen formula)"
+    if not record.get("on"):
+        return str(record.get("note"))
+    return f"on, {record.get('compiler')} {' '.join(record.get('flags', []))}"
+
+
 def _environment(infos: list[dict[str, Any]]) -> list[str]:
     out = ["## Environment", ""]
     for info in infos:
@@ -267,6 +275,7 @@ def _environment(infos: list[dict[str, Any]]) -> list[str]:
             f"devices {ours.get('devices')}",
             f"  - commit {git.get('commit')}{' (dirty tree)' if git.get('dirty') else ''}"
             f"{f', files of tree {tree}' if (tree := git.get('tree')) else ''}; environment {ours.get('env')}",
+            f"  - native kernels (PyTorch eager smooth_clamp, CPU float32): {_native_text(ours.get('native_kernels'))}",
         ]
     return [*out, ""]
 

@@ -1,0 +1,140 @@
+"""C kernels for the CPU, compiled at first use by the system C compiler and loaded with ctypes.
+
+Framework-neutral: the functions take buffer addresses, and importing this package imports
+neither torch nor jax. Only PyTorch's eager CPU float32 smooth_clamp uses them (impl_torch/
+functional.py): ATen has no fused op for its formula, and the six ATen passes it takes cost
+2.4-2.9 sigmoids against a target of 2.5 (README, speed targets); XLA fuses the JAX side itself.
+
+The kernels compute the technique's declaration as the ATen formula does (same parameters in the
+same dtype, the exact linear middle, NaN and infinities alike), and the parity tests run both.
+Where no compiler is found, a build fails or ``OUTPUT_LIMITS_NATIVE=0`` is set, the ATen formula
+runs instead; :func:`build` says which, and every benchmark records it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from importlib.resources import files
+from pathlib import Path
+from typing import NamedTuple
+
+SOURCE = "smooth_clamp.c"
+# -march=native: the build runs on the machine that uses it, once per process, so it may use all
+# of its vector width (AVX-512 halves the time against AVX2 here). The second set is the fallback
+# for compilers that reject it. Never -ffast-math: it would drop NaN and infinity handling.
+# -fno-trapping-math lets the comparisons become vector selects; nothing here reads FP flags.
+FLAG_SETS: tuple[tuple[str, ...], ...] = (
+    ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math"),
+    ("-O3", "-fno-math-errno", "-fno-trapping-math"),
+)
+LINK = ("-shared", "-fPIC", "-pthread")
+
+
+class Build(NamedTuple):
+    """The native kernels on this machine. ``library`` is None when they are off, and ``note``
+    says why; ``compiler`` and ``flags`` name the build that is on."""
+
+    library: ctypes.CDLL | None
+    compiler: str | None
+    flags: tuple[str, ...]
+    note: str
+
+    def record(self) -> dict[str, object]:
+        """What a benchmark records about the build (machine_info)."""
+        return {"on": self.library is not None, "compiler": self.compiler, "flags": list(self.flags), "note": self.note}
+
+
+def _compiler() -> str | None:
+    chosen = os.environ.get("CC")
+    if chosen:
+        return chosen
+    return next((name for name in ("cc", "gcc", "clang") if shutil.which(name)), None)
+
+
+def _describe_compiler(compiler: str) -> str:
+    proc = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)
+    first = proc.stdout.splitlines()[0] if proc.returncode == 0 and proc.stdout else ""
+    return f"{compiler}: {first}" if first else compiler
+
+
+def _declare(library: ctypes.CDLL) -> None:
+    library.smooth_clamp_forward_f32.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        *[ctypes.c_float] * 6,
+        ctypes.c_int,
+    ]
+    library.smooth_clamp_forward_f32.restype = None
+    library.smooth_clamp_backward_f32.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        *[ctypes.c_float] * 3,
+        ctypes.c_int,
+    ]
+    library.smooth_clamp_backward_f32.restype = None
+
+
+@functools.cache
+def build() -> Build:
+    """Compile and load the kernels, once per process (about 0.2 s)."""
+    if os.environ.get("OUTPUT_LIMITS_NATIVE", "1") == "0":
+        return Build(None, None, (), "off: OUTPUT_LIMITS_NATIVE=0; the ATen formula runs")
+    compiler = _compiler()
+    if compiler is None:
+        return Build(None, None, (), "off: no C compiler (cc, gcc or clang; or set CC); the ATen formula runs")
+    failures = []
+    # Built per process into a private folder, never a shared cache: -march=native code from one
+    # machine of a cluster can crash on another that shares the home folder.
+    with tempfile.TemporaryDirectory(prefix="output-limits-native-") as folder:
+        source = Path(folder) / SOURCE
+        source.write_text(files(__package__).joinpath(SOURCE).read_text())
+        for i, flags in enumerate(FLAG_SETS):
+            target = Path(folder) / f"kernels{i}.so"
+            command = [compiler, *flags, *LINK, "-o", str(target), str(source)]
+            proc = subprocess.run(command, capture_output=True, text=True, check=False)
+            if proc.returncode == 0:
+                library = ctypes.CDLL(str(target))  # mapped now: the file may go with the folder
+                _declare(library)
+                return Build(library, _describe_compiler(compiler), flags, "on")
+            failures.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
+    note = f"off: {compiler} could not build {SOURCE}; the ATen formula runs. " + " | ".join(failures)
+    warnings.warn(f"output-limits native kernels {note}", RuntimeWarning, stacklevel=2)
+    return Build(None, _describe_compiler(compiler), (), note)
+
+
+def available() -> bool:
+    return build().library is not None
+
+
+def _tail_parts(lo: float, hi: float, r: float) -> tuple[float, float, float]:
+    # In Python floats, then rounded to float32 by ctypes, as ATen rounds a Python scalar.
+    return lo + r, hi - r, 2.0 / r
+
+
+def smooth_clamp_forward_f32(x: int, y: int, n: int, *, lo: float, hi: float, r: float, threads: int) -> None:
+    """Write smooth_clamp of the ``n`` contiguous float32 at address ``x`` to address ``y``."""
+    library = build().library
+    if library is None:
+        raise RuntimeError(f"native kernels are {build().note}; check native.available() first")
+    b_lo, b_hi, k = _tail_parts(lo, hi, r)
+    library.smooth_clamp_forward_f32(x, y, n, lo, hi, b_lo, b_hi, r, k, threads)
+
+
+def smooth_clamp_backward_f32(
+    x: int, grad: int, dx: int, n: int, *, lo: float, hi: float, r: float, threads: int
+) -> None:
+    """Write the input gradient of smooth_clamp (cotangent at ``grad``) to address ``dx``."""
+    library = build().library
+    if library is None:
+        raise RuntimeError(f"native kernels are {build().note}; check native.available() first")
+    b_lo, b_hi, k = _tail_parts(lo, hi, r)
+    library.smooth_clamp_backward_f32(x, grad, dx, n, b_lo, b_hi, k, threads)

@@ -1,0 +1,104 @@
+"""The C kernel (native/) that PyTorch's eager CPU float32 smooth_clamp runs, against the ATen
+formula it replaces: same special values, same exact middle, bounded, independent of threads.
+
+The generic tests run the kernel wherever it builds; ``nox -s tests`` also runs them with
+OUTPUT_LIMITS_NATIVE=0, so the ATen formula keeps its float32 coverage.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from cases import Case
+
+import harness
+import native
+from harness.tolerances import compare, tolerance
+from impl_torch import functional
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("OUTPUT_LIMITS_NATIVE") == "0" or native._compiler() is None,
+    reason="native kernels off here (OUTPUT_LIMITS_NATIVE=0 or no C compiler): the ATen formula runs",
+)
+
+SMOOTH_CLAMP = [Case("smooth_clamp", dict(given)) for given in [{}, *harness.get("smooth_clamp").examples]]
+
+
+def _r(p: dict[str, float]) -> float:
+    return (1.0 - p["linear_fraction"]) * (p["hi"] - p["lo"]) / 2.0
+
+
+def _points(p: dict[str, float], rng: np.random.Generator) -> np.ndarray:
+    """Every edge the formula has, in float32, and a spread of ordinary values."""
+    r, big = _r(p), np.finfo(np.float32).max
+    joins = np.array([p["lo"] + r, p["hi"] - r], dtype=np.float32)
+    edges = np.concatenate(
+        [
+            joins,
+            np.nextafter(joins, np.float32(np.inf)),
+            np.nextafter(joins, np.float32(-np.inf)),
+            np.array([p["lo"], p["hi"], 0.0, -0.0, 1e-30, -1e-30, big, -big, np.inf, -np.inf, np.nan], np.float32),
+        ]
+    )
+    spread = rng.normal(p["lo"] + p["hi"], 3.0 * (p["hi"] - p["lo"]), size=4096).astype(np.float32) / 2
+    return np.concatenate([edges, spread]).astype(np.float32)
+
+
+def _aten(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(functional, "_native", lambda x: False)
+
+
+def test_kernel_builds_where_a_c_compiler_is() -> None:
+    build = native.build()
+    assert build.library is not None, build.note
+    assert build.record()["on"] and build.flags
+
+
+@pytest.mark.parametrize("case", SMOOTH_CLAMP, ids=lambda c: str(c.given))
+def test_kernel_matches_the_aten_formula(case: Case, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = case.resolved("float32")
+    lo, hi, r = p["lo"], p["hi"], _r(p)
+    x = torch.from_numpy(_points(p, rng)).requires_grad_(True)
+    g = torch.from_numpy(rng.normal(size=x.shape[0]).astype(np.float32))
+    module = case.build("torch", "float32")
+    y_native = module(x)
+    (dx_native,) = torch.autograd.grad(y_native, x, g)
+    _aten(monkeypatch)
+    y_aten = module(x)
+    (dx_aten,) = torch.autograd.grad(y_aten, x, g)
+
+    xs, yn, ya = x.detach().numpy(), y_native.detach().numpy(), y_aten.detach().numpy()
+    np.testing.assert_array_equal(np.isnan(yn), np.isnan(xs))
+    np.testing.assert_array_equal(np.isnan(dx_native.numpy()), np.isnan(xs))
+    finite = ~np.isnan(yn)
+    assert ((yn[finite] >= np.float32(lo)) & (yn[finite] <= np.float32(hi))).all()
+    middle = (xs >= np.float32(lo + r)) & (xs <= np.float32(hi - r))
+    np.testing.assert_array_equal(yn[middle], xs[middle])  # the linear middle is exact
+    np.testing.assert_array_equal(dx_native.numpy()[middle], g.numpy()[middle])
+    np.testing.assert_array_equal(yn[np.isinf(xs)], ya[np.isinf(xs)])
+    for quantity, a, b in (("value", yn, ya), ("vjp", dx_native.numpy(), dx_aten.numpy())):
+        result = compare(a, b, tolerance("smooth_clamp", "float32", quantity))
+        assert result.ok, f"{quantity}: kernel and ATen differ by {result.max_rel:.3e} at {result.worst_index}"
+
+
+def test_result_does_not_depend_on_threads_or_layout(rng: np.random.Generator) -> None:
+    x = torch.from_numpy(rng.normal(scale=2.0, size=(1 << 18) + 3).astype(np.float32))
+    lo, hi, r = -1.0, 1.0, 0.5
+    outs, grads = [], []
+    for threads in (1, 3):
+        y, dx = torch.empty_like(x), torch.empty_like(x)
+        native.smooth_clamp_forward_f32(x.data_ptr(), y.data_ptr(), x.numel(), lo=lo, hi=hi, r=r, threads=threads)
+        native.smooth_clamp_backward_f32(
+            x.data_ptr(), x.data_ptr(), dx.data_ptr(), x.numel(), lo=lo, hi=hi, r=r, threads=threads
+        )
+        outs.append(y)
+        grads.append(dx)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
+    # A strided view goes through a contiguous copy and gives the same elements.
+    strided = x[: 1 << 12].reshape(64, 64).t()
+    expected = functional._smooth_clamp_native(strided.contiguous(), lo, hi, r)
+    assert torch.equal(functional._smooth_clamp_native(strided, lo, hi, r), expected)
+    assert strided.shape == expected.shape
