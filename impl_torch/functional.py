@@ -188,7 +188,7 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, r: float) -> tor
     in the middle (sigmoid(0) - 1/2 == 0). The added term lies in [-r, r], so by monotone rounding
     the output stays in [lo, hi] whenever (lo + r) - r == lo and (hi - r) + r == hi in the compute
     dtype; otherwise a final clamp guards the rounding. Computed block by block: six passes per
-    block, one of them a sigmoid.
+    block, one of them a sigmoid. Eager CPU float32 runs the C kernel instead (see _native).
     """
     if not _in_place_forward():
         return _smooth_clamp_fused(x, lo, hi, r)
