@@ -155,10 +155,19 @@ def _excess(xs: torch.Tensor, b_lo: float, b_hi: float, out: torch.Tensor, middl
 def _native(x: torch.Tensor) -> bool:
     """Whether the C kernel (native/) computes smooth_clamp: eager, CPU, float32, where it built.
     ATen has no fused op for the formula, and its six passes cost about 2.7 sigmoids where the
-    kernel's one costs about 1.2 (README, speed targets); under torch.compile inductor fuses."""
-    return (
-        x.dtype == torch.float32 and x.device.type == "cpu" and not torch.compiler.is_compiling() and native.available()
-    )
+    kernel's one costs about 1.1 (README, speed targets); under torch.compile inductor fuses.
+
+    Only a plain tensor with memory behind it: under torch.func transforms and vmap tensors are
+    wrappers without storage, fake tensors (torch.export, FakeTensorMode) have a null one, and
+    torch.jit.trace would record an empty output, since it sees no op the kernel performs."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or type(x) not in (torch.Tensor, torch.nn.Parameter):
+        return False
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not native.available():
+        return False
+    try:
+        return x.untyped_storage().data_ptr() != 0
+    except RuntimeError:  # "Cannot access storage of TensorWrapper" (torch.func) and the like
+        return False
 
 
 def _smooth_clamp_native(x: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:
@@ -232,7 +241,7 @@ def _smooth_clamp_fused(x: torch.Tensor, lo: float, hi: float, r: float) -> torc
 
 def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:
     """grad * 4 s (1 - s) with s = sigmoid(-2|e|/r), block by block like the forward."""
-    if _native(x) and grad.dtype == x.dtype:
+    if _native(x) and _native(grad):
         return _smooth_clamp_native_grad(x, grad, lo, hi, r)
     compute = torch.float32 if x.dtype in _LOW else x.dtype
     out = torch.empty(x.shape, dtype=grad.dtype, device=x.device)

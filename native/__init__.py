@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -29,9 +31,11 @@ SOURCE = "smooth_clamp.c"
 # of its vector width (AVX-512 halves the time against AVX2 here). The second set is the fallback
 # for compilers that reject it. Never -ffast-math: it would drop NaN and infinity handling.
 # -fno-trapping-math lets the comparisons become vector selects; nothing here reads FP flags.
+# -fno-fast-math undoes a compiler whose default is a fast model (Intel's icx); the self-check
+# after loading catches one that still drops NaN or rounding.
 FLAG_SETS: tuple[tuple[str, ...], ...] = (
-    ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math"),
-    ("-O3", "-fno-math-errno", "-fno-trapping-math"),
+    ("-O3", "-march=native", "-fno-fast-math", "-fno-math-errno", "-fno-trapping-math"),
+    ("-O3", "-fno-fast-math", "-fno-math-errno", "-fno-trapping-math"),
 )
 LINK = ("-shared", "-fPIC", "-pthread")
 
@@ -50,17 +54,26 @@ class Build(NamedTuple):
         return {"on": self.library is not None, "compiler": self.compiler, "flags": list(self.flags), "note": self.note}
 
 
-def _compiler() -> str | None:
+def _compiler() -> list[str] | None:
     chosen = os.environ.get("CC")
     if chosen:
-        return chosen
-    return next((name for name in ("cc", "gcc", "clang") if shutil.which(name)), None)
+        return shlex.split(chosen)  # CC may be a command with arguments, e.g. "ccache gcc"
+    found = next((name for name in ("cc", "gcc", "clang") if shutil.which(name)), None)
+    return [found] if found else None
 
 
-def _describe_compiler(compiler: str) -> str:
-    proc = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False)
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+
+
+def _describe_compiler(compiler: list[str]) -> str:
+    name = " ".join(compiler)
+    try:
+        proc = _run([*compiler, "--version"])
+    except (OSError, subprocess.SubprocessError):
+        return name
     first = proc.stdout.splitlines()[0] if proc.returncode == 0 and proc.stdout else ""
-    return f"{compiler}: {first}" if first else compiler
+    return f"{name}: {first}" if first else name
 
 
 def _declare(library: ctypes.CDLL) -> None:
@@ -85,30 +98,57 @@ def _declare(library: ctypes.CDLL) -> None:
 
 @functools.cache
 def build() -> Build:
-    """Compile and load the kernels, once per process (about 0.2 s)."""
+    """Compile, load and check the kernels, once per process (about 0.2 s)."""
     if os.environ.get("OUTPUT_LIMITS_NATIVE", "1") == "0":
         return Build(None, None, (), "off: OUTPUT_LIMITS_NATIVE=0; the ATen formula runs")
     compiler = _compiler()
     if compiler is None:
         return Build(None, None, (), "off: no C compiler (cc, gcc or clang; or set CC); the ATen formula runs")
     failures = []
-    # Built per process into a private folder, never a shared cache: -march=native code from one
-    # machine of a cluster can crash on another that shares the home folder.
-    with tempfile.TemporaryDirectory(prefix="output-limits-native-") as folder:
-        source = Path(folder) / SOURCE
-        source.write_text(files(__package__).joinpath(SOURCE).read_text())
-        for i, flags in enumerate(FLAG_SETS):
-            target = Path(folder) / f"kernels{i}.so"
-            command = [compiler, *flags, *LINK, "-o", str(target), str(source)]
-            proc = subprocess.run(command, capture_output=True, text=True, check=False)
-            if proc.returncode == 0:
+    try:
+        # Built per process into a private folder, never a shared cache: -march=native code from
+        # one machine of a cluster can crash on another that shares the home folder.
+        with tempfile.TemporaryDirectory(prefix="output-limits-native-", ignore_cleanup_errors=True) as folder:
+            source = Path(folder) / SOURCE
+            source.write_text(files(__package__).joinpath(SOURCE).read_text())
+            for i, flags in enumerate(FLAG_SETS):
+                target = Path(folder) / f"kernels{i}.so"
+                proc = _run([*compiler, *flags, *LINK, "-o", str(target), str(source)])
+                if proc.returncode != 0:
+                    failures.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
+                    continue
                 library = ctypes.CDLL(str(target))  # mapped now: the file may go with the folder
                 _declare(library)
-                return Build(library, _describe_compiler(compiler), flags, "on")
-            failures.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
-    note = f"off: {compiler} could not build {SOURCE}; the ATen formula runs. " + " | ".join(failures)
+                wrong = _self_check(library)
+                if wrong is None:
+                    return Build(library, _describe_compiler(compiler), flags, "on")
+                failures.append(f"{' '.join(flags)}: built, but {wrong}")
+    except (OSError, subprocess.SubprocessError) as error:
+        failures.append(f"{type(error).__name__}: {error}")
+    note = f"off: {' '.join(compiler)} gave no working build of {SOURCE}; the ATen formula runs. " + " | ".join(
+        failures
+    )
     warnings.warn(f"output-limits native kernels {note}", RuntimeWarning, stacklevel=2)
     return Build(None, _describe_compiler(compiler), (), note)
+
+
+def _self_check(library: ctypes.CDLL) -> str | None:
+    """What a miscompiled build gets wrong (a fast-math default drops NaN), or None. lo, hi = -1, 1
+    and r = 1/2: the middle returns x and gradient 1, the tails hi - sigmoid(-4e) and 4 s (1 - s)."""
+    x = [math.nan, math.inf, -math.inf, 0.25, 2.0, -2.0]
+    s = 1.0 / (1.0 + math.exp(6.0))
+    expected_y = [math.nan, 1.0, -1.0, 0.25, 1.0 - s, -1.0 + s]
+    expected_dx = [math.nan, 0.0, 0.0, 1.0, 4.0 * s * (1.0 - s), 4.0 * s * (1.0 - s)]
+    buffers = [(ctypes.c_float * len(x))(*values) for values in (x, x, x, [1.0] * len(x))]
+    xs, y, dx, ones = (ctypes.addressof(b) for b in buffers)
+    b_lo, b_hi, k = _tail_parts(-1.0, 1.0, 0.5)
+    library.smooth_clamp_forward_f32(xs, y, len(x), -1.0, 1.0, b_lo, b_hi, 0.5, k, 1)
+    library.smooth_clamp_backward_f32(xs, ones, dx, len(x), b_lo, b_hi, k, 1)
+    for name, got, want in (("forward", buffers[1], expected_y), ("gradient", buffers[2], expected_dx)):
+        for a, b in zip(got, want, strict=True):
+            if not (math.isnan(a) and math.isnan(b)) and not abs(a - b) <= 1e-6 * max(1.0, abs(b)):
+                return f"its {name} gives {list(got)}, expected {want}"
+    return None
 
 
 def available() -> bool:

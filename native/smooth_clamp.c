@@ -42,6 +42,13 @@ static inline float exp_neg(float a) {
     return y * s1 * s2;
 }
 
+/* min(max(v, lo), hi), torch.clamp's order: where rounding puts lo above hi (lo + r and hi - r of
+ * a formula without a linear middle), the result is hi, as in ATen and XLA. NaN stays NaN. */
+static inline float clamp(float v, float lo, float hi) {
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+}
+
 typedef struct {
     const float *x, *g;
     float *out;
@@ -52,22 +59,17 @@ typedef struct {
 static void forward_range(const Job *j) {
     for (int64_t i = j->begin; i < j->end; i++) {
         float v = j->x[i];
-        float m = v > j->b_hi ? j->b_hi : v;
-        m = m < j->b_lo ? j->b_lo : m;
+        float m = clamp(v, j->b_lo, j->b_hi);
         float e = v - m;
         float q = exp_neg(fabsf(e) * j->k);
-        float y = m + copysignf(j->r * (1.0f - q) / (1.0f + q), e);
-        y = y > j->hi ? j->hi : y;
-        j->out[i] = y < j->lo ? j->lo : y;
+        j->out[i] = clamp(m + copysignf(j->r * (1.0f - q) / (1.0f + q), e), j->lo, j->hi);
     }
 }
 
 static void backward_range(const Job *j) {
     for (int64_t i = j->begin; i < j->end; i++) {
         float v = j->x[i];
-        float m = v > j->b_hi ? j->b_hi : v;
-        m = m < j->b_lo ? j->b_lo : m;
-        float e = v - m;
+        float e = v - clamp(v, j->b_lo, j->b_hi);
         float q = exp_neg(fabsf(e) * j->k);
         float s = q / (1.0f + q);
         /* Same order as the ATen formula: (s - s * s) * g * 4. */

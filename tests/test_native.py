@@ -24,7 +24,10 @@ pytestmark = pytest.mark.skipif(
     reason="native kernels off here (OUTPUT_LIMITS_NATIVE=0 or no C compiler): the ATen formula runs",
 )
 
-SMOOTH_CLAMP = [Case("smooth_clamp", dict(given)) for given in [{}, *harness.get("smooth_clamp").examples]]
+# The declared examples, and bounds whose rounded joins cross in float32 (lo + r rounds above
+# hi - r): both formulas must then take hi - r, as torch.clamp does.
+CROSSED = {"lo": -0.7043111818180136, "hi": 1.3043112414226117, "linear_fraction": 0.0}
+SMOOTH_CLAMP = [Case("smooth_clamp", dict(given)) for given in [{}, *harness.get("smooth_clamp").examples, CROSSED]]
 
 
 def _r(p: dict[str, float]) -> float:
@@ -102,3 +105,63 @@ def test_result_does_not_depend_on_threads_or_layout(rng: np.random.Generator) -
     expected = functional._smooth_clamp_native(strided.contiguous(), lo, hi, r)
     assert torch.equal(functional._smooth_clamp_native(strided, lo, hi, r), expected)
     assert strided.shape == expected.shape
+
+
+@pytest.mark.parametrize("case", SMOOTH_CLAMP, ids=lambda c: str(c.given))
+def test_kernel_matches_the_declaration_deep_into_the_tails(case: Case, rng: np.random.Generator) -> None:
+    """Elementwise against the float64 closed form, out to 60 r past each join, where the
+    gradient falls through the subnormals to 0: the parity tolerances, norm-wise, cannot see it."""
+    p = case.resolved("float32")
+    lo, hi, r = p["lo"], p["hi"], _r(p)
+    reach = r * np.geomspace(1e-6, 60.0, 2000)
+    x32 = np.concatenate([(hi - r) + reach, (lo + r) - reach, rng.uniform(lo, hi, 200)]).astype(np.float32)
+    g32 = rng.uniform(0.5, 2.0, x32.shape).astype(np.float32)
+    x = torch.from_numpy(x32).requires_grad_(True)
+    y = case.build("torch", "float32")(x)
+    (dx,) = torch.autograd.grad(y, x, torch.from_numpy(g32))
+
+    x64, g64 = x32.astype(np.float64), g32.astype(np.float64)
+    b_lo, b_hi = float(np.float32(lo + r)), float(np.float32(hi - r))
+    m = np.minimum(np.maximum(x64, b_lo), b_hi)
+    e = x64 - m
+    s = 1.0 / (1.0 + np.exp(2.0 * np.abs(e) / r))
+    # e is rounded once in float32, and the gradient's relative error grows with 2|e|/r times that.
+    rel = 8 * 2.0**-24 * (1.0 + 2.0 * np.abs(e) / r)
+    want_dx = g64 * 4.0 * s * (1.0 - s)
+    err_dx = np.abs(dx.numpy().astype(np.float64) - want_dx)
+    # Below 2^-126, s itself carries an absolute error of half a subnormal, times 4 g after.
+    bad = err_dx > rel * want_dx + 2.0**-149 * (1.0 + 4.0 * g64)
+    assert not bad.any(), f"gradient {dx.numpy()[bad][:3]} where {want_dx[bad][:3]} at x = {x32[bad][:3]}"
+    want_y = harness.get("smooth_clamp").reference(x64, p)
+    # The tail adds a term of size r to the join: rounding is relative to the larger of the two.
+    ulps = np.abs(y.detach().numpy().astype(np.float64) - want_y) / np.spacing(
+        np.maximum(np.abs(want_y), np.abs(m)).astype(np.float32)
+    )
+    assert ulps.max() <= 4.0, f"forward off by {ulps.max():.2f} ulp at x = {x32[ulps.argmax()]!r}"
+
+
+def test_transforms_and_tracing_use_the_aten_formula(rng: np.random.Generator) -> None:
+    """torch.func and vmap wrap tensors without storage, fake tensors have none, and
+    torch.jit.trace records no op the kernel performs: each must take the ATen formula."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    module = SMOOTH_CLAMP[0].build("torch", "float32")
+    x = torch.from_numpy(rng.normal(scale=2.0, size=4096).astype(np.float32))
+    g = torch.from_numpy(rng.normal(size=4096).astype(np.float32))
+    y, pullback = torch.func.vjp(module, x)
+    xr = x.clone().requires_grad_(True)
+    (dx,) = torch.autograd.grad(module(xr), xr, g)
+    assert compare(y.numpy(), module(x).numpy(), tolerance("smooth_clamp", "float32", "value")).ok
+    assert compare(pullback(g)[0].numpy(), dx.numpy(), tolerance("smooth_clamp", "float32", "vjp")).ok
+    traced = torch.jit.trace(module, x)
+    assert compare(traced(-x).numpy(), module(-x).numpy(), tolerance("smooth_clamp", "float32", "value")).ok
+    with FakeTensorMode():
+        assert module(torch.empty(7, 3)).shape == (7, 3)
+
+
+def test_an_unusable_compiler_turns_the_kernel_off_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", "/nonexistent/cc --flag")
+    with pytest.warns(RuntimeWarning, match="the ATen formula runs"):
+        build = native.build.__wrapped__()
+    assert build.library is None and not build.record()["on"]
+    assert "FileNotFoundError" in build.note
