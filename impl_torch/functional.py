@@ -170,23 +170,13 @@ def _native(x: torch.Tensor) -> bool:
         return False
 
 
-def _smooth_clamp_native(x: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:
-    xc = x.contiguous()
-    out = torch.empty_like(xc)
-    if xc.numel():
-        native.smooth_clamp_forward_f32(
-            xc.data_ptr(), out.data_ptr(), xc.numel(), lo=lo, hi=hi, r=r, threads=torch.get_num_threads()
-        )
-    return out
-
-
-def _smooth_clamp_native_grad(x: torch.Tensor, grad: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:
-    xc, gc = x.contiguous(), grad.contiguous()
-    out = torch.empty_like(xc)
-    if xc.numel():
-        native.smooth_clamp_backward_f32(
-            xc.data_ptr(), gc.data_ptr(), out.data_ptr(), xc.numel(), lo=lo, hi=hi, r=r, threads=torch.get_num_threads()
-        )
+def _run_native(kernel: Any, *inputs: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:
+    """A fresh contiguous output of ``kernel`` (a native/ function) applied to ``inputs``."""
+    contiguous = [t.contiguous() for t in inputs]
+    out = torch.empty_like(contiguous[0])
+    if out.numel():
+        addresses = [t.data_ptr() for t in (*contiguous, out)]
+        kernel(*addresses, out.numel(), lo=lo, hi=hi, r=r, threads=torch.get_num_threads())
     return out
 
 
@@ -202,7 +192,7 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, r: float) -> tor
     if not _in_place_forward():
         return _smooth_clamp_fused(x, lo, hi, r)
     if _native(x):
-        return _smooth_clamp_native(x, lo, hi, r)
+        return _run_native(native.smooth_clamp_forward_f32, x, lo=lo, hi=hi, r=r)
     compute = torch.float32 if x.dtype in _LOW else x.dtype
     guard = needs_rounding_guard(lo, hi, r, str(compute).removeprefix("torch."))
     b_lo, b_hi = lo + r, hi - r
@@ -242,7 +232,7 @@ def _smooth_clamp_fused(x: torch.Tensor, lo: float, hi: float, r: float) -> torc
 def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, lo: float, hi: float, r: float) -> torch.Tensor:
     """grad * 4 s (1 - s) with s = sigmoid(-2|e|/r), block by block like the forward."""
     if _native(x) and _native(grad):
-        return _smooth_clamp_native_grad(x, grad, lo, hi, r)
+        return _run_native(native.smooth_clamp_backward_f32, x, grad, lo=lo, hi=hi, r=r)
     compute = torch.float32 if x.dtype in _LOW else x.dtype
     out = torch.empty(x.shape, dtype=grad.dtype, device=x.device)
     flat_x, flat_grad, flat_out = x.reshape(-1), grad.reshape(-1), out.view(-1)

@@ -160,21 +160,22 @@ def _tail_parts(lo: float, hi: float, r: float) -> tuple[float, float, float]:
     return lo + r, hi - r, 2.0 / r
 
 
-def smooth_clamp_forward_f32(x: int, y: int, n: int, *, lo: float, hi: float, r: float, threads: int) -> None:
-    """Write smooth_clamp of the ``n`` contiguous float32 at address ``x`` to address ``y``."""
+def _library() -> ctypes.CDLL:
     library = build().library
     if library is None:
         raise RuntimeError(f"native kernels are {build().note}; check native.available() first")
+    return library
+
+
+def smooth_clamp_forward_f32(x: int, y: int, n: int, *, lo: float, hi: float, r: float, threads: int) -> None:
+    """Write smooth_clamp of the ``n`` contiguous float32 at address ``x`` to address ``y``."""
     b_lo, b_hi, k = _tail_parts(lo, hi, r)
-    library.smooth_clamp_forward_f32(x, y, n, lo, hi, b_lo, b_hi, r, k, threads)
+    _library().smooth_clamp_forward_f32(x, y, n, lo, hi, b_lo, b_hi, r, k, threads)
 
 
 def smooth_clamp_backward_f32(
     x: int, grad: int, dx: int, n: int, *, lo: float, hi: float, r: float, threads: int
 ) -> None:
     """Write the input gradient of smooth_clamp (cotangent at ``grad``) to address ``dx``."""
-    library = build().library
-    if library is None:
-        raise RuntimeError(f"native kernels are {build().note}; check native.available() first")
     b_lo, b_hi, k = _tail_parts(lo, hi, r)
-    library.smooth_clamp_backward_f32(x, grad, dx, n, b_lo, b_hi, k, threads)
+    _library().smooth_clamp_backward_f32(x, grad, dx, n, b_lo, b_hi, k, threads)
