@@ -16,6 +16,7 @@ from cases import Case
 
 import harness
 import native
+from harness.catalog import _smooth_clamp_parts
 from harness.tolerances import compare, tolerance
 from impl_torch import functional
 
@@ -31,7 +32,7 @@ SMOOTH_CLAMP = [Case("smooth_clamp", dict(given)) for given in [{}, *harness.get
 
 
 def _r(p: dict[str, float]) -> float:
-    return (1.0 - p["linear_fraction"]) * (p["hi"] - p["lo"]) / 2.0
+    return _smooth_clamp_parts(p)[0]  # the declaration's tail width
 
 
 def _points(p: dict[str, float], rng: np.random.Generator) -> np.ndarray:
