@@ -19,6 +19,8 @@ nox.options.default_venv_backend = "venv"
 # Exact CPU versions of torch, jax, jaxlib, flax (and the test tools) for every session.
 CONSTRAINTS = ("-c", "constraints-cpu.txt")
 PLUGIN = "./examples/erf_plugin"
+# The benchmark machinery: a local package of its own (bench/pyproject.toml), outside the wheel.
+BENCH = "./bench"
 
 
 def _can_install(session: nox.Session) -> bool:
@@ -28,15 +30,25 @@ def _can_install(session: nox.Session) -> bool:
     return True
 
 
+def _local_packages(session: nox.Session) -> dict[str, str]:
+    """Environment variables that make this checkout's packages importable. Installed sessions
+    need none (editable installs); with --no-venv, where nothing is installed, the checkout's
+    root goes on PYTHONPATH so that harness, impl_*, and bench import from it."""
+    if session.venv_backend != "none":
+        return {}
+    root = str(Path(__file__).resolve().parent)
+    return {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the whole suite on CPU: parity, kinks, bounds, errors, heads, the example plugin.
 
     Extra arguments go to pytest, e.g. ``nox -s tests -- -k softmax -x``.
     """
-    env = {}
+    env = _local_packages(session)
     if _can_install(session):
-        session.install(*CONSTRAINTS, "-e", ".[torch,jax,test]")
+        session.install(*CONSTRAINTS, "-e", ".[torch,jax,test]", "-e", BENCH)
         session.install(*CONSTRAINTS, "-e", PLUGIN)
         # The plugin's own test asserts it is registered; it only runs where we installed it.
         env["OUTPUT_LIMITS_EXAMPLE_PLUGIN"] = "1"
@@ -62,20 +74,24 @@ def bench(session: nox.Session) -> None:
     With OUTPUT_LIMITS_CUDA=1 the environment gets CUDA builds: PyPI's torch wheel for Linux x86-64
     is one already (CUDA 13), JAX's comes with its cuda13 extra (same pinned versions).
     """
+    env = _local_packages(session)
     if _can_install(session):
         if os.environ.get("OUTPUT_LIMITS_CUDA") == "1":
             # cuda13, as torch==2.13.0's wheel (cuda-toolkit 13.0, nvidia-cudnn-cu13): one CUDA
             # and one cuDNN in the process, not a second set for JAX.
-            session.install(*CONSTRAINTS, "-e", ".[torch,bench]", "jax[cuda13]", "flax")
+            session.install(*CONSTRAINTS, "-e", ".[torch,bench]", "-e", BENCH, "jax[cuda13]", "flax")
         else:
-            session.install(*CONSTRAINTS, "-e", ".[torch,jax,bench]")
+            session.install(*CONSTRAINTS, "-e", ".[torch,jax,bench]", "-e", BENCH)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(".bench") / stamp
     out.mkdir(parents=True)
     raw = out / "raw.json"
-    session.run("pytest", "bench/test_bench.py", f"--benchmark-json={raw}", "-p", "no:cacheprovider", *session.posargs)
-    session.run("python", "bench/speed_ratios.py", "--out", str(out / "ratios.json"))
-    session.run("python", "-m", "harness", "report", str(raw), "--ratios", str(out / "ratios.json"), "--out", str(out))
+    session.run(
+        "pytest", "bench/test_bench.py", f"--benchmark-json={raw}", "-p", "no:cacheprovider", *session.posargs, env=env
+    )
+    session.run("python", "-m", "bench.speed_ratios", "--out", str(out / "ratios.json"), env=env)
+    ratios = str(out / "ratios.json")
+    session.run("python", "-m", "harness", "report", str(raw), "--ratios", ratios, "--out", str(out), env=env)
     latest = Path(".bench") / "latest"
     if latest.is_symlink() or latest.exists():
         latest.unlink()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 import harness
-from harness.benchplan import BASELINES, BenchCase
+from bench.plan import BASELINES, BenchCase
 from harness.tolerances import BENCH_CHECK, compare
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 import harness
-from bench.setup import available_cores, configure
-from harness import benchplan
-from harness.environment import describe
+from bench.process import available_cores, configure
+from bench import plan as benchplan
+from bench.environment import describe
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,6 +1,6 @@
 """The speed targets of our own implementations, measured as ratios in one process, one thread.
 
-    python bench/speed_ratios.py [--out ratios.json] [--strict]
+    python -m bench.speed_ratios [--out ratios.json] [--strict]
 
 Each ratio times our implementation against a plain framework op on the same input, the two
 interleaved round by round so that drift hits both. ``--strict`` exits 1 when a target is missed;
@@ -18,9 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.setup import configure
+from bench.process import configure
 
 N_LARGE = 1 << 22
 N_SMALL = 1024

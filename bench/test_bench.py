@@ -19,6 +19,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -26,23 +27,10 @@ import pytest
 
 import harness
 from bench.checks import check
-from harness import benchplan
+from bench import plan as benchplan
 
 ROUND_SECONDS = {"cpu": 2e-3, "cuda": 5e-3}
 PAIRED_AGAINST = "torch-eager"  # the row the JAX row alternates with: the report's ratio denominator
-
-
-class _Last:
-    """The last output of the benchmarked callable, for the timer to block on."""
-
-    output: Any = None
-    block: Any = None
-
-
-def _synchronized_perf_counter() -> float:
-    if _Last.output is not None:
-        _Last.block(_Last.output)
-    return time.perf_counter()
 
 
 @functools.lru_cache(maxsize=4)
@@ -62,10 +50,6 @@ class _Timed(NamedTuple):
     block: Callable[[Any], None]
     iterations: int
     per_call: float
-
-
-# group -> its PyTorch-eager row, kept until the group's JAX row pairs with it.
-_awaiting_pair: dict[str, _Timed] = {}
 
 
 def _minor_faults() -> int | None:
@@ -111,8 +95,17 @@ def _module(case: benchplan.BenchCase, params: dict[str, Any]) -> Any:
     return _compiled[key]
 
 
-def test_bench(benchmark, bench_case: benchplan.BenchCase, bench_settings: dict[str, Any]) -> None:
-    case = bench_case
+class _Prepared(NamedTuple):
+    """A benchmarked callable after its first (compiling) call, checked against the reference."""
+
+    timed: _Timed
+    first_call_s: float
+    check_error: float
+
+
+def _prepare(case: benchplan.BenchCase) -> _Prepared:
+    """Build ``case``'s callable, call it once (compiling it), check that output, and measure a
+    steady call to choose the calls per round."""
     backend = harness.backend(case.framework)
     x, cot, items = _inputs(case.technique, case.n)
     params = dict(items)
@@ -120,13 +113,11 @@ def test_bench(benchmark, bench_case: benchplan.BenchCase, bench_settings: dict[
         run = backend.copy_callable(x, case.device)
     else:
         run = backend.bench_callable(_module(case, params), x, cot, case.mode, case.style, case.device)
-
     start = time.perf_counter()
     out = run()
     backend.block(out)
     first_call = time.perf_counter() - start
     error = check(case, backend.to_numpy(out), x, cot, params)
-
     steady = []
     for _ in range(3):
         start = time.perf_counter()
@@ -134,15 +125,34 @@ def test_bench(benchmark, bench_case: benchplan.BenchCase, bench_settings: dict[
         steady.append(time.perf_counter() - start)
     per_call = statistics.median(steady)
     iterations = max(1, math.ceil(ROUND_SECONDS[case.device] / per_call))
+    return _Prepared(_Timed(run, backend.block, iterations, per_call), first_call, error)
+
+
+def _blocking_each_round(timed: _Timed) -> Callable[[], None]:
+    """``timed.fn`` for pytest-benchmark's pedantic mode, blocking on the output of every
+    ``iterations``-th call: the last of each round, before the timer is read. The calls of a round
+    run back to back as in a model (JAX dispatches asynchronously, CUDA queues kernels), and the
+    round is not over until its last output exists."""
+    calls = 0
+
+    def target() -> None:
+        nonlocal calls
+        out = timed.fn()
+        calls += 1
+        if calls % timed.iterations == 0:
+            timed.block(out)
+
+    return target
+
+
+def test_bench(benchmark, bench_case: benchplan.BenchCase, bench_settings: dict[str, Any]) -> None:
+    case = bench_case
+    backend = harness.backend(case.framework)
+    prepared = _prepare(case)
+    timed_row, first_call, per_call = prepared.timed, prepared.first_call_s, prepared.timed.per_call
+    iterations = timed_row.iterations
     budget = bench_settings["budget_s"]
     rounds = _rounds(per_call * iterations, budget)
-
-    def timed() -> None:
-        _Last.output = run()
-
-    _Last.block, _Last.output = backend.block, None
-    assert hasattr(benchmark, "_timer"), "pytest-benchmark changed: cannot install the synchronizing timer"
-    benchmark._timer = _synchronized_perf_counter
     benchmark.group = case.group if case.kind != "copy" else f"copy n=2^{int(math.log2(case.n))} {case.device}"
     benchmark.extra_info.update(
         technique=case.technique,
@@ -154,25 +164,24 @@ def test_bench(benchmark, bench_case: benchplan.BenchCase, bench_settings: dict[
         style=case.style,
         kind=case.kind,
         row=case.row,
-        ideal_bytes=harness.benchplan.ideal_bytes(case.n, case.mode),
+        ideal_bytes=benchplan.ideal_bytes(case.n, case.mode),
         first_call_s=first_call,
         compile_s=max(first_call - per_call, 0.0),
-        check_error=error,
+        check_error=prepared.check_error,
         threads=bench_settings["threads"],
     )
     faults = _minor_faults()
-    benchmark.pedantic(timed, rounds=rounds, iterations=iterations, warmup_rounds=1)
+    benchmark.pedantic(_blocking_each_round(timed_row), rounds=rounds, iterations=iterations, warmup_rounds=1)
     if faults is not None:
         # Fresh pages touched per call: the allocation policy should make this about 0; where it
         # is not, the row also times the kernel zeroing pages, and the report says so.
         benchmark.extra_info["minor_faults_per_call"] = (_minor_faults() - faults) / ((rounds + 1) * iterations)
-    _Last.output = None
 
-    timed_row = _Timed(run, backend.block, iterations, per_call)
-    if case.kind == "ours" and case.row == PAIRED_AGAINST:
-        _awaiting_pair[case.group] = timed_row
-    elif case.kind == "ours" and case.framework == "jax" and case.group in _awaiting_pair:
-        ours_s, against_s = _alternating(timed_row, _awaiting_pair.pop(case.group), budget / 2)
+    if case.kind == "ours" and case.framework == "jax":
+        # The JAX row alternates with its group's PyTorch-eager row, which this test builds (and
+        # checks) itself: the pair does not depend on which test ran before.
+        against = _prepare(replace(case, framework="torch", style="eager"))
+        ours_s, against_s = _alternating(timed_row, against.timed, budget / 2)
         benchmark.extra_info["paired"] = {"against": PAIRED_AGAINST, "ours_s": ours_s, "against_s": against_s}
 
 

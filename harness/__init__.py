@@ -4,16 +4,19 @@ Public API: :func:`names`, :func:`get`, :func:`build`, :func:`head`, and for new
 :func:`declare` and :func:`implements`. Importing this package imports neither torch nor jax.
 """
 
-from harness.build import backend, build, head, inverse, linear_init
-from harness.convert import BuildRecord, load_torch_checkpoint, save_torch_checkpoint, to_jax, to_torch
+from harness.build import BuildRecord, backend, build, head, inverse, linear_init
+from harness.convert import load_torch_checkpoint, save_torch_checkpoint, to_jax, to_torch
 from harness.registry import FRAMEWORKS, UnknownTechniqueError, declare, get, implements, implements_inverse, names
-from harness.spec import DTYPES, REQUIRED, Kink, Param, TechniqueSpec
+from harness.spec import DTYPES, REQUIRED, Family, Framework, FrameworkName, Kink, Param, TechniqueSpec
 
 __all__ = [
     "DTYPES",
     "FRAMEWORKS",
     "REQUIRED",
     "BuildRecord",
+    "Family",
+    "Framework",
+    "FrameworkName",
     "Kink",
     "Param",
     "TechniqueSpec",

@@ -2,29 +2,69 @@
 
 The framework switch lives in :func:`harness.registry.load_framework` alone; both
 ``impl_torch`` and ``impl_jax`` expose the same functions (``make_module``, ``make_head`` and
-the adapter functions), so nothing here branches on the framework.
+the adapter functions), so nothing here branches on the framework. Every module made here
+carries a :class:`BuildRecord`, which :mod:`harness.convert` reads to rebuild it elsewhere.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
-from harness.convert import RECORD_ATTRIBUTE, BuildRecord
 from harness.registry import get, implementation, inverse_implementation, load_framework
-from harness.spec import DTYPES
+from harness.spec import DTYPES, Framework
+
+if TYPE_CHECKING:  # for annotations only: importing harness imports no framework
+    import torch
+    from flax import nnx
+
+    TorchName = Literal["torch", Framework.TORCH]
+    JaxName = Literal["jax", Framework.JAX]
+
+RECORD_ATTRIBUTE = "output_limits_record"
 
 
-def backend(framework: str) -> ModuleType:
+@dataclass(frozen=True)
+class BuildRecord:
+    """How a module was built: ``harness.build(name, ...)`` or ``harness.head(name, ...)``."""
+
+    kind: str  # "build" or "head"
+    name: str
+    params: tuple[tuple[str, Any], ...]
+    in_features: int | None = None
+    out_features: int | None = None
+    seed: int = 0
+    dtype: str = "float32"
+
+
+def record_of(module: Any) -> BuildRecord:
+    """The record ``build`` or ``head`` attached to ``module``; TypeError for any other module."""
+    record = getattr(module, RECORD_ATTRIBUTE, None)
+    if not isinstance(record, BuildRecord):
+        raise TypeError(
+            f"{type(module).__name__} was not made by harness.build or harness.head, so it cannot be "
+            "converted; build it with harness.build(...) or harness.head(...)"
+        )
+    return record
+
+
+def backend(framework: Framework | str) -> ModuleType:
     """The implementation package of ``framework`` (``impl_torch`` or ``impl_jax``)."""
     return load_framework(framework)
 
 
-def build(name: str, framework: str, **params: Any) -> Any:
+@overload
+def build(name: str, framework: TorchName, **params: Any) -> torch.nn.Module: ...
+@overload
+def build(name: str, framework: JaxName, **params: Any) -> nnx.Module: ...
+@overload
+def build(name: str, framework: Framework | str, **params: Any) -> torch.nn.Module | nnx.Module: ...
+def build(name: str, framework: Framework | str, **params: Any) -> torch.nn.Module | nnx.Module:
     """A ``torch.nn.Module`` or ``flax.nnx.Module`` computing technique ``name``.
 
     Parameters are validated by the declaration before the framework is touched, so both
@@ -40,7 +80,7 @@ def build(name: str, framework: str, **params: Any) -> Any:
     return module
 
 
-def inverse(name: str, framework: str, **params: Any) -> Callable[[Any], Any]:
+def inverse(name: str, framework: Framework | str, **params: Any) -> Callable[[Any], Any]:
     """The inverse of an invertible technique as a function of the framework's arrays, e.g. to set
     a head's bias so that its initial output is a chosen value. (lo, hi) maps onto the reals, the
     bounds to -inf and inf, values outside to NaN."""
@@ -59,16 +99,31 @@ def linear_init(in_features: int, out_features: int, seed: int) -> tuple[np.ndar
     return weight, bias
 
 
+@overload
+def head(
+    name: str, framework: TorchName, in_features: int, out_features: int, *, seed: int = ..., dtype: str = ...,
+    **params: Any,
+) -> torch.nn.Module: ...
+@overload
+def head(
+    name: str, framework: JaxName, in_features: int, out_features: int, *, seed: int = ..., dtype: str = ...,
+    **params: Any,
+) -> nnx.Module: ...
+@overload
+def head(
+    name: str, framework: Framework | str, in_features: int, out_features: int, *, seed: int = ...,
+    dtype: str = ..., **params: Any,
+) -> torch.nn.Module | nnx.Module: ...
 def head(
     name: str,
-    framework: str,
+    framework: Framework | str,
     in_features: int,
     out_features: int,
     *,
     seed: int = 0,
     dtype: str = "float32",
     **params: Any,
-) -> Any:
+) -> torch.nn.Module | nnx.Module:
     """A Linear(in_features, out_features) layer followed by technique ``name``.
 
     The Linear weights come from :func:`linear_init` (identical in both frameworks for one

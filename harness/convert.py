@@ -9,44 +9,18 @@ copies every parameter and running statistic by PyTorch state-dict name, then th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.build import BuildRecord, backend, build, head, record_of
 from harness.registry import check_framework
-
-RECORD_ATTRIBUTE = "output_limits_record"
-
-
-@dataclass(frozen=True)
-class BuildRecord:
-    """How a module was built: ``harness.build(name, ...)`` or ``harness.head(name, ...)``."""
-
-    kind: str  # "build" or "head"
-    name: str
-    params: tuple[tuple[str, Any], ...]
-    in_features: int | None = None
-    out_features: int | None = None
-    seed: int = 0
-    dtype: str = "float32"
+from harness.spec import Framework
 
 
-def record_of(module: Any) -> BuildRecord:
-    record = getattr(module, RECORD_ATTRIBUTE, None)
-    if not isinstance(record, BuildRecord):
-        raise TypeError(
-            f"{type(module).__name__} was not made by harness.build or harness.head, so it cannot be "
-            "converted; build it with harness.build(...) or harness.head(...)"
-        )
-    return record
-
-
-def rebuild(record: BuildRecord, framework: str) -> Any:
+def rebuild(record: BuildRecord, framework: Framework | str) -> Any:
     """A fresh module in ``framework`` made the way ``record`` says."""
-    from harness.build import build, head
-
     params = dict(record.params)
     if record.kind == "head":
         return head(
@@ -61,10 +35,8 @@ def rebuild(record: BuildRecord, framework: str) -> Any:
     return build(record.name, framework, **params)
 
 
-def convert(module: Any, source: str, target: str) -> Any:
+def convert(module: Any, source: Framework | str, target: Framework | str) -> Any:
     """``module`` (made in ``source``) rebuilt in ``target`` with the same values and mode."""
-    from harness.build import backend
-
     check_framework(source)
     check_framework(target)
     record = record_of(module)
@@ -84,7 +56,7 @@ def to_torch(jax_module: Any) -> Any:
     return convert(jax_module, "jax", "torch")
 
 
-def load_torch_checkpoint(module: Any, path: str | Path, framework: str) -> None:
+def load_torch_checkpoint(module: Any, path: str | Path, framework: Framework | str) -> None:
     """Load a PyTorch state-dict file into ``module`` (of ``framework``).
 
     The file is read with ``torch.load(..., weights_only=True)``: tensors and plain containers
@@ -93,8 +65,6 @@ def load_torch_checkpoint(module: Any, path: str | Path, framework: str) -> None
     """
     import torch
 
-    from harness.build import backend
-
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TypeError(f"{path} does not hold a state dict (a mapping of names to tensors)")
@@ -102,11 +72,9 @@ def load_torch_checkpoint(module: Any, path: str | Path, framework: str) -> None
     backend(framework).set_state(module, arrays)
 
 
-def save_torch_checkpoint(module: Any, path: str | Path, framework: str) -> None:
+def save_torch_checkpoint(module: Any, path: str | Path, framework: Framework | str) -> None:
     """Write ``module``'s state (of ``framework``) as a PyTorch state-dict file."""
     import torch
-
-    from harness.build import backend
 
     state = backend(framework).get_state(module)
     torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, Path(path))

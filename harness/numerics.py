@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 
@@ -46,12 +45,3 @@ def affine_needs_guard(lo: float, hi: float, dtype: str) -> bool:
     f = np.dtype(dtype).type
     with np.errstate(over="ignore"):
         return not f(f(lo) + f(hi - lo)) <= f(hi)
-
-
-def soft_clip_shrink(lo: float, hi: float, c: float) -> float:
-    """soft_clip's factor (hi - lo) / s(hi - lo), s(v) = c log(1 + exp(v / c)), in float64.
-
-    One Python constant shared by both frameworks' forward and inverse.
-    """
-    w = hi - lo
-    return w / (c * (max(w / c, 0.0) + math.log1p(math.exp(-abs(w / c)))))

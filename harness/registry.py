@@ -18,11 +18,15 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-from harness.spec import TechniqueSpec
+from harness import clamps, norms, simplex, squashes
+from harness.spec import Framework, TechniqueSpec
 
-FRAMEWORKS: tuple[str, ...] = ("torch", "jax")
+FRAMEWORKS: tuple[Framework, ...] = tuple(Framework)
+# The built-in families: each module holds its declarations in SPECS; impl_torch and impl_jax
+# have a module of the same name with their implementations.
+FAMILIES = (clamps, squashes, simplex, norms)
 DECLARATION_GROUP = "output_limits.techniques"
-IMPLEMENTATION_GROUP = {"torch": "output_limits.impl_torch", "jax": "output_limits.impl_jax"}
+IMPLEMENTATION_GROUP = {framework: f"output_limits.impl_{framework}" for framework in Framework}
 
 T = TypeVar("T")
 
@@ -47,13 +51,13 @@ def declare(spec: TechniqueSpec) -> TechniqueSpec:
     return spec
 
 
-def implements(name: str, framework: str) -> Callable[[T], T]:
+def implements(name: str, framework: Framework | str) -> Callable[[T], T]:
     """Register the decorated function or module class as ``name``'s implementation in ``framework``.
 
     A stateless technique registers a pure function ``f(x, **params)``; a technique with learned
     parameters registers a module class constructed as ``cls(**params)``. Returns it unchanged.
     """
-    check_framework(framework)
+    framework = check_framework(framework)
     _load_declarations()
     if name not in _specs:
         raise UnknownTechniqueError(f"cannot implement {name!r}: it is not declared.{_suggest(name)}")
@@ -61,7 +65,7 @@ def implements(name: str, framework: str) -> Callable[[T], T]:
     return _registrar(_impls, name, framework, "implementation")
 
 
-def _registrar(table: dict[tuple[str, str], Any], name: str, framework: str, what: str) -> Callable[[T], T]:
+def _registrar(table: dict[tuple[str, str], Any], name: str, framework: Framework, what: str) -> Callable[[T], T]:
     def register(obj: T) -> T:
         if (name, framework) in table:
             raise ValueError(f"{name!r} already has a {framework} {what}: {table[name, framework]!r}")
@@ -71,9 +75,9 @@ def _registrar(table: dict[tuple[str, str], Any], name: str, framework: str, wha
     return register
 
 
-def implements_inverse(name: str, framework: str) -> Callable[[T], T]:
+def implements_inverse(name: str, framework: Framework | str) -> Callable[[T], T]:
     """Register the decorated ``f(y, **params)`` as the inverse of ``name`` in ``framework``."""
-    check_framework(framework)
+    framework = check_framework(framework)
     spec = get(name)
     if not spec.invertible:
         raise ValueError(f"{name!r} is not declared invertible; set invertible=True and an inverse_reference")
@@ -81,25 +85,30 @@ def implements_inverse(name: str, framework: str) -> Callable[[T], T]:
     return _registrar(_inverses, name, framework, "inverse")
 
 
-def inverse_implementation(name: str, framework: str) -> Any:
+def inverse_implementation(name: str, framework: Framework | str) -> Any:
     """The registered inverse; imports the framework's package and its plugins first."""
     spec = get(name)
     if not spec.invertible:
         invertible = ", ".join(n for n in names() if get(n).invertible)
         raise ValueError(f"{name!r} is not invertible; invertible techniques: {invertible}")
+    framework = check_framework(framework)
     load_framework(framework)
     try:
         return _inverses[name, framework]
     except KeyError:
         raise LookupError(
             f"{name!r} is declared invertible but has no {framework} inverse; "
-            f"register one with @harness.implements_inverse({name!r}, {framework!r})"
+            f"register one with @harness.implements_inverse({name!r}, '{framework}')"
         ) from None
 
 
-def check_framework(framework: str) -> None:
-    if framework not in FRAMEWORKS:
-        raise ValueError(f"unknown framework {framework!r}; allowed: {', '.join(map(repr, FRAMEWORKS))}")
+def check_framework(framework: Framework | str) -> Framework:
+    """``framework`` as a :class:`Framework`; raises ValueError naming the allowed ones."""
+    try:
+        return Framework(framework)
+    except ValueError:
+        allowed = ", ".join(repr(str(f)) for f in Framework)
+        raise ValueError(f"unknown framework {framework!r}; allowed: {allowed}") from None
 
 
 def names() -> list[str]:
@@ -123,22 +132,25 @@ def get(name: str) -> TechniqueSpec:
         raise UnknownTechniqueError(f"unknown technique {name!r}.{_suggest(name)}") from None
 
 
-def implementation(name: str, framework: str) -> Any:
+def implementation(name: str, framework: Framework | str) -> Any:
     """The registered implementation; imports the framework's package and its plugins first."""
     get(name)
+    framework = check_framework(framework)
     load_framework(framework)
     try:
         return _impls[name, framework]
     except KeyError:
         raise LookupError(
             f"{name!r} is declared but has no {framework} implementation; "
-            f"register one with @harness.implements({name!r}, {framework!r})"
+            f"register one with @harness.implements({name!r}, '{framework}')"
         ) from None
 
 
-def load_framework(framework: str) -> Any:
-    """Import ``impl_<framework>`` (which registers the built-ins) and the framework's plugins."""
-    check_framework(framework)
+def load_framework(framework: Framework | str) -> Any:
+    """Import ``impl_<framework>`` (which registers the built-ins) and the framework's plugins.
+
+    The one place a framework is chosen: everything else calls the package this returns."""
+    framework = check_framework(framework)
     _load_declarations()
     try:
         package = importlib.import_module(f"impl_{framework}")
@@ -157,8 +169,9 @@ def _load_declarations() -> None:
     if _declarations_loaded:
         return
     _declarations_loaded = True
-    importlib.import_module("harness.catalog")
-    importlib.import_module("harness.catalog_extended")
+    for family in FAMILIES:
+        for spec in family.SPECS:
+            declare(spec)
     _load_group(DECLARATION_GROUP)
 
 

@@ -11,13 +11,36 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
 import numpy as np
 
 from harness.numerics import compute_dtype, finfo
 
 DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
+
+
+class Framework(StrEnum):
+    """The frameworks every technique is implemented in. Members equal their strings, so
+    ``build(name, "torch")`` and ``build(name, Framework.TORCH)`` are the same call."""
+
+    TORCH = "torch"
+    JAX = "jax"
+
+
+FrameworkName = Literal["torch", "jax"]
+
+
+class Family(StrEnum):
+    """The built-in families; each is one module name in ``harness``, ``impl_torch`` and ``impl_jax``
+    (its declarations, and its implementations, inverses and module classes, in that order).
+    A plugin may name a family of its own."""
+
+    CLAMPS = "clamps"  # piecewise linear with saturating (or leaky, or straight-through) bounds
+    SQUASHES = "squashes"  # smooth monotone maps of the reals onto a bounded interval
+    SIMPLEX = "simplex"  # row-wise maps onto the probability simplex (or its log)
+    NORMS = "norms"  # normalization layers with learned affine parameters
 
 
 class _Required:
@@ -126,7 +149,7 @@ class TechniqueSpec:
     """
 
     name: str
-    family: str
+    family: Family | str
     formula: str
     bounds_doc: str
     gradient_convention: str

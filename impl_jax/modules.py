@@ -1,10 +1,9 @@
-"""Flax NNX modules: thin wrappers that resolve everything at construction.
+"""Flax NNX modules of every family: the wrapper of a stateless technique, and a head.
 
-Parameters were validated by the declaration (``TechniqueSpec.resolve``); modules only check
-the input (dtype, rank, axis, feature size) through the same harness function as the PyTorch
-side, so both frameworks raise the same errors. Parameter names follow PyTorch (``weight``,
-``bias``, ``running_mean``, ``running_var``); ``.train()``/``.eval()`` toggle
-``use_running_average`` as for ``nnx.BatchNorm``.
+Module classes with learned parameters live in their family's file (``norms.py``). Parameters
+were validated by the declaration (``TechniqueSpec.resolve``); modules only check the input
+(dtype, rank, axis, feature size) through the same harness function as the PyTorch side, so
+both frameworks raise the same errors.
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ from flax import nnx
 
 import harness
 from harness.build import check_head_input
-from impl_jax import extended as X
-from impl_jax import functional as F
 from impl_jax.adapter import JAX_DTYPES, dtype_name, from_numpy
 
 
@@ -43,90 +40,6 @@ class Limit(nnx.Module):
         if self._check_shape or x.dtype not in self._fast_dtypes:
             self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params))
         return self._fn(x)
-
-
-@harness.implements("layer_norm", "jax")
-class LayerNorm(nnx.Module):
-    """LayerNorm over the last axis with PyTorch's parameter meaning (eps 1e-5, weight 1, bias 0)."""
-
-    def __init__(self, *, num_features: int, eps: float, elementwise_affine: bool, dtype: str, seed: int) -> None:
-        self.params = (
-            ("num_features", num_features),
-            ("eps", eps),
-            ("elementwise_affine", elementwise_affine),
-            ("dtype", dtype),
-        )
-        self._spec = harness.get("layer_norm")
-        self.eps = eps
-        if elementwise_affine:
-            self.weight = nnx.Param(jnp.ones(num_features, JAX_DTYPES[dtype]))
-            self.bias = nnx.Param(jnp.zeros(num_features, JAX_DTYPES[dtype]))
-        else:
-            self.weight = self.bias = None
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params))
-        weight = None if self.weight is None else self.weight[...]
-        bias = None if self.bias is None else self.bias[...]
-        return F.layer_norm(x, weight, bias, eps=self.eps)
-
-
-@harness.implements("rms_norm", "jax")
-class RMSNorm(nnx.Module):
-    """RMSNorm over the last axis with PyTorch's meaning (eps None: the input dtype's epsilon;
-    Flax's default is 1e-6)."""
-
-    def __init__(
-        self, *, num_features: int, eps: float | None, elementwise_affine: bool, dtype: str, seed: int
-    ) -> None:
-        self.params = (
-            ("num_features", num_features),
-            ("eps", eps),
-            ("elementwise_affine", elementwise_affine),
-            ("dtype", dtype),
-        )
-        self._spec = harness.get("rms_norm")
-        self.eps = eps
-        self.weight = nnx.Param(jnp.ones(num_features, JAX_DTYPES[dtype])) if elementwise_affine else None
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params))
-        return X.rms_norm(x, None if self.weight is None else self.weight[...], eps=self.eps)
-
-
-@harness.implements("batch_norm", "jax")
-class BatchNorm(nnx.Module):
-    """BatchNorm over axis 1 with PyTorch's meaning: momentum weights the new batch (Flax's
-    ``momentum`` is the old value's weight: 0.1 here == 0.9 there), the running variance is
-    unbiased (Flax stores the biased one)."""
-
-    def __init__(self, *, num_features: int, eps: float, momentum: float, dtype: str, seed: int) -> None:
-        self.params = (("num_features", num_features), ("eps", eps), ("momentum", momentum), ("dtype", dtype))
-        self._spec = harness.get("batch_norm")
-        self.eps, self.momentum = eps, momentum
-        jax_dtype = JAX_DTYPES[dtype]
-        self.weight = nnx.Param(jnp.ones(num_features, jax_dtype))
-        self.bias = nnx.Param(jnp.zeros(num_features, jax_dtype))
-        self.running_mean = nnx.BatchStat(jnp.zeros(num_features, jax_dtype))
-        self.running_var = nnx.BatchStat(jnp.ones(num_features, jax_dtype))
-        self.use_running_average = False
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params))
-        training = not self.use_running_average
-        if training and x.size <= x.shape[1]:
-            raise ValueError(
-                f"batch_norm needs more than one value per channel in training mode, got shape {tuple(x.shape)}; "
-                "use a larger batch or call .eval()"
-            )
-        y, new_mean, new_var = F.batch_norm(
-            x, self.weight[...], self.bias[...], self.running_mean[...], self.running_var[...],
-            training=training, momentum=self.momentum, eps=self.eps,
-        )  # fmt: skip
-        if training:
-            self.running_mean[...] = new_mean
-            self.running_var[...] = new_var
-        return y
 
 
 class Head(nnx.Module):

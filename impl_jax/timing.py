@@ -71,3 +71,8 @@ def copy_callable(x: np.ndarray, device: str) -> Callable[[], jax.Array]:
     xj = jax.device_put(from_numpy(x, "float32"), _device(device))
     copy = jax.jit(lambda v: v.copy())
     return lambda: copy(xj)
+
+
+def native_kernels() -> dict[str, object]:
+    """Which C kernels this side runs besides XLA's, for the benchmark record: none."""
+    return {"on": False, "compiler": None, "flags": [], "note": "none: XLA compiles every technique itself"}

@@ -1,10 +1,11 @@
 """PyTorch implementations. Mirrors ``impl_jax`` file for file and name for name.
 
-This package's public names are the adapter every test and benchmark uses; importing it
-registers the built-in techniques (``functional``, ``modules``).
+One module per family (``clamps``, ``squashes``, ``simplex``, ``norms``: the same names as in
+``harness``), each with its implementations, inverses and module classes; importing this package
+registers them all. Its other public names are the adapter every test and benchmark uses.
 """
 
-from impl_torch import baselines, extended, functional, inverses
+from impl_torch import baselines, clamps, norms, simplex, squashes
 from impl_torch.adapter import (
     asarray,
     dtype_name,
@@ -17,7 +18,7 @@ from impl_torch.adapter import (
     vjp,
 )
 from impl_torch.modules import make_head, make_module
-from impl_torch.timing import bench_callable, bench_devices, block, copy_callable, device_name
+from impl_torch.timing import bench_callable, bench_devices, block, copy_callable, device_name, native_kernels
 
 __all__ = [
     "asarray",
@@ -25,19 +26,21 @@ __all__ = [
     "bench_callable",
     "bench_devices",
     "block",
+    "clamps",
     "copy_callable",
     "device_name",
     "dtype_name",
-    "extended",
     "from_numpy",
-    "functional",
     "get_state",
-    "inverses",
     "is_training",
     "make_head",
     "make_module",
+    "native_kernels",
+    "norms",
     "set_state",
     "set_training",
+    "simplex",
+    "squashes",
     "to_numpy",
     "vjp",
 ]

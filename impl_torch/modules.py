@@ -1,8 +1,9 @@
-"""PyTorch modules: thin wrappers that resolve everything at construction.
+"""PyTorch modules of every family: the wrapper of a stateless technique, and a head.
 
-Parameters were validated by the declaration (``TechniqueSpec.resolve``); modules only check
-the input (dtype, rank, axis, feature size) through the same harness function as the JAX side,
-so both frameworks raise the same errors.
+Module classes with learned parameters live in their family's file (``norms.py``). Parameters
+were validated by the declaration (``TechniqueSpec.resolve``); modules only check the input
+(dtype, rank, axis, feature size) through the same harness function as the JAX side, so both
+frameworks raise the same errors.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from torch import nn
 
 import harness
 from harness.build import check_head_input
-from impl_torch import extended as X
-from impl_torch import functional as F
 from impl_torch.adapter import TORCH_DTYPES, dtype_name, from_numpy
 
 
@@ -43,88 +42,6 @@ class Limit(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join([self.technique, *(f"{k}={v!r}" for k, v in self.params.items())])
-
-
-@harness.implements("layer_norm", "torch")
-class LayerNorm(nn.Module):
-    """LayerNorm over the last axis with PyTorch's parameter meaning (eps 1e-5, weight 1, bias 0)."""
-
-    def __init__(self, *, num_features: int, eps: float, elementwise_affine: bool, dtype: str, seed: int) -> None:
-        super().__init__()
-        self.params = {
-            "num_features": num_features,
-            "eps": eps,
-            "elementwise_affine": elementwise_affine,
-            "dtype": dtype,
-        }
-        self._spec = harness.get("layer_norm")
-        self.eps = eps
-        if elementwise_affine:
-            self.weight = nn.Parameter(torch.ones(num_features, dtype=TORCH_DTYPES[dtype]))
-            self.bias = nn.Parameter(torch.zeros(num_features, dtype=TORCH_DTYPES[dtype]))
-        else:
-            self.weight = self.bias = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
-        return F.layer_norm(x, self.weight, self.bias, eps=self.eps)
-
-
-@harness.implements("rms_norm", "torch")
-class RMSNorm(nn.Module):
-    """RMSNorm over the last axis with PyTorch's meaning (eps None: the input dtype's epsilon)."""
-
-    def __init__(
-        self, *, num_features: int, eps: float | None, elementwise_affine: bool, dtype: str, seed: int
-    ) -> None:
-        super().__init__()
-        self.params = {
-            "num_features": num_features,
-            "eps": eps,
-            "elementwise_affine": elementwise_affine,
-            "dtype": dtype,
-        }
-        self._spec = harness.get("rms_norm")
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features, dtype=TORCH_DTYPES[dtype])) if elementwise_affine else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
-        return X.rms_norm(x, self.weight, eps=self.eps)
-
-
-@harness.implements("batch_norm", "torch")
-class BatchNorm(nn.Module):
-    """BatchNorm over axis 1 with PyTorch's meaning: momentum weights the new batch, the running
-    variance is unbiased; ``.train()``/``.eval()`` switch batch and running statistics."""
-
-    def __init__(self, *, num_features: int, eps: float, momentum: float, dtype: str, seed: int) -> None:
-        super().__init__()
-        self.params = {"num_features": num_features, "eps": eps, "momentum": momentum, "dtype": dtype}
-        self._spec = harness.get("batch_norm")
-        self.eps, self.momentum = eps, momentum
-        torch_dtype = TORCH_DTYPES[dtype]
-        self.weight = nn.Parameter(torch.ones(num_features, dtype=torch_dtype))
-        self.bias = nn.Parameter(torch.zeros(num_features, dtype=torch_dtype))
-        self.register_buffer("running_mean", torch.zeros(num_features, dtype=torch_dtype))
-        self.register_buffer("running_var", torch.ones(num_features, dtype=torch_dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
-        if self.training and x.numel() <= x.shape[1]:
-            raise ValueError(
-                f"batch_norm needs more than one value per channel in training mode, got shape {tuple(x.shape)}; "
-                "use a larger batch or call .eval()"
-            )
-        y, new_mean, new_var = F.batch_norm(
-            x, self.weight, self.bias, self.running_mean, self.running_var,
-            training=self.training, momentum=self.momentum, eps=self.eps,
-        )  # fmt: skip
-        if self.training:
-            with torch.no_grad():
-                self.running_mean.copy_(new_mean)
-                self.running_var.copy_(new_var)
-        return y
 
 
 class Head(nn.Module):

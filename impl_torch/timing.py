@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from impl_torch import _native
 from impl_torch.adapter import from_numpy
 
 
@@ -60,3 +61,9 @@ def copy_callable(x: np.ndarray, device: str) -> Callable[[], torch.Tensor]:
     """A device copy of ``x`` into a fresh buffer: the bandwidth reference of the report."""
     xt = from_numpy(x, "float32").to(device)
     return xt.clone
+
+
+def native_kernels() -> dict[str, object]:
+    """Which C kernels this side's eager CPU path runs here, for the benchmark record: PyTorch's
+    float32 smooth_clamp (``_native``), or the ATen formula and why."""
+    return _native.build().record()

@@ -8,7 +8,7 @@ import pytest
 
 import harness
 from bench.checks import check
-from harness import benchplan
+from bench import plan as benchplan
 
 N = 2**18
 TECHNIQUES = [pytest.param(name, id=name) for name in harness.names()]

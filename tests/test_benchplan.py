@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 
 import harness
-from harness import benchplan
+from bench import plan as benchplan
 
 
 def test_plan_pairs_frameworks_in_each_group_and_extends_sizes_on_cuda() -> None:

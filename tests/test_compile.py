@@ -14,7 +14,7 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 import harness
-from harness import benchplan
+from bench import plan as benchplan
 from harness.tolerances import COMPILED, compare, vjp_scale
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.environment import git_state
+from bench.environment import git_state
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 

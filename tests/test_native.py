@@ -1,4 +1,4 @@
-"""The C kernel (native/) that PyTorch's eager CPU float32 smooth_clamp runs, against the ATen
+"""The C kernel (impl_torch/_native) that PyTorch's eager CPU float32 smooth_clamp runs, against the ATen
 formula it replaces: same special values, same exact middle, bounded, independent of threads.
 
 The generic tests run the kernel wherever it builds; ``nox -s tests`` also runs them with
@@ -15,10 +15,10 @@ import torch
 from cases import Case
 
 import harness
-import native
-from harness.catalog import _smooth_clamp_parts
+from harness.squashes import SmoothClampParts, smooth_clamp_parts
 from harness.tolerances import compare, tolerance
-from impl_torch import functional
+from impl_torch import _native as native
+from impl_torch import squashes
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("OUTPUT_LIMITS_NATIVE") == "0" or native._compiler() is None,
@@ -32,7 +32,7 @@ SMOOTH_CLAMP = [Case("smooth_clamp", dict(given)) for given in [{}, *harness.get
 
 
 def _r(p: dict[str, float]) -> float:
-    return _smooth_clamp_parts(p)[0]  # the declaration's tail width
+    return smooth_clamp_parts(p["lo"], p["hi"], p["linear_fraction"]).r  # the declaration's tail width
 
 
 def _points(p: dict[str, float], rng: np.random.Generator) -> np.ndarray:
@@ -52,7 +52,7 @@ def _points(p: dict[str, float], rng: np.random.Generator) -> np.ndarray:
 
 
 def _aten(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(functional, "_native", lambda x: False)
+    monkeypatch.setattr(squashes, "kernel_serves", lambda x: False)
 
 
 def test_kernel_builds_where_a_c_compiler_is() -> None:
@@ -90,22 +90,23 @@ def test_kernel_matches_the_aten_formula(case: Case, rng: np.random.Generator, m
 
 def test_result_does_not_depend_on_threads_or_layout(rng: np.random.Generator) -> None:
     x = torch.from_numpy(rng.normal(scale=2.0, size=(1 << 18) + 3).astype(np.float32))
-    lo, hi, r = -1.0, 1.0, 0.5
+    lo, hi = -1.0, 1.0
+    parts: SmoothClampParts = smooth_clamp_parts(lo, hi, 0.5)
     outs, grads = [], []
     for threads in (1, 3):
         y, dx = torch.empty_like(x), torch.empty_like(x)
-        native.smooth_clamp_forward_f32(x.data_ptr(), y.data_ptr(), x.numel(), lo=lo, hi=hi, r=r, threads=threads)
-        native.smooth_clamp_backward_f32(
-            x.data_ptr(), x.data_ptr(), dx.data_ptr(), x.numel(), lo=lo, hi=hi, r=r, threads=threads
+        native.smooth_clamp_forward_f32(
+            x.data_ptr(), y.data_ptr(), x.numel(), lo=lo, hi=hi, parts=parts, threads=threads
         )
+        native.smooth_clamp_backward_f32(x.data_ptr(), x.data_ptr(), dx.data_ptr(), x.numel(), parts=parts, threads=threads)
         outs.append(y)
         grads.append(dx)
     assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
     # A strided view goes through a contiguous copy and gives the same elements.
     strided = x[: 1 << 12].reshape(64, 64).t()
     forward = native.smooth_clamp_forward_f32
-    expected = functional._run_native(forward, strided.contiguous(), lo=lo, hi=hi, r=r)
-    assert torch.equal(functional._run_native(forward, strided, lo=lo, hi=hi, r=r), expected)
+    expected = squashes._run_native(forward, strided.contiguous(), lo=lo, hi=hi, parts=parts)
+    assert torch.equal(squashes._run_native(forward, strided, lo=lo, hi=hi, parts=parts), expected)
     assert strided.shape == expected.shape
 
 

@@ -8,7 +8,7 @@ from cases import CASES, FRAMEWORKS, TRAIN_CASES, Case, params, randomize_state,
 
 import harness
 from bench.checks import check
-from harness.benchplan import BenchCase
+from bench.plan import BenchCase
 from harness.sampling import input_shape, sample_cotangent, sample_input
 from harness.tolerances import compare, tolerance, vjp_scale
 

@@ -1,6 +1,6 @@
 /* smooth_clamp for float32 in one pass: the forward and the input gradient.
  *
- * The declaration (harness/catalog.py, smooth_clamp) in closed form, with e = x - m and
+ * The declaration (harness/squashes.py, smooth_clamp) in closed form, with e = x - m and
  * m = clamp(x, b_lo, b_hi), b_lo = lo + r, b_hi = hi - r, q = exp(-2|e|/r):
  *   forward   m + sign(e) r (1 - q) / (1 + q)   (= hi - 2r sigmoid(-2e/r) above, lo + 2r sigmoid(2e/r) below)
  *   gradient  4 s (1 - s) with s = q / (1 + q)  (= sigmoid(-2|e|/r), the tails' sigmoid on its small side)

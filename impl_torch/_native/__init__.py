@@ -1,9 +1,10 @@
-"""C kernels for the CPU, compiled at first use by the system C compiler and loaded with ctypes.
+"""C kernels for PyTorch's CPU path, compiled at first use by the system C compiler and loaded
+with ctypes. Private to ``impl_torch``, their only user.
 
-Framework-neutral: the functions take buffer addresses, and importing this package imports
-neither torch nor jax. Only PyTorch's eager CPU float32 smooth_clamp uses them (impl_torch/
-functional.py): ATen has no fused op for its formula, and the six ATen passes it takes cost
-2.4-2.9 sigmoids against a target of 2.5 (README, speed targets); XLA fuses the JAX side itself.
+The functions take buffer addresses, and this module imports no framework. Only PyTorch's
+eager CPU float32 smooth_clamp uses them (``impl_torch/squashes.py``): ATen has no fused op for
+its formula, and the six ATen passes it takes cost 2.4-2.9 sigmoids against a target of 2.5
+(README, speed targets); XLA fuses the JAX side itself.
 
 The kernels compute the technique's declaration as the ATen formula does (same parameters in the
 same dtype, the exact linear middle, NaN and infinities alike), and the parity tests run both.
@@ -25,6 +26,8 @@ import warnings
 from importlib.resources import files
 from pathlib import Path
 from typing import NamedTuple
+
+from harness.squashes import SmoothClampParts, smooth_clamp_parts
 
 SOURCE = "smooth_clamp.c"
 # -march=native: the build runs on the machine that uses it, once per process, so it may use all
@@ -141,9 +144,9 @@ def _self_check(library: ctypes.CDLL) -> str | None:
     expected_dx = [math.nan, 0.0, 0.0, 1.0, 4.0 * s * (1.0 - s), 4.0 * s * (1.0 - s)]
     buffers = [(ctypes.c_float * len(x))(*values) for values in (x, x, x, [1.0] * len(x))]
     xs, y, dx, ones = (ctypes.addressof(b) for b in buffers)
-    b_lo, b_hi, k = _tail_parts(-1.0, 1.0, 0.5)
-    library.smooth_clamp_forward_f32(xs, y, len(x), -1.0, 1.0, b_lo, b_hi, 0.5, k, 1)
-    library.smooth_clamp_backward_f32(xs, ones, dx, len(x), b_lo, b_hi, k, 1)
+    parts = smooth_clamp_parts(-1.0, 1.0, 0.5)
+    library.smooth_clamp_forward_f32(xs, y, len(x), -1.0, 1.0, parts.b_lo, parts.b_hi, parts.r, 2.0 / parts.r, 1)
+    library.smooth_clamp_backward_f32(xs, ones, dx, len(x), parts.b_lo, parts.b_hi, 2.0 / parts.r, 1)
     for name, got, want in (("forward", buffers[1], expected_y), ("gradient", buffers[2], expected_dx)):
         for a, b in zip(got, want, strict=True):
             if not (math.isnan(a) and math.isnan(b)) and not abs(a - b) <= 1e-6 * max(1.0, abs(b)):
@@ -155,27 +158,20 @@ def available() -> bool:
     return build().library is not None
 
 
-def _tail_parts(lo: float, hi: float, r: float) -> tuple[float, float, float]:
-    # In Python floats, then rounded to float32 by ctypes, as ATen rounds a Python scalar.
-    return lo + r, hi - r, 2.0 / r
-
-
 def _library() -> ctypes.CDLL:
     library = build().library
     if library is None:
-        raise RuntimeError(f"native kernels are {build().note}; check native.available() first")
+        raise RuntimeError(f"native kernels are {build().note}; check available() first")
     return library
 
 
-def smooth_clamp_forward_f32(x: int, y: int, n: int, *, lo: float, hi: float, r: float, threads: int) -> None:
-    """Write smooth_clamp of the ``n`` contiguous float32 at address ``x`` to address ``y``."""
-    b_lo, b_hi, k = _tail_parts(lo, hi, r)
-    _library().smooth_clamp_forward_f32(x, y, n, lo, hi, b_lo, b_hi, r, k, threads)
+def smooth_clamp_forward_f32(x: int, y: int, n: int, *, lo: float, hi: float, parts: SmoothClampParts, threads: int) -> None:
+    """Write smooth_clamp of the ``n`` contiguous float32 at address ``x`` to address ``y``.
+    The joins and tail width come in Python floats and ctypes rounds them to float32, as ATen
+    rounds a Python scalar."""
+    _library().smooth_clamp_forward_f32(x, y, n, lo, hi, parts.b_lo, parts.b_hi, parts.r, 2.0 / parts.r, threads)
 
 
-def smooth_clamp_backward_f32(
-    x: int, grad: int, dx: int, n: int, *, lo: float, hi: float, r: float, threads: int
-) -> None:
+def smooth_clamp_backward_f32(x: int, grad: int, dx: int, n: int, *, parts: SmoothClampParts, threads: int) -> None:
     """Write the input gradient of smooth_clamp (cotangent at ``grad``) to address ``dx``."""
-    b_lo, b_hi, k = _tail_parts(lo, hi, r)
-    _library().smooth_clamp_backward_f32(x, grad, dx, n, b_lo, b_hi, k, threads)
+    _library().smooth_clamp_backward_f32(x, grad, dx, n, parts.b_lo, parts.b_hi, 2.0 / parts.r, threads)

@@ -74,7 +74,7 @@ def configure(threads: int, tf32: bool = False) -> dict[str, Any]:
     dynamo.recompile_limit = 64
     dynamo.accumulated_recompile_limit = 4096
     dynamo.fail_on_recompile_limit_hit = True
-    import native
+    import harness
 
     return {
         "threads": threads,
@@ -82,5 +82,5 @@ def configure(threads: int, tf32: bool = False) -> dict[str, Any]:
         "allocation": allocation,
         "tf32": tf32,
         # Which code PyTorch's eager CPU float32 smooth_clamp rows ran: the C kernel or ATen.
-        "native_kernels": native.build().record(),
+        "native_kernels": harness.backend("torch").native_kernels(),
     }

@@ -1,0 +1,53 @@
+"""What the JAX families share: precision handling and the two clamps with explicit gradients.
+
+Every kink gradient is written explicitly: ``jnp.clip`` splits the gradient 0.5/0.5 at a tie
+and ``jax.nn.hard_tanh`` passes it, so neither is trusted for the gradient; ``custom_jvp``
+keeps the plain op on the forward path. Mirrors ``impl_torch/_common.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+LOW = (jnp.dtype("float16"), jnp.dtype("bfloat16"))
+
+
+def upcast(x: jax.Array) -> jax.Array:
+    # Composite formulas run in float32 for float16/bfloat16 and round once at the end, so
+    # both frameworks round the same value (XLA and ATen round intermediates differently).
+    return x.astype(jnp.float32) if x.dtype in LOW else x
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def clamp_inside(x: jax.Array, lo: float, hi: float) -> jax.Array:
+    """clamp with gradient 1 strictly inside (lo, hi), 0 at and beyond the bounds."""
+    return jnp.clip(x, lo, hi)
+
+
+@clamp_inside.defjvp
+def _clamp_inside_jvp(
+    lo: float, hi: float, primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    (x,), (t,) = primals, tangents
+    # Zero where x <= lo or x >= hi; passed on elsewhere (NaN included), exactly as PyTorch's side.
+    # Compared in float32 for float16/bfloat16, as ATen does: a bound those cannot hold must not
+    # be rounded onto the input first (x = bf16(0.1) is above lo = 0.1, so its gradient is 1).
+    xc = upcast(x)
+    return jnp.clip(x, lo, hi), jnp.where((xc <= lo) | (xc >= hi), jnp.zeros_like(t), t)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def clamp_straight_through(x: jax.Array, lo: float, hi: float) -> jax.Array:
+    """clamp with gradient 1 everywhere (rounding guards, ste_clamp)."""
+    return jnp.clip(x, lo, hi)
+
+
+@clamp_straight_through.defjvp
+def _clamp_straight_through_jvp(
+    lo: float, hi: float, primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    (x,), (t,) = primals, tangents
+    return jnp.clip(x, lo, hi), t

@@ -1,0 +1,77 @@
+"""Every decision of the PyTorch side that depends on the environment rather than the formula.
+
+One small function per question (compiling or not, device, kernel available, gradient tracked),
+so the families ask here instead of each inspecting torch's state its own way. Each answer is
+about the call at hand: none is cached across calls.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from impl_torch import _native
+
+# Elements per block on CPU: a block's temporaries stay in cache, so a formula of several passes
+# costs about one trip to memory (see bench/speed_ratios.py for the measured effect).
+CPU_BLOCK = 1 << 19
+
+
+def compiling() -> bool:
+    """Whether torch.compile (dynamo) is tracing this call."""
+    return torch.compiler.is_compiling()
+
+
+def tracks_grad(x: torch.Tensor) -> bool:
+    """Whether autograd records this call for ``x``: only then does a custom Function, which adds
+    the declared gradient rule, run; without it the plain fused op does."""
+    return torch.is_grad_enabled() and x.requires_grad
+
+
+def eager_cpu(x: torch.Tensor) -> bool:
+    """Whether a data-dependent fast path pays off: eager mode on CPU, where torch.where costs as
+    much as six sigmoids. Under torch.compile or on an accelerator the branch-free form is fast
+    as is (and a host-side branch would break the graph or synchronize the device)."""
+    return x.device.type == "cpu" and not compiling()
+
+
+def block_size(x: torch.Tensor) -> int:
+    """Elements per block of a blocked formula: one block when compiling (inductor fuses anyway)
+    or on an accelerator (launches cost more than cache misses)."""
+    return CPU_BLOCK if eager_cpu(x) else max(x.numel(), 1)
+
+
+def may_write_in_place() -> bool:
+    """Whether a custom Function's forward may return a tensor it wrote in place: not under
+    torch.compile. There torch 2.11 routes the gradient of such an output to the wrong slot and
+    returns dx = 0 without an error (pytorch#180642; this repository's GPU bench caught it), and
+    inductor fuses the out-of-place form into one kernel, so writing in place gains nothing.
+    The same release does the same to an output that aliases an intermediate: see
+    ``_common.as_dtype``."""
+    return not compiling()
+
+
+def guard_always() -> bool:
+    """Whether rounding guards apply without asking whether rounding needs them: under
+    torch.compile. Fused into the kernel the clamp costs nothing there, and the Python decision
+    (numpy arithmetic on the parameters) would break the graph, or fail on parameters that
+    dynamo traces as symbols (torch 2.11 on CUDA)."""
+    return compiling()
+
+
+def kernel_serves(x: torch.Tensor) -> bool:
+    """Whether the C kernel (``_native``) computes smooth_clamp for ``x``: eager, CPU, float32,
+    where it built. ATen has no fused op for the formula, and its six passes cost about 2.7
+    sigmoids where the kernel's one costs about 1.1 (README, speed targets); under torch.compile
+    inductor fuses.
+
+    Only a plain tensor with memory behind it: under torch.func transforms and vmap tensors are
+    wrappers without storage, fake tensors (torch.export, FakeTensorMode) have a null one, and
+    torch.jit.trace would record an empty output, since it sees no op the kernel performs."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or type(x) not in (torch.Tensor, torch.nn.Parameter):
+        return False
+    if compiling() or torch.jit.is_tracing() or not _native.available():
+        return False
+    try:
+        return x.untyped_storage().data_ptr() != 0
+    except RuntimeError:  # "Cannot access storage of TensorWrapper" (torch.func) and the like
+        return False

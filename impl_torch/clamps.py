@@ -1,0 +1,104 @@
+"""PyTorch clamps (declared in ``harness/clamps.py``; mirrors ``impl_jax/clamps.py``).
+
+Where a fused ATen kernel computes exactly the declared rule it is called by name, and the kink
+tests pin its result at and beside every kink.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness import implements
+from impl_torch._common import as_dtype, clamp_inside, clamp_straight_through, upcast
+from impl_torch._decisions import may_write_in_place, tracks_grad
+
+
+@implements("clamp", "torch")
+def clamp(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    return clamp_inside(x, lo, hi)
+
+
+@implements("hardtanh", "torch")
+def hardtanh(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    return clamp_inside(x, lo, hi)
+
+
+@implements("relu6", "torch")
+def relu6(x: torch.Tensor) -> torch.Tensor:
+    return clamp_inside(x, 0.0, 6.0)
+
+
+@implements("bounded_relu", "torch")
+def bounded_relu(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    # clamp(relu(x), lo, hi) == clamp(x, max(lo, 0), hi): one pass instead of two.
+    return clamp_inside(x, max(lo, 0.0), hi)
+
+
+def _hardsigmoid_values(x: torch.Tensor) -> torch.Tensor:
+    # ATen's fused kernel computes min(max(x + 3, 0), 6) / 6, the declared formula, in one pass
+    # (low precision in float32, rounded once): bit for bit clamp(x + 3, 0, 6) / 6 in all four
+    # dtypes, NaN included. The reference, bounds and kink tests pin it, release after release.
+    return torch.nn.functional.hardsigmoid(x)
+
+
+class _Hardsigmoid(torch.autograd.Function):
+    """relu6(x + 3) / 6 with gradient 1/6 strictly inside (-3, 3), 0 elsewhere (bounds included)."""
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return _hardsigmoid_values(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        # Not aten.hardsigmoid_backward: it multiplies by 1/6 rounded to float32 even for float64.
+        return torch.ops.aten.hardtanh_backward(grad, x, -3.0, 3.0).mul_(1.0 / 6.0)
+
+
+@implements("hardsigmoid", "torch")
+def hardsigmoid(x: torch.Tensor) -> torch.Tensor:
+    return _Hardsigmoid.apply(x) if tracks_grad(x) else _hardsigmoid_values(x)
+
+
+def _leaky_clamp_values(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
+    # In float32 for float16/bfloat16: x - m can overflow those although the output cannot.
+    xc = upcast(x)
+    m = torch.clamp(xc, lo, hi)
+    if not may_write_in_place():
+        return as_dtype(m + slope * (xc - m), x.dtype)
+    return m.add_(torch.sub(xc, m), alpha=slope).to(x.dtype)
+
+
+class _LeakyClamp(torch.autograd.Function):
+    """m + slope (x - m), m = clamp(x, lo, hi); gradient 1 strictly inside, slope elsewhere."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
+        return _leaky_clamp_values(x, lo, hi, slope)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        x, ctx.lo, ctx.hi, ctx.slope = inputs
+        ctx.save_for_backward(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        (x,) = ctx.saved_tensors
+        inside = torch.ops.aten.hardtanh_backward(grad, x, ctx.lo, ctx.hi)  # grad inside, 0 at and beyond
+        return inside.mul_(1.0 - ctx.slope).add_(grad, alpha=ctx.slope), None, None, None
+
+
+@implements("leaky_clamp", "torch")
+def leaky_clamp(x: torch.Tensor, *, lo: float, hi: float, slope: float) -> torch.Tensor:
+    return _LeakyClamp.apply(x, lo, hi, slope) if tracks_grad(x) else _leaky_clamp_values(x, lo, hi, slope)
+
+
+@implements("ste_clamp", "torch")
+def ste_clamp(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    return clamp_straight_through(x, lo, hi)

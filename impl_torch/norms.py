@@ -1,0 +1,195 @@
+"""PyTorch norms: the functions and their module classes (declared in ``harness/norms.py``;
+mirrors ``impl_jax/norms.py``). PyTorch's parameter meaning throughout.
+
+Groups are scaled by an exact power of two before their statistics (see ``_prescale``), so the
+largest finite inputs do not overflow. Modules validate nothing themselves (the declaration
+did); they check the input through the same harness function as the JAX side.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+import harness
+from impl_torch._common import clamp_straight_through, upcast
+from impl_torch._decisions import eager_cpu
+from impl_torch.adapter import TORCH_DTYPES, dtype_name
+
+
+def _prescale(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` divided by a power of two per group, and that power (the group's scale).
+
+    Groups whose largest magnitude exceeds 1 are divided by a power of two (exact) that brings it
+    below 4 (one binade below the estimate, since log2 of the largest float32 rounds up to 128),
+    so squares cannot overflow at the largest finite inputs. A group holding an infinity takes
+    its limit: its infinite entries become +-1, the rest 0.
+    """
+    amax = torch.amax(x.abs(), dim=dims, keepdim=True).detach()
+    big = torch.isfinite(amax) & (amax > 1.0)
+    scale = torch.where(big, torch.exp2(torch.floor(torch.log2(torch.where(big, amax, 1.0))) - 1.0), 1.0).to(x.dtype)
+    if eager_cpu(x) and bool(torch.isfinite(amax).all()):
+        # No infinity and no NaN in any group: the branch-free form below reduces to this.
+        return (x / scale if bool(big.any()) else x), scale
+    return torch.where(torch.isinf(amax), torch.where(torch.isinf(x), torch.sign(x), 0.0), x / scale), scale
+
+
+def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[torch.Tensor, ...]:
+    """(x - mean) / sqrt(var + eps) over ``dims``, with mean and biased variance (two-pass), on
+    prescaled groups (see :func:`_prescale`); the eps term is scaled to match, which leaves the
+    result unchanged."""
+    scaled, scale = _prescale(x, dims)
+    mean = scaled.mean(dim=dims, keepdim=True)
+    centred = scaled - mean
+    var = (centred * centred).mean(dim=dims, keepdim=True)
+    # eps / scale^2 underflows for huge constant groups; the smallest normal keeps 0 / 0 away.
+    xhat = centred / torch.sqrt(var + torch.clamp_min(eps / (scale * scale), torch.finfo(x.dtype).tiny))
+    return xhat, mean * scale, var * scale * scale
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *, eps: float) -> torch.Tensor:
+    xc = upcast(x)
+    xhat, _, _ = _standardize(xc, (-1,), eps)
+    if weight is None:
+        # Declared bound sqrt(n - 1); eps keeps the exact value inside, this guards rounding.
+        bound = math.sqrt(x.shape[-1] - 1)
+        y = clamp_straight_through(xhat, -bound, bound)
+    else:
+        y = torch.addcmul(upcast(bias), xhat, upcast(weight))
+    return y.to(x.dtype)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight, with the power-of-two prescaling of _standardize."""
+    xc = upcast(x)
+    if eps is None:
+        # PyTorch's meaning: the machine epsilon of the dtype it computes in (float32 for float16
+        # and bfloat16 inputs, as torch.nn.RMSNorm does), not of the input's.
+        eps = torch.finfo(xc.dtype).eps
+    scaled, scale = _prescale(xc, (-1,))
+    ms = (scaled * scaled).mean(dim=-1, keepdim=True)
+    y = scaled / torch.sqrt(ms + torch.clamp_min(eps / (scale * scale), torch.finfo(xc.dtype).tiny))
+    if weight is None:
+        bound = math.sqrt(x.shape[-1])
+        y = clamp_straight_through(y, -bound, bound)
+    else:
+        y = y * upcast(weight)
+    return y.to(x.dtype)
+
+
+def batch_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    *,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (output, new running mean, new running variance); channels on axis 1."""
+    xc = upcast(x)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if training:
+        dims = (0, *range(2, x.ndim))
+        count = x.numel() // x.shape[1]
+        xhat, mean, var = _standardize(xc, dims, eps)
+        mean, var = mean.detach().reshape(-1), var.detach().reshape(-1)
+        # PyTorch's meaning: momentum weights the new batch; the running variance is unbiased.
+        new_mean = (1.0 - momentum) * upcast(running_mean) + momentum * mean
+        new_var = (1.0 - momentum) * upcast(running_var) + momentum * (var * (count / (count - 1)))
+        new_mean, new_var = new_mean.to(running_mean.dtype), new_var.to(running_var.dtype)
+    else:
+        xhat = (xc - upcast(running_mean).reshape(shape)) / torch.sqrt(upcast(running_var).reshape(shape) + eps)
+        new_mean, new_var = running_mean, running_var
+    y = xhat * upcast(weight).reshape(shape) + upcast(bias).reshape(shape)
+    return y.to(x.dtype), new_mean, new_var
+
+
+def _ones(num_features: int, dtype: str) -> nn.Parameter:
+    return nn.Parameter(torch.ones(num_features, dtype=TORCH_DTYPES[dtype]))
+
+
+@harness.implements("layer_norm", "torch")
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis with PyTorch's parameter meaning (eps 1e-5, weight 1, bias 0)."""
+
+    def __init__(self, *, num_features: int, eps: float, elementwise_affine: bool, dtype: str, seed: int) -> None:
+        super().__init__()
+        self.params = {
+            "num_features": num_features,
+            "eps": eps,
+            "elementwise_affine": elementwise_affine,
+            "dtype": dtype,
+        }
+        self._spec = harness.get("layer_norm")
+        self.eps = eps
+        if elementwise_affine:
+            self.weight = _ones(num_features, dtype)
+            self.bias = nn.Parameter(torch.zeros(num_features, dtype=TORCH_DTYPES[dtype]))
+        else:
+            self.weight = self.bias = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
+        return layer_norm(x, self.weight, self.bias, eps=self.eps)
+
+
+@harness.implements("rms_norm", "torch")
+class RMSNorm(nn.Module):
+    """RMSNorm over the last axis with PyTorch's meaning (eps None: the input dtype's epsilon)."""
+
+    def __init__(
+        self, *, num_features: int, eps: float | None, elementwise_affine: bool, dtype: str, seed: int
+    ) -> None:
+        super().__init__()
+        self.params = {
+            "num_features": num_features,
+            "eps": eps,
+            "elementwise_affine": elementwise_affine,
+            "dtype": dtype,
+        }
+        self._spec = harness.get("rms_norm")
+        self.eps = eps
+        self.weight = _ones(num_features, dtype) if elementwise_affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
+        return rms_norm(x, self.weight, eps=self.eps)
+
+
+@harness.implements("batch_norm", "torch")
+class BatchNorm(nn.Module):
+    """BatchNorm over axis 1 with PyTorch's meaning: momentum weights the new batch, the running
+    variance is unbiased; ``.train()``/``.eval()`` switch batch and running statistics."""
+
+    def __init__(self, *, num_features: int, eps: float, momentum: float, dtype: str, seed: int) -> None:
+        super().__init__()
+        self.params = {"num_features": num_features, "eps": eps, "momentum": momentum, "dtype": dtype}
+        self._spec = harness.get("batch_norm")
+        self.eps, self.momentum = eps, momentum
+        torch_dtype = TORCH_DTYPES[dtype]
+        self.weight = _ones(num_features, dtype)
+        self.bias = nn.Parameter(torch.zeros(num_features, dtype=torch_dtype))
+        self.register_buffer("running_mean", torch.zeros(num_features, dtype=torch_dtype))
+        self.register_buffer("running_var", torch.ones(num_features, dtype=torch_dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
+        if self.training and x.numel() <= x.shape[1]:
+            raise ValueError(
+                f"batch_norm needs more than one value per channel in training mode, got shape {tuple(x.shape)}; "
+                "use a larger batch or call .eval()"
+            )
+        y, new_mean, new_var = batch_norm(
+            x, self.weight, self.bias, self.running_mean, self.running_var,
+            training=self.training, momentum=self.momentum, eps=self.eps,
+        )  # fmt: skip
+        if self.training:
+            with torch.no_grad():
+                self.running_mean.copy_(new_mean)
+                self.running_var.copy_(new_var)
+        return y

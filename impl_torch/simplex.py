@@ -1,0 +1,93 @@
+"""PyTorch simplex maps (declared in ``harness/simplex.py``; mirrors ``impl_jax/simplex.py``).
+
+Rows holding an infinity take their limit instead of NaN; NaN rows stay NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from harness import implements
+from impl_torch._common import clamp_straight_through, upcast
+from impl_torch._decisions import eager_cpu
+
+
+def _limit_shift(xc: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x - max along axis, with rows holding an infinity replaced by their limit (the +inf
+    entries at 0, the rest at -inf; an all -inf row at 0), and the row maxima."""
+    top = torch.amax(xc, dim=axis, keepdim=True).detach()
+    if eager_cpu(xc) and bool(torch.isfinite(top).all()):
+        return xc - top, top
+    z = xc - torch.where(torch.isfinite(top), top, 0.0)
+    z = torch.where(top == math.inf, torch.where(xc == math.inf, 0.0, -math.inf), z)
+    return torch.where(top == -math.inf, 0.0, z), top
+
+
+@implements("softmax", "torch")
+def softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
+    if x.shape[axis] == 0:
+        return x.clone()
+    xc = upcast(x)
+    # Rows holding an infinity take their limit instead of NaN: +inf entries share the mass,
+    # an all -inf row is uniform. NaN rows stay NaN (amax propagates NaN).
+    z, _ = _limit_shift(xc, axis)
+    e = torch.exp(z)
+    # e / sum(e) with sum(e) >= e (rounded sums of non-negatives only grow): never above 1.
+    return (e / e.sum(dim=axis, keepdim=True)).to(x.dtype)
+
+
+@implements("log_softmax", "torch")
+def log_softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
+    if x.shape[axis] == 0:
+        return x.clone()
+    z, _ = _limit_shift(upcast(x), axis)
+    # z <= 0 and log(sum(exp(z))) >= 0 (the row's maximum contributes exp(0) = 1): never above 0.
+    return (z - torch.log(torch.exp(z).sum(dim=axis, keepdim=True))).to(x.dtype)
+
+
+class _Sparsemax(torch.autograd.Function):
+    """Projection onto the simplex; gradient g - mean_S(g) on the support S, zero on rows that
+    held an infinity."""
+
+    @staticmethod
+    def forward(z: torch.Tensor, axis: int, finite_rows: torch.Tensor) -> torch.Tensor:
+        zs = torch.sort(z, dim=axis, descending=True).values
+        cs = zs.cumsum(dim=axis)
+        shape = [1] * z.ndim
+        shape[axis] = -1
+        k = torch.arange(1, z.shape[axis] + 1, dtype=z.dtype, device=z.device).reshape(shape)
+        # At least 1: a NaN row counts no support (its output is set to NaN afterwards).
+        support = (1.0 + k * zs > cs).sum(dim=axis, keepdim=True).clamp_min(1)
+        tau = (torch.gather(cs, axis, support - 1) - 1.0) / support.to(z.dtype)
+        return torch.clamp_min(z - tau, 0.0)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        _, ctx.axis, finite_rows = inputs
+        ctx.save_for_backward(output, finite_rows)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        y, finite_rows = ctx.saved_tensors
+        on = (y > 0).to(grad.dtype) * finite_rows.to(grad.dtype)
+        mean = (grad * on).sum(dim=ctx.axis, keepdim=True) / on.sum(dim=ctx.axis, keepdim=True).clamp_min(1.0)
+        return (grad - mean) * on, None, None
+
+
+@implements("sparsemax", "torch")
+def sparsemax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
+    if x.shape[axis] == 0:
+        return x.clone()
+    xc = upcast(x)
+    z, top = _limit_shift(xc, axis)
+    y = _Sparsemax.apply(z, axis % x.ndim, torch.isfinite(top))
+    # The largest output is max(z) - tau <= 1 in exact arithmetic; this guards the rounding.
+    y = clamp_straight_through(y, 0.0, 1.0, fresh=True)
+    # NaN rows stay NaN: sorting and counting would otherwise hide the NaN.
+    nan_rows = torch.isnan(top)
+    if not eager_cpu(xc) or bool(nan_rows.any()):
+        y = torch.where(nan_rows, top, y)
+    return y.to(x.dtype)

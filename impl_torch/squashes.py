@@ -1,0 +1,296 @@
+"""PyTorch squashes and their inverses (declared in ``harness/squashes.py``; mirrors
+``impl_jax/squashes.py``). Inverses map the open range (lo, hi) onto the reals, lo and hi to
+-inf and inf, values outside to NaN."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from harness import implements, implements_inverse
+from harness.numerics import affine_needs_guard, needs_rounding_guard
+from harness.squashes import SmoothClampParts, smooth_clamp_parts, soft_clip_shrink
+from impl_torch import _native
+from impl_torch._common import as_dtype, blocks, clamp_straight_through, compute_dtype, upcast
+from impl_torch._decisions import block_size, guard_always, kernel_serves, may_write_in_place, tracks_grad
+
+
+@implements("sigmoid", "torch")
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(x)
+
+
+@implements("tanh", "torch")
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(x)
+
+
+def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
+    xc = upcast(x)
+    s = torch.sigmoid(xc * slope if slope != 1.0 else xc)
+    # lo + (hi - lo) * s stays <= hi by monotone rounding whenever lo + (hi - lo) rounds to <= hi.
+    y = s.mul(hi - lo).add_(lo)
+    if guard_always() or affine_needs_guard(lo, hi, str(xc.dtype).removeprefix("torch.")):
+        y = clamp_straight_through(y, lo, hi, fresh=True)
+    return y.to(x.dtype)
+
+
+@implements("scaled_sigmoid", "torch")
+def scaled_sigmoid(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    return _scaled_sigmoid(x, lo, hi, 1.0)
+
+
+@implements("scaled_tanh", "torch")
+def scaled_tanh(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    # (tanh(x) + 1) / 2 == sigmoid(2x); ATen's tanh is six times slower than its sigmoid on CPU.
+    return _scaled_sigmoid(x, lo, hi, 2.0)
+
+
+def _softsign_values(x: torch.Tensor) -> torch.Tensor:
+    xc = upcast(x)
+    # +-inf -> +-largest finite, whose softsign rounds to +-1 (the limit) instead of inf / inf.
+    big = torch.finfo(xc.dtype).max
+    xf = torch.clamp(xc, -big, big)
+    if not may_write_in_place():
+        return as_dtype(xf / (xf.abs() + 1.0), x.dtype)
+    return xf.div_(xf.abs().add_(1.0)).to(x.dtype)
+
+
+class _Softsign(torch.autograd.Function):
+    """x / (1 + |x|) with the declared derivative 1 / (1 + |x|)^2 in closed form: four passes
+    instead of autograd's walk back through the division, the absolute value and the clamp."""
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return _softsign_values(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        t = upcast(x).abs().add_(1.0)
+        # Divided twice rather than by t * t, which overflows (|x| > 1.8e19 in float32) where the
+        # derivative is still a representable subnormal. +-inf gives 0, the limit.
+        return upcast(grad).div(t).div_(t).to(grad.dtype)
+
+
+@implements("softsign", "torch")
+def softsign(x: torch.Tensor) -> torch.Tensor:
+    return _Softsign.apply(x) if tracks_grad(x) else _softsign_values(x)
+
+
+class _Softplus(torch.autograd.Function):
+    """max(v, 0) + log1p(exp(-|v|)) with derivative sigmoid(v) by declaration (also at v == 0,
+    where autodiff of max and abs would split or drop the gradient)."""
+
+    @staticmethod
+    def forward(v: torch.Tensor) -> torch.Tensor:
+        return torch.clamp_min(v, 0.0) + torch.log1p(torch.exp(-v.abs()))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (v,) = ctx.saved_tensors
+        return grad * torch.sigmoid(v)
+
+
+def _softplus_c(v: torch.Tensor, c: float) -> torch.Tensor:
+    return _Softplus.apply(v / c) * c
+
+
+@implements("soft_clip", "torch")
+def soft_clip(x: torch.Tensor, *, lo: float, hi: float, hinge_softness: float) -> torch.Tensor:
+    c, w = hinge_softness, hi - lo
+    shrink = soft_clip_shrink(lo, hi, c)
+    xc = upcast(x)
+    y = hi - _softplus_c(w - _softplus_c(xc - lo, c), c) * shrink
+    # hi - positive <= hi; the shrink factor can round the lower end an ulp below lo.
+    y = clamp_straight_through(y, lo, hi, fresh=True)
+    return y.to(x.dtype)
+
+
+def _excess(xs: torch.Tensor, b_lo: float, b_hi: float, out: torch.Tensor, middle: torch.Tensor) -> bool:
+    """``out`` = x - clamp(x, b_lo, b_hi). Returns whether ``middle`` now holds that clamp; on
+    symmetric joins it is left unwritten, since softshrink gets the excess without it."""
+    if b_lo == -b_hi and b_hi >= 0.0:
+        # softshrink(x, b_hi) is x - clamp(x, -b_hi, b_hi) bit for bit (up to the sign of a zero,
+        # which the sigmoid or abs after it ignores), in one pass reading only x.
+        torch._C._nn.softshrink(xs, b_hi, out=out)
+        return False
+    torch.clamp(xs, b_lo, b_hi, out=middle)
+    torch.sub(xs, middle, out=out)
+    return True
+
+
+def _run_native(kernel: Any, *inputs: torch.Tensor, **params: Any) -> torch.Tensor:
+    """A fresh contiguous output of ``kernel`` (an ``_native`` function) applied to ``inputs``."""
+    contiguous = [t.contiguous() for t in inputs]
+    out = torch.empty_like(contiguous[0])
+    if out.numel():
+        addresses = [t.data_ptr() for t in (*contiguous, out)]
+        kernel(*addresses, out.numel(), **params, threads=torch.get_num_threads())
+    return out
+
+
+def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, parts: SmoothClampParts) -> torch.Tensor:
+    """m + 2r (sigmoid(2e/r) - 1/2) with m = clamp(x, lo + r, hi - r) and e = x - m.
+
+    Equal to the declared tails (hi - 2r sigmoid(-2e/r), lo + 2r sigmoid(2e/r)), and exactly m = x
+    in the middle (sigmoid(0) - 1/2 == 0). The added term lies in [-r, r], so by monotone rounding
+    the output stays in [lo, hi] whenever (lo + r) - r == lo and (hi - r) + r == hi in the compute
+    dtype; otherwise a final clamp guards the rounding. Computed block by block: six passes per
+    block, one of them a sigmoid. Eager CPU float32 runs the C kernel instead (see kernel_serves).
+    """
+    if not may_write_in_place():
+        return _smooth_clamp_fused(x, lo, hi, parts)
+    if kernel_serves(x):
+        return _run_native(_native.smooth_clamp_forward_f32, x, lo=lo, hi=hi, parts=parts)
+    r, b_lo, b_hi = parts
+    compute = compute_dtype(x)
+    guard = needs_rounding_guard(lo, hi, r, str(compute).removeprefix("torch."))
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    flat_x, flat_out = x.reshape(-1), out.view(-1)
+    size = min(block_size(x), flat_x.numel())
+    excess, middle = torch.empty((2, size), dtype=compute, device=x.device)
+    for block in blocks(x):
+        xs = flat_x[block].to(compute)
+        n = xs.numel()
+        y = flat_out[block] if compute == x.dtype else torch.empty_like(xs)
+        e, m = excess[:n], middle[:n]
+        has_middle = _excess(xs, b_lo, b_hi, e, m)
+        # The sigmoid is the pass that first writes the output block: its arithmetic hides the
+        # trip to memory that a cheap pass writing it first would wait for.
+        torch.sigmoid(e.mul_(2.0 / r), out=y)
+        y.sub_(0.5)
+        if not has_middle:
+            m = torch.clamp(xs, b_lo, b_hi, out=e)  # e is free after the sigmoid
+        torch.add(m, y, alpha=2.0 * r, out=y)
+        if guard:
+            y.clamp_(lo, hi)
+        if compute != x.dtype:
+            flat_out[block].copy_(y)
+    return out
+
+
+def _smooth_clamp_fused(x: torch.Tensor, lo: float, hi: float, parts: SmoothClampParts) -> torch.Tensor:
+    """The same formula out of place, for torch.compile, which fuses it into one kernel, with its
+    rounding guard always applied (see guard_always; no value in [lo, hi] changes)."""
+    r, b_lo, b_hi = parts
+    xc = upcast(x)
+    m = torch.clamp(xc, b_lo, b_hi)
+    y = m + (2.0 * r) * (torch.sigmoid((xc - m) * (2.0 / r)) - 0.5)
+    return as_dtype(torch.clamp(y, lo, hi), x.dtype)
+
+
+def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, parts: SmoothClampParts) -> torch.Tensor:
+    """grad * 4 s (1 - s) with s = sigmoid(-2|e|/r), block by block like the forward."""
+    if kernel_serves(x) and kernel_serves(grad):
+        return _run_native(_native.smooth_clamp_backward_f32, x, grad, parts=parts)
+    r, b_lo, b_hi = parts
+    compute = compute_dtype(x)
+    out = torch.empty(x.shape, dtype=grad.dtype, device=x.device)
+    flat_x, flat_grad, flat_out = x.reshape(-1), grad.reshape(-1), out.view(-1)
+    excess, middle = torch.empty((2, min(block_size(x), flat_x.numel())), dtype=compute, device=x.device)
+    for block in blocks(x):
+        xs = flat_x[block].to(compute)
+        s = flat_out[block] if compute == grad.dtype else torch.empty_like(xs)
+        e = excess[: xs.numel()]
+        _excess(xs, b_lo, b_hi, e, middle[: xs.numel()])
+        torch.sigmoid(e.abs_().mul_(-2.0 / r), out=s)
+        # s - s * s, then the two products.
+        s.addcmul_(s, s, value=-1.0).mul_(flat_grad[block].to(compute)).mul_(4.0)
+        if compute != grad.dtype:
+            flat_out[block].copy_(s)
+    return out
+
+
+class _SmoothClamp(torch.autograd.Function):
+    """Forward as above; gradient 4 s (1 - s) with s = sigmoid(-2|e|/r) taken on its small side,
+    which is exactly 1 on the linear middle and stays > 0 far into the tails."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, lo: float, hi: float, parts: SmoothClampParts) -> torch.Tensor:
+        return _smooth_clamp_values(x, lo, hi, parts)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        x, _, _, ctx.parts = inputs
+        ctx.save_for_backward(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        (x,) = ctx.saved_tensors
+        return _smooth_clamp_grad(x, grad, ctx.parts), None, None, None
+
+
+@implements("smooth_clamp", "torch")
+def smooth_clamp(x: torch.Tensor, *, lo: float, hi: float, linear_fraction: float) -> torch.Tensor:
+    parts = smooth_clamp_parts(lo, hi, linear_fraction)
+    if tracks_grad(x):
+        return _SmoothClamp.apply(x, lo, hi, parts)
+    return _smooth_clamp_values(x, lo, hi, parts)
+
+
+# --- inverses ------------------------------------------------------------------------------
+
+
+def _logit(u: torch.Tensor) -> torch.Tensor:
+    # log(u) - log1p(-u): -inf at 0, inf at 1, NaN outside [0, 1].
+    return torch.log(u) - torch.log1p(-u)
+
+
+@implements_inverse("sigmoid", "torch")
+def sigmoid_inverse(y: torch.Tensor) -> torch.Tensor:
+    return _logit(y)
+
+
+@implements_inverse("tanh", "torch")
+def tanh_inverse(y: torch.Tensor) -> torch.Tensor:
+    return torch.atanh(y)
+
+
+@implements_inverse("softsign", "torch")
+def softsign_inverse(y: torch.Tensor) -> torch.Tensor:
+    return torch.where(y.abs() > 1.0, math.nan, y / (1.0 - y.abs()))
+
+
+@implements_inverse("scaled_sigmoid", "torch")
+def scaled_sigmoid_inverse(y: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    return _logit((y - lo) / (hi - lo))
+
+
+@implements_inverse("scaled_tanh", "torch")
+def scaled_tanh_inverse(y: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
+    return _logit((y - lo) / (hi - lo)) / 2.0
+
+
+@implements_inverse("smooth_clamp", "torch")
+def smooth_clamp_inverse(y: torch.Tensor, *, lo: float, hi: float, linear_fraction: float) -> torch.Tensor:
+    r, b_lo, b_hi = smooth_clamp_parts(lo, hi, linear_fraction)
+    upper = b_hi - (r / 2.0) * _logit((hi - y) / (2.0 * r))
+    lower = b_lo + (r / 2.0) * _logit((y - lo) / (2.0 * r))
+    return torch.where(y > b_hi, upper, torch.where(y < b_lo, lower, y))
+
+
+def _softplus_inverse(u: torch.Tensor, c: float) -> torch.Tensor:
+    # c log(exp(u / c) - 1) written as u + c log(-expm1(-u / c)): -inf at 0, NaN below 0.
+    return u + c * torch.log(-torch.expm1(-u / c))
+
+
+@implements_inverse("soft_clip", "torch")
+def soft_clip_inverse(y: torch.Tensor, *, lo: float, hi: float, hinge_softness: float) -> torch.Tensor:
+    c, w = hinge_softness, hi - lo
+    shrink = soft_clip_shrink(lo, hi, c)
+    x = lo + _softplus_inverse(w - _softplus_inverse((hi - y) / shrink, c), c)
+    # The bounds exactly, whatever the rounding of the shrink factor does near lo.
+    return torch.where(y == lo, -math.inf, torch.where(y == hi, math.inf, x))
