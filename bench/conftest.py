@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 import harness
-from bench.process import available_cores, configure
 from bench import plan as benchplan
 from bench.environment import describe
+from bench.process import available_cores, configure
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

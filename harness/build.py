@@ -101,18 +101,36 @@ def linear_init(in_features: int, out_features: int, seed: int) -> tuple[np.ndar
 
 @overload
 def head(
-    name: str, framework: TorchName, in_features: int, out_features: int, *, seed: int = ..., dtype: str = ...,
+    name: str,
+    framework: TorchName,
+    in_features: int,
+    out_features: int,
+    *,
+    seed: int = ...,
+    dtype: str = ...,
     **params: Any,
 ) -> torch.nn.Module: ...
 @overload
 def head(
-    name: str, framework: JaxName, in_features: int, out_features: int, *, seed: int = ..., dtype: str = ...,
+    name: str,
+    framework: JaxName,
+    in_features: int,
+    out_features: int,
+    *,
+    seed: int = ...,
+    dtype: str = ...,
     **params: Any,
 ) -> nnx.Module: ...
 @overload
 def head(
-    name: str, framework: Framework | str, in_features: int, out_features: int, *, seed: int = ...,
-    dtype: str = ..., **params: Any,
+    name: str,
+    framework: Framework | str,
+    in_features: int,
+    out_features: int,
+    *,
+    seed: int = ...,
+    dtype: str = ...,
+    **params: Any,
 ) -> torch.nn.Module | nnx.Module: ...
 def head(
     name: str,

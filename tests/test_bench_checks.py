@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import harness
-from bench.checks import check
 from bench import plan as benchplan
+from bench.checks import check
 
 N = 2**18
 TECHNIQUES = [pytest.param(name, id=name) for name in harness.names()]

@@ -1,29 +1,55 @@
-"""The benchmark plan: every technique in every style and mode, paired rows, CUDA sizes, bytes."""
+"""The benchmark plan: every technique the registry holds when it is asked (a plugin's too), in
+every style and mode, paired rows, CUDA sizes, bytes."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
+from dataclasses import replace
+
+import pytest
 
 import harness
 from bench import plan as benchplan
+from harness import registry
+
+ROWS = {"torch-eager", "torch-compile", "jax-jit"}
 
 
-def test_plan_pairs_frameworks_in_each_group_and_extends_sizes_on_cuda() -> None:
+def test_every_technique_gets_every_size_mode_and_row_on_each_device() -> None:
     plan = benchplan.cases(("cpu", "cuda"))
-    assert {c.technique for c in plan if c.kind == "ours"} == set(harness.names())
-    assert max(c.n for c in plan if c.device == "cuda") == 2**26
-    assert max(c.n for c in plan if c.device == "cpu") == 2**22
-    groups: dict[str, set[str]] = defaultdict(set)
+    rows: dict[tuple[str, str], set[tuple[int, str, str]]] = defaultdict(set)
     for c in plan:
-        groups[c.group].add(c.row)
-    for group, rows in groups.items():
-        if not group.startswith("copy"):
-            assert {"torch-eager", "torch-compile", "jax-jit"} <= rows, group
-    assert {c.technique for c in plan if c.kind == "baseline"} == set(benchplan.BASELINES)
+        if c.kind == "ours":
+            rows[c.technique, c.device].add((c.n, c.mode, c.row))
+    for name, device in itertools.product(harness.names(), ("cpu", "cuda")):
+        sizes = benchplan.GPU_SIZES if device == "cuda" else benchplan.CPU_SIZES
+        expected = set(itertools.product(sizes, benchplan.MODES, ROWS))
+        assert rows[name, device] == expected, f"{name} on {device}: missing {sorted(expected - rows[name, device])}"
+    assert max(benchplan.GPU_SIZES) == 2**26 and max(benchplan.CPU_SIZES) == 2**22
+    baselines = {(c.technique, c.row) for c in plan if c.kind == "baseline"}
+    assert baselines == {(t, r) for t in benchplan.BASELINES for r in ("baseline-torch-eager", "baseline-jax-jit")}
     assert len({c.id for c in plan}) == len(plan), "benchmark ids must be unique"
     # Every size of every device has a copy row to measure bandwidth against.
     assert {(c.device, c.n) for c in plan if c.kind == "copy"} == {(c.device, c.n) for c in plan}
+
+
+def test_a_technique_registered_later_is_planned_without_new_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_specs", dict(registry._specs))
+    harness.declare(replace(harness.get("tanh"), name="tanh_copy"))
+    plan = benchplan.cases(("cpu",))
+    assert {(c.mode, c.row) for c in plan if c.technique == "tanh_copy"} == set(
+        itertools.product(benchplan.MODES, ROWS)
+    )
+
+
+def test_a_subset_plans_only_what_it_names_and_unknown_names_fail() -> None:
+    plan = benchplan.cases(("cpu",), ("clamp",), {"cpu": (2**10,)})
+    assert {c.technique for c in plan} == {"clamp", "copy"}
+    assert {c.n for c in plan} == {2**10}
+    with pytest.raises(harness.UnknownTechniqueError, match="clampp"):
+        benchplan.cases(("cpu",), ("clampp",))
 
 
 def test_shapes_hold_n_elements_and_ideal_bytes_count_inputs_and_outputs() -> None:

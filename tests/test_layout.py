@@ -44,9 +44,8 @@ def test_both_implementations_expose_the_same_public_names(module: str) -> None:
     assert (ROOT / "impl_jax" / f"{module}.py").exists(), f"impl_jax has no {module}.py to mirror impl_torch's"
     torch_names, jax_names = (_public_names(f"{package}.{module}") for package in IMPLEMENTATIONS)
     assert torch_names, f"impl_torch.{module} defines no public function or class"
-    assert torch_names == jax_names, (
-        f"{module}: only in impl_torch {sorted(torch_names - jax_names)}, only in impl_jax {sorted(jax_names - torch_names)}"
-    )
+    only_torch, only_jax = sorted(torch_names - jax_names), sorted(jax_names - torch_names)
+    assert not only_torch and not only_jax, f"{module}: only in impl_torch {only_torch}, only in impl_jax {only_jax}"
 
 
 def test_the_packages_mirror_file_for_file() -> None:
@@ -65,7 +64,9 @@ def test_each_builtin_technique_lives_in_files_of_its_family_name(name: str) -> 
     assert name in declared_in, f"{name} says family {family!r} but harness/{family}.py does not declare it"
     for framework in harness.FRAMEWORKS:
         impl = registry.implementation(name, framework)
-        assert impl.__module__ == f"impl_{framework}.{family}", f"{name}'s {framework} implementation is in {impl.__module__}"
+        assert impl.__module__ == f"impl_{framework}.{family}", (
+            f"{name}'s {framework} implementation is in {impl.__module__}"
+        )
         if spec.invertible:
             inverse = registry.inverse_implementation(name, framework)
             assert inverse.__module__ == f"impl_{framework}.{family}"
@@ -164,7 +165,18 @@ def test_the_cycle_detector_finds_a_circle() -> None:
 
 def test_the_wheel_holds_exactly_the_three_packages(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )

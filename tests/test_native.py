@@ -98,7 +98,9 @@ def test_result_does_not_depend_on_threads_or_layout(rng: np.random.Generator) -
         native.smooth_clamp_forward_f32(
             x.data_ptr(), y.data_ptr(), x.numel(), lo=lo, hi=hi, parts=parts, threads=threads
         )
-        native.smooth_clamp_backward_f32(x.data_ptr(), x.data_ptr(), dx.data_ptr(), x.numel(), parts=parts, threads=threads)
+        native.smooth_clamp_backward_f32(
+            x.data_ptr(), x.data_ptr(), dx.data_ptr(), x.numel(), parts=parts, threads=threads
+        )
         outs.append(y)
         grads.append(dx)
     assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])

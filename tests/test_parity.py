@@ -9,7 +9,7 @@ from cases import CASES, FRAMEWORKS, TRAIN_CASES, Case, params, randomize_state,
 import harness
 from bench.checks import check
 from bench.plan import BenchCase
-from harness.sampling import input_shape, sample_cotangent, sample_input
+from harness.sampling import input_shape, machine_epsilon, round_to, sample_cotangent, sample_input, spread
 from harness.tolerances import compare, tolerance, vjp_scale
 
 DTYPES = ["float64", "float32", "float16", "bfloat16"]
@@ -82,18 +82,89 @@ def test_declared_vjps_hold(case: Case, framework: str, rng: np.random.Generator
     np.testing.assert_allclose(dx, spec.vjp_reference(x, cotangent, resolved), rtol=1e-12, atol=0)
 
 
+# Candidate magnitudes for elementwise techniques, and the smallest declared gradient the
+# comparison uses: far below 1, far above float32's smallest normal (XLA flushes subnormals).
+FAR_MAGNITUDES = 10.0 ** np.linspace(0.0, 9.0, 721)
+SMALLEST_SLOPE = 1e-10
+
+
+def _central_difference(spec: harness.TechniqueSpec, params: dict, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """d/dh f(x + h v) of the float64 reference, step 1e-3 |x|; NaN where the rounding of the
+    reference (eps |f| / h) could hide it."""
+    h = 1e-3 * np.abs(x).max(initial=1.0) if spec.reduction_axes(x.ndim, params) else 1e-3 * np.abs(x)
+    above, below = spec.reference(x + h * v, params), spec.reference(x - h * v, params)
+    slope = (above - below) / (2.0 * h)
+    # Keep four digits above the noise of a difference of two rounded values.
+    noise = 1e4 * np.finfo(np.float64).eps * np.maximum(np.abs(above), np.abs(below)) / h
+    return np.where(np.abs(slope) > noise, slope, np.nan)
+
+
+def _far_elementwise(spec: harness.TechniqueSpec, params: dict, dtype: str, shape: tuple[int, ...], rng):
+    """Inputs beyond every kink and finite bound (|x| >= the sampling spread, up to 1e9) where the
+    declared derivative is at least SMALLEST_SLOPE: its declared VJP where it has one, else the
+    reference's, at outputs 16 ulps of the interval or more off the bounds in ``dtype`` (a gradient
+    declared y (1 - y) or 1 - y^2 is 0 in that dtype once y rounds onto its bound, and the two
+    frameworks' sigmoids and tanhs round a few ulps apart). None where there are none."""
+    x = np.concatenate([-FAR_MAGNITUDES, FAR_MAGNITUDES])
+    x = round_to(x[np.abs(x) >= spread(spec, params)], dtype)
+    if spec.vjp_reference is not None:
+        slopes = spec.vjp_reference(x, np.ones_like(x), params)
+    else:
+        slopes = _central_difference(spec, params, x, np.ones_like(x))
+        lo, hi = spec.bounds(**params)
+        margin = 16 * machine_epsilon(dtype) * (hi - lo) if np.isfinite(hi - lo) else 0.0
+        y = spec.reference(x, params)
+        slopes = np.where((y >= lo + margin) & (y <= hi - margin), slopes, 0.0)
+    usable = x[np.abs(np.nan_to_num(slopes)) >= SMALLEST_SLOPE]
+    return rng.choice(usable, size=shape) if usable.size else None
+
+
+def _far_groups(spec: harness.TechniqueSpec, params: dict, shape: tuple[int, ...], rng) -> np.ndarray:
+    """Groups (rows, channels) far from the origin in one of two ways, the first whose declared
+    gradient moves every group: magnitudes of 1e3 to 1e9 within each group (the norms: scale
+    invariant, and their gradients tiny), else each group offset by +-1e3 to 1e5 with spreads
+    below 1 (the simplex maps: shift invariant, so x - max stays exact; two or more entries of
+    every sparsemax row then lie in its support)."""
+    axes = spec.reduction_axes(len(shape), params)
+    scaled = rng.choice([-1.0, 1.0], size=shape) * 10.0 ** rng.uniform(3, 9, size=shape)
+    slopes = _central_difference(spec, params, scaled, rng.normal(size=shape))
+    if (np.abs(np.nan_to_num(slopes)).max(axis=axes) >= SMALLEST_SLOPE * np.abs(scaled).max(axis=axes) ** -1).all():
+        return scaled
+    offset_shape = tuple(1 if a in axes else n for a, n in enumerate(shape))
+    offsets = rng.choice([-1.0, 1.0], size=offset_shape) * 10.0 ** rng.uniform(3, 5, size=offset_shape)
+    return offsets + rng.uniform(-0.25, 0.25, size=shape)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", params(TRAIN_CASES))
 def test_vjps_agree_far_from_the_origin(case: Case, dtype: str, rng: np.random.Generator) -> None:
-    """Inputs of magnitude 1e3 to 1e9 only, where saturating gradients are tiny but not zero:
-    with nothing of size 1 beside them, the table's tolerance applies to those tiny values."""
+    """Inputs far from the origin where the declared gradient is not zero: the saturating tails of
+    elementwise techniques, out to where that gradient falls to 1e-10 (so nothing of size 1 beside
+    the tiny values), and groups at large offsets for the row-wise ones. Both frameworks must give
+    non-zero gradients there, and agree."""
     spec = case.spec()
     resolved = case.resolved(dtype)
     shape = input_shape(spec, resolved)
-    x = rng.choice([-1.0, 1.0], size=shape) * 10.0 ** rng.uniform(3, 9, size=shape)
+    rowwise = bool(spec.reduction_axes(len(shape), resolved))
+    x = _far_groups(spec, resolved, shape, rng) if rowwise else _far_elementwise(spec, resolved, dtype, shape, rng)
+    if x is None:
+        far = spread(spec, resolved)
+        pytest.skip(
+            f"no input beyond |x| = {far:g} where {case.name}'s declared {dtype} gradient is >= {SMALLEST_SLOPE:g}"
+        )
+    x = x.astype(dtype).astype(np.float64)
     cotangent = sample_cotangent(shape, rng)
     modules = {fw: case.build(fw, dtype) for fw in FRAMEWORKS}
     (_, dx_a, _), (_, dx_b, _) = (harness.backend(fw).vjp(modules[fw], x, cotangent, dtype) for fw in FRAMEWORKS)
+    for framework, dx in zip(FRAMEWORKS, (dx_a, dx_b), strict=True):
+        # Elementwise: the declared slope is non-zero at every input. Row-wise: at least two
+        # entries of each group move its output (softmax, norms: all; sparsemax: its support).
+        moving = dx != 0
+        if rowwise:
+            axes = spec.reduction_axes(len(shape), resolved)
+            assert (moving.sum(axis=axes) >= 2).all(), f"{framework}: a group with a zero gradient at {x.shape}"
+        else:
+            assert moving.all(), f"{framework}: zero gradient at x = {x[~moving][:4]}, where it is declared non-zero"
     result = compare(dx_a, dx_b, tolerance(case.name, dtype, "vjp"), vjp_scale(dx_a))
     assert result.ok, f"input VJPs differ by {result.max_rel:.3e} at {result.worst_index} {result.problem or ''}"
 

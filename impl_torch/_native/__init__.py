@@ -165,7 +165,9 @@ def _library() -> ctypes.CDLL:
     return library
 
 
-def smooth_clamp_forward_f32(x: int, y: int, n: int, *, lo: float, hi: float, parts: SmoothClampParts, threads: int) -> None:
+def smooth_clamp_forward_f32(
+    x: int, y: int, n: int, *, lo: float, hi: float, parts: SmoothClampParts, threads: int
+) -> None:
     """Write smooth_clamp of the ``n`` contiguous float32 at address ``x`` to address ``y``.
     The joins and tail width come in Python floats and ctypes rounds them to float32, as ATen
     rounds a Python scalar."""
