@@ -120,6 +120,8 @@ class TechniqueSpec:
     """The declaration of one output-limiting technique.
 
     Contract:
+      * ``family`` is a :class:`Family` for the built-ins, the module name of its declaration and
+        of both implementations; a plugin may give a name of its own.
       * ``params`` lists every keyword the technique accepts; :meth:`resolve` fills defaults,
         normalizes types and raises ``TypeError`` (unknown name, wrong type, missing
         ``num_features``) or ``ValueError`` (a value outside what is allowed). It runs before any
