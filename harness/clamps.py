@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -36,19 +37,10 @@ CLAMP = TechniqueSpec(
     rejects=({"lo": 1.0, "hi": 1.0}, {"lo": -math.inf}, {"hi": math.nan}),
 )
 
-HARDTANH = TechniqueSpec(
+# The same formula, bounds and kinks as clamp, under the activation's name.
+HARDTANH = replace(
+    CLAMP,
     name="hardtanh",
-    family=Family.CLAMPS,
-    formula="min(max(x, lo), hi)",
-    bounds_doc="[lo, hi]",
-    gradient_convention=CLAMP_CONVENTION,
-    params=lo_hi(-1.0, 1.0),
-    bounds_fn=lambda p: (p["lo"], p["hi"]),
-    kinks_fn=lambda p: clamp_kinks(p["lo"], p["hi"]),
-    reference=lambda x, p: np.clip(x, p["lo"], p["hi"]),
-    monotone=True,
-    check_params=lo_below_hi,
-    check_dtype=bounds_fit,
     dtype_rejects=(({"lo": -1e5, "hi": 1e5}, "float16"),),
     examples=({"lo": 0.0, "hi": 2.0},),
     rejects=LO_HI_REJECTS,
