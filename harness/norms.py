@@ -23,10 +23,24 @@ def _eps(default: float) -> Param:
     return Param("eps", "float", default, "added to the variance (PyTorch's default 1e-5)", positive)
 
 
+def _power_of_two_scaled(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` times 2^-e per group, with 2^e just above the group's largest magnitude (exact, so
+    squares cannot overflow even at float64's largest values), and e."""
+    with np.errstate(invalid="ignore"):
+        amax = np.max(np.abs(x), axis=axes, keepdims=True)
+    _, exponent = np.frexp(np.where(np.isfinite(amax) & (amax > 0), amax, 1.0))
+    return np.ldexp(x, -exponent), exponent
+
+
 def _standardize_ref(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
-    mean = np.mean(x, axis=axes, keepdims=True)
-    var = np.mean((x - mean) ** 2, axis=axes, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps)
+    # Shifted by each group's first entry, so a constant group centres to exactly 0 (a rounded
+    # mean of equal values would leave a spread of one rounding, normalized to +-1).
+    scaled, exponent = _power_of_two_scaled(x, axes)
+    first = scaled[tuple(slice(0, 1) if a in {d % x.ndim for d in axes} else slice(None) for a in range(x.ndim))]
+    centred = (scaled - first) - np.mean(scaled - first, axis=axes, keepdims=True)
+    var = np.mean(centred**2, axis=axes, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(centred == 0.0, 0.0, centred / np.sqrt(var + np.ldexp(eps, -2 * exponent)))
 
 
 def _last_axis(ndim: int, p: P) -> tuple[int, ...]:
@@ -76,7 +90,10 @@ def _optional_positive(v: float | None) -> str | None:
 
 def _rms_norm_ref(x: np.ndarray, p: P) -> np.ndarray:
     eps = p["eps"] if p["eps"] is not None else finfo(compute_dtype(p["dtype"]))["eps"]
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+    scaled, exponent = _power_of_two_scaled(x, (-1,))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ms = np.mean(scaled * scaled, axis=-1, keepdims=True)
+        return np.where(scaled == 0.0, 0.0, scaled / np.sqrt(ms + np.ldexp(eps, -2 * exponent)))
 
 
 RMS_NORM = TechniqueSpec(

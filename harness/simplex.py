@@ -93,6 +93,9 @@ def _sparsemax_ref(x: np.ndarray, p: P) -> np.ndarray:
             z = np.where(np.isposinf(z), 0.0, -np.inf)
         elif np.isneginf(z).all():
             z = np.zeros_like(z)
+        else:
+            # Shift-invariant: relative to the row's maximum (exact), 1 is not lost beside huge values.
+            z = z - np.max(z)
         zs = np.sort(z)[::-1]
         cs = np.cumsum(zs)
         k = np.arange(1, z.size + 1)

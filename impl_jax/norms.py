@@ -11,6 +11,7 @@ names follow PyTorch (``weight``, ``bias``, ``running_mean``, ``running_var``);
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,13 +22,31 @@ from impl_jax._common import clamp_straight_through, upcast
 from impl_jax.adapter import JAX_DTYPES, dtype_name
 
 
-def _prescale(x: jax.Array, dims: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+class _Prescaled(NamedTuple):
+    """Groups brought to a safe range: ``values = x / scale - pivot`` per group (see _prescale)."""
+
+    values: jax.Array
+    scale: jax.Array  # a power of two per group
+    pivot: jax.Array  # 0, or each group's first entry divided by scale
+    infinite: jax.Array  # the groups that held an infinity (their values are its limit)
+
+
+def _first_entries(x: jax.Array, dims: tuple[int, ...]) -> jax.Array:
+    axes = {d % x.ndim for d in dims}
+    return x[tuple(slice(0, 1) if a in axes else slice(None) for a in range(x.ndim))]
+
+
+def _prescale(x: jax.Array, dims: tuple[int, ...], *, shift: bool = False) -> _Prescaled:
     """``x`` divided by a power of two per group, and that power (the group's scale).
 
     Groups whose largest magnitude exceeds 1 are divided by a power of two (exact) that brings it
     below 4 (one binade below the estimate, since log2 of the largest float32 rounds up to 128),
     so squares cannot overflow at the largest finite inputs. A group holding an infinity takes
     its limit: its infinite entries become +-1, the rest 0.
+
+    With ``shift``, each group's first entry is subtracted too (the pivot, returned): a constant
+    group becomes exactly 0, so its statistics are exactly its value and 0, at every magnitude
+    (as on PyTorch's side, where the reason is written out).
     """
     amax = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=dims, keepdims=True))
     big = jnp.isfinite(amax) & (amax > 1.0)
@@ -39,20 +58,28 @@ def _prescale(x: jax.Array, dims: tuple[int, ...]) -> tuple[jax.Array, jax.Array
     half = power // 2
     scaled = x * jnp.ldexp(one, -half) * jnp.ldexp(one, half - power)
     scale = jnp.ldexp(one, power)
-    return jnp.where(jnp.isinf(amax), jnp.where(jnp.isinf(x), jnp.sign(x), 0.0), scaled), scale
+    infinite = jnp.isinf(amax)
+    scaled = jnp.where(infinite, jnp.where(jnp.isinf(x), jnp.sign(x), 0.0), scaled)
+    pivot = jax.lax.stop_gradient(_first_entries(scaled, dims)) if shift else jnp.zeros_like(scale)
+    return _Prescaled(scaled - pivot if shift else scaled, scale, pivot, infinite)
 
 
 def _standardize(x: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.Array, ...]:
     """(x - mean) / sqrt(var + eps) over ``dims``, with mean and biased variance (two-pass), on
-    prescaled groups (see :func:`_prescale`); the eps term is scaled to match, which leaves the
-    result unchanged."""
-    scaled, scale = _prescale(x, dims)
-    mean = scaled.mean(axis=dims, keepdims=True)
-    centred = scaled - mean
+    prescaled, pivoted groups (see :func:`_prescale`); the eps term is scaled to match, which
+    leaves the result unchanged. Also returns the group's mean and variance, non-finite for a
+    group that held an infinity (as PyTorch's batch norm gives), never the finite statistics of
+    its limit."""
+    shifted, scale, pivot, infinite = _prescale(x, dims, shift=True)
+    mean = shifted.mean(axis=dims, keepdims=True)
+    centred = shifted - mean
     var = (centred * centred).mean(axis=dims, keepdims=True)
-    # eps / scale^2 underflows for huge constant groups; the smallest normal keeps 0 / 0 away.
+    # eps / scale^2 underflows for huge groups; the smallest normal keeps 0 / 0 away.
     xhat = centred / jnp.sqrt(var + jnp.maximum(eps / (scale * scale), jnp.finfo(x.dtype).tiny))
-    return xhat, mean * scale, var * scale * scale
+    # The limit's statistics stand for an infinite mean (NaN where the signs balance) and a NaN variance.
+    mean_scale = jnp.where(infinite, jnp.inf, scale)
+    var_scale = jnp.where(infinite, jnp.nan, scale * scale)
+    return xhat, (pivot + mean) * mean_scale, var * var_scale
 
 
 def layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, *, eps: float) -> jax.Array:
@@ -74,7 +101,7 @@ def rms_norm(x: jax.Array, weight: jax.Array | None, *, eps: float | None) -> ja
         # PyTorch's meaning: the machine epsilon of the dtype it computes in (float32 for float16
         # and bfloat16 inputs, as torch.nn.RMSNorm does), not of the input's.
         eps = float(jnp.finfo(xc.dtype).eps)
-    scaled, scale = _prescale(xc, (-1,))
+    scaled, scale, _, _ = _prescale(xc, (-1,))
     ms = (scaled * scaled).mean(axis=-1, keepdims=True)
     y = scaled / jnp.sqrt(ms + jnp.maximum(eps / (scale * scale), jnp.finfo(xc.dtype).tiny))
     if weight is None:
