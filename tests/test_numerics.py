@@ -42,9 +42,7 @@ def test_a_constant_group_takes_the_declared_value_at_every_magnitude(case: Case
         for framework, module in modules.items():
             y, _ = run(framework, module, x, dtype)
             result = compare(y, round_to(expected, dtype), tolerance(case.name, dtype, "value"))
-            assert result.ok, (
-                f"{framework} at {magnitude:.3g}: {y.reshape(-1)[:3]}, not {expected.reshape(-1)[:3]}"
-            )
+            assert result.ok, f"{framework} at {magnitude:.3g}: {y.reshape(-1)[:3]}, not {expected.reshape(-1)[:3]}"
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
