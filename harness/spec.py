@@ -178,6 +178,14 @@ class TechniqueSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {p.name: p for p in self.params})
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # Pickled by name, as a reference to the registry's declaration: its checks and formulas
+        # are functions (lambdas among them) that pickle cannot carry, and a declaration is
+        # frozen, so a module unpickled elsewhere (torch.save, multiprocessing) gets the same one.
+        from harness.registry import get
+
+        return get, (self.name,)
+
     @property
     def takes_num_features(self) -> bool:
         """True when the technique has learned parameters sized by ``num_features``."""

@@ -21,6 +21,21 @@ from harness.build import check_head_input
 from impl_jax.adapter import JAX_DTYPES, dtype_name, from_numpy
 
 
+class _Jitted:
+    """``jax.jit(fn)`` that pickles: a jitted function does not, so it is jitted again where it
+    is unpickled (or deep-copied) from ``fn``, a partial of a registered module-level function."""
+
+    def __init__(self, fn: Callable[..., jax.Array]) -> None:
+        self.fn = fn
+        self._jitted = jax.jit(fn)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self._jitted(x)
+
+    def __reduce__(self) -> tuple[type[_Jitted], tuple[Callable[..., jax.Array]]]:
+        return _Jitted, (self.fn,)
+
+
 class Limit(nnx.Module):
     """A stateless technique; its parameters are fixed when it is built."""
 
@@ -29,7 +44,7 @@ class Limit(nnx.Module):
         self.params = tuple(params.items())
         self._spec = spec
         # jit once here: an eager call then costs one dispatch, and inside a caller's jit it inlines.
-        self._fn = jax.jit(functools.partial(fn, **params))
+        self._fn = _Jitted(functools.partial(fn, **params))
         # As on PyTorch's side: the shape check and the dtypes that cannot hold the parameters
         # are decided here, so the hot path of an elementwise technique checks nothing.
         self._check_shape = spec.min_rank > 0
