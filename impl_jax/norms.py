@@ -23,68 +23,69 @@ from impl_jax.adapter import JAX_DTYPES, dtype_name
 
 
 class _Prescaled(NamedTuple):
-    """Groups brought to a safe range: ``values = x / scale - pivot`` per group (see _prescale)."""
+    """Groups brought to a safe range: ``values = x / scale`` per group (see _prescale)."""
 
     values: jax.Array
     scale: jax.Array  # a power of two per group
-    pivot: jax.Array  # 0, or each group's first entry divided by scale
-    infinite: jax.Array  # the groups that held an infinity (their values are its limit)
+    minimum: jax.Array  # the group's smallest value, divided by scale (exact)
+    constant: jax.Array  # the finite groups whose entries are all equal
+    finite: jax.Array  # the groups without an infinity or NaN (the others' values are their limit)
 
 
-def _first_entries(x: jax.Array, dims: tuple[int, ...]) -> jax.Array:
-    axes = {d % x.ndim for d in dims}
-    return x[tuple(slice(0, 1) if a in axes else slice(None) for a in range(x.ndim))]
-
-
-def _prescale(x: jax.Array, dims: tuple[int, ...], *, shift: bool = False) -> _Prescaled:
+def _prescale(x: jax.Array, dims: tuple[int, ...]) -> _Prescaled:
     """``x`` divided by a power of two per group, and that power (the group's scale).
 
     Groups whose largest magnitude exceeds 1 are divided by a power of two (exact) that brings it
     below 4 (one binade below the estimate, since log2 of the largest float32 rounds up to 128),
     so squares cannot overflow at the largest finite inputs. A group holding an infinity takes
-    its limit: its infinite entries become +-1, the rest 0.
-
-    With ``shift``, each group's first entry is subtracted too (the pivot, returned): a constant
-    group becomes exactly 0, so its statistics are exactly its value and 0, at every magnitude
-    (as on PyTorch's side, where the reason is written out).
+    its limit: its infinite entries become +-1, the rest 0. The largest magnitude comes from the
+    group's maximum and minimum, as on PyTorch's side, which also tell which groups are constant.
     """
-    amax = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=dims, keepdims=True))
-    big = jnp.isfinite(amax) & (amax > 1.0)
+    top = jax.lax.stop_gradient(jnp.max(x, axis=dims, keepdims=True))
+    bottom = jax.lax.stop_gradient(jnp.min(x, axis=dims, keepdims=True))
+    amax = jnp.maximum(top, -bottom)
+    finite = jnp.isfinite(amax)
+    big = finite & (amax > 1.0)
     power = jnp.where(big, jnp.floor(jnp.log2(jnp.where(big, amax, 1.0))) - 1.0, 0.0).astype(jnp.int32)
     # Powers of two made by ldexp once per group, not exp2 (XLA:CPU's is inexact near 2^127), and
     # applied as two normal factors: XLA turns x / s into x * (1 / s) and flushes a subnormal
     # 1 / s to zero (a whole row of zeros out). ldexp on every element costs 3x the whole layer.
     one = jnp.ones_like(amax)
     half = power // 2
-    scaled = x * jnp.ldexp(one, -half) * jnp.ldexp(one, half - power)
-    scale = jnp.ldexp(one, power)
-    infinite = jnp.isinf(amax)
-    scaled = jnp.where(infinite, jnp.where(jnp.isinf(x), jnp.sign(x), 0.0), scaled)
-    pivot = jax.lax.stop_gradient(_first_entries(scaled, dims)) if shift else jnp.zeros_like(scale)
-    return _Prescaled(scaled - pivot if shift else scaled, scale, pivot, infinite)
+    down = jnp.ldexp(one, -half), jnp.ldexp(one, half - power)
+    scaled = x * down[0] * down[1]
+    scaled = jnp.where(jnp.isinf(amax), jnp.where(jnp.isinf(x), jnp.sign(x), 0.0), scaled)
+    constant = (top == bottom) & finite
+    return _Prescaled(scaled, jnp.ldexp(one, power), bottom * down[0] * down[1], constant, finite)
 
 
 def _standardize(x: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.Array, ...]:
     """(x - mean) / sqrt(var + eps) over ``dims``, with mean and biased variance (two-pass), on
-    prescaled, pivoted groups (see :func:`_prescale`); the eps term is scaled to match, which
-    leaves the result unchanged. Also returns the group's mean and variance, non-finite for a
-    group that held an infinity (as PyTorch's batch norm gives), never the finite statistics of
-    its limit."""
-    shifted, scale, pivot, infinite = _prescale(x, dims, shift=True)
-    mean = shifted.mean(axis=dims, keepdims=True)
-    centred = shifted - mean
+    prescaled groups (see :func:`_prescale`); the eps term is scaled to match, which leaves the
+    result unchanged. Also returns the prescaled groups' mean and variance, and the groups'
+    scale and finiteness, from which :func:`_statistics` makes the raw ones."""
+    scaled, scale, minimum, constant, finite = _prescale(x, dims)
+    # A constant group's mean is its value, exactly (see PyTorch's side for why).
+    mean = jnp.where(constant, minimum, scaled.mean(axis=dims, keepdims=True))
+    centred = scaled - mean
     var = (centred * centred).mean(axis=dims, keepdims=True)
     # eps / scale^2 underflows for huge groups; the smallest normal keeps 0 / 0 away.
     xhat = centred / jnp.sqrt(var + jnp.maximum(eps / (scale * scale), jnp.finfo(x.dtype).tiny))
-    # The limit's statistics stand for an infinite mean (NaN where the signs balance) and a NaN variance.
-    mean_scale = jnp.where(infinite, jnp.inf, scale)
-    var_scale = jnp.where(infinite, jnp.nan, scale * scale)
-    return xhat, (pivot + mean) * mean_scale, var * var_scale
+    return xhat, mean, var, scale, finite
+
+
+def _statistics(mean: jax.Array, var: jax.Array, scale: jax.Array, finite: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The groups' mean and biased variance from those of :func:`_standardize`, non-finite for a
+    group that held an infinity (as PyTorch's batch norm gives), never the finite statistics of
+    its limit: an infinite mean (NaN where the signs balance) and a NaN variance."""
+    mean_scale = jnp.where(finite, scale, jnp.inf)
+    var_scale = jnp.where(finite, scale * scale, jnp.nan)
+    return mean * mean_scale, var * var_scale
 
 
 def layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, *, eps: float) -> jax.Array:
     xc = upcast(x)
-    xhat, _, _ = _standardize(xc, (-1,), eps)
+    xhat, *_ = _standardize(xc, (-1,), eps)
     if weight is None:
         # Declared bound sqrt(n - 1); eps keeps the exact value inside, this guards rounding.
         bound = math.sqrt(x.shape[-1] - 1)
@@ -101,7 +102,7 @@ def rms_norm(x: jax.Array, weight: jax.Array | None, *, eps: float | None) -> ja
         # PyTorch's meaning: the machine epsilon of the dtype it computes in (float32 for float16
         # and bfloat16 inputs, as torch.nn.RMSNorm does), not of the input's.
         eps = float(jnp.finfo(xc.dtype).eps)
-    scaled, scale, _, _ = _prescale(xc, (-1,))
+    scaled, scale, *_ = _prescale(xc, (-1,))
     ms = (scaled * scaled).mean(axis=-1, keepdims=True)
     y = scaled / jnp.sqrt(ms + jnp.maximum(eps / (scale * scale), jnp.finfo(xc.dtype).tiny))
     if weight is None:
@@ -129,9 +130,8 @@ def batch_norm(
     if training:
         dims = (0, *range(2, x.ndim))
         count = x.size // x.shape[1]
-        xhat, mean, var = _standardize(xc, dims, eps)
-        mean = jax.lax.stop_gradient(mean).reshape(-1)
-        var = jax.lax.stop_gradient(var).reshape(-1)
+        xhat, *statistics = _standardize(xc, dims, eps)
+        mean, var = (jax.lax.stop_gradient(s).reshape(-1) for s in _statistics(*statistics))
         # PyTorch's meaning: momentum weights the new batch; the running variance is unbiased.
         new_mean = (1.0 - momentum) * upcast(running_mean) + momentum * mean
         new_var = (1.0 - momentum) * upcast(running_var) + momentum * (var * (count / (count - 1)))

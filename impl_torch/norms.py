@@ -21,68 +21,71 @@ from impl_torch.adapter import TORCH_DTYPES, dtype_name
 
 
 class _Prescaled(NamedTuple):
-    """Groups brought to a safe range: ``values = x / scale - pivot`` per group (see _prescale)."""
+    """Groups brought to a safe range: ``values = x / scale`` per group (see _prescale)."""
 
     values: torch.Tensor
     scale: torch.Tensor  # a power of two per group
-    pivot: torch.Tensor  # 0, or each group's first entry divided by scale
-    infinite: torch.Tensor  # the groups that held an infinity (their values are its limit)
+    minimum: torch.Tensor  # the group's smallest value, divided by scale (exact)
+    constant: torch.Tensor  # the finite groups whose entries are all equal
+    finite: torch.Tensor  # the groups without an infinity or NaN (the others' values are their limit)
 
 
-def _first_entries(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    axes = {d % x.ndim for d in dims}
-    return x[tuple(slice(0, 1) if a in axes else slice(None) for a in range(x.ndim))]
-
-
-def _prescale(x: torch.Tensor, dims: tuple[int, ...], *, shift: bool = False) -> _Prescaled:
+def _prescale(x: torch.Tensor, dims: tuple[int, ...]) -> _Prescaled:
     """``x`` divided by a power of two per group, and that power (the group's scale).
 
     Groups whose largest magnitude exceeds 1 are divided by a power of two (exact) that brings it
     below 4 (one binade below the estimate, since log2 of the largest float32 rounds up to 128),
     so squares cannot overflow at the largest finite inputs. A group holding an infinity takes
-    its limit: its infinite entries become +-1, the rest 0.
-
-    With ``shift``, each group's first entry is subtracted too (the pivot, returned): a constant
-    group becomes exactly 0, so its statistics are exactly its value and 0, at every magnitude. A
-    mean computed first would be rounded (six copies of c sum to 6c rounded), and normalizing by
-    the spread that rounding leaves gives +-1 instead of 0.
+    its limit: its infinite entries become +-1, the rest 0. The largest magnitude comes from the
+    group's maximum and minimum (two reading passes cost less than abs, which writes one), and
+    they also tell which groups are constant.
     """
-    amax = torch.amax(x.abs(), dim=dims, keepdim=True).detach()
-    big = torch.isfinite(amax) & (amax > 1.0)
+    top = torch.amax(x, dim=dims, keepdim=True).detach()
+    bottom = torch.amin(x, dim=dims, keepdim=True).detach()
+    amax = torch.maximum(top, -bottom)
+    finite = torch.isfinite(amax)
+    big = finite & (amax > 1.0)
     scale = torch.where(big, torch.exp2(torch.floor(torch.log2(torch.where(big, amax, 1.0))) - 1.0), 1.0).to(x.dtype)
-    infinite = torch.isinf(amax)
-    if eager_cpu(x) and bool(torch.isfinite(amax).all()):
+    constant = (top == bottom) & finite
+    if eager_cpu(x) and bool(finite.all()):
         # No infinity and no NaN in any group: the branch-free form below reduces to this.
-        if shift:
-            pivot = _first_entries(x, dims).detach() / scale
-            return _Prescaled(torch.addcdiv(-pivot, x, scale), scale, pivot, infinite)  # x / scale - pivot, one pass
-        return _Prescaled(x / scale if bool(big.any()) else x, scale, torch.zeros_like(scale), infinite)
-    scaled = torch.where(infinite, torch.where(torch.isinf(x), torch.sign(x), 0.0), x / scale)
-    pivot = _first_entries(scaled, dims).detach() if shift else torch.zeros_like(scale)
-    return _Prescaled(scaled - pivot if shift else scaled, scale, pivot, infinite)
+        return _Prescaled(x / scale if bool(big.any()) else x, scale, bottom / scale, constant, finite)
+    scaled = torch.where(torch.isinf(amax), torch.where(torch.isinf(x), torch.sign(x), 0.0), x / scale)
+    return _Prescaled(scaled, scale, bottom / scale, constant, finite)
 
 
 def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[torch.Tensor, ...]:
     """(x - mean) / sqrt(var + eps) over ``dims``, with mean and biased variance (two-pass), on
-    prescaled, pivoted groups (see :func:`_prescale`); the eps term is scaled to match, which
-    leaves the result unchanged. Also returns the group's mean and variance, non-finite for a
-    group that held an infinity (as ATen's batch norm gives), never the finite statistics of its
-    limit."""
-    shifted, scale, pivot, infinite = _prescale(x, dims, shift=True)
-    mean = shifted.mean(dim=dims, keepdim=True)
-    centred = shifted - mean
+    prescaled groups (see :func:`_prescale`); the eps term is scaled to match, which leaves the
+    result unchanged. Also returns the prescaled groups' mean and variance, and the groups'
+    scale and finiteness, from which :func:`_statistics` makes the raw ones."""
+    prescaled = _prescale(x, dims)
+    scaled, scale = prescaled.values, prescaled.scale
+    # A constant group's mean is its value, exactly: a mean computed by summing rounds (six
+    # copies of c sum to 6c rounded), and normalizing the spread that rounding leaves gives +-1
+    # instead of 0. Per group, so it costs no pass over the data.
+    mean = torch.where(prescaled.constant, prescaled.minimum, scaled.mean(dim=dims, keepdim=True))
+    centred = scaled - mean
     var = (centred * centred).mean(dim=dims, keepdim=True)
     # eps / scale^2 underflows for huge groups; the smallest normal keeps 0 / 0 away.
     xhat = centred / torch.sqrt(var + torch.clamp_min(eps / (scale * scale), torch.finfo(x.dtype).tiny))
-    # The limit's statistics stand for an infinite mean (NaN where the signs balance) and a NaN variance.
-    mean_scale = torch.where(infinite, math.inf, scale)
-    var_scale = torch.where(infinite, math.nan, scale * scale)
-    return xhat, (pivot + mean) * mean_scale, var * var_scale
+    return xhat, mean, var, scale, prescaled.finite
+
+
+def _statistics(
+    mean: torch.Tensor, var: torch.Tensor, scale: torch.Tensor, finite: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The groups' mean and biased variance from those of :func:`_standardize`, non-finite for a
+    group that held an infinity (as ATen's batch norm gives), never the finite statistics of its
+    limit: an infinite mean (NaN where the signs balance) and a NaN variance."""
+    mean_scale = torch.where(finite, scale, math.inf)
+    var_scale = torch.where(finite, scale * scale, math.nan)
+    return mean * mean_scale, var * var_scale
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *, eps: float) -> torch.Tensor:
     xc = upcast(x)
-    xhat, _, _ = _standardize(xc, (-1,), eps)
+    xhat, *_ = _standardize(xc, (-1,), eps)
     if weight is None:
         # Declared bound sqrt(n - 1); eps keeps the exact value inside, this guards rounding.
         bound = math.sqrt(x.shape[-1] - 1)
@@ -99,7 +102,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
         # PyTorch's meaning: the machine epsilon of the dtype it computes in (float32 for float16
         # and bfloat16 inputs, as torch.nn.RMSNorm does), not of the input's.
         eps = torch.finfo(xc.dtype).eps
-    scaled, scale, _, _ = _prescale(xc, (-1,))
+    scaled, scale, *_ = _prescale(xc, (-1,))
     ms = (scaled * scaled).mean(dim=-1, keepdim=True)
     y = scaled / torch.sqrt(ms + torch.clamp_min(eps / (scale * scale), torch.finfo(xc.dtype).tiny))
     if weight is None:
@@ -127,8 +130,8 @@ def batch_norm(
     if training:
         dims = (0, *range(2, x.ndim))
         count = x.numel() // x.shape[1]
-        xhat, mean, var = _standardize(xc, dims, eps)
-        mean, var = mean.detach().reshape(-1), var.detach().reshape(-1)
+        xhat, *statistics = _standardize(xc, dims, eps)
+        mean, var = (s.detach().reshape(-1) for s in _statistics(*statistics))
         # PyTorch's meaning: momentum weights the new batch; the running variance is unbiased.
         new_mean = (1.0 - momentum) * upcast(running_mean) + momentum * mean
         new_var = (1.0 - momentum) * upcast(running_var) + momentum * (var * (count / (count - 1)))
