@@ -53,7 +53,7 @@ def tests(session: nox.Session) -> None:
         # The plugin's own test asserts it is registered; it only runs where we installed it.
         env["OUTPUT_LIMITS_EXAMPLE_PLUGIN"] = "1"
     session.run("pytest", *session.posargs, env=env)
-    # Again without the C kernel (native/): the ATen formula that runs where no compiler is must
+    # Again without the C kernel (impl_torch/_native): the ATen formula that runs where no compiler is must
     # keep its float32 coverage. Only smooth_clamp has a kernel; torch.compile never uses one.
     if not session.posargs:
         fallback = {"OUTPUT_LIMITS_NATIVE": "0", "OUTPUT_LIMITS_PARITY_DIR": ".parity/native-off"}

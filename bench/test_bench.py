@@ -103,9 +103,10 @@ class _Prepared(NamedTuple):
     check_error: float
 
 
-def _prepare(case: benchplan.BenchCase) -> _Prepared:
-    """Build ``case``'s callable, call it once (compiling it), check that output, and measure a
-    steady call to choose the calls per round."""
+def _prepare(case: benchplan.BenchCase, *, checked: bool = True) -> _Prepared:
+    """Build ``case``'s callable, call it once (compiling it), check that output (unless
+    ``checked`` is False: a row's own test checked it already), and measure a steady call to
+    choose the calls per round."""
     backend = harness.backend(case.framework)
     x, cot, items = _inputs(case.technique, case.n)
     params = dict(items)
@@ -117,7 +118,7 @@ def _prepare(case: benchplan.BenchCase) -> _Prepared:
     out = run()
     backend.block(out)
     first_call = time.perf_counter() - start
-    error = check(case, backend.to_numpy(out), x, cot, params)
+    error = check(case, backend.to_numpy(out), x, cot, params) if checked else math.nan
     steady = []
     for _ in range(3):
         start = time.perf_counter()
@@ -180,7 +181,8 @@ def test_bench(benchmark, bench_case: benchplan.BenchCase, bench_settings: dict[
     if case.kind == "ours" and case.framework == "jax":
         # The JAX row alternates with its group's PyTorch-eager row, which this test builds (and
         # checks) itself: the pair does not depend on which test ran before.
-        against = _prepare(replace(case, framework="torch", style="eager"))
+        # Not checked again: its own row checks the same module on the same input.
+        against = _prepare(replace(case, framework="torch", style="eager"), checked=False)
         ours_s, against_s = _alternating(timed_row, against.timed, budget / 2)
         benchmark.extra_info["paired"] = {"against": PAIRED_AGAINST, "ours_s": ours_s, "against_s": against_s}
 
@@ -189,8 +191,9 @@ def test_this_session_benchmarks_every_registered_technique(request: pytest.Fixt
     """What pytest collected here (through bench/conftest.py's options), not what the plan would
     give: every technique the registry holds now, plugins included, in every mode and row."""
     config = request.config
-    if config.getoption("quick") or config.getoption("techniques") or config.getoption("keyword"):
-        pytest.skip("--quick, --techniques and -k run a subset on purpose")
+    narrowed = any("::" in arg for arg in config.args) or config.getoption("deselect") or config.getoption("lf")
+    if config.getoption("quick") or config.getoption("techniques") or config.getoption("keyword") or narrowed:
+        pytest.skip("--quick, --techniques, -k, node ids, --deselect and --lf run a subset on purpose")
     cases = [
         item.callspec.params["bench_case"]
         for item in request.session.items

@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # for annotations only: importing harness imports no framewor
     import torch
     from flax import nnx
 
-    TorchName = Literal["torch", Framework.TORCH]
-    JaxName = Literal["jax", Framework.JAX]
+TorchName = Literal["torch", Framework.TORCH]
+JaxName = Literal["jax", Framework.JAX]
 
 RECORD_ATTRIBUTE = "output_limits_record"
 

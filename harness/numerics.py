@@ -22,21 +22,6 @@ def compute_dtype(dtype: str) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def needs_rounding_guard(lo: float, hi: float, r: float, dtype: str) -> bool:
-    """True unless ``(lo + r) - r >= lo`` and ``(hi - r) + r <= hi`` hold in ``dtype``.
-
-    When they hold, ``m + t`` with ``m`` in [lo + r, hi - r] and ``|t| <= r`` rounds into
-    [lo, hi] (rounding is monotone), so no final clamp is needed. With no linear middle the two
-    joins meet, and rounded they may cross (lo + r above hi - r): a clamp to [lo + r, hi - r] then
-    returns hi - r everywhere, so the lower end is checked from there.
-    """
-    f = np.dtype(dtype).type
-    b_lo, b_hi, rr = f(lo + r), f(hi - r), f(r)
-    with np.errstate(over="ignore"):
-        return not (f(min(b_lo, b_hi) - rr) >= f(lo) and f(b_hi + rr) <= f(hi))
-
-
-@functools.lru_cache(maxsize=256)
 def affine_needs_guard(lo: float, hi: float, dtype: str) -> bool:
     """True unless ``lo + (hi - lo)`` rounds to at most ``hi`` in ``dtype``.
 

@@ -19,12 +19,14 @@ from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
 from harness import clamps, norms, simplex, squashes
-from harness.spec import Framework, TechniqueSpec
+from harness import spec as _spec_module
+from harness.spec import Family, Framework, TechniqueSpec
 
 FRAMEWORKS: tuple[Framework, ...] = tuple(Framework)
-# The built-in families: each module holds its declarations in SPECS; impl_torch and impl_jax
-# have a module of the same name with their implementations.
-FAMILIES = (clamps, squashes, simplex, norms)
+# The built-in families, one module each, in Family's order: each holds its declarations in
+# SPECS, and impl_torch and impl_jax have a module of the same name with their implementations.
+_MODULES = {module.__name__.rsplit(".", 1)[1]: module for module in (clamps, squashes, simplex, norms)}
+FAMILIES = tuple(_MODULES[family] for family in Family)  # KeyError here: a Family without its module
 DECLARATION_GROUP = "output_limits.techniques"
 IMPLEMENTATION_GROUP = {framework: f"output_limits.impl_{framework}" for framework in Framework}
 
@@ -194,6 +196,9 @@ def _load_group(group: str) -> None:
             ) from error
         finally:
             _current_origin = "builtin"
+
+
+_spec_module._lookup = get  # what unpickled declarations resolve by name (see TechniqueSpec.__reduce__)
 
 
 def _suggest(name: str) -> str:

@@ -255,7 +255,7 @@ def markdown(rows: list[Row], infos: list[dict[str, Any]], ratios: dict[str, Any
 
 def _native_text(record: dict[str, Any] | None) -> str:
     if not record:
-        return "not recorded (runs before native/ existed used the ATen formula)"
+        return "not recorded (runs before the C kernel existed used the ATen formula)"
     if not record.get("on"):
         return str(record.get("note"))
     return f"on, {record.get('compiler')} {' '.join(record.get('flags', []))}"

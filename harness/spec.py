@@ -182,9 +182,7 @@ class TechniqueSpec:
         # Pickled by name, as a reference to the registry's declaration: its checks and formulas
         # are functions (lambdas among them) that pickle cannot carry, and a declaration is
         # frozen, so a module unpickled elsewhere (torch.save, multiprocessing) gets the same one.
-        from harness.registry import get
-
-        return get, (self.name,)
+        return declared, (self.name,)
 
     @property
     def takes_num_features(self) -> bool:
@@ -266,6 +264,18 @@ class TechniqueSpec:
     def dtype_problem(self, params: Mapping[str, Any], dtype: str) -> str | None:
         """What ``dtype`` cannot hold of these parameters (see ``check_dtype``), or ``None``."""
         return self.check_dtype(params, dtype) if self.check_dtype is not None else None
+
+
+# The registry's lookup by name, set by harness.registry when it loads (importing harness.spec
+# imports the harness package, and so the registry, first): declarations do not import it.
+_lookup: Callable[[str], TechniqueSpec] | None = None
+
+
+def declared(name: str) -> TechniqueSpec:
+    """The registered declaration of ``name`` (what a pickled declaration unpickles to)."""
+    if _lookup is None:  # pragma: no cover - harness/__init__ imports the registry
+        raise RuntimeError("harness.registry is not loaded; import harness first")
+    return _lookup(name)
 
 
 def finite(value: float) -> str | None:

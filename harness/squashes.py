@@ -3,12 +3,14 @@
 sigmoid, tanh, scaled_sigmoid, scaled_tanh, softsign, soft_clip and smooth_clamp, all
 invertible. The constants their formulas derive from parameters (smooth_clamp's tail width and
 joins, soft_clip's shrink factor) are computed here once, by :func:`smooth_clamp_parts` and
-:func:`soft_clip_shrink`, for the declaration, both implementations, both inverses and the
-C kernel's caller alike.
+:func:`soft_clip_shrink`: smooth_clamp's for its declaration, both implementations, both
+inverses and the C kernel's caller; soft_clip's for both implementations and inverses (its
+numpy references compute the factor on their own, to check it).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -40,11 +42,31 @@ class SmoothClampParts(NamedTuple):
     b_lo: float
     b_hi: float
 
+    @property
+    def steepness(self) -> float:
+        """2 / r: the tails are sigmoids of ``steepness * (x - join)``."""
+        return 2.0 / self.r
+
 
 def smooth_clamp_parts(lo: float, hi: float, linear_fraction: float) -> SmoothClampParts:
     """The tail width ``(1 - linear_fraction) * (hi - lo) / 2`` and the two joins."""
     r = (1.0 - linear_fraction) * (hi - lo) / 2.0
     return SmoothClampParts(r, lo + r, hi - r)
+
+
+@functools.lru_cache(maxsize=256)
+def smooth_clamp_needs_guard(lo: float, hi: float, parts: SmoothClampParts, dtype: str) -> bool:
+    """True unless ``b_lo - r >= lo`` and ``b_hi + r <= hi`` hold in ``dtype``.
+
+    When they hold, ``m + t`` with ``m`` in [b_lo, b_hi] and ``|t| <= r`` rounds into [lo, hi]
+    (rounding is monotone), so no final clamp is needed. With no linear middle the two joins
+    meet, and rounded they may cross (b_lo above b_hi): a clamp to [b_lo, b_hi] then returns b_hi
+    everywhere, so the lower end is checked from there.
+    """
+    f = np.dtype(dtype).type
+    b_lo, b_hi, r = f(parts.b_lo), f(parts.b_hi), f(parts.r)
+    with np.errstate(over="ignore"):
+        return not (f(min(b_lo, b_hi) - r) >= f(lo) and f(b_hi + r) <= f(hi))
 
 
 def soft_clip_shrink(lo: float, hi: float, c: float) -> float:

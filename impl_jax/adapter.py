@@ -17,7 +17,7 @@ from flax import nnx
 
 from harness.state import check_state
 
-JAX_DTYPES: dict[str, Any] = {name: jnp.dtype(name) for name in ("float16", "bfloat16", "float32", "float64")}
+FRAMEWORK_DTYPES: dict[str, Any] = {name: jnp.dtype(name) for name in ("float16", "bfloat16", "float32", "float64")}
 
 
 def dtype_name(x: jax.Array) -> str:
@@ -31,7 +31,7 @@ def from_numpy(a: np.ndarray, dtype: str) -> jax.Array:
         # JAX would silently compute in float32; refuse instead.
         raise RuntimeError("float64 in JAX needs jax.config.update('jax_enable_x64', True) before any array is made")
     source = np.asarray(a, dtype=np.float64 if dtype == "float64" else np.float32)
-    return jnp.asarray(source).astype(JAX_DTYPES[dtype])
+    return jnp.asarray(source).astype(FRAMEWORK_DTYPES[dtype])
 
 
 def asarray(a: np.ndarray) -> jax.Array:

@@ -1,4 +1,4 @@
-"""JAX versions of the benchmark baselines declared in ``harness.benchplan.BASELINES``
+"""JAX versions of the benchmark baselines declared in ``bench.plan.BASELINES``
 (mirrors ``impl_torch/baselines.py``). Each builder takes the technique's resolved parameters."""
 
 from __future__ import annotations

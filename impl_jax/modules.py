@@ -18,7 +18,7 @@ from flax import nnx
 
 import harness
 from harness.build import check_head_input
-from impl_jax.adapter import JAX_DTYPES, dtype_name, from_numpy
+from impl_jax.adapter import FRAMEWORK_DTYPES, dtype_name, from_numpy
 
 
 class _Jitted:
@@ -48,7 +48,9 @@ class Limit(nnx.Module):
         # As on PyTorch's side: the shape check and the dtypes that cannot hold the parameters
         # are decided here, so the hot path of an elementwise technique checks nothing.
         self._check_shape = spec.min_rank > 0
-        self._fast_dtypes = frozenset(t for name, t in JAX_DTYPES.items() if spec.dtype_problem(params, name) is None)
+        self._fast_dtypes = frozenset(
+            t for name, t in FRAMEWORK_DTYPES.items() if spec.dtype_problem(params, name) is None
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self._check_shape or x.dtype not in self._fast_dtypes:
@@ -74,7 +76,7 @@ def make_module(spec: harness.TechniqueSpec, impl: Any, params: Mapping[str, Any
 
 def make_head(weight: np.ndarray, bias: np.ndarray, limit: nnx.Module, dtype: str) -> Head:
     out_features, in_features = weight.shape
-    jax_dtype = JAX_DTYPES[dtype]
+    jax_dtype = FRAMEWORK_DTYPES[dtype]
     linear = nnx.Linear(
         in_features, out_features, dtype=jax_dtype, param_dtype=jax_dtype,
         # Full-precision matmul: XLA's default may use TF32 on GPUs, which torch does not.

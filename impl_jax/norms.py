@@ -19,7 +19,7 @@ from flax import nnx
 
 import harness
 from impl_jax._common import clamp_straight_through, upcast
-from impl_jax.adapter import JAX_DTYPES, dtype_name
+from impl_jax.adapter import FRAMEWORK_DTYPES, dtype_name
 
 
 class _Prescaled(NamedTuple):
@@ -157,8 +157,8 @@ class LayerNorm(nnx.Module):
         self._spec = harness.get("layer_norm")
         self.eps = eps
         if elementwise_affine:
-            self.weight = nnx.Param(jnp.ones(num_features, JAX_DTYPES[dtype]))
-            self.bias = nnx.Param(jnp.zeros(num_features, JAX_DTYPES[dtype]))
+            self.weight = nnx.Param(jnp.ones(num_features, FRAMEWORK_DTYPES[dtype]))
+            self.bias = nnx.Param(jnp.zeros(num_features, FRAMEWORK_DTYPES[dtype]))
         else:
             self.weight = self.bias = None
 
@@ -171,7 +171,7 @@ class LayerNorm(nnx.Module):
 
 @harness.implements("rms_norm", "jax")
 class RMSNorm(nnx.Module):
-    """RMSNorm over the last axis with PyTorch's meaning (eps None: the input dtype's epsilon;
+    """RMSNorm over the last axis with PyTorch's meaning (eps None: the compute dtype's epsilon;
     Flax's default is 1e-6)."""
 
     def __init__(
@@ -185,7 +185,7 @@ class RMSNorm(nnx.Module):
         )
         self._spec = harness.get("rms_norm")
         self.eps = eps
-        self.weight = nnx.Param(jnp.ones(num_features, JAX_DTYPES[dtype])) if elementwise_affine else None
+        self.weight = nnx.Param(jnp.ones(num_features, FRAMEWORK_DTYPES[dtype])) if elementwise_affine else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params))
@@ -202,7 +202,7 @@ class BatchNorm(nnx.Module):
         self.params = (("num_features", num_features), ("eps", eps), ("momentum", momentum), ("dtype", dtype))
         self._spec = harness.get("batch_norm")
         self.eps, self.momentum = eps, momentum
-        jax_dtype = JAX_DTYPES[dtype]
+        jax_dtype = FRAMEWORK_DTYPES[dtype]
         self.weight = nnx.Param(jnp.ones(num_features, jax_dtype))
         self.bias = nnx.Param(jnp.zeros(num_features, jax_dtype))
         self.running_mean = nnx.BatchStat(jnp.zeros(num_features, jax_dtype))

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from harness import implements, implements_inverse
-from harness.numerics import affine_needs_guard, needs_rounding_guard
-from harness.squashes import SmoothClampParts, smooth_clamp_parts, soft_clip_shrink
+from harness.numerics import affine_needs_guard
+from harness.squashes import SmoothClampParts, smooth_clamp_needs_guard, smooth_clamp_parts, soft_clip_shrink
 from impl_jax._common import clamp_straight_through, upcast
 
 
@@ -107,7 +107,7 @@ def _smooth_clamp(x: jax.Array, lo: float, hi: float, parts: SmoothClampParts) -
     xc = upcast(x)
     middle = jnp.clip(xc, b_lo, b_hi)
     y = middle + r * jnp.tanh((xc - middle) / r)
-    if needs_rounding_guard(lo, hi, r, xc.dtype.name):
+    if smooth_clamp_needs_guard(lo, hi, parts, xc.dtype.name):
         y = jnp.clip(y, lo, hi)
     return y.astype(x.dtype)
 
@@ -119,9 +119,9 @@ def _smooth_clamp_jvp(
     # 4 s (1 - s) with s = sigmoid(-2|e|/r) on its small side: exactly 1 on the linear middle,
     # and > 0 far into the tails (autodiff of the forward would round it to 0 much sooner).
     (x,), (t,) = primals, tangents
-    r, b_lo, b_hi = parts
+    _, b_lo, b_hi = parts
     xc = upcast(x)
-    s = jax.nn.sigmoid(jnp.abs(xc - jnp.clip(xc, b_lo, b_hi)) * (-2.0 / r))
+    s = jax.nn.sigmoid(jnp.abs(xc - jnp.clip(xc, b_lo, b_hi)) * -parts.steepness)
     return _smooth_clamp(x, lo, hi, parts), (upcast(t) * (4.0 * s * (1.0 - s))).astype(t.dtype)
 
 

@@ -2,7 +2,7 @@
 
 One small function per question (compiling or not, device, kernel available, gradient tracked),
 so the families ask here instead of each inspecting torch's state its own way. Each answer is
-about the call at hand: none is cached across calls.
+about the call at hand; only the C kernel's build is made once per process (``_native.build``).
 """
 
 from __future__ import annotations

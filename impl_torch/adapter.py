@@ -13,7 +13,7 @@ import torch
 
 from harness.state import check_state
 
-TORCH_DTYPES: dict[str, torch.dtype] = {
+FRAMEWORK_DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
     "float32": torch.float32,
@@ -34,7 +34,7 @@ def from_numpy(a: np.ndarray, dtype: str) -> torch.Tensor:
     # some kernels measurably (an unfair input for a benchmark).
     # np.require copies only an array from_numpy cannot view (negative strides, read-only).
     view = torch.from_numpy(np.require(source, requirements=["C_CONTIGUOUS", "WRITEABLE"]))
-    return view.to(TORCH_DTYPES[dtype], copy=True)
+    return view.to(FRAMEWORK_DTYPES[dtype], copy=True)
 
 
 def asarray(a: np.ndarray) -> torch.Tensor:

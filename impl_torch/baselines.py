@@ -1,4 +1,4 @@
-"""PyTorch versions of the benchmark baselines declared in ``harness.benchplan.BASELINES``
+"""PyTorch versions of the benchmark baselines declared in ``bench.plan.BASELINES``
 (mirrors ``impl_jax/baselines.py``). Each builder takes the technique's resolved parameters."""
 
 from __future__ import annotations

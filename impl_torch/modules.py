@@ -18,7 +18,7 @@ from torch import nn
 
 import harness
 from harness.build import check_head_input
-from impl_torch.adapter import TORCH_DTYPES, dtype_name, from_numpy
+from impl_torch.adapter import FRAMEWORK_DTYPES, dtype_name, from_numpy
 
 
 class Limit(nn.Module):
@@ -33,7 +33,9 @@ class Limit(nn.Module):
         # Elementwise techniques take any float input: skip the shape check on the hot path, and
         # decide now which dtypes can hold the parameters (the others raise in check_input).
         self._check_shape = spec.min_rank > 0
-        self._fast_dtypes = frozenset(t for name, t in TORCH_DTYPES.items() if spec.dtype_problem(params, name) is None)
+        self._fast_dtypes = frozenset(
+            t for name, t in FRAMEWORK_DTYPES.items() if spec.dtype_problem(params, name) is None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._check_shape or x.dtype not in self._fast_dtypes:
@@ -63,7 +65,7 @@ def make_module(spec: harness.TechniqueSpec, impl: Any, params: Mapping[str, Any
 
 def make_head(weight: np.ndarray, bias: np.ndarray, limit: nn.Module, dtype: str) -> Head:
     out_features, in_features = weight.shape
-    linear = nn.Linear(in_features, out_features, dtype=TORCH_DTYPES[dtype])
+    linear = nn.Linear(in_features, out_features, dtype=FRAMEWORK_DTYPES[dtype])
     with torch.no_grad():
         linear.weight.copy_(from_numpy(weight, dtype))
         linear.bias.copy_(from_numpy(bias, dtype))

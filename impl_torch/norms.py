@@ -17,7 +17,7 @@ from torch import nn
 import harness
 from impl_torch._common import clamp_straight_through, upcast
 from impl_torch._decisions import eager_cpu
-from impl_torch.adapter import TORCH_DTYPES, dtype_name
+from impl_torch.adapter import FRAMEWORK_DTYPES, dtype_name
 
 
 class _Prescaled(NamedTuple):
@@ -144,7 +144,7 @@ def batch_norm(
 
 
 def _ones(num_features: int, dtype: str) -> nn.Parameter:
-    return nn.Parameter(torch.ones(num_features, dtype=TORCH_DTYPES[dtype]))
+    return nn.Parameter(torch.ones(num_features, dtype=FRAMEWORK_DTYPES[dtype]))
 
 
 @harness.implements("layer_norm", "torch")
@@ -163,7 +163,7 @@ class LayerNorm(nn.Module):
         self.eps = eps
         if elementwise_affine:
             self.weight = _ones(num_features, dtype)
-            self.bias = nn.Parameter(torch.zeros(num_features, dtype=TORCH_DTYPES[dtype]))
+            self.bias = nn.Parameter(torch.zeros(num_features, dtype=FRAMEWORK_DTYPES[dtype]))
         else:
             self.weight = self.bias = None
 
@@ -174,7 +174,8 @@ class LayerNorm(nn.Module):
 
 @harness.implements("rms_norm", "torch")
 class RMSNorm(nn.Module):
-    """RMSNorm over the last axis with PyTorch's meaning (eps None: the input dtype's epsilon)."""
+    """RMSNorm over the last axis with PyTorch's meaning (eps None: the compute dtype's epsilon,
+    float32 for float16 and bfloat16 inputs)."""
 
     def __init__(
         self, *, num_features: int, eps: float | None, elementwise_affine: bool, dtype: str, seed: int
@@ -205,7 +206,7 @@ class BatchNorm(nn.Module):
         self.params = {"num_features": num_features, "eps": eps, "momentum": momentum, "dtype": dtype}
         self._spec = harness.get("batch_norm")
         self.eps, self.momentum = eps, momentum
-        torch_dtype = TORCH_DTYPES[dtype]
+        torch_dtype = FRAMEWORK_DTYPES[dtype]
         self.weight = _ones(num_features, dtype)
         self.bias = nn.Parameter(torch.zeros(num_features, dtype=torch_dtype))
         self.register_buffer("running_mean", torch.zeros(num_features, dtype=torch_dtype))

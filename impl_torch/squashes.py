@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from harness import implements, implements_inverse
-from harness.numerics import affine_needs_guard, needs_rounding_guard
-from harness.squashes import SmoothClampParts, smooth_clamp_parts, soft_clip_shrink
+from harness.numerics import affine_needs_guard
+from harness.squashes import SmoothClampParts, smooth_clamp_needs_guard, smooth_clamp_parts, soft_clip_shrink
 from impl_torch import _native
 from impl_torch._common import as_dtype, blocks, clamp_straight_through, compute_dtype, upcast
 from impl_torch._decisions import block_size, guard_always, kernel_serves, may_write_in_place, tracks_grad
@@ -156,7 +156,7 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, parts: SmoothCla
         return _run_native(_native.smooth_clamp_forward_f32, x, lo=lo, hi=hi, parts=parts)
     r, b_lo, b_hi = parts
     compute = compute_dtype(x)
-    guard = needs_rounding_guard(lo, hi, r, str(compute).removeprefix("torch."))
+    guard = smooth_clamp_needs_guard(lo, hi, parts, str(compute).removeprefix("torch."))
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     flat_x, flat_out = x.reshape(-1), out.view(-1)
     size = min(block_size(x), flat_x.numel())
@@ -169,7 +169,7 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, parts: SmoothCla
         has_middle = _excess(xs, b_lo, b_hi, e, m)
         # The sigmoid is the pass that first writes the output block: its arithmetic hides the
         # trip to memory that a cheap pass writing it first would wait for.
-        torch.sigmoid(e.mul_(2.0 / r), out=y)
+        torch.sigmoid(e.mul_(parts.steepness), out=y)
         y.sub_(0.5)
         if not has_middle:
             m = torch.clamp(xs, b_lo, b_hi, out=e)  # e is free after the sigmoid
@@ -187,7 +187,7 @@ def _smooth_clamp_fused(x: torch.Tensor, lo: float, hi: float, parts: SmoothClam
     r, b_lo, b_hi = parts
     xc = upcast(x)
     m = torch.clamp(xc, b_lo, b_hi)
-    y = m + (2.0 * r) * (torch.sigmoid((xc - m) * (2.0 / r)) - 0.5)
+    y = m + (2.0 * r) * (torch.sigmoid((xc - m) * parts.steepness) - 0.5)
     return as_dtype(torch.clamp(y, lo, hi), x.dtype)
 
 
@@ -195,7 +195,7 @@ def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, parts: SmoothClampPa
     """grad * 4 s (1 - s) with s = sigmoid(-2|e|/r), block by block like the forward."""
     if kernel_serves(x) and kernel_serves(grad):
         return _run_native(_native.smooth_clamp_backward_f32, x, grad, parts=parts)
-    r, b_lo, b_hi = parts
+    _, b_lo, b_hi = parts
     compute = compute_dtype(x)
     out = torch.empty(x.shape, dtype=grad.dtype, device=x.device)
     flat_x, flat_grad, flat_out = x.reshape(-1), grad.reshape(-1), out.view(-1)
@@ -205,7 +205,7 @@ def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, parts: SmoothClampPa
         s = flat_out[block] if compute == grad.dtype else torch.empty_like(xs)
         e = excess[: xs.numel()]
         _excess(xs, b_lo, b_hi, e, middle[: xs.numel()])
-        torch.sigmoid(e.abs_().mul_(-2.0 / r), out=s)
+        torch.sigmoid(e.abs_().mul_(-parts.steepness), out=s)
         # s - s * s, then the two products.
         s.addcmul_(s, s, value=-1.0).mul_(flat_grad[block].to(compute)).mul_(4.0)
         if compute != grad.dtype:

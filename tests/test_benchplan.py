@@ -37,6 +37,7 @@ def test_every_technique_gets_every_size_mode_and_row_on_each_device() -> None:
 
 def test_a_technique_registered_later_is_planned_without_new_code(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "_specs", dict(registry._specs))
+    monkeypatch.setattr(registry, "_origins", dict(registry._origins))
     harness.declare(replace(harness.get("tanh"), name="tanh_copy"))
     plan = benchplan.cases(("cpu",))
     assert {(c.mode, c.row) for c in plan if c.technique == "tanh_copy"} == set(

@@ -2,7 +2,7 @@
 
 Each is compiled first under autograd, as a training step compiles it. That path is where
 torch 2.11 returned dx = 0, without an error, for custom Functions whose forward wrote in place
-or returned an alias (impl_torch.functional._in_place_forward); eager tests never reach it.
+or returned an alias (impl_torch._decisions.may_write_in_place); eager tests never reach it.
 """
 
 from __future__ import annotations

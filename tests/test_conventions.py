@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import harness
-from impl_torch.adapter import TORCH_DTYPES
+from impl_torch.adapter import FRAMEWORK_DTYPES
 
 
 def test_layer_norm_defaults_match_torch_nn_layer_norm(rng: np.random.Generator) -> None:
@@ -29,7 +29,7 @@ def test_rms_norm_defaults_match_torch_nn_rms_norm(dtype: str, rng: np.random.Ge
     # Mean square 1e-4, within a few orders of every candidate eps: float16's epsilon (1e-3)
     # instead of the float32 one torch.nn.RMSNorm adds for a float16 input moves outputs by ~2.
     x = rng.normal(size=(4, 16)) * 1e-2
-    reference = torch.nn.RMSNorm(16, dtype=TORCH_DTYPES[dtype])
+    reference = torch.nn.RMSNorm(16, dtype=FRAMEWORK_DTYPES[dtype])
     expected = reference(harness.backend("torch").from_numpy(x, dtype)).detach().double().numpy()
     rtol = {"float64": 1e-12, "float32": 1e-6, "float16": 2e-3, "bfloat16": 1.6e-2}[dtype]  # 2 ulps
     for framework in harness.FRAMEWORKS:

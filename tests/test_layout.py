@@ -23,14 +23,15 @@ IMPLEMENTATIONS = ("impl_torch", "impl_jax")
 
 
 def _public_names(module_name: str) -> set[str]:
-    """Functions and classes a module defines itself (not imports) under a public name."""
+    """What a module defines itself under a public name: functions, classes and other callables
+    (a custom_jvp, say) whose module is this one, and constants (UPPER_CASE names)."""
     module = importlib.import_module(module_name)
     return {
         name
         for name, obj in vars(module).items()
         if not name.startswith("_")
-        and (inspect.isfunction(obj) or inspect.isclass(obj))
-        and obj.__module__ == module_name
+        and not inspect.ismodule(obj)
+        and (name.isupper() or (callable(obj) and getattr(obj, "__module__", None) == module_name))
     }
 
 
@@ -46,6 +47,11 @@ def test_both_implementations_expose_the_same_public_names(module: str) -> None:
     assert torch_names, f"impl_torch.{module} defines no public function or class"
     only_torch, only_jax = sorted(torch_names - jax_names), sorted(jax_names - torch_names)
     assert not only_torch and not only_jax, f"{module}: only in impl_torch {only_torch}, only in impl_jax {only_jax}"
+
+
+def test_the_packages_export_the_same_names() -> None:
+    exported = [set(importlib.import_module(package).__all__) for package in IMPLEMENTATIONS]
+    assert exported[0] == exported[1], f"only in one package's __all__: {sorted(exported[0] ^ exported[1])}"
 
 
 def test_the_packages_mirror_file_for_file() -> None:
@@ -72,10 +78,17 @@ def test_each_builtin_technique_lives_in_files_of_its_family_name(name: str) -> 
             assert inverse.__module__ == f"impl_{framework}.{family}"
 
 
-def test_every_family_has_its_three_files() -> None:
+def test_every_family_has_its_three_files_and_each_is_loaded() -> None:
+    """A new Family member needs its three files and their imports (harness/registry.py and each
+    implementation package's __init__.py); without an import its techniques would never register."""
     for family in Family:
         for package in ("harness", *IMPLEMENTATIONS):
             assert (ROOT / package / f"{family}.py").exists(), f"{package}/{family}.py is missing"
+    assert [m.__name__ for m in registry.FAMILIES] == [f"harness.{family}" for family in Family]
+    for package in IMPLEMENTATIONS:
+        loaded = importlib.import_module(package)
+        missing = [str(f) for f in Family if not inspect.ismodule(getattr(loaded, str(f), None))]
+        assert not missing, f"{package}/__init__.py does not import {missing}"
 
 
 def _nodes(tree: ast.AST) -> list[ast.AST]:
@@ -83,7 +96,7 @@ def _nodes(tree: ast.AST) -> list[ast.AST]:
     bodies of ``if TYPE_CHECKING:`` blocks, which import nothing at run time."""
     out = []
     for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             continue
         out.append(node)
         out.extend(_nodes(node))
@@ -92,7 +105,10 @@ def _nodes(tree: ast.AST) -> list[ast.AST]:
 
 def _imports(path: Path, package_of: str, modules: set[str]) -> set[str]:
     """The project modules ``path`` imports, anywhere in it, ``importlib.import_module("name")``
-    included. ``from p import m`` counts as importing ``p.m`` where that is a module."""
+    included. ``from p import m`` counts as importing ``p.m`` where that is a module. Names built
+    at run time (``load_framework``'s ``import_module(f"impl_{framework}")``, plugins' entry
+    points) are not followed: that one switch is how harness reaches a framework without
+    importing it."""
     found: set[str] = set()
     for node in _nodes(ast.parse(path.read_text())):
         if (
@@ -105,8 +121,8 @@ def _imports(path: Path, package_of: str, modules: set[str]) -> set[str]:
             found.add(node.args[0].value)
         elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module is not None:
-            base = node.module if node.level == 0 else f"{package_of}.{node.module}"
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module if node.level == 0 else ".".join(p for p in (package_of, node.module) if p)
             for alias in node.names:
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
     return found & modules
@@ -133,9 +149,6 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = 1
         path.append(node)
         for target in sorted(graph[node]):
-            # A package importing its own submodules is how a package lists its parts, not a circle.
-            if target.startswith(node + "."):
-                continue
             if state.get(target) == 1:
                 return [*path[path.index(target) :], target]
             if target not in state and (found := visit(target)):
@@ -161,6 +174,8 @@ def test_no_import_circle_among_the_projects_modules() -> None:
 def test_the_cycle_detector_finds_a_circle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"p": {"p.x"}, "p.x": set()}) is None
+    # Through a package's own __init__, as `import harness` inside a harness module would make.
+    assert _cycle({"p": {"p.x"}, "p.x": {"p.y"}, "p.y": {"p"}}) == ["p", "p.x", "p.y", "p"]
 
 
 def test_the_wheel_holds_exactly_the_three_packages(tmp_path: Path) -> None:

@@ -145,8 +145,8 @@ def _self_check(library: ctypes.CDLL) -> str | None:
     buffers = [(ctypes.c_float * len(x))(*values) for values in (x, x, x, [1.0] * len(x))]
     xs, y, dx, ones = (ctypes.addressof(b) for b in buffers)
     parts = smooth_clamp_parts(-1.0, 1.0, 0.5)
-    library.smooth_clamp_forward_f32(xs, y, len(x), -1.0, 1.0, parts.b_lo, parts.b_hi, parts.r, 2.0 / parts.r, 1)
-    library.smooth_clamp_backward_f32(xs, ones, dx, len(x), parts.b_lo, parts.b_hi, 2.0 / parts.r, 1)
+    library.smooth_clamp_forward_f32(xs, y, len(x), -1.0, 1.0, parts.b_lo, parts.b_hi, parts.r, parts.steepness, 1)
+    library.smooth_clamp_backward_f32(xs, ones, dx, len(x), parts.b_lo, parts.b_hi, parts.steepness, 1)
     for name, got, want in (("forward", buffers[1], expected_y), ("gradient", buffers[2], expected_dx)):
         for a, b in zip(got, want, strict=True):
             if not (math.isnan(a) and math.isnan(b)) and not abs(a - b) <= 1e-6 * max(1.0, abs(b)):
@@ -171,9 +171,9 @@ def smooth_clamp_forward_f32(
     """Write smooth_clamp of the ``n`` contiguous float32 at address ``x`` to address ``y``.
     The joins and tail width come in Python floats and ctypes rounds them to float32, as ATen
     rounds a Python scalar."""
-    _library().smooth_clamp_forward_f32(x, y, n, lo, hi, parts.b_lo, parts.b_hi, parts.r, 2.0 / parts.r, threads)
+    _library().smooth_clamp_forward_f32(x, y, n, lo, hi, parts.b_lo, parts.b_hi, parts.r, parts.steepness, threads)
 
 
 def smooth_clamp_backward_f32(x: int, grad: int, dx: int, n: int, *, parts: SmoothClampParts, threads: int) -> None:
     """Write the input gradient of smooth_clamp (cotangent at ``grad``) to address ``dx``."""
-    _library().smooth_clamp_backward_f32(x, grad, dx, n, parts.b_lo, parts.b_hi, 2.0 / parts.r, threads)
+    _library().smooth_clamp_backward_f32(x, grad, dx, n, parts.b_lo, parts.b_hi, parts.steepness, threads)
