@@ -6,11 +6,12 @@ convention of the primitive that computes the forward. Mirrors ``impl_jax/_commo
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 
-from impl_torch._decisions import block_size, tracks_grad
+from impl_torch._decisions import block_size, compiling, tracks_grad
 
 LOW = (torch.float16, torch.bfloat16)
 
@@ -38,6 +39,36 @@ def blocks(x: torch.Tensor) -> list[slice]:
     return [slice(start, start + step) for start in range(0, x.numel(), step)]
 
 
+def save_input(ctx: Any, x: torch.Tensor) -> None:
+    """Keep ``x`` for the backward and for the forward-mode rule (jvp) alike."""
+    ctx.save_for_backward(x)
+    ctx.save_for_forward(x)
+
+
+# Every custom Function here states its derivative once, as a linear map of the incoming
+# cotangent or tangent: the elementwise (and sparsemax's symmetric) Jacobians make the VJP and
+# the JVP the same map, so ``backward`` and ``tangent_rule`` both call it. Written in
+# differentiable ops, so that second order (double backward, Hessian-vector products)
+# differentiates the rule itself. See ``apply`` for how the forward-mode rule is attached.
+
+
+def apply(function: type[torch.autograd.Function], *args: Any) -> torch.Tensor:
+    """``function.apply(*args)``, with its forward-mode rule and a vmap rule outside torch.compile.
+
+    Dynamo does not trace a Function that defines ``jvp`` (a graph break, "Unsupported custom
+    jvp"), and torch.compile takes no forward-mode or vmap rule from one anyway, so each Function
+    comes twice: as written, for torch.compile, and with ``jvp = tangent_rule`` and
+    ``generate_vmap_rule``, for everything else (eager autograd, torch.func, forward AD).
+    """
+    return (function if compiling() else _with_forward_mode(function)).apply(*args)
+
+
+@functools.cache
+def _with_forward_mode(function: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
+    rules = {"jvp": staticmethod(function.tangent_rule), "generate_vmap_rule": True}
+    return type(function.__name__, (function,), rules)
+
+
 class _ClampInside(torch.autograd.Function):
     """clamp with gradient 1 strictly inside (lo, hi) and 0 elsewhere, bounds included."""
 
@@ -48,15 +79,23 @@ class _ClampInside(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         x, ctx.lo, ctx.hi = inputs
-        ctx.save_for_backward(x)
+        save_input(ctx, x)
+
+    @staticmethod
+    def derivative(ctx: Any, v: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        # ATen's fused hardtanh_backward computes exactly the declared rule, v where
+        # lo < x < hi and 0 where x <= lo or x >= hi, three times faster than torch.where on CPU.
+        # The kink tests pin its result at and beside both bounds, release after release.
+        return torch.ops.aten.hardtanh_backward(v, x, ctx.lo, ctx.hi)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (x,) = ctx.saved_tensors
-        # ATen's fused hardtanh_backward computes exactly the declared rule, grad where
-        # lo < x < hi and 0 where x <= lo or x >= hi, three times faster than torch.where on CPU.
-        # The kink tests pin its result at and beside both bounds, release after release.
-        return torch.ops.aten.hardtanh_backward(grad, x, ctx.lo, ctx.hi), None, None
+        return _ClampInside.derivative(ctx, grad), None, None
+
+    @staticmethod
+    def tangent_rule(ctx: Any, x_t: torch.Tensor, *_: Any) -> torch.Tensor:
+        return _ClampInside.derivative(ctx, x_t)
 
 
 class _ClampStraightThrough(torch.autograd.Function):
@@ -74,16 +113,21 @@ class _ClampStraightThrough(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         return grad, None, None
 
+    @staticmethod
+    def tangent_rule(ctx: Any, x_t: torch.Tensor, *_: Any) -> torch.Tensor:
+        # A fresh tensor: forward-mode AD refuses a tangent that is the input's own.
+        return x_t.clone()
+
 
 def clamp_inside(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     """clamp with gradient 1 strictly inside (lo, hi), 0 at and beyond the bounds."""
     # Without autograd the plain fused clamp runs; the Function only adds the kink rule.
-    return _ClampInside.apply(x, lo, hi) if tracks_grad(x) else torch.clamp(x, lo, hi)
+    return apply(_ClampInside, x, lo, hi) if tracks_grad(x) else torch.clamp(x, lo, hi)
 
 
 def clamp_straight_through(x: torch.Tensor, lo: float, hi: float, *, fresh: bool = False) -> torch.Tensor:
     """clamp with gradient 1 everywhere (rounding guards, ste_clamp). ``fresh``: ``x`` is a
     temporary made by the caller, so without autograd it is clamped in place."""
     if tracks_grad(x):
-        return _ClampStraightThrough.apply(x, lo, hi)
+        return apply(_ClampStraightThrough, x, lo, hi)
     return x.clamp_(lo, hi) if fresh else torch.clamp(x, lo, hi)

@@ -8,8 +8,13 @@ about the call at hand; only the C kernel's build is made once per process (``_n
 from __future__ import annotations
 
 import torch
+from torch.autograd import forward_ad
 
 from impl_torch import _native
+
+# torch.func's own switch: no public function says whether a transform is active. Without it,
+# every call counts as transformed (the declared rules always run: right, only slower).
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)
 
 # Elements per block on CPU: a block's temporaries stay in cache, so a formula of several passes
 # costs about one trip to memory (see bench/speed_ratios.py for the measured effect).
@@ -21,17 +26,29 @@ def compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
+def transforming() -> bool:
+    """Whether a torch.func transform (vmap, grad, jvp, jacrev, jacfwd, hessian, functional_call
+    under them) or forward-mode AD (torch.autograd.forward_ad) is active. Then the plain op's own
+    derivative rule would be ATen's convention, not the declaration's, a Python branch on tensor
+    data fails (vmap) and an ``out=`` op has no batching or forward rule."""
+    if compiling():  # dynamo traces none of this; torch.compile's own AOT autograd takes the rules
+        return False
+    return _functorch_active() or forward_ad._current_level >= 0
+
+
 def tracks_grad(x: torch.Tensor) -> bool:
-    """Whether autograd records this call for ``x``: only then does a custom Function, which adds
-    the declared gradient rule, run; without it the plain fused op does."""
-    return torch.is_grad_enabled() and x.requires_grad
+    """Whether a derivative of this call may be asked for: autograd records it for ``x``, or a
+    transform or forward-mode AD is active. Only then does a custom Function, which adds the
+    declared derivative rules, run; without it the plain fused op does."""
+    return (torch.is_grad_enabled() and x.requires_grad) or transforming()
 
 
 def eager_cpu(x: torch.Tensor) -> bool:
     """Whether a data-dependent fast path pays off: eager mode on CPU, where torch.where costs as
     much as six sigmoids. Under torch.compile or on an accelerator the branch-free form is fast
-    as is (and a host-side branch would break the graph or synchronize the device)."""
-    return x.device.type == "cpu" and not compiling()
+    as is (and a host-side branch would break the graph or synchronize the device); under a
+    torch.func transform a branch on data fails."""
+    return x.device.type == "cpu" and not compiling() and not transforming()
 
 
 def block_size(x: torch.Tensor) -> int:
@@ -41,13 +58,14 @@ def block_size(x: torch.Tensor) -> int:
 
 
 def may_write_in_place() -> bool:
-    """Whether a custom Function's forward may return a tensor it wrote in place: not under
-    torch.compile. There torch 2.11 routes the gradient of such an output to the wrong slot and
+    """Whether a formula may write into buffers it allocates (``out=``, in place): not under
+    torch.func transforms or forward-mode AD, where ``out=`` ops have no batching or forward
+    rule, nor under torch.compile. There torch 2.11 routes the gradient of such an output to the wrong slot and
     returns dx = 0 without an error (pytorch#180642; this repository's GPU bench caught it), and
     inductor fuses the out-of-place form into one kernel, so writing in place gains nothing.
     The same release does the same to an output that aliases an intermediate: see
     ``_common.as_dtype``."""
-    return not compiling()
+    return not compiling() and not transforming()
 
 
 def guard_always() -> bool:
@@ -69,7 +87,7 @@ def kernel_serves(x: torch.Tensor) -> bool:
     torch.jit.trace would record an empty output, since it sees no op the kernel performs."""
     if x.dtype != torch.float32 or x.device.type != "cpu" or type(x) not in (torch.Tensor, torch.nn.Parameter):
         return False
-    if compiling() or torch.jit.is_tracing() or not _native.available():
+    if compiling() or transforming() or torch.jit.is_tracing() or not _native.available():
         return False
     try:
         return x.untyped_storage().data_ptr() != 0

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from harness import implements
-from impl_torch._common import as_dtype, clamp_inside, clamp_straight_through, upcast
+from impl_torch._common import apply, as_dtype, clamp_inside, clamp_straight_through, save_input, upcast
 from impl_torch._decisions import may_write_in_place, tracks_grad
 
 
@@ -52,18 +52,27 @@ class _Hardsigmoid(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        ctx.save_for_backward(inputs[0])
+        save_input(ctx, inputs[0])
+
+    @staticmethod
+    def derivative(ctx: Any, v: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        # Not aten.hardsigmoid_backward (nor its forward rule): it multiplies by 1/6 rounded to
+        # float32 even for float64.
+        return torch.ops.aten.hardtanh_backward(v, x, -3.0, 3.0).mul_(1.0 / 6.0)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        # Not aten.hardsigmoid_backward: it multiplies by 1/6 rounded to float32 even for float64.
-        return torch.ops.aten.hardtanh_backward(grad, x, -3.0, 3.0).mul_(1.0 / 6.0)
+        return _Hardsigmoid.derivative(ctx, grad)
+
+    @staticmethod
+    def tangent_rule(ctx: Any, x_t: torch.Tensor) -> torch.Tensor:
+        return _Hardsigmoid.derivative(ctx, x_t)
 
 
 @implements("hardsigmoid", "torch")
 def hardsigmoid(x: torch.Tensor) -> torch.Tensor:
-    return _Hardsigmoid.apply(x) if tracks_grad(x) else _hardsigmoid_values(x)
+    return apply(_Hardsigmoid, x) if tracks_grad(x) else _hardsigmoid_values(x)
 
 
 def _leaky_clamp_values(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
@@ -85,18 +94,26 @@ class _LeakyClamp(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         x, ctx.lo, ctx.hi, ctx.slope = inputs
-        ctx.save_for_backward(x)
+        save_input(ctx, x)
+
+    @staticmethod
+    def derivative(ctx: Any, v: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        inside = torch.ops.aten.hardtanh_backward(v, x, ctx.lo, ctx.hi)  # v inside, 0 at and beyond
+        return inside.mul_(1.0 - ctx.slope).add_(v, alpha=ctx.slope)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        (x,) = ctx.saved_tensors
-        inside = torch.ops.aten.hardtanh_backward(grad, x, ctx.lo, ctx.hi)  # grad inside, 0 at and beyond
-        return inside.mul_(1.0 - ctx.slope).add_(grad, alpha=ctx.slope), None, None, None
+        return _LeakyClamp.derivative(ctx, grad), None, None, None
+
+    @staticmethod
+    def tangent_rule(ctx: Any, x_t: torch.Tensor, *_: Any) -> torch.Tensor:
+        return _LeakyClamp.derivative(ctx, x_t)
 
 
 @implements("leaky_clamp", "torch")
 def leaky_clamp(x: torch.Tensor, *, lo: float, hi: float, slope: float) -> torch.Tensor:
-    return _LeakyClamp.apply(x, lo, hi, slope) if tracks_grad(x) else _leaky_clamp_values(x, lo, hi, slope)
+    return apply(_LeakyClamp, x, lo, hi, slope) if tracks_grad(x) else _leaky_clamp_values(x, lo, hi, slope)
 
 
 @implements("ste_clamp", "torch")

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from harness import implements
-from impl_torch._common import clamp_straight_through, upcast
+from impl_torch._common import apply, clamp_straight_through, upcast
 from impl_torch._decisions import eager_cpu
 
 
@@ -50,7 +50,7 @@ def log_softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
 
 class _Sparsemax(torch.autograd.Function):
     """Projection onto the simplex; gradient g - mean_S(g) on the support S, zero on rows that
-    held an infinity."""
+    held an infinity. The Jacobian is symmetric, so the tangent map is the same."""
 
     @staticmethod
     def forward(z: torch.Tensor, axis: int, finite_rows: torch.Tensor) -> torch.Tensor:
@@ -68,13 +68,22 @@ class _Sparsemax(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         _, ctx.axis, finite_rows = inputs
         ctx.save_for_backward(output, finite_rows)
+        ctx.save_for_forward(output, finite_rows)
+
+    @staticmethod
+    def derivative(ctx: Any, v: torch.Tensor) -> torch.Tensor:
+        y, finite_rows = ctx.saved_tensors
+        on = (y > 0).to(v.dtype) * finite_rows.to(v.dtype)
+        mean = (v * on).sum(dim=ctx.axis, keepdim=True) / on.sum(dim=ctx.axis, keepdim=True).clamp_min(1.0)
+        return (v - mean) * on
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        y, finite_rows = ctx.saved_tensors
-        on = (y > 0).to(grad.dtype) * finite_rows.to(grad.dtype)
-        mean = (grad * on).sum(dim=ctx.axis, keepdim=True) / on.sum(dim=ctx.axis, keepdim=True).clamp_min(1.0)
-        return (grad - mean) * on, None, None
+        return _Sparsemax.derivative(ctx, grad), None, None
+
+    @staticmethod
+    def tangent_rule(ctx: Any, z_t: torch.Tensor, *_: Any) -> torch.Tensor:
+        return _Sparsemax.derivative(ctx, z_t)
 
 
 @implements("sparsemax", "torch")
@@ -83,7 +92,7 @@ def sparsemax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
         return x.clone()
     xc = upcast(x)
     z, top = _limit_shift(xc, axis)
-    y = _Sparsemax.apply(z, axis % x.ndim, torch.isfinite(top))
+    y = apply(_Sparsemax, z, axis % x.ndim, torch.isfinite(top))
     # The largest output is max(z) - tau <= 1 in exact arithmetic; this guards the rounding.
     y = clamp_straight_through(y, 0.0, 1.0, fresh=True)
     # NaN rows stay NaN: sorting and counting would otherwise hide the NaN.

@@ -13,7 +13,7 @@ from harness import implements, implements_inverse
 from harness.numerics import affine_needs_guard
 from harness.squashes import SmoothClampParts, smooth_clamp_needs_guard, smooth_clamp_parts, soft_clip_shrink
 from impl_torch import _native
-from impl_torch._common import as_dtype, blocks, clamp_straight_through, compute_dtype, upcast
+from impl_torch._common import apply, as_dtype, blocks, clamp_straight_through, compute_dtype, save_input, upcast
 from impl_torch._decisions import block_size, guard_always, kernel_serves, may_write_in_place, tracks_grad
 
 
@@ -68,21 +68,30 @@ class _Softsign(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        ctx.save_for_backward(inputs[0])
+        save_input(ctx, inputs[0])
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+    def derivative(ctx: Any, v: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         t = upcast(x).abs().add_(1.0)
         # Divided twice rather than by t * t, which overflows (|x| > 1.8e19 in float32) where the
-        # derivative is still a representable subnormal. +-inf gives 0, the limit.
-        return upcast(grad).div(t).div_(t).to(grad.dtype)
+        # derivative is still a representable subnormal. +-inf gives 0, the limit. In place only
+        # where no graph is built (a second-order graph needs the first quotient).
+        once = upcast(v).div(t)
+        return as_dtype(once.div_(t) if not torch.is_grad_enabled() else once / t, v.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return _Softsign.derivative(ctx, grad)
+
+    @staticmethod
+    def tangent_rule(ctx: Any, x_t: torch.Tensor) -> torch.Tensor:
+        return _Softsign.derivative(ctx, x_t)
 
 
 @implements("softsign", "torch")
 def softsign(x: torch.Tensor) -> torch.Tensor:
-    return _Softsign.apply(x) if tracks_grad(x) else _softsign_values(x)
+    return apply(_Softsign, x) if tracks_grad(x) else _softsign_values(x)
 
 
 class _Softplus(torch.autograd.Function):
@@ -95,16 +104,21 @@ class _Softplus(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        ctx.save_for_backward(inputs[0])
+        save_input(ctx, inputs[0])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (v,) = ctx.saved_tensors
         return grad * torch.sigmoid(v)
 
+    @staticmethod
+    def tangent_rule(ctx: Any, v_t: torch.Tensor) -> torch.Tensor:
+        (v,) = ctx.saved_tensors
+        return v_t * torch.sigmoid(v)
+
 
 def _softplus_c(v: torch.Tensor, c: float) -> torch.Tensor:
-    return _Softplus.apply(v / c) * c
+    return apply(_Softplus, v / c) * c
 
 
 @implements("soft_clip", "torch")
@@ -191,8 +205,20 @@ def _smooth_clamp_fused(x: torch.Tensor, lo: float, hi: float, parts: SmoothClam
     return as_dtype(torch.clamp(y, lo, hi), x.dtype)
 
 
+def _smooth_clamp_slope(x: torch.Tensor, parts: SmoothClampParts) -> torch.Tensor:
+    """4 s (1 - s) with s = sigmoid(-2|e|/r), in the compute dtype, out of place: for torch.func
+    transforms and forward mode, and differentiable for second order."""
+    xc = upcast(x)
+    s = torch.sigmoid((xc - torch.clamp(xc, parts.b_lo, parts.b_hi)).abs() * -parts.steepness)
+    return 4.0 * s * (1.0 - s)
+
+
 def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, parts: SmoothClampParts) -> torch.Tensor:
-    """grad * 4 s (1 - s) with s = sigmoid(-2|e|/r), block by block like the forward."""
+    """grad * 4 s (1 - s) with s = sigmoid(-2|e|/r), block by block like the forward; out of
+    place where writing in place is not allowed, or where the result is itself differentiated
+    (a backward that builds a graph, for second order)."""
+    if not may_write_in_place() or torch.is_grad_enabled():
+        return as_dtype(upcast(grad) * _smooth_clamp_slope(x, parts), grad.dtype)
     if kernel_serves(x) and kernel_serves(grad):
         return _run_native(_native.smooth_clamp_backward_f32, x, grad, parts=parts)
     _, b_lo, b_hi = parts
@@ -224,20 +250,24 @@ class _SmoothClamp(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         x, _, _, ctx.parts = inputs
-        ctx.save_for_backward(x)
+        save_input(ctx, x)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (x,) = ctx.saved_tensors
         return _smooth_clamp_grad(x, grad, ctx.parts), None, None, None
+
+    @staticmethod
+    def tangent_rule(ctx: Any, x_t: torch.Tensor, *_: Any) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return as_dtype(upcast(x_t) * _smooth_clamp_slope(x, ctx.parts), x_t.dtype)
 
 
 @implements("smooth_clamp", "torch")
 def smooth_clamp(x: torch.Tensor, *, lo: float, hi: float, linear_fraction: float) -> torch.Tensor:
     parts = smooth_clamp_parts(lo, hi, linear_fraction)
     if tracks_grad(x):
-        return _SmoothClamp.apply(x, lo, hi, parts)
+        return apply(_SmoothClamp, x, lo, hi, parts)
     return _smooth_clamp_values(x, lo, hi, parts)
 
 
