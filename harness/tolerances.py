@@ -131,6 +131,16 @@ COMPILED = Tolerance(
 )
 
 
+SECOND_ORDER = Tolerance(
+    1e-6,
+    "A float64 second-order term (a Hessian-vector product) against the central difference of the same "
+    "framework's input VJP, step h = 1e-5 (1 + max|x|): truncation h^2 ~ 1e-10 and rounding eps / h ~ 1e-11, "
+    "relative to the largest term, so 1e-6 keeps four orders of margin. A dropped second-order term, or a "
+    "first derivative that autodiff cannot follow, misses by 100%.",
+    NORMWISE,
+)
+
+
 _HEAD_VALUES = (
     "Head outputs norm-wise: the Linear layer's dot products sum terms of both signs, so an output near zero "
     "carries an absolute error of a few ulps of the terms (summation order differs between the frameworks)."

@@ -12,10 +12,14 @@ from impl_jax.adapter import (
     from_numpy,
     get_state,
     is_training,
+    jacobians,
+    jvp,
+    second_order,
     set_state,
     set_training,
     to_numpy,
     vjp,
+    vmapped,
 )
 from impl_jax.modules import make_head, make_module
 from impl_jax.timing import bench_callable, bench_devices, block, copy_callable, device_name, native_kernels
@@ -33,14 +37,18 @@ __all__ = [
     "from_numpy",
     "get_state",
     "is_training",
+    "jacobians",
+    "jvp",
     "make_head",
     "make_module",
     "native_kernels",
     "norms",
+    "second_order",
     "set_state",
     "set_training",
     "simplex",
     "squashes",
     "to_numpy",
     "vjp",
+    "vmapped",
 ]

@@ -78,6 +78,42 @@ def vjp(
     return to_numpy(y), to_numpy(dx), grads
 
 
+def _of_input(module: nnx.Module) -> Any:
+    """``module`` as a pure function of its input, parameters and statistics held fixed (a
+    training-mode call's statistics update is dropped: transforms of a call do not train)."""
+    graphdef, state = nnx.split(module)
+    return lambda xj: nnx.merge(graphdef, state, copy=True)(xj)
+
+
+def jvp(module: nnx.Module, x: np.ndarray, tangent: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """(output, its tangent) for the input tangent ``tangent``, by forward mode (``jax.jvp``)."""
+    y, dy = jax.jvp(_of_input(module), (from_numpy(x, dtype),), (from_numpy(tangent, dtype),))
+    return to_numpy(y), to_numpy(dy)
+
+
+def vmapped(module: nnx.Module, xs: np.ndarray, dtype: str) -> np.ndarray:
+    """``module`` mapped over the leading axis of ``xs`` by ``jax.vmap``."""
+    return to_numpy(jax.vmap(_of_input(module))(from_numpy(xs, dtype)))
+
+
+def second_order(
+    module: nnx.Module, x: np.ndarray, cotangent: np.ndarray, tangent: np.ndarray, dtype: str
+) -> np.ndarray:
+    """The Hessian of <cotangent, module(x)> applied to ``tangent``: forward mode over reverse."""
+    f, cot = _of_input(module), from_numpy(cotangent, dtype)
+
+    def input_vjp(xj: jax.Array) -> jax.Array:
+        return jax.vjp(f, xj)[1](cot)[0]
+
+    return to_numpy(jax.jvp(input_vjp, (from_numpy(x, dtype),), (from_numpy(tangent, dtype),))[1])
+
+
+def jacobians(module: nnx.Module, x: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """The input Jacobian by reverse mode and by forward mode (``jax.jacrev``, ``jax.jacfwd``)."""
+    f, xj = _of_input(module), from_numpy(x, dtype)
+    return to_numpy(jax.jacrev(f)(xj)), to_numpy(jax.jacfwd(f)(xj))
+
+
 def get_state(module: nnx.Module) -> dict[str, np.ndarray]:
     """Parameters and running statistics by PyTorch state-dict name."""
     out = {}

@@ -67,6 +67,35 @@ def vjp(
     return to_numpy(y), to_numpy(dx), {name: to_numpy(g) for (name, _), g in zip(named, dparams, strict=False)}
 
 
+def jvp(module: torch.nn.Module, x: np.ndarray, tangent: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """(output, its tangent) for the input tangent ``tangent``, by forward mode (``torch.func.jvp``)."""
+    y, dy = torch.func.jvp(module, (from_numpy(x, dtype),), (from_numpy(tangent, dtype),))
+    return to_numpy(y), to_numpy(dy)
+
+
+def vmapped(module: torch.nn.Module, xs: np.ndarray, dtype: str) -> np.ndarray:
+    """``module`` mapped over the leading axis of ``xs`` by ``torch.func.vmap``."""
+    return to_numpy(torch.func.vmap(module)(from_numpy(xs, dtype)))
+
+
+def second_order(
+    module: torch.nn.Module, x: np.ndarray, cotangent: np.ndarray, tangent: np.ndarray, dtype: str
+) -> np.ndarray:
+    """The Hessian of <cotangent, module(x)> applied to ``tangent``: double backward."""
+    xt = from_numpy(x, dtype).requires_grad_(True)
+    (dx,) = torch.autograd.grad(module(xt), xt, from_numpy(cotangent, dtype), create_graph=True)
+    if not dx.requires_grad:  # the first derivative does not depend on x: the second is 0
+        return to_numpy(torch.zeros_like(dx))
+    (h,) = torch.autograd.grad(dx, xt, from_numpy(tangent, dtype), allow_unused=True)
+    return to_numpy(torch.zeros_like(dx) if h is None else h)
+
+
+def jacobians(module: torch.nn.Module, x: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """The input Jacobian by reverse mode and by forward mode (``torch.func.jacrev``, ``jacfwd``)."""
+    xt = from_numpy(x, dtype)
+    return to_numpy(torch.func.jacrev(module)(xt)), to_numpy(torch.func.jacfwd(module)(xt))
+
+
 def get_state(module: torch.nn.Module) -> dict[str, np.ndarray]:
     """Parameters and buffers by PyTorch state-dict name (Linear weights are (out, in))."""
     return {name: to_numpy(t) for name, t in module.state_dict().items()}

@@ -1,0 +1,132 @@
+"""Every derivative mode and transform beyond first-order reverse mode, in both frameworks:
+forward mode (and its kinks), vmap against a loop, second order against finite differences of
+the first derivative, and reverse- against forward-mode Jacobians.
+
+Modules with running statistics run in evaluation mode here: a training call mutates its
+buffers, which torch.func refuses for torch.nn.BatchNorm1d as for ours (README, transforms).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cases import FRAMEWORKS, TRAIN_CASES, Case, params
+
+import harness
+from harness.sampling import input_shape, machine_epsilon, round_to, sample_cotangent, sample_input
+from harness.tolerances import SECOND_ORDER, compare, tolerance, vjp_scale
+
+KINKED = [c for c in TRAIN_CASES if c.spec().kinks(**c.given)]
+
+
+def _module(case: Case, framework: str, dtype: str):
+    module = case.build(framework, dtype)
+    if case.spec().stateful:
+        harness.backend(framework).set_training(module, False)
+    return module
+
+
+def _draw(case: Case, dtype: str, rng: np.random.Generator, batch: tuple[int, ...] = ()) -> tuple[np.ndarray, ...]:
+    """An input off every kink, and two random directions, as ``dtype`` rounds them."""
+    spec, resolved = case.spec(), case.resolved(dtype)
+    shape = batch + input_shape(spec, resolved)
+    x = sample_input(spec, resolved, shape, rng)
+    return tuple(round_to(a, dtype) for a in (x, sample_cotangent(shape, rng), sample_cotangent(shape, rng)))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", params(TRAIN_CASES))
+def test_forward_mode_agrees_across_frameworks_and_with_reverse_mode(case: Case, dtype: str, rng) -> None:
+    """JVPs of the two frameworks agree, and each is the transpose of its own VJP:
+    <v, J t> == <J^T v, t> (the reverse mode that the parity tests hold to the reference)."""
+    x, t, v = _draw(case, dtype, rng)
+    tangents = {}
+    for framework in FRAMEWORKS:
+        backend = harness.backend(framework)
+        module = _module(case, framework, dtype)
+        _, dy = backend.jvp(module, x, t, dtype)
+        _, dx, _ = backend.vjp(module, x, v, dtype)
+        tangents[framework] = dy
+        forward, reverse = float(np.vdot(v, dy)), float(np.vdot(dx, t))
+        size = np.linalg.norm(v) * np.linalg.norm(dy) + np.linalg.norm(dx) * np.linalg.norm(t)
+        assert abs(forward - reverse) <= tolerance(case.name, dtype, "vjp").rtol * max(size, 1e-300), (
+            f"{framework}: <v, J t> = {forward:.9g} but <J^T v, t> = {reverse:.9g}"
+        )
+    a, b = (tangents[fw] for fw in FRAMEWORKS)
+    result = compare(a, b, tolerance(case.name, dtype, "vjp"), vjp_scale(a))
+    assert result.ok, f"JVPs differ by {result.max_rel:.3e} at {result.worst_index} {result.problem or ''}"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", params(KINKED))
+def test_forward_mode_gives_the_declared_gradient_at_each_kink(case: Case, dtype: str) -> None:
+    """As test_kinks does for reverse mode: at the kink exactly the declared value, one ulp either
+    side the one-sided derivatives (a plain clamp's forward rule gives 1 at its bounds)."""
+    for kink in case.spec().kinks(**case.given):
+        step = max(abs(float(np.spacing(np.array(kink.x, dtype=dtype)))), float(np.finfo(dtype).tiny))
+        points = np.array([kink.x - step, kink.x, kink.x + step])
+        declared = np.array([kink.left, kink.at, kink.right])
+        for framework in FRAMEWORKS:
+            _, dy = harness.backend(framework).jvp(_module(case, framework, dtype), points, np.ones(3), dtype)
+            assert dy[1] == round_to(np.array([kink.at]), dtype)[0], f"{framework}: {dy[1]} at {kink.x}, not {kink.at}"
+            np.testing.assert_allclose(dy, declared, rtol=0, atol=1e-6, err_msg=f"{framework} near kink {kink.x}")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("case", params(KINKED))
+def test_low_precision_forward_mode_around_each_kink_agrees(case: Case, dtype: str) -> None:
+    kinks = [k.x for k in case.spec().kinks(**case.given)]
+    eps = machine_epsilon(dtype)
+    offsets = np.array([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
+    points = round_to(np.concatenate([k + offsets * eps * max(abs(k), 1.0) for k in kinks]), dtype)
+    a, b = (
+        harness.backend(fw).jvp(_module(case, fw, dtype), points, np.ones_like(points), dtype)[1] for fw in FRAMEWORKS
+    )
+    result = compare(a, b, tolerance(case.name, dtype, "vjp"), vjp_scale(a))
+    assert result.ok, f"forward-mode derivatives differ at input {points[result.worst_index]}: {a} vs {b}"
+
+
+@pytest.mark.parametrize("case", params(TRAIN_CASES))
+def test_vmap_equals_a_loop(case: Case, rng) -> None:
+    (xs, _, _) = _draw(case, "float64", rng, batch=(3,))
+    for framework in FRAMEWORKS:
+        backend = harness.backend(framework)
+        module = _module(case, framework, "float64")
+        looped = np.stack([backend.to_numpy(module(backend.from_numpy(x, "float64"))) for x in xs])
+        result = compare(backend.vmapped(module, xs, "float64"), looped, tolerance(case.name, "float64", "value"))
+        assert result.ok, f"{framework}: vmap differs from a loop by {result.max_rel:.3e} at {result.worst_index}"
+
+
+@pytest.mark.parametrize("case", params(TRAIN_CASES))
+def test_second_order_matches_finite_differences_of_the_first(case: Case, rng) -> None:
+    """The Hessian of <v, f(x)> along t (double backward in PyTorch, forward over reverse in JAX)
+    equals the central difference of each framework's own input VJP along t, and the two agree:
+    a first derivative that is not differentiable, or whose second-order term is dropped, fails."""
+    x, v, t = _draw(case, "float64", rng)
+    h = 1e-5 * (1.0 + float(np.abs(x).max()))
+    second = {}
+    for framework in FRAMEWORKS:
+        backend = harness.backend(framework)
+        module = _module(case, framework, "float64")
+        hvp = backend.second_order(module, x, v, t, "float64")
+        above, below = (backend.vjp(module, x + s * h * t, v, "float64")[1] for s in (1.0, -1.0))
+        difference = (above - below) / (2.0 * h)
+        # Truncation h^2 and rounding eps/h, against the larger of the two results.
+        result = compare(hvp, difference, SECOND_ORDER, vjp_scale(hvp, difference))
+        assert result.ok, f"{framework}: second order off its finite difference by {result.max_rel:.3e}"
+        second[framework] = hvp
+    a, b = (second[fw] for fw in FRAMEWORKS)
+    result = compare(a, b, tolerance(case.name, "float64", "vjp"), vjp_scale(a))
+    assert result.ok, f"second-order terms differ by {result.max_rel:.3e} at {result.worst_index}"
+
+
+@pytest.mark.parametrize("case", params(TRAIN_CASES))
+def test_reverse_and_forward_jacobians_agree_across_frameworks(case: Case, rng) -> None:
+    (x, _, _) = _draw(case, "float64", rng)
+    # A small Jacobian suffices: one row, or for channels (axis 1) two samples.
+    x = x[:2] if case.spec().feature_axis == 1 else x[:1]
+    found = [j for framework in FRAMEWORKS for j in harness.backend(framework).jacobians(
+        _module(case, framework, "float64"), x, "float64")]  # fmt: skip
+    for j in found[1:]:
+        result = compare(j, found[0], tolerance(case.name, "float64", "vjp"), vjp_scale(found[0]))
+        assert result.ok, f"Jacobians differ by {result.max_rel:.3e} at {result.worst_index}"
