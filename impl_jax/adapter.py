@@ -114,6 +114,25 @@ def jacobians(module: nnx.Module, x: np.ndarray, dtype: str) -> tuple[np.ndarray
     return to_numpy(jax.jacrev(f)(xj)), to_numpy(jax.jacfwd(f)(xj))
 
 
+def per_sample_gradients(
+    module: nnx.Module, xs: np.ndarray, cotangents: np.ndarray, dtype: str
+) -> dict[str, np.ndarray]:
+    """Each sample's parameter gradient of <cotangent_i, module(x_i)>, by name, for a batch along
+    the leading axis: ``jax.vmap`` of ``jax.grad`` over the module's parameters."""
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+
+    def loss(p: Any, x: jax.Array, c: jax.Array) -> jax.Array:
+        return jnp.vdot(c, nnx.merge(graphdef, p, rest, copy=True)(x[None])[0])
+
+    grads = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(params, from_numpy(xs, dtype), from_numpy(cotangents, dtype))
+    out = {}
+    for path, var in nnx.to_flat_state(grads):
+        name, transposed = _torch_name(path)
+        value = to_numpy(var[...])
+        out[name] = np.swapaxes(value, -1, -2) if transposed else value
+    return out
+
+
 def get_state(module: nnx.Module) -> dict[str, np.ndarray]:
     """Parameters and running statistics by PyTorch state-dict name."""
     out = {}

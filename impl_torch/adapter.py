@@ -96,6 +96,22 @@ def jacobians(module: torch.nn.Module, x: np.ndarray, dtype: str) -> tuple[np.nd
     return to_numpy(torch.func.jacrev(module)(xt)), to_numpy(torch.func.jacfwd(module)(xt))
 
 
+def per_sample_gradients(
+    module: torch.nn.Module, xs: np.ndarray, cotangents: np.ndarray, dtype: str
+) -> dict[str, np.ndarray]:
+    """Each sample's parameter gradient of <cotangent_i, module(x_i)>, by name, for a batch along
+    the leading axis: ``torch.func.vmap`` of ``torch.func.grad`` over ``functional_call``."""
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    buffers = dict(module.named_buffers())
+
+    def loss(p: dict[str, torch.Tensor], x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return torch.vdot(c.reshape(-1), torch.func.functional_call(module, (p, buffers), (x[None],))[0].reshape(-1))
+
+    batched = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))
+    grads = batched(params, from_numpy(xs, dtype), from_numpy(cotangents, dtype))
+    return {name: to_numpy(g) for name, g in grads.items()}
+
+
 def get_state(module: torch.nn.Module) -> dict[str, np.ndarray]:
     """Parameters and buffers by PyTorch state-dict name (Linear weights are (out, in))."""
     return {name: to_numpy(t) for name, t in module.state_dict().items()}

@@ -17,6 +17,9 @@ from harness.sampling import input_shape, machine_epsilon, round_to, sample_cota
 from harness.tolerances import SECOND_ORDER, compare, tolerance, vjp_scale
 
 KINKED = [c for c in TRAIN_CASES if c.spec().kinks(**c.given)]
+# The costlier transforms (JAX traces each anew) run each technique's defaults only; forward
+# mode and kinks run every declared example too, where parameters move kinks and bounds.
+DEFAULTS = [c for c in TRAIN_CASES if not c.given]
 
 
 def _module(case: Case, framework: str, dtype: str):
@@ -86,7 +89,7 @@ def test_low_precision_forward_mode_around_each_kink_agrees(case: Case, dtype: s
     assert result.ok, f"forward-mode derivatives differ at input {points[result.worst_index]}: {a} vs {b}"
 
 
-@pytest.mark.parametrize("case", params(TRAIN_CASES))
+@pytest.mark.parametrize("case", params(DEFAULTS))
 def test_vmap_equals_a_loop(case: Case, rng) -> None:
     (xs, _, _) = _draw(case, "float64", rng, batch=(3,))
     for framework in FRAMEWORKS:
@@ -97,7 +100,7 @@ def test_vmap_equals_a_loop(case: Case, rng) -> None:
         assert result.ok, f"{framework}: vmap differs from a loop by {result.max_rel:.3e} at {result.worst_index}"
 
 
-@pytest.mark.parametrize("case", params(TRAIN_CASES))
+@pytest.mark.parametrize("case", params(DEFAULTS))
 def test_second_order_matches_finite_differences_of_the_first(case: Case, rng) -> None:
     """The Hessian of <v, f(x)> along t (double backward in PyTorch, forward over reverse in JAX)
     equals the central difference of each framework's own input VJP along t, and the two agree:
@@ -120,7 +123,7 @@ def test_second_order_matches_finite_differences_of_the_first(case: Case, rng) -
     assert result.ok, f"second-order terms differ by {result.max_rel:.3e} at {result.worst_index}"
 
 
-@pytest.mark.parametrize("case", params(TRAIN_CASES))
+@pytest.mark.parametrize("case", params(DEFAULTS))
 def test_reverse_and_forward_jacobians_agree_across_frameworks(case: Case, rng) -> None:
     (x, _, _) = _draw(case, "float64", rng)
     # A small Jacobian suffices: one row, or for channels (axis 1) two samples.
@@ -130,3 +133,29 @@ def test_reverse_and_forward_jacobians_agree_across_frameworks(case: Case, rng) 
     for j in found[1:]:
         result = compare(j, found[0], tolerance(case.name, "float64", "vjp"), vjp_scale(found[0]))
         assert result.ok, f"Jacobians differ by {result.max_rel:.3e} at {result.worst_index}"
+
+
+@pytest.mark.parametrize("case", params(DEFAULTS))
+def test_per_sample_gradients_of_a_head_equal_a_loop(case: Case, rng) -> None:
+    """vmap of grad over a head's parameters (the Linear, and the technique's own): each sample's
+    gradient equals that sample's VJP alone, in both frameworks, and the frameworks agree."""
+    xs, cotangents = rng.normal(size=(4, 3)), rng.normal(size=(4, 1, 8))
+    found = {}
+    for framework in FRAMEWORKS:
+        backend = harness.backend(framework)
+        head = harness.head(case.name, framework, 3, 8, dtype="float64", **case.given)
+        if case.spec().stateful:
+            backend.set_training(head, False)
+        batched = backend.per_sample_gradients(head, xs, cotangents, "float64")
+        for i in range(len(xs)):
+            _, _, alone = backend.vjp(head, xs[i : i + 1], cotangents[i], "float64")
+            for name, value in alone.items():
+                np.testing.assert_allclose(
+                    batched[name][i], value, rtol=1e-12, atol=1e-14, err_msg=f"{framework} {name}"
+                )
+        found[framework] = batched
+    a, b = (found[fw] for fw in FRAMEWORKS)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        result = compare(a[name], b[name], tolerance(case.name, "float64", "vjp"), vjp_scale(a[name]))
+        assert result.ok, f"{name}: per-sample gradients differ by {result.max_rel:.3e}"
