@@ -36,6 +36,13 @@ def transforming() -> bool:
     return _functorch_active() or forward_ad._current_level >= 0
 
 
+def tracing() -> bool:
+    """Whether torch.jit.trace is recording: a Python branch on data would be frozen into the
+    trace (wrong for the next input that takes the other side), and writes into buffers the
+    formula allocates replay badly; the branch-free, out-of-place forms trace as they run."""
+    return torch.jit.is_tracing()
+
+
 def tracks_grad(x: torch.Tensor) -> bool:
     """Whether a derivative of this call may be asked for: autograd records it for ``x``, or a
     transform or forward-mode AD is active. Only then does a custom Function, which adds the
@@ -48,7 +55,7 @@ def eager_cpu(x: torch.Tensor) -> bool:
     much as six sigmoids. Under torch.compile or on an accelerator the branch-free form is fast
     as is (and a host-side branch would break the graph or synchronize the device); under a
     torch.func transform a branch on data fails."""
-    return x.device.type == "cpu" and not compiling() and not transforming()
+    return x.device.type == "cpu" and not compiling() and not transforming() and not tracing()
 
 
 def block_size(x: torch.Tensor) -> int:
@@ -65,7 +72,7 @@ def may_write_in_place() -> bool:
     inductor fuses the out-of-place form into one kernel, so writing in place gains nothing.
     The same release does the same to an output that aliases an intermediate: see
     ``_common.as_dtype``."""
-    return not compiling() and not transforming()
+    return not compiling() and not transforming() and not tracing()
 
 
 def guard_always() -> bool:
@@ -87,7 +94,7 @@ def kernel_serves(x: torch.Tensor) -> bool:
     torch.jit.trace would record an empty output, since it sees no op the kernel performs."""
     if x.dtype != torch.float32 or x.device.type != "cpu" or type(x) not in (torch.Tensor, torch.nn.Parameter):
         return False
-    if compiling() or transforming() or torch.jit.is_tracing() or not _native.available():
+    if compiling() or transforming() or tracing() or not _native.available():
         return False
     try:
         return x.untyped_storage().data_ptr() != 0

@@ -159,3 +159,24 @@ def test_per_sample_gradients_of_a_head_equal_a_loop(case: Case, rng) -> None:
     for name in a:
         result = compare(a[name], b[name], tolerance(case.name, "float64", "vjp"), vjp_scale(a[name]))
         assert result.ok, f"{name}: per-sample gradients differ by {result.max_rel:.3e}"
+
+
+@pytest.mark.parametrize("case", params(DEFAULTS))
+def test_traced_and_exported_heads_equal_eager_on_new_inputs(case: Case, rng) -> None:
+    """torch.jit.trace records no branch on the tracing input's data (infinities and NaN in a
+    later input take their declared path), and torch.export keeps working."""
+    import torch
+
+    head = harness.head(case.name, "torch", 3, 8, dtype="float64", **case.given)
+    if case.spec().stateful:
+        head.eval()
+    backend = harness.backend("torch")
+    traced_on = backend.from_numpy(rng.normal(size=(5, 3)), "float64")
+    later = rng.normal(size=(5, 3)) * 4.0
+    later[0, 0], later[1, 1], later[2, :] = np.inf, np.nan, np.finfo(np.float64).max
+    x = backend.from_numpy(later, "float64")
+    expected = backend.to_numpy(head(x))
+    traced = torch.jit.trace(head, (traced_on,), check_trace=False)
+    np.testing.assert_array_equal(backend.to_numpy(traced(x)), expected)
+    exported = torch.export.export(head, (traced_on,)).module()
+    np.testing.assert_allclose(backend.to_numpy(exported(x)), expected, rtol=1e-12, atol=0)
