@@ -47,9 +47,10 @@ def save_input(ctx: Any, x: torch.Tensor) -> None:
 
 # Every custom Function here states its derivative once, as a linear map of the incoming
 # cotangent or tangent: the elementwise (and sparsemax's symmetric) Jacobians make the VJP and
-# the JVP the same map, so ``backward`` and ``tangent_rule`` both call it. Written in
-# differentiable ops, so that second order (double backward, Hessian-vector products)
-# differentiates the rule itself. See ``apply`` for how the forward-mode rule is attached.
+# the JVP the same map, so ``backward`` and the forward-mode rule both call its ``derivative``
+# (a Function whose tangent map differs defines ``tangent_rule``). Written in differentiable ops,
+# so that second order (double backward, Hessian-vector products) differentiates the rule
+# itself. See ``apply`` for how the forward-mode rule is attached.
 
 
 def apply(function: type[torch.autograd.Function], *args: Any) -> torch.Tensor:
@@ -57,16 +58,23 @@ def apply(function: type[torch.autograd.Function], *args: Any) -> torch.Tensor:
 
     Dynamo does not trace a Function that defines ``jvp`` (a graph break, "Unsupported custom
     jvp"), and torch.compile takes no forward-mode or vmap rule from one anyway, so each Function
-    comes twice: as written, for torch.compile, and with ``jvp = tangent_rule`` and
-    ``generate_vmap_rule``, for everything else (eager autograd, torch.func, forward AD).
+    comes twice: as written, for torch.compile, and with a ``jvp`` and ``generate_vmap_rule``,
+    for everything else (eager autograd, torch.func, forward AD).
     """
     return (function if compiling() else _with_forward_mode(function)).apply(*args)
 
 
 @functools.cache
 def _with_forward_mode(function: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
-    rules = {"jvp": staticmethod(function.tangent_rule), "generate_vmap_rule": True}
-    return type(function.__name__, (function,), rules)
+    # A Function's tangent rule is its own ``tangent_rule``, or else its ``derivative`` applied
+    # to the first input's tangent (the others are parameters, not differentiated).
+    rule = getattr(function, "tangent_rule", None)
+    if rule is None:
+
+        def rule(ctx: Any, tangent: torch.Tensor, *_: Any) -> torch.Tensor:
+            return function.derivative(ctx, tangent)
+
+    return type(function.__name__, (function,), {"jvp": staticmethod(rule), "generate_vmap_rule": True})
 
 
 class _ClampInside(torch.autograd.Function):
@@ -92,10 +100,6 @@ class _ClampInside(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         return _ClampInside.derivative(ctx, grad), None, None
-
-    @staticmethod
-    def tangent_rule(ctx: Any, x_t: torch.Tensor, *_: Any) -> torch.Tensor:
-        return _ClampInside.derivative(ctx, x_t)
 
 
 class _ClampStraightThrough(torch.autograd.Function):

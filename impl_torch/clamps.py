@@ -65,10 +65,6 @@ class _Hardsigmoid(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         return _Hardsigmoid.derivative(ctx, grad)
 
-    @staticmethod
-    def tangent_rule(ctx: Any, x_t: torch.Tensor) -> torch.Tensor:
-        return _Hardsigmoid.derivative(ctx, x_t)
-
 
 @implements("hardsigmoid", "torch")
 def hardsigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -105,10 +101,6 @@ class _LeakyClamp(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         return _LeakyClamp.derivative(ctx, grad), None, None, None
-
-    @staticmethod
-    def tangent_rule(ctx: Any, x_t: torch.Tensor, *_: Any) -> torch.Tensor:
-        return _LeakyClamp.derivative(ctx, x_t)
 
 
 @implements("leaky_clamp", "torch")

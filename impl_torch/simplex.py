@@ -81,10 +81,6 @@ class _Sparsemax(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         return _Sparsemax.derivative(ctx, grad), None, None
 
-    @staticmethod
-    def tangent_rule(ctx: Any, z_t: torch.Tensor, *_: Any) -> torch.Tensor:
-        return _Sparsemax.derivative(ctx, z_t)
-
 
 @implements("sparsemax", "torch")
 def sparsemax(x: torch.Tensor, *, axis: int) -> torch.Tensor:

@@ -84,10 +84,6 @@ class _Softsign(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         return _Softsign.derivative(ctx, grad)
 
-    @staticmethod
-    def tangent_rule(ctx: Any, x_t: torch.Tensor) -> torch.Tensor:
-        return _Softsign.derivative(ctx, x_t)
-
 
 @implements("softsign", "torch")
 def softsign(x: torch.Tensor) -> torch.Tensor:
