@@ -9,6 +9,7 @@ tests and benchmarks read it. Nothing here imports torch or jax.
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -182,6 +183,16 @@ class TechniqueSpec:
         # Pickled by name, as a reference to the registry's declaration: its checks and formulas
         # are functions (lambdas among them) that pickle cannot carry, and a declaration is
         # frozen, so a module unpickled elsewhere (torch.save, multiprocessing) gets the same one.
+        # Only a registered declaration has a name to go by; a variant would load as another.
+        try:
+            registered = declared(self.name) is self
+        except LookupError:
+            registered = False
+        if not registered:
+            raise pickle.PicklingError(
+                f"{self.name!r} is not the registered declaration of that name, so it cannot be pickled by name; "
+                "declare it with harness.declare (and, for another process, in a plugin it loads)"
+            )
         return declared, (self.name,)
 
     @property

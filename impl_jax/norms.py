@@ -66,7 +66,9 @@ def _standardize(x: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.A
     scale and finiteness, from which :func:`_statistics` makes the raw ones."""
     scaled, scale, minimum, constant, finite = _prescale(x, dims)
     # A constant group's mean is its value, exactly (see PyTorch's side for why).
-    mean = jnp.where(constant, minimum, scaled.mean(axis=dims, keepdims=True))
+    # Its value from the minimum, its gradient from the mean (as on PyTorch's side).
+    mean = scaled.mean(axis=dims, keepdims=True)
+    mean = mean + jax.lax.stop_gradient(jnp.where(constant, minimum - mean, 0.0))
     centred = scaled - mean
     var = (centred * centred).mean(axis=dims, keepdims=True)
     # eps / scale^2 underflows for huge groups; the smallest normal keeps 0 / 0 away.
@@ -79,8 +81,9 @@ def _statistics(mean: jax.Array, var: jax.Array, scale: jax.Array, finite: jax.A
     group that held an infinity (as PyTorch's batch norm gives), never the finite statistics of
     its limit: an infinite mean (NaN where the signs balance) and a NaN variance."""
     mean_scale = jnp.where(finite, scale, jnp.inf)
-    var_scale = jnp.where(finite, scale * scale, jnp.nan)
-    return mean * mean_scale, var * var_scale
+    var_scale = jnp.where(finite, scale, jnp.nan)
+    # Scaled back one factor at a time: scale * scale overflows where the variance does not.
+    return mean * mean_scale, (var * var_scale) * var_scale
 
 
 def layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, *, eps: float) -> jax.Array:

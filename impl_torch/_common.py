@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from impl_torch._decisions import block_size, compiling, tracks_grad
+from impl_torch._decisions import block_size, compiling, may_write_in_place, tracks_grad
 
 LOW = (torch.float16, torch.bfloat16)
 
@@ -134,4 +134,5 @@ def clamp_straight_through(x: torch.Tensor, lo: float, hi: float, *, fresh: bool
     temporary made by the caller, so without autograd it is clamped in place."""
     if tracks_grad(x):
         return apply(_ClampStraightThrough, x, lo, hi)
-    return x.clamp_(lo, hi) if fresh else torch.clamp(x, lo, hi)
+    # In place only where allowed: a trace recorded without grad may be replayed with it.
+    return x.clamp_(lo, hi) if fresh and may_write_in_place() else torch.clamp(x, lo, hi)

@@ -63,8 +63,11 @@ def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[to
     scaled, scale = prescaled.values, prescaled.scale
     # A constant group's mean is its value, exactly: a mean computed by summing rounds (six
     # copies of c sum to 6c rounded), and normalizing the spread that rounding leaves gives +-1
-    # instead of 0. Per group, so it costs no pass over the data.
-    mean = torch.where(prescaled.constant, prescaled.minimum, scaled.mean(dim=dims, keepdim=True))
+    # instead of 0. Per group, so it costs no pass over the data. The value comes from the minimum
+    # (minimum - mean is exact, the two being that close), the gradient from the mean: the
+    # centring term of a constant group's gradient stays.
+    mean = scaled.mean(dim=dims, keepdim=True)
+    mean = mean + torch.where(prescaled.constant, prescaled.minimum - mean, 0.0).detach()
     centred = scaled - mean
     var = (centred * centred).mean(dim=dims, keepdim=True)
     # eps / scale^2 underflows for huge groups; the smallest normal keeps 0 / 0 away.
@@ -79,8 +82,9 @@ def _statistics(
     group that held an infinity (as ATen's batch norm gives), never the finite statistics of its
     limit: an infinite mean (NaN where the signs balance) and a NaN variance."""
     mean_scale = torch.where(finite, scale, math.inf)
-    var_scale = torch.where(finite, scale * scale, math.nan)
-    return mean * mean_scale, var * var_scale
+    var_scale = torch.where(finite, scale, math.nan)
+    # Scaled back one factor at a time: scale * scale overflows where the variance does not.
+    return mean * mean_scale, (var * var_scale) * var_scale
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *, eps: float) -> torch.Tensor:

@@ -237,21 +237,24 @@ def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, parts: SmoothClampPa
 
 class _SmoothClamp(torch.autograd.Function):
     """Forward as above; gradient 4 s (1 - s) with s = sigmoid(-2|e|/r) taken on its small side,
-    which is exactly 1 on the linear middle and stays > 0 far into the tails."""
+    which is exactly 1 on the linear middle and stays > 0 far into the tails. The parts come as
+    three floats, not a SmoothClampParts: a generated vmap rule flattens a NamedTuple argument as
+    a pytree, and nested transforms (jvp of vmap) then fail to rebuild it."""
 
     @staticmethod
-    def forward(x: torch.Tensor, lo: float, hi: float, parts: SmoothClampParts) -> torch.Tensor:
-        return _smooth_clamp_values(x, lo, hi, parts)
+    def forward(x: torch.Tensor, lo: float, hi: float, r: float, b_lo: float, b_hi: float) -> torch.Tensor:
+        return _smooth_clamp_values(x, lo, hi, SmoothClampParts(r, b_lo, b_hi))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        x, _, _, ctx.parts = inputs
+        x, _, _, r, b_lo, b_hi = inputs
+        ctx.parts = SmoothClampParts(r, b_lo, b_hi)
         save_input(ctx, x)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (x,) = ctx.saved_tensors
-        return _smooth_clamp_grad(x, grad, ctx.parts), None, None, None
+        return _smooth_clamp_grad(x, grad, ctx.parts), None, None, None, None, None
 
     @staticmethod
     def tangent_rule(ctx: Any, x_t: torch.Tensor, *_: Any) -> torch.Tensor:
@@ -263,7 +266,7 @@ class _SmoothClamp(torch.autograd.Function):
 def smooth_clamp(x: torch.Tensor, *, lo: float, hi: float, linear_fraction: float) -> torch.Tensor:
     parts = smooth_clamp_parts(lo, hi, linear_fraction)
     if tracks_grad(x):
-        return apply(_SmoothClamp, x, lo, hi, parts)
+        return apply(_SmoothClamp, x, lo, hi, *parts)
     return _smooth_clamp_values(x, lo, hi, parts)
 
 

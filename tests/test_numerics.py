@@ -65,3 +65,49 @@ def test_an_infinity_in_a_batch_leaves_its_channels_statistics_non_finite(case: 
     for name in moved:
         assert not np.isfinite(after[name][0]), f"{name}[0] = {after[name][0]} after a batch holding an infinity"
         assert np.isfinite(after[name][1:]).all(), f"{name}: other channels became non-finite"
+
+
+@pytest.mark.parametrize("case", params(GROUPED))
+def test_a_constant_groups_gradient_matches_finite_differences(case: Case, rng) -> None:
+    """Its value comes from the group's minimum, exactly, but its gradient must keep the centring
+    term (a detached mean dropped it: layer_norm gave [316, 0, 0, 0] where ATen gives
+    [237, -79, -79, -79])."""
+    spec = case.spec()
+    resolved = case.resolved("float64")
+    shape = input_shape(spec, resolved)
+    cotangent, direction = rng.normal(size=shape), rng.normal(size=shape)
+    for level in (1.0, 3.0, -2.0):  # not 0: rms_norm, whose eps is 2e-16 there, is not linear in h
+        x = np.full(shape, level)
+        h = 1e-6
+        above, below = spec.reference(x + h * direction, resolved), spec.reference(x - h * direction, resolved)
+        slope = (np.vdot(cotangent, above) - np.vdot(cotangent, below)) / (2.0 * h)
+        for framework in FRAMEWORKS:
+            _, dx, _ = harness.backend(framework).vjp(case.build(framework, "float64"), x, cotangent, "float64")
+            got = float(np.vdot(dx, direction))
+            assert abs(got - slope) <= 1e-5 * max(1.0, abs(slope)), f"{framework} at {level}: {got} vs {slope}"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_running_statistics_of_large_channels_are_finite_and_right(framework: str, dtype: str, rng) -> None:
+    """Finite channels at large magnitudes keep finite running statistics: scaled back one factor
+    at a time (scale * scale overflowed past 2^64 in float32, giving inf, and 0 * inf = NaN for a
+    constant channel). Against the float64 formula; torch.nn.BatchNorm1d itself gives inf for a
+    constant float32 channel at 3e38 (its sum overflows)."""
+    # A constant channel near the dtype's largest value, and one whose variance is still finite.
+    constant, spread = (3e300, 1e150) if dtype == "float64" else (3e38, 1e20)
+    x = rng.normal(size=(6, 3))
+    x[:, 0] = constant
+    x[:, 1] = spread * (1.0 + 1e-3 * rng.normal(size=6))
+    x = round_to(x, dtype)
+    module = harness.build("batch_norm", framework, num_features=3, dtype=dtype)
+    run(framework, module, x, dtype)
+    state = harness.backend(framework).get_state(module)
+    momentum = harness.get("batch_norm").resolve(num_features=3)["momentum"]
+    expected = {
+        "running_mean": momentum * np.mean(x, axis=0),
+        "running_var": (1 - momentum) + momentum * np.var(x / spread, axis=0, ddof=1) * spread**2,
+    }
+    for name, want in expected.items():
+        assert np.isfinite(state[name]).all(), f"{name} = {state[name]}"
+        np.testing.assert_allclose(state[name], want, rtol=1e-5, err_msg=name)

@@ -84,3 +84,15 @@ def test_a_fresh_process_unpickles_every_module(tmp_path: Path, rng) -> None:
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "modules.pkl")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"unpickled {len(saved)}" in done.stdout
+
+
+def test_a_declaration_pickles_only_as_the_registered_one() -> None:
+    """By name, so a variant that is not the registered declaration of its name cannot pickle
+    (it would load as another); one that is registered can."""
+    from dataclasses import replace
+
+    spec = harness.get("clamp")
+    assert pickle.loads(pickle.dumps(spec)) is spec
+    for variant in (replace(spec, name="clamp_unregistered"), replace(spec, examples=())):
+        with pytest.raises(pickle.PicklingError, match="not the registered declaration"):
+            pickle.dumps(variant)

@@ -180,3 +180,32 @@ def test_traced_and_exported_heads_equal_eager_on_new_inputs(case: Case, rng) ->
     np.testing.assert_array_equal(backend.to_numpy(traced(x)), expected)
     exported = torch.export.export(head, (traced_on,)).module()
     np.testing.assert_allclose(backend.to_numpy(exported(x)), expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("case", params(KINKED))
+def test_forward_ad_dual_tensors_give_the_declared_gradient_at_each_kink(case: Case) -> None:
+    """torch.autograd.forward_ad, outside torch.func: the same declared values as jvp."""
+    import torch
+    from torch.autograd import forward_ad
+
+    module = _module(case, "torch", "float64")
+    for kink in case.spec().kinks(**case.given):
+        step = 1e-9 * (1 + abs(kink.x))
+        x = torch.tensor([kink.x - step, kink.x, kink.x + step], dtype=torch.float64)
+        with forward_ad.dual_level():
+            tangent = forward_ad.unpack_dual(module(forward_ad.make_dual(x, torch.ones_like(x)))).tangent
+        assert tangent is not None, "no tangent came out"
+        np.testing.assert_array_equal(tangent.numpy(), [kink.left, kink.at, kink.right], err_msg=str(kink))
+
+
+@pytest.mark.parametrize("case", params(DEFAULTS))
+def test_forward_mode_of_vmap_equals_vmap_of_forward_mode(case: Case, rng) -> None:
+    """Nested transforms compose (PyTorch): jvp of a vmapped module is the vmap of its jvp."""
+    import torch
+
+    (xs, ts, _) = _draw(case, "float64", rng, batch=(2,))
+    module = _module(case, "torch", "float64")
+    x, t = torch.from_numpy(xs), torch.from_numpy(ts)
+    _, outer = torch.func.jvp(torch.func.vmap(module), (x,), (t,))
+    _, inner = torch.func.vmap(lambda a, b: torch.func.jvp(module, (a,), (b,)))(x, t)
+    np.testing.assert_allclose(outer.detach().numpy(), inner.detach().numpy(), rtol=1e-12, atol=1e-300)
