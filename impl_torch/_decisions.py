@@ -43,6 +43,13 @@ def tracing() -> bool:
     return torch.jit.is_tracing()
 
 
+def plain_eager() -> bool:
+    """Whether this call runs plainly eager: no torch.compile, torch.func transform, forward-mode
+    AD or torch.jit.trace at work. Only then may a formula branch on data or write into buffers
+    it allocates (see the three functions above for why each of them forbids it)."""
+    return not compiling() and not tracing() and not (_functorch_active() or forward_ad._current_level >= 0)
+
+
 def tracks_grad(x: torch.Tensor) -> bool:
     """Whether a derivative of this call may be asked for: autograd records it for ``x``, or a
     transform or forward-mode AD is active. Only then does a custom Function, which adds the
@@ -55,7 +62,7 @@ def eager_cpu(x: torch.Tensor) -> bool:
     much as six sigmoids. Under torch.compile or on an accelerator the branch-free form is fast
     as is (and a host-side branch would break the graph or synchronize the device); under a
     torch.func transform a branch on data fails."""
-    return x.device.type == "cpu" and not compiling() and not transforming() and not tracing()
+    return x.device.type == "cpu" and plain_eager()
 
 
 def block_size(x: torch.Tensor) -> int:
@@ -65,14 +72,14 @@ def block_size(x: torch.Tensor) -> int:
 
 
 def may_write_in_place() -> bool:
-    """Whether a formula may write into buffers it allocates (``out=``, in place): not under
-    torch.func transforms or forward-mode AD, where ``out=`` ops have no batching or forward
-    rule, nor under torch.compile. There torch 2.11 routes the gradient of such an output to the wrong slot and
-    returns dx = 0 without an error (pytorch#180642; this repository's GPU bench caught it), and
-    inductor fuses the out-of-place form into one kernel, so writing in place gains nothing.
-    The same release does the same to an output that aliases an intermediate: see
-    ``_common.as_dtype``."""
-    return not compiling() and not transforming() and not tracing()
+    """Whether a formula may write into buffers it allocates (``out=``, in place): only when
+    plainly eager. Under torch.func transforms or forward-mode AD ``out=`` ops have no batching
+    or forward rule; a trace replays such writes badly; and under torch.compile torch 2.11 routes
+    the gradient of such an output to the wrong slot and returns dx = 0 without an error
+    (pytorch#180642; this repository's GPU bench caught it), while inductor fuses the
+    out-of-place form into one kernel, so writing in place gains nothing. The same release does
+    the same to an output that aliases an intermediate: see ``_common.as_dtype``."""
+    return plain_eager()
 
 
 def guard_always() -> bool:
@@ -94,7 +101,7 @@ def kernel_serves(x: torch.Tensor) -> bool:
     torch.jit.trace would record an empty output, since it sees no op the kernel performs."""
     if x.dtype != torch.float32 or x.device.type != "cpu" or type(x) not in (torch.Tensor, torch.nn.Parameter):
         return False
-    if compiling() or transforming() or tracing() or not _native.available():
+    if not plain_eager() or not _native.available():
         return False
     try:
         return x.untyped_storage().data_ptr() != 0
