@@ -192,8 +192,9 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, parts: SmoothCla
 
 
 def _smooth_clamp_fused(x: torch.Tensor, lo: float, hi: float, parts: SmoothClampParts) -> torch.Tensor:
-    """The same formula out of place, for torch.compile, which fuses it into one kernel, with its
-    rounding guard always applied (see guard_always; no value in [lo, hi] changes)."""
+    """The same formula out of place, wherever writing in place is not allowed (torch.compile,
+    which fuses it into one kernel; torch.func transforms; forward AD; tracing), with its
+    rounding guard always applied (no value in [lo, hi] changes)."""
     r, b_lo, b_hi = parts
     xc = upcast(x)
     m = torch.clamp(xc, b_lo, b_hi)
