@@ -106,7 +106,11 @@ class Kink:
     """A point where a piecewise technique changes formula, with its declared gradient.
 
     ``left`` and ``right`` are the derivatives just below and just above ``x`` (the one-sided
-    limits); ``at`` is the gradient both implementations return at exactly ``x``.
+    limits); ``at`` is the gradient both implementations return at exactly ``x``. ``second`` is
+    the second derivative they return there in every second-order mode (double backward,
+    Hessian-vector products, ``hessian``): where the first derivative jumps none exists, and this
+    says what is returned instead, as ``at`` does for the first. The built-ins' pieces are linear
+    at their kinks, or join with equal second derivatives (C2), so it is 0 on both sides too.
     """
 
     x: float
@@ -114,6 +118,7 @@ class Kink:
     at: float
     right: float
     note: str = ""
+    second: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,22 @@ def test_second_order_matches_finite_differences_of_the_first(case: Case, rng) -
     assert result.ok, f"second-order terms differ by {result.max_rel:.3e} at {result.worst_index}"
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", params(KINKED))
+def test_second_order_gives_the_declared_second_derivative_at_each_kink(case: Case, dtype: str) -> None:
+    """Where the first derivative jumps no second exists: both frameworks return the declared
+    ``Kink.second`` at the kink, and one ulp either side nearly that (a C2 join's second
+    derivative there is its third times the step: about 2e-6 for smooth_clamp in float32)."""
+    for kink in case.spec().kinks(**case.given):
+        step = max(abs(float(np.spacing(np.array(kink.x, dtype=dtype)))), float(np.finfo(dtype).tiny))
+        points = np.array([kink.x - step, kink.x, kink.x + step])
+        for framework in FRAMEWORKS:
+            module = _module(case, framework, dtype)
+            hvp = harness.backend(framework).second_order(module, points, np.ones(3), np.ones(3), dtype)
+            assert hvp[1] == kink.second, f"{framework}: second derivative {hvp[1]} at {kink.x}, not {kink.second}"
+            np.testing.assert_allclose(hvp, kink.second, rtol=0, atol=1e-4, err_msg=f"{framework} near {kink.x}")
+
+
 @pytest.mark.parametrize("case", params(DEFAULTS))
 def test_reverse_and_forward_jacobians_agree_across_frameworks(case: Case, rng) -> None:
     (x, _, _) = _draw(case, "float64", rng)
