@@ -62,3 +62,9 @@ def logit_ref(u: np.ndarray) -> np.ndarray:
     """log(u / (1 - u)): -inf at 0, inf at 1, NaN outside [0, 1]."""
     with errstate():
         return np.log(u) - np.log1p(-u)
+
+
+# torch.autocast's float32 list: ATen's CUDA policy runs layer_norm, rms_norm, softmax and
+# log_softmax in float32 (their AutocastCUDA kernels); its CPU policy runs none of the ops the
+# built-ins correspond to in float32 (torch 2.13, tests/test_dtypes.py reads ATen's registry).
+AUTOCAST_FLOAT32_ON_CUDA = frozenset({"cuda"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -40,6 +40,13 @@ class BuildRecord:
     out_features: int | None = None
     seed: int = 0
     dtype: str = "float32"
+
+
+def retyped(record: BuildRecord, dtype: str) -> BuildRecord:
+    """``record`` for its module moved to ``dtype`` (PyTorch's ``.to(dtype)``, ``.double()``, ...):
+    what it now is, so that conversion and pickling rebuild the module as moved."""
+    params = tuple((k, dtype if k == "dtype" else v) for k, v in record.params)
+    return replace(record, params=params, dtype=dtype if record.kind == "head" else record.dtype)
 
 
 def record_of(module: Any) -> BuildRecord:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from harness._common import AUTOCAST_FLOAT32_ON_CUDA
 from harness.numerics import compute_dtype, finfo
 from harness.spec import Family, Param, TechniqueSpec, module_params, positive
 
@@ -61,6 +62,7 @@ def _unbounded_with_affine(half_width: Any) -> Any:
 
 LAYER_NORM = TechniqueSpec(
     name="layer_norm",
+    autocast_float32=AUTOCAST_FLOAT32_ON_CUDA,
     bounds_doc="unbounded; [-sqrt(n-1), sqrt(n-1)] without affine",
     family=Family.NORMS,
     formula="(x - mean) / sqrt(var + eps) * weight + bias over the last axis (biased variance, two-pass)",
@@ -98,6 +100,7 @@ def _rms_norm_ref(x: np.ndarray, p: P) -> np.ndarray:
 
 RMS_NORM = TechniqueSpec(
     name="rms_norm",
+    autocast_float32=AUTOCAST_FLOAT32_ON_CUDA,
     family=Family.NORMS,
     formula="x / sqrt(mean(x^2) + eps) * weight over the last axis",
     bounds_doc="unbounded; [-sqrt(n), sqrt(n)] without affine",

@@ -21,6 +21,17 @@ def compute_dtype(dtype: str) -> str:
     return "float32" if dtype in ("float16", "bfloat16") else dtype
 
 
+# Mixed precision as torch.nn.LayerNorm and BatchNorm1d take it: float32 parameters also take
+# float16 and bfloat16 inputs (computed in float32, returned in the input's dtype). Any other mix
+# raises, as it does there; flax's layers accept every mix but promote the output (README).
+MIXED_INPUTS: dict[str, tuple[str, ...]] = {"float32": ("float16", "bfloat16")}
+
+
+def module_input_dtypes(param_dtype: str) -> tuple[str, ...]:
+    """The input dtypes a module whose parameters are ``param_dtype`` takes, its own first."""
+    return (param_dtype, *MIXED_INPUTS.get(param_dtype, ()))
+
+
 @functools.lru_cache(maxsize=256)
 def affine_needs_guard(lo: float, hi: float, dtype: str) -> bool:
     """True unless ``lo + (hi - lo)`` rounds to at most ``hi`` in ``dtype``.

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from harness._common import errstate
+from harness._common import AUTOCAST_FLOAT32_ON_CUDA, errstate
 from harness.spec import Family, Param, TechniqueSpec
 
 P = Mapping[str, Any]
@@ -41,6 +41,7 @@ def _softmax_ref(x: np.ndarray, p: P) -> np.ndarray:
 
 SOFTMAX = TechniqueSpec(
     name="softmax",
+    autocast_float32=AUTOCAST_FLOAT32_ON_CUDA,
     bounds_doc="[0, 1]",
     family=Family.SIMPLEX,
     formula="exp(x - max) / sum(exp(x - max)) along axis",
@@ -65,6 +66,7 @@ def _log_softmax_ref(x: np.ndarray, p: P) -> np.ndarray:
 
 LOG_SOFTMAX = TechniqueSpec(
     name="log_softmax",
+    autocast_float32=AUTOCAST_FLOAT32_ON_CUDA,
     family=Family.SIMPLEX,
     formula="x - max - log(sum(exp(x - max))) along axis",
     bounds_doc="[-inf, 0]",

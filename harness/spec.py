@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from harness.numerics import compute_dtype, finfo
+from harness.numerics import compute_dtype, finfo, module_input_dtypes
 
 DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
 
@@ -151,6 +151,10 @@ class TechniqueSpec:
         and bfloat16 compute in) cannot hold for these parameters, or ``None``: checked at every
         call, since one module may see several dtypes, so both frameworks raise the same error
         instead of overflowing, dividing by zero or returning NaN differently.
+      * ``autocast_float32`` names the devices (``"cuda"``, ``"cpu"``) on which ``torch.autocast``
+        runs the technique in float32, as ATen's autocast policy runs the framework's own op: a
+        float16 or bfloat16 input then gives a float32 output. Elsewhere autocast leaves it in
+        the input's dtype (JAX has no autocast).
       * ``examples`` are extra parameter sets that the generic tests run besides the defaults;
         ``rejects`` are parameter sets that must raise ``ValueError``; ``dtype_rejects`` are
         (parameters, dtype) pairs that build but must raise ``ValueError`` at the call.
@@ -175,6 +179,7 @@ class TechniqueSpec:
     invertible: bool = False
     check_params: Callable[[Mapping[str, Any]], str | None] | None = None
     check_dtype: Callable[[Mapping[str, Any], str], str | None] | None = None
+    autocast_float32: frozenset[str] = frozenset()
     examples: tuple[Mapping[str, Any], ...] = ()
     rejects: tuple[Mapping[str, Any], ...] = ()
     dtype_rejects: tuple[tuple[Mapping[str, Any], str], ...] = ()
@@ -268,10 +273,12 @@ class TechniqueSpec:
                 f"{self.name} was built with num_features={params['num_features']} but the input has "
                 f"{shape[self.feature_axis]} at axis {self.feature_axis} (shape {shape})"
             )
-        if "dtype" in params and dtype != params["dtype"]:
+        if "dtype" in params and dtype not in module_input_dtypes(params["dtype"]):
+            *others, last = module_input_dtypes(params["dtype"])
+            allowed = f"{', '.join(others)} or {last}" if others else last
             raise TypeError(
-                f"{self.name} was built with dtype={params['dtype']!r} but got a {dtype} input; "
-                f"build it with dtype={dtype!r} or cast the input"
+                f"{self.name} has {params['dtype']} parameters, which take {allowed} inputs, got {dtype}; "
+                f"cast the input, or build the module with dtype={dtype!r} (in PyTorch also module.to(torch.{dtype}))"
             )
         problem = self.dtype_problem(params, dtype)
         if problem is not None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+import harness
+from harness.build import RECORD_ATTRIBUTE, retyped
 from impl_torch._decisions import block_size, compiling, may_write_in_place, tracks_grad
 
 LOW = (torch.float16, torch.bfloat16)
@@ -31,6 +33,30 @@ def as_dtype(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     # Not y.to(dtype) when y has it already: that returns an alias of y, and a compiled custom
     # Function whose forward returns an alias gets dx = 0 from torch 2.11 (see may_write_in_place).
     return y if y.dtype == dtype else y.to(dtype)
+
+
+def autocast_input(x: torch.Tensor, spec: harness.TechniqueSpec) -> torch.Tensor:
+    """``x`` as ``torch.autocast`` hands it to the technique: in float32 where the declaration
+    says autocast runs it in float32 on this device (``autocast_float32``), else as it is."""
+    if x.dtype in LOW and x.device.type in spec.autocast_float32 and torch.is_autocast_enabled(x.device.type):
+        return x.float()
+    return x
+
+
+def follow_dtype(module: torch.nn.Module, dtype: torch.dtype) -> str:
+    """After ``module`` moved to ``dtype`` (``.double()``, ``.half()``, ``.to(dtype)``), its
+    build record says so too, so that conversion and pickling rebuild it as moved; returns the
+    dtype's name. A dtype no technique takes raises here, at the move, not at the next call."""
+    name = str(dtype).removeprefix("torch.")
+    if name not in harness.DTYPES:
+        raise TypeError(
+            f"{type(module).__name__} holds {', '.join(harness.DTYPES)} parameters, got {name}; "
+            "move it with .to(torch.float32) or another of those"
+        )
+    record = getattr(module, RECORD_ATTRIBUTE, None)
+    if record is not None:
+        object.__setattr__(module, RECORD_ATTRIBUTE, retyped(record, name))
+    return name
 
 
 def blocks(x: torch.Tensor) -> list[slice]:

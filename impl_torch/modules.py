@@ -18,6 +18,7 @@ from torch import nn
 
 import harness
 from harness.build import check_head_input
+from impl_torch._common import autocast_input, follow_dtype
 from impl_torch.adapter import FRAMEWORK_DTYPES, dtype_name, from_numpy
 
 
@@ -40,7 +41,7 @@ class Limit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._check_shape or x.dtype not in self._fast_dtypes:
             self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
-        return self._fn(x)
+        return self._fn(autocast_input(x, self._spec))
 
     def extra_repr(self) -> str:
         return ", ".join([self.technique, *(f"{k}={v!r}" for k, v in self.params.items())])
@@ -52,6 +53,12 @@ class Head(nn.Module):
     def __init__(self, linear: nn.Linear, limit: nn.Module, dtype: str) -> None:
         super().__init__()
         self.linear, self.limit, self.dtype_name = linear, limit, dtype
+
+    def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
+        # .double(), .half(), .to(dtype): a head built with that dtype (its limit follows itself).
+        module = super()._apply(fn, recurse)
+        self.dtype_name = follow_dtype(self, self.linear.weight.dtype)
+        return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_head_input(dtype_name(x), tuple(x.shape), self.linear.in_features, self.dtype_name)

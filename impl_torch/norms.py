@@ -9,13 +9,13 @@ did); they check the input through the same harness function as the JAX side.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 import harness
-from impl_torch._common import clamp_straight_through, upcast
+from impl_torch._common import autocast_input, clamp_straight_through, follow_dtype, upcast
 from impl_torch._decisions import eager_cpu
 from impl_torch.adapter import FRAMEWORK_DTYPES, dtype_name
 
@@ -151,19 +151,39 @@ def _ones(num_features: int, dtype: str) -> nn.Parameter:
     return nn.Parameter(torch.ones(num_features, dtype=FRAMEWORK_DTYPES[dtype]))
 
 
+class _Norm(nn.Module):
+    """What the norm modules share: the input check, autocast, and a dtype that follows moves.
+
+    ``.double()``, ``.half()``, ``.bfloat16()`` and ``.to(dtype)`` make the module one built with
+    that dtype: its parameters, ``params["dtype"]`` and build record say so, and it takes what
+    such a module takes (harness.numerics.module_input_dtypes).
+    """
+
+    def __init__(self, name: str, params: dict[str, Any]) -> None:
+        super().__init__()
+        self.params = params
+        self._spec = harness.get(name)
+        # The module's dtype, also without parameters (elementwise_affine=False): a floating
+        # tensor that every move converts, never saved (not in the state dict).
+        self.register_buffer("_dtype", torch.empty(0, dtype=FRAMEWORK_DTYPES[params["dtype"]]), persistent=False)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
+        module = super()._apply(fn, recurse)
+        self.params["dtype"] = follow_dtype(self, self._dtype.dtype)
+        return module
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
+        return autocast_input(x, self._spec)
+
+
 @harness.implements("layer_norm", "torch")
-class LayerNorm(nn.Module):
+class LayerNorm(_Norm):
     """LayerNorm over the last axis with PyTorch's parameter meaning (eps 1e-5, weight 1, bias 0)."""
 
     def __init__(self, *, num_features: int, eps: float, elementwise_affine: bool, dtype: str, seed: int) -> None:
-        super().__init__()
-        self.params = {
-            "num_features": num_features,
-            "eps": eps,
-            "elementwise_affine": elementwise_affine,
-            "dtype": dtype,
-        }
-        self._spec = harness.get("layer_norm")
+        params = {"num_features": num_features, "eps": eps, "elementwise_affine": elementwise_affine, "dtype": dtype}
+        super().__init__("layer_norm", params)
         self.eps = eps
         if elementwise_affine:
             self.weight = _ones(num_features, dtype)
@@ -172,43 +192,33 @@ class LayerNorm(nn.Module):
             self.weight = self.bias = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
-        return layer_norm(x, self.weight, self.bias, eps=self.eps)
+        return layer_norm(self._input(x), self.weight, self.bias, eps=self.eps)
 
 
 @harness.implements("rms_norm", "torch")
-class RMSNorm(nn.Module):
+class RMSNorm(_Norm):
     """RMSNorm over the last axis with PyTorch's meaning (eps None: the compute dtype's epsilon,
     float32 for float16 and bfloat16 inputs)."""
 
     def __init__(
         self, *, num_features: int, eps: float | None, elementwise_affine: bool, dtype: str, seed: int
     ) -> None:
-        super().__init__()
-        self.params = {
-            "num_features": num_features,
-            "eps": eps,
-            "elementwise_affine": elementwise_affine,
-            "dtype": dtype,
-        }
-        self._spec = harness.get("rms_norm")
+        params = {"num_features": num_features, "eps": eps, "elementwise_affine": elementwise_affine, "dtype": dtype}
+        super().__init__("rms_norm", params)
         self.eps = eps
         self.weight = _ones(num_features, dtype) if elementwise_affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
-        return rms_norm(x, self.weight, eps=self.eps)
+        return rms_norm(self._input(x), self.weight, eps=self.eps)
 
 
 @harness.implements("batch_norm", "torch")
-class BatchNorm(nn.Module):
+class BatchNorm(_Norm):
     """BatchNorm over axis 1 with PyTorch's meaning: momentum weights the new batch, the running
     variance is unbiased; ``.train()``/``.eval()`` switch batch and running statistics."""
 
     def __init__(self, *, num_features: int, eps: float, momentum: float, dtype: str, seed: int) -> None:
-        super().__init__()
-        self.params = {"num_features": num_features, "eps": eps, "momentum": momentum, "dtype": dtype}
-        self._spec = harness.get("batch_norm")
+        super().__init__("batch_norm", {"num_features": num_features, "eps": eps, "momentum": momentum, "dtype": dtype})
         self.eps, self.momentum = eps, momentum
         torch_dtype = FRAMEWORK_DTYPES[dtype]
         self.weight = _ones(num_features, dtype)
@@ -217,7 +227,7 @@ class BatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features, dtype=torch_dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
+        x = self._input(x)
         if self.training and x.numel() <= x.shape[1]:
             raise ValueError(
                 f"batch_norm needs more than one value per channel in training mode, got shape {tuple(x.shape)}; "
