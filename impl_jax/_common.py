@@ -8,11 +8,26 @@ keeps the plain op on the forward path. Mirrors ``impl_torch/_common.py``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 LOW = (jnp.dtype("float16"), jnp.dtype("bfloat16"))
+
+
+def jitted(fn: Callable[..., Any], **params: Any) -> Callable[..., Any]:
+    """``jax.jit`` of ``fn`` with the keyword ``params`` fixed: one per function and parameters,
+    shared by every module built with them. XLA's compiled programs are cached per jitted
+    function, so a second module (or one unpickled, deep-copied or rebuilt by conversion) does
+    not compile again, and a module's eager call is one dispatch, not one per primitive."""
+    return _jit(fn, tuple(sorted(params.items())))
+
+
+@functools.lru_cache(maxsize=1024)
+def _jit(fn: Callable[..., Any], params: tuple[tuple[str, Any], ...]) -> Callable[..., Any]:
+    return jax.jit(functools.partial(fn, **dict(params)))
 
 
 def upcast(x: jax.Array) -> jax.Array:

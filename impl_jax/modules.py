@@ -18,22 +18,24 @@ from flax import nnx
 
 import harness
 from harness.build import check_head_input
+from impl_jax._common import jitted
 from impl_jax.adapter import FRAMEWORK_DTYPES, dtype_name, from_numpy
 
 
 class _Jitted:
-    """``jax.jit(fn)`` that pickles: a jitted function does not, so it is jitted again where it
-    is unpickled (or deep-copied) from ``fn``, a partial of a registered module-level function."""
+    """``jax.jit`` of ``fn`` with ``params`` that pickles: a jitted function does not, so it is
+    looked up again where it is unpickled (or deep-copied) from ``fn``, a registered
+    module-level function, and the parameters."""
 
-    def __init__(self, fn: Callable[..., jax.Array]) -> None:
-        self.fn = fn
-        self._jitted = jax.jit(fn)
+    def __init__(self, fn: Callable[..., jax.Array], params: tuple[tuple[str, Any], ...]) -> None:
+        self.fn, self.params = fn, params
+        self._jitted = jitted(fn, **dict(params))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self._jitted(x)
 
-    def __reduce__(self) -> tuple[type[_Jitted], tuple[Callable[..., jax.Array]]]:
-        return _Jitted, (self.fn,)
+    def __reduce__(self) -> tuple[type[_Jitted], tuple[Any, ...]]:
+        return _Jitted, (self.fn, self.params)
 
 
 class Limit(nnx.Module):
@@ -44,7 +46,7 @@ class Limit(nnx.Module):
         self.params = tuple(params.items())
         self._spec = spec
         # jit once here: an eager call then costs one dispatch, and inside a caller's jit it inlines.
-        self._fn = _Jitted(functools.partial(fn, **params))
+        self._fn = _Jitted(fn, self.params)
         # As on PyTorch's side: the shape check and the dtypes that cannot hold the parameters
         # are decided here, so the hot path of an elementwise technique checks nothing.
         self._check_shape = spec.min_rank > 0

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import harness
-from impl_jax._common import clamp_straight_through, upcast
+from impl_jax._common import clamp_straight_through, jitted, upcast
 from impl_jax.adapter import FRAMEWORK_DTYPES, dtype_name
 
 
@@ -169,7 +169,7 @@ class LayerNorm(nnx.Module):
         self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params))
         weight = None if self.weight is None else self.weight[...]
         bias = None if self.bias is None else self.bias[...]
-        return layer_norm(x, weight, bias, eps=self.eps)
+        return jitted(layer_norm, eps=self.eps)(x, weight, bias)
 
 
 @harness.implements("rms_norm", "jax")
@@ -192,7 +192,7 @@ class RMSNorm(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params))
-        return rms_norm(x, None if self.weight is None else self.weight[...], eps=self.eps)
+        return jitted(rms_norm, eps=self.eps)(x, None if self.weight is None else self.weight[...])
 
 
 @harness.implements("batch_norm", "jax")
@@ -220,10 +220,9 @@ class BatchNorm(nnx.Module):
                 f"batch_norm needs more than one value per channel in training mode, got shape {tuple(x.shape)}; "
                 "use a larger batch or call .eval()"
             )
-        y, new_mean, new_var = batch_norm(
-            x, self.weight[...], self.bias[...], self.running_mean[...], self.running_var[...],
-            training=training, momentum=self.momentum, eps=self.eps,
-        )  # fmt: skip
+        y, new_mean, new_var = jitted(batch_norm, training=training, momentum=self.momentum, eps=self.eps)(
+            x, self.weight[...], self.bias[...], self.running_mean[...], self.running_var[...]
+        )
         if training:
             self.running_mean[...] = new_mean
             self.running_var[...] = new_var

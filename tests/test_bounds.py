@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest
@@ -87,9 +86,18 @@ def _shapes(case: Case) -> list[tuple[int, ...]]:
     return [s for s in candidates if len(s) >= spec.min_rank]
 
 
+def _shapes_and_dtypes(case: Case) -> list[tuple[tuple[int, ...], str]]:
+    """Every shape in float32, and every dtype on an empty and a rank-5 shape: a shape's handling
+    does not depend on the dtype past those (each pair compiles anew in JAX, so not all pairs)."""
+    shapes = _shapes(case)
+    both = [s for s in shapes if 0 in s][:1] + [shapes[-1]]
+    pairs = [(s, "float32") for s in shapes] + [(s, d) for s in both for d in DTYPES if d != "float32"]
+    return list(dict.fromkeys(pairs))
+
+
 @pytest.mark.parametrize("case", params(CASES))
 def test_shapes_and_dtypes_are_kept(case: Case, rng: np.random.Generator) -> None:
-    for shape, dtype in itertools.product(_shapes(case), DTYPES):
+    for shape, dtype in _shapes_and_dtypes(case):
         x = rng.normal(size=shape)
         outs = {}
         for framework in FRAMEWORKS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cases import FRAMEWORKS, TRAIN_CASES, Case, params, run
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -13,6 +13,9 @@ from harness.sampling import input_shape, round_to
 
 # float32-representable values, infinities and the largest finite ones included, no NaN.
 FLOATS32 = st.floats(allow_nan=False, width=32)
+# Fewer examples than the profile's 60: the extremes (test_bounds) and a dense sweep of every
+# representable step (test_numerics) are tested deterministically; the search adds mixes of them.
+SEARCH = settings(max_examples=30)
 
 
 def _shape(case: Case) -> tuple[int, ...]:
@@ -25,6 +28,7 @@ def test_any_input_stays_inside_bounds(case: Case) -> None:
     lo, hi = round_to(np.array(spec.bounds(**case.params())), "float32")
     modules = {fw: case.build(fw) for fw in FRAMEWORKS}
 
+    @SEARCH
     @given(arrays(np.float64, _shape(case), elements=FLOATS32))
     def check(x: np.ndarray) -> None:
         for fw, module in modules.items():
@@ -42,6 +46,7 @@ MONOTONE = [c for c in TRAIN_CASES if c.spec().monotone and not c.spec().reducti
 def test_declared_monotone_techniques_never_decrease(case: Case) -> None:
     modules = {fw: case.build(fw) for fw in FRAMEWORKS}
 
+    @SEARCH
     @given(arrays(np.float64, (16,), elements=FLOATS32))
     def check(x: np.ndarray) -> None:
         x = np.sort(x)

@@ -65,9 +65,10 @@ def test_heads_pickle_and_torch_save_loads_them(framework: str, rng) -> None:
 
 
 def test_a_fresh_process_unpickles_every_module(tmp_path: Path, rng) -> None:
-    """Where a spawned worker would: a new interpreter, which finds each technique by name."""
+    """Where a spawned worker would: a new interpreter, which finds each technique by name (each
+    technique's defaults: the examples pickle alike, and each costs the new process a compile)."""
     saved = []
-    for case in TRAIN_CASES:
+    for case in (c for c in TRAIN_CASES if not c.given):
         spec = case.spec()
         x = sample_input(spec, case.resolved("float64"), input_shape(spec, case.resolved("float64")), rng)
         for framework in FRAMEWORKS:

@@ -65,14 +65,24 @@ def test_forward_mode_agrees_across_frameworks_and_with_reverse_mode(case: Case,
 def test_forward_mode_gives_the_declared_gradient_at_each_kink(case: Case, dtype: str) -> None:
     """As test_kinks does for reverse mode: at the kink exactly the declared value, one ulp either
     side the one-sided derivatives (a plain clamp's forward rule gives 1 at its bounds)."""
-    for kink in case.spec().kinks(**case.given):
+    kinks = case.spec().kinks(**case.given)
+    points = _around(kinks, dtype)
+    declared = np.array([[k.left, k.at, k.right] for k in kinks])
+    at = round_to(np.array([k.at for k in kinks]), dtype)
+    for framework in FRAMEWORKS:
+        _, dy = harness.backend(framework).jvp(_module(case, framework, dtype), points, np.ones_like(points), dtype)
+        dy = dy.reshape(-1, 3)
+        assert (dy[:, 1] == at).all(), f"{framework}: {dy[:, 1]} at the kinks {points[1::3]}, not {at}"
+        np.testing.assert_allclose(dy, declared, rtol=0, atol=1e-6, err_msg=f"{framework} near the kinks")
+
+
+def _around(kinks, dtype: str) -> np.ndarray:
+    """Each kink and one ulp either side, in one array (one call per framework for all kinks)."""
+    points = []
+    for kink in kinks:
         step = max(abs(float(np.spacing(np.array(kink.x, dtype=dtype)))), float(np.finfo(dtype).tiny))
-        points = np.array([kink.x - step, kink.x, kink.x + step])
-        declared = np.array([kink.left, kink.at, kink.right])
-        for framework in FRAMEWORKS:
-            _, dy = harness.backend(framework).jvp(_module(case, framework, dtype), points, np.ones(3), dtype)
-            assert dy[1] == round_to(np.array([kink.at]), dtype)[0], f"{framework}: {dy[1]} at {kink.x}, not {kink.at}"
-            np.testing.assert_allclose(dy, declared, rtol=0, atol=1e-6, err_msg=f"{framework} near kink {kink.x}")
+        points += [kink.x - step, kink.x, kink.x + step]
+    return np.array(points)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -129,14 +139,13 @@ def test_second_order_gives_the_declared_second_derivative_at_each_kink(case: Ca
     """Where the first derivative jumps no second exists: both frameworks return the declared
     ``Kink.second`` at the kink, and one ulp either side nearly that (a C2 join's second
     derivative there is its third times the step: about 2e-6 for smooth_clamp in float32)."""
-    for kink in case.spec().kinks(**case.given):
-        step = max(abs(float(np.spacing(np.array(kink.x, dtype=dtype)))), float(np.finfo(dtype).tiny))
-        points = np.array([kink.x - step, kink.x, kink.x + step])
-        for framework in FRAMEWORKS:
-            module = _module(case, framework, dtype)
-            hvp = harness.backend(framework).second_order(module, points, np.ones(3), np.ones(3), dtype)
-            assert hvp[1] == kink.second, f"{framework}: second derivative {hvp[1]} at {kink.x}, not {kink.second}"
-            np.testing.assert_allclose(hvp, kink.second, rtol=0, atol=1e-4, err_msg=f"{framework} near {kink.x}")
+    kinks = case.spec().kinks(**case.given)
+    points, ones = _around(kinks, dtype), np.ones(3 * len(kinks))
+    declared = np.repeat([k.second for k in kinks], 3)
+    for framework in FRAMEWORKS:
+        hvp = harness.backend(framework).second_order(_module(case, framework, dtype), points, ones, ones, dtype)
+        assert (hvp[1::3] == declared[1::3]).all(), f"{framework}: {hvp[1::3]} at the kinks, not {declared[1::3]}"
+        np.testing.assert_allclose(hvp, declared, rtol=0, atol=1e-4, err_msg=f"{framework} near the kinks")
 
 
 @pytest.mark.parametrize("case", params(DEFAULTS))
