@@ -189,6 +189,11 @@ class TechniqueSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {p.name: p for p in self.params})
 
+    def __hash__(self) -> int:
+        # By name: the fields hold dicts (examples), and a declaration is looked up by name anyway.
+        # Equal declarations have equal names, so this agrees with the field-wise ==.
+        return hash(self.name)
+
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         # Pickled by name, as a reference to the registry's declaration: its checks and formulas
         # are functions (lambdas among them) that pickle cannot carry, and a declaration is

@@ -7,6 +7,7 @@ names are PyTorch's: an ``nnx.Linear`` ``kernel`` (in, out) appears as ``weight`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,20 +62,7 @@ def vjp(
     Like any call, a training-mode call updates running statistics.
     """
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-
-    def call(p: Any, xj: jax.Array) -> tuple[jax.Array, Any]:
-        # copy=True: the merged module is created under this trace, so it may update its stats.
-        merged = nnx.merge(graphdef, p, rest, copy=True)
-        return merged(xj), nnx.state(merged, nnx.BatchStat)
-
-    @jax.jit
-    def forward_and_back(p: Any, xj: jax.Array, cj: jax.Array) -> tuple[jax.Array, Any, Any]:
-        # One program for the call and its pullback: compiled once, where eager vjp compiles
-        # the linearized call and its transpose apart (the suite's time is mostly compiles).
-        y, pullback, stats = jax.vjp(call, p, xj, has_aux=True)
-        return y, pullback(cj), stats
-
-    y, (dparams, dx), stats = forward_and_back(params, from_numpy(x, dtype), from_numpy(cotangent, dtype))
+    y, (dparams, dx), stats = _vjp(graphdef, params, rest, from_numpy(x, dtype), from_numpy(cotangent, dtype))
     nnx.update(module, stats)
     grads = {}
     for path, var in nnx.to_flat_state(dparams):
@@ -82,6 +70,20 @@ def vjp(
         value = to_numpy(var[...])
         grads[name] = value.T if transposed else value
     return to_numpy(y), to_numpy(dx), grads
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _vjp(graphdef: Any, params: Any, rest: Any, x: jax.Array, cotangent: jax.Array) -> tuple[Any, ...]:
+    # The call and its pullback in one program, compiled once per module graph and shapes (equal
+    # for modules built alike), where an eager jax.vjp compiles the linearized call and its
+    # transpose apart: the suite's time is mostly compiles.
+    def call(p: Any, xj: jax.Array) -> tuple[jax.Array, Any]:
+        # copy=True: the merged module is created under this trace, so it may update its stats.
+        merged = nnx.merge(graphdef, p, rest, copy=True)
+        return merged(xj), nnx.state(merged, nnx.BatchStat)
+
+    y, pullback, stats = jax.vjp(call, params, x, has_aux=True)
+    return y, pullback(cotangent), stats
 
 
 def _of_input(module: nnx.Module) -> Any:

@@ -37,6 +37,14 @@ class _Jitted:
     def __reduce__(self) -> tuple[type[_Jitted], tuple[Any, ...]]:
         return _Jitted, (self.fn, self.params)
 
+    # Equal when they jit the same function with the same parameters: a module's graph (nnx's
+    # GraphDef, a static key of jitted transforms) is then equal across modules built alike.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Jitted) and (self.fn, self.params) == (other.fn, other.params)
+
+    def __hash__(self) -> int:
+        return hash((self.fn, self.params))
+
 
 class Limit(nnx.Module):
     """A stateless technique; its parameters are fixed when it is built."""

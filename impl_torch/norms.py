@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -88,6 +89,53 @@ def _statistics(
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *, eps: float) -> torch.Tensor:
+    """The declared layer norm: ATen's fused op where its per-row statistics show it is (eager
+    CPU, see _trusted_rows), the prescaled formula for the other rows and everywhere else."""
+    if not eager_cpu(x):
+        return _layer_norm_formula(x, weight, bias, eps)
+    n = x.shape[-1]
+    y, mean, rstd = torch.native_layer_norm(x, (n,), weight, bias, eps)
+    trusted = _trusted_rows(mean, rstd, eps)
+    if not trusted.all():  # rare: recompute, ATen on the rows it got right, the formula on the rest
+        flat, good = x.reshape(-1, n), torch.from_numpy(trusted.reshape(-1))
+        rows = flat.new_zeros(flat.shape).index_put((good,), torch.native_layer_norm(flat[good], (n,), weight, bias, eps)[0])
+        y = rows.index_put((~good,), _layer_norm_formula(flat[~good], weight, bias, eps)).reshape(x.shape)
+    if weight is None:
+        # Declared bound sqrt(n - 1): rounding in ATen's kernel may step past it.
+        bound = math.sqrt(n - 1)
+        y = clamp_straight_through(y, -bound, bound, fresh=not y.requires_grad)
+    return y
+
+
+# ATen's rows are trusted where their variance stands clear of what rounding can fake. A row
+# within _CANCELLATION_ULPS ulps of its mean may be constant: ATen's mean (a rounded sum) leaves a
+# spread of a few ulps there that normalizes to +-1, where the declaration gives 0. Below
+# _TINY_VARIANCE * eps, 1 / rstd^2 - eps is rounding of eps (about eps * 2^-23), so it cannot tell.
+_CANCELLATION_ULPS = 64.0
+_TINY_VARIANCE = 2.0**-18
+
+
+def _trusted_rows(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> np.ndarray:
+    """Rows where ATen's fused layer norm is the declared one, from the per-row mean and rstd it
+    returns anyway (2/n of a pass): finite statistics (no infinity, NaN or overflowed variance)
+    and a variance clear of cancellation. NaN rows fall to the formula too, which also gives NaN.
+
+    In numpy on the host (eager CPU only): a handful of ATen calls on a row-sized tensor cost
+    more than ATen's whole layer norm of 64 rows. var > floor is rstd < 1 / sqrt(floor + eps),
+    which is False for NaN; an infinite mean makes the floor infinite, an overflowed variance
+    rstd 0."""
+    m, r = (t.detach().float().numpy() if t.dtype != torch.float64 else t.detach().numpy() for t in (mean, rstd))
+    c = _CANCELLATION_ULPS * float(np.finfo(m.dtype).eps)
+    with np.errstate(over="ignore", invalid="ignore"):
+        limit = 1.0 / np.sqrt(np.maximum((c * c) * (m * m), _TINY_VARIANCE * eps) + eps)
+        return (r > 0) & (r < limit)
+
+
+def _layer_norm_formula(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) * weight + bias on prescaled rows (see _standardize): exact
+    for constant rows, limits for rows holding an infinity, no overflow at the largest values."""
     xc = upcast(x)
     xhat, *_ = _standardize(xc, (-1,), eps)
     if weight is None:

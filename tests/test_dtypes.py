@@ -22,6 +22,7 @@ import harness
 from harness.build import record_of
 from harness.numerics import module_input_dtypes
 from harness.sampling import input_shape, round_to, sample_input
+from harness.tolerances import compare, tolerance
 from impl_torch.adapter import FRAMEWORK_DTYPES
 
 DEFAULTS = [c for c in TRAIN_CASES if not c.given]
@@ -110,9 +111,11 @@ def test_a_move_to_a_dtype_no_technique_takes_raises_at_the_move() -> None:
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("case", params(STATEFUL))
 def test_float32_modules_take_low_precision_inputs_alike_in_both_frameworks(case: Case, dtype: str, rng) -> None:
-    """Computed in float32 and rounded once: exactly the float32 module's output on the same
-    values, rounded to the input's dtype, in both frameworks (flax's own layers would return
-    float32 here, torch.nn's the input's dtype: we follow PyTorch in both)."""
+    """Computed in float32 and rounded once: the float32 module's output on the same values,
+    rounded to the input's dtype, in both frameworks (flax's own layers would return float32
+    here, torch.nn's the input's dtype: we follow PyTorch in both). Within the dtype's value
+    tolerance, not bit for bit: ATen's fused mixed-precision kernel accumulates in another order
+    than its float32 one, and an output near a rounding boundary may round the other way."""
     spec, resolved = case.spec(), case.resolved()
     x = round_to(sample_input(spec, resolved, input_shape(spec, resolved), rng), dtype)
     for framework in FRAMEWORKS:
@@ -120,7 +123,8 @@ def test_float32_modules_take_low_precision_inputs_alike_in_both_frameworks(case
         low, low_dtype = run(framework, module, x, dtype)
         wide, _ = run(framework, case.build(framework, "float32"), x, "float32")
         assert low_dtype == dtype
-        np.testing.assert_array_equal(low, round_to(wide, dtype), err_msg=framework)
+        result = compare(low, round_to(wide, dtype), tolerance(case.name, dtype, "value"))
+        assert result.ok, f"{framework}: {result.max_rel:.3e} from the rounded float32 output at {result.worst_index}"
 
 
 # The torch.nn layer each built-in norm follows for mixed dtypes (RMSNorm takes every mix; ours

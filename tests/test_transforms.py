@@ -201,10 +201,14 @@ def test_traced_and_exported_heads_equal_eager_on_new_inputs(case: Case, rng) ->
     later[0, 0], later[1, 1], later[2, :] = np.inf, np.nan, np.finfo(np.float64).max
     x = backend.from_numpy(later, "float64")
     expected = backend.to_numpy(head(x))
+    # Equal to the value tolerance, not bit for bit: eager may run ATen's fused op where a trace
+    # records the branch-free formula (layer_norm); NaN and infinities must sit where eager's do.
+    value = tolerance(case.name, "float64", "value")
     traced = torch.jit.trace(head, (traced_on,), check_trace=False)
-    np.testing.assert_array_equal(backend.to_numpy(traced(x)), expected)
     exported = torch.export.export(head, (traced_on,)).module()
-    np.testing.assert_allclose(backend.to_numpy(exported(x)), expected, rtol=1e-12, atol=0)
+    for label, module in (("traced", traced), ("exported", exported)):
+        result = compare(backend.to_numpy(module(x)), expected, value)
+        assert result.ok, f"{label}: {result.max_rel:.3e} from eager at {result.worst_index} {result.problem or ''}"
 
 
 @pytest.mark.parametrize("case", params(KINKED))
