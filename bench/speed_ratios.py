@@ -72,6 +72,19 @@ def measure() -> list[dict[str, Any]]:
     torch_sigmoid = module("sigmoid", "torch")
     bare_sigmoid, bare_clip = jax.jit(jax.nn.sigmoid), jax.jit(lambda v: jnp.clip(v, -1.0, 1.0))
     sc_jit = jax.jit(lambda v: jax_sc(v))
+    # layer_norm in rows of 1024 against ATen's own, parameters frozen as in the benchmark; the
+    # forward+backward computes the input VJP with a fixed cotangent, under enable_grad.
+    rows = xt.reshape(-1, 1024)
+    torch_ln = harness.build("layer_norm", "torch", num_features=1024).requires_grad_(False)
+    aten_ln = torch.nn.LayerNorm(1024).requires_grad_(False)
+    leaf, cotangent = rows.clone().requires_grad_(True), torch.randn_like(rows)
+
+    def input_vjp(layer: Any) -> Callable[[], Any]:
+        def run() -> Any:
+            with torch.enable_grad():
+                return torch.autograd.grad(layer(leaf), leaf, cotangent)[0]
+
+        return run
 
     checks = [
         (
@@ -116,6 +129,20 @@ def measure() -> list[dict[str, Any]]:
             lambda: bare_sigmoid(sj),
             jb,
             2.5,
+        ),
+        (
+            "PyTorch eager layer_norm / torch.nn.LayerNorm, 2^22 in rows of 1024, forward",
+            lambda: torch_ln(rows),
+            lambda: aten_ln(rows),
+            tb,
+            1.15,
+        ),
+        (
+            "PyTorch eager layer_norm / torch.nn.LayerNorm, 2^22 in rows of 1024, forward+backward",
+            input_vjp(torch_ln),
+            input_vjp(aten_ln),
+            tb,
+            1.15,
         ),
         (
             "PyTorch clamp module without autograd / torch.clamp, 2^22 (custom gradient off the fast path)",

@@ -86,40 +86,62 @@ def _vjp(graphdef: Any, params: Any, rest: Any, x: jax.Array, cotangent: jax.Arr
     return y, pullback(cotangent), stats
 
 
-def _of_input(module: nnx.Module) -> Any:
-    """``module`` as a pure function of its input, parameters and statistics held fixed (a
-    training-mode call's statistics update is dropped: transforms of a call do not train)."""
-    graphdef, state = nnx.split(module)
-    return lambda xj: nnx.merge(graphdef, state, copy=True)(xj)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _of_input(transform: Any, graphdef: Any, state: Any, *arrays: jax.Array) -> Any:
+    """``transform`` of the module as a pure function of its input, parameters and statistics
+    held fixed (a training-mode call's statistics update is dropped: transforms of a call do not
+    train). Jitted once per transform, module graph and shapes: the same rules as eager, and a
+    data-dependent Python branch would fail here as under any jit."""
+    return transform(lambda xj: nnx.merge(graphdef, state, copy=True)(xj), *arrays)
+
+
+def _jvp_of(f: Any, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return jax.jvp(f, (x,), (t,))
+
+
+def _vmap_of(f: Any, xs: jax.Array) -> jax.Array:
+    return jax.vmap(f)(xs)
+
+
+def _hvp_of(f: Any, x: jax.Array, cotangent: jax.Array, t: jax.Array) -> jax.Array:
+    return jax.jvp(lambda xj: jax.vjp(f, xj)[1](cotangent)[0], (x,), (t,))[1]
+
+
+def _jacobians_of(f: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return jax.jacrev(f)(x), jax.jacfwd(f)(x)
 
 
 def jvp(module: nnx.Module, x: np.ndarray, tangent: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """(output, its tangent) for the input tangent ``tangent``, by forward mode (``jax.jvp``)."""
-    y, dy = jax.jvp(_of_input(module), (from_numpy(x, dtype),), (from_numpy(tangent, dtype),))
+    y, dy = _of_input(_jvp_of, *nnx.split(module), from_numpy(x, dtype), from_numpy(tangent, dtype))
     return to_numpy(y), to_numpy(dy)
 
 
 def vmapped(module: nnx.Module, xs: np.ndarray, dtype: str) -> np.ndarray:
     """``module`` mapped over the leading axis of ``xs`` by ``jax.vmap``."""
-    return to_numpy(jax.vmap(_of_input(module))(from_numpy(xs, dtype)))
+    return to_numpy(_of_input(_vmap_of, *nnx.split(module), from_numpy(xs, dtype)))
 
 
 def second_order(
     module: nnx.Module, x: np.ndarray, cotangent: np.ndarray, tangent: np.ndarray, dtype: str
 ) -> np.ndarray:
     """The Hessian of <cotangent, module(x)> applied to ``tangent``: forward mode over reverse."""
-    f, cot = _of_input(module), from_numpy(cotangent, dtype)
-
-    def input_vjp(xj: jax.Array) -> jax.Array:
-        return jax.vjp(f, xj)[1](cot)[0]
-
-    return to_numpy(jax.jvp(input_vjp, (from_numpy(x, dtype),), (from_numpy(tangent, dtype),))[1])
+    arrays = (from_numpy(a, dtype) for a in (x, cotangent, tangent))
+    return to_numpy(_of_input(_hvp_of, *nnx.split(module), *arrays))
 
 
 def jacobians(module: nnx.Module, x: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """The input Jacobian by reverse mode and by forward mode (``jax.jacrev``, ``jax.jacfwd``)."""
-    f, xj = _of_input(module), from_numpy(x, dtype)
-    return to_numpy(jax.jacrev(f)(xj)), to_numpy(jax.jacfwd(f)(xj))
+    reverse, forward = _of_input(_jacobians_of, *nnx.split(module), from_numpy(x, dtype))
+    return to_numpy(reverse), to_numpy(forward)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _per_sample(graphdef: Any, params: Any, rest: Any, xs: jax.Array, cotangents: jax.Array) -> Any:
+    def loss(p: Any, x: jax.Array, c: jax.Array) -> jax.Array:
+        return jnp.vdot(c, nnx.merge(graphdef, p, rest, copy=True)(x[None])[0])
+
+    return jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(params, xs, cotangents)
 
 
 def per_sample_gradients(
@@ -128,11 +150,7 @@ def per_sample_gradients(
     """Each sample's parameter gradient of <cotangent_i, module(x_i)>, by name, for a batch along
     the leading axis: ``jax.vmap`` of ``jax.grad`` over the module's parameters."""
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-
-    def loss(p: Any, x: jax.Array, c: jax.Array) -> jax.Array:
-        return jnp.vdot(c, nnx.merge(graphdef, p, rest, copy=True)(x[None])[0])
-
-    grads = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(params, from_numpy(xs, dtype), from_numpy(cotangents, dtype))
+    grads = _per_sample(graphdef, params, rest, from_numpy(xs, dtype), from_numpy(cotangents, dtype))
     out = {}
     for path, var in nnx.to_flat_state(grads):
         name, transposed = _torch_name(path)

@@ -16,6 +16,7 @@ FLOATS32 = st.floats(allow_nan=False, width=32)
 # Fewer examples than the profile's 60: the extremes (test_bounds) and a dense sweep of every
 # representable step (test_numerics) are tested deterministically; the search adds mixes of them.
 SEARCH = settings(max_examples=30)
+MONOTONE_SEARCH = settings(max_examples=20)
 
 
 def _shape(case: Case) -> tuple[int, ...]:
@@ -46,7 +47,7 @@ MONOTONE = [c for c in TRAIN_CASES if c.spec().monotone and not c.spec().reducti
 def test_declared_monotone_techniques_never_decrease(case: Case) -> None:
     modules = {fw: case.build(fw) for fw in FRAMEWORKS}
 
-    @SEARCH
+    @MONOTONE_SEARCH
     @given(arrays(np.float64, (16,), elements=FLOATS32))
     def check(x: np.ndarray) -> None:
         x = np.sort(x)
