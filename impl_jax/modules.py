@@ -8,7 +8,6 @@ both frameworks raise the same errors.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 

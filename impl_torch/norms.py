@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import harness
-from impl_torch._common import autocast_input, clamp_straight_through, follow_dtype, upcast
+from impl_torch._common import as_dtype, autocast_input, clamp_straight_through, follow_dtype, upcast
 from impl_torch._decisions import eager_cpu
 from impl_torch.adapter import FRAMEWORK_DTYPES, dtype_name
 
@@ -94,17 +94,22 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     if not eager_cpu(x):
         return _layer_norm_formula(x, weight, bias, eps)
     n = x.shape[-1]
-    y, mean, rstd = torch.native_layer_norm(x, (n,), weight, bias, eps)
+    # float16 and bfloat16 in float32, rounded once, as the formula does: ATen's mixed-precision
+    # kernel returns its mean and rstd in the input's dtype, too coarse for the guard.
+    xc = upcast(x)
+    weight, bias = (None if p is None else upcast(p) for p in (weight, bias))
+    y, mean, rstd = torch.native_layer_norm(xc, (n,), weight, bias, eps)
     trusted = _trusted_rows(mean, rstd, eps)
     if not trusted.all():  # rare: recompute, ATen on the rows it got right, the formula on the rest
-        flat, good = x.reshape(-1, n), torch.from_numpy(trusted.reshape(-1))
-        rows = flat.new_zeros(flat.shape).index_put((good,), torch.native_layer_norm(flat[good], (n,), weight, bias, eps)[0])
+        flat, good = xc.reshape(-1, n), torch.from_numpy(trusted.reshape(-1))
+        native = torch.native_layer_norm(flat[good], (n,), weight, bias, eps)[0]
+        rows = flat.new_zeros(flat.shape).index_put((good,), native)
         y = rows.index_put((~good,), _layer_norm_formula(flat[~good], weight, bias, eps)).reshape(x.shape)
     if weight is None:
         # Declared bound sqrt(n - 1): rounding in ATen's kernel may step past it.
         bound = math.sqrt(n - 1)
         y = clamp_straight_through(y, -bound, bound, fresh=not y.requires_grad)
-    return y
+    return as_dtype(y, x.dtype)
 
 
 # ATen's rows are trusted where their variance stands clear of what rounding can fake. A row
@@ -124,7 +129,7 @@ def _trusted_rows(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> np.ndar
     more than ATen's whole layer norm of 64 rows. var > floor is rstd < 1 / sqrt(floor + eps),
     which is False for NaN; an infinite mean makes the floor infinite, an overflowed variance
     rstd 0."""
-    m, r = (t.detach().float().numpy() if t.dtype != torch.float64 else t.detach().numpy() for t in (mean, rstd))
+    m, r = (t.detach().numpy() for t in (mean, rstd))  # float32 or float64: ATen's for those inputs
     c = _CANCELLATION_ULPS * float(np.finfo(m.dtype).eps)
     with np.errstate(over="ignore", invalid="ignore"):
         limit = 1.0 / np.sqrt(np.maximum((c * c) * (m * m), _TINY_VARIANCE * eps) + eps)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from cases import CASES, FRAMEWORKS, TRAIN_CASES, Case, params, run
@@ -90,7 +89,8 @@ def _shapes_and_dtypes(case: Case) -> list[tuple[tuple[int, ...], str]]:
     """Every shape in float32, and every dtype on an empty and a rank-5 shape: a shape's handling
     does not depend on the dtype past those (each pair compiles anew in JAX, so not all pairs)."""
     shapes = _shapes(case)
-    both = [s for s in shapes if 0 in s][:1] + [shapes[-1]]
+    empty = [s for s in shapes if 0 in s][:1]
+    both = [*empty, shapes[-1]]
     pairs = [(s, "float32") for s in shapes] + [(s, d) for s in both for d in DTYPES if d != "float32"]
     return list(dict.fromkeys(pairs))
 

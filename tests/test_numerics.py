@@ -138,3 +138,40 @@ def test_declared_monotone_techniques_never_decrease_on_a_dense_sweep(case: Case
         y, _ = run(framework, case.build(framework, dtype), x, dtype)
         down = np.flatnonzero(y[1:] < y[:-1])
         assert not down.size, f"{framework}: decreases {down.size} times, first after x = {x[down[0]]!r}"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16"])
+def test_layer_norms_fast_path_takes_the_formula_exactly_on_the_rows_its_guard_rejects(dtype: str, rng) -> None:
+    """PyTorch's eager CPU layer_norm runs ATen's fused op and redoes the rows its guard rejects
+    with the prescaled formula: those rows (constant, infinite, NaN, overflowing) equal the
+    formula bit for bit, values and input gradients, and the others agree with it to tolerance."""
+    import torch
+
+    from impl_torch import norms
+
+    big = finfo(dtype)["max"] / 4
+    rows = [rng.normal(size=16), np.full(16, 1e9), np.full(16, -3.0), np.r_[np.inf, np.zeros(15)],
+            np.r_[np.nan, np.ones(15)], np.r_[big, -big, rng.normal(size=14)], rng.normal(size=16) * 1e3]  # fmt: skip
+    x = round_to(np.stack(rows), dtype)
+    backend = harness.backend("torch")
+    weight, bias = (backend.from_numpy(rng.uniform(0.5, 2.0, 16), dtype) for _ in range(2))
+    cotangent = backend.from_numpy(rng.normal(size=x.shape), dtype)
+    rejected, kept = [1, 2, 3, 4, 5], [0, 6]
+
+    def run(fn, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        xt = backend.from_numpy(x[rows], dtype).requires_grad_(True)
+        y = fn(xt, weight, bias, eps=1e-5)
+        (dx,) = torch.autograd.grad(y, xt, cotangent[rows])
+        return backend.to_numpy(y), backend.to_numpy(dx)
+
+    formula = lambda *a, eps: norms._layer_norm_formula(*a, eps)  # noqa: E731
+    y_fast, dx_fast = run(norms.layer_norm, list(range(len(rows))))
+    # The rejected rows go through the formula together, as the fast path sends them: a row's
+    # float32 sums may round apart with its place in memory, and a bfloat16 result with them.
+    y_formula, dx_formula = run(formula, rejected)
+    np.testing.assert_array_equal(y_fast[rejected], y_formula)
+    np.testing.assert_array_equal(dx_fast[rejected], dx_formula)
+    y_formula, dx_formula = run(formula, kept)
+    for quantity, a, b in (("value", y_fast[kept], y_formula), ("vjp", dx_fast[kept], dx_formula)):
+        result = compare(a, b, tolerance("layer_norm", dtype, quantity))
+        assert result.ok, f"{quantity}: {result.max_rel:.3e} between ATen and the formula"
