@@ -37,8 +37,17 @@ def _draw(case: Case, dtype: str, rng: np.random.Generator, batch: tuple[int, ..
     return tuple(round_to(a, dtype) for a in (x, sample_cotangent(shape, rng), sample_cotangent(shape, rng)))
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", params(TRAIN_CASES))
+# Each technique's defaults in float64 and float32, its declared examples (where parameters move
+# kinks and bounds) in float64.
+FORWARD_CASES = [
+    pytest.param(c, dtype, id=f"{c.id}-{dtype}")
+    for c in TRAIN_CASES
+    for dtype in ("float64", "float32")
+    if dtype == "float64" or not c.given
+]
+
+
+@pytest.mark.parametrize(("case", "dtype"), FORWARD_CASES)
 def test_forward_mode_agrees_across_frameworks_and_with_reverse_mode(case: Case, dtype: str, rng) -> None:
     """JVPs of the two frameworks agree, and each is the transpose of its own VJP:
     <v, J t> == <J^T v, t> (the reverse mode that the parity tests hold to the reference)."""
