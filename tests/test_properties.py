@@ -15,7 +15,7 @@ from harness.sampling import input_shape, round_to
 FLOATS32 = st.floats(allow_nan=False, width=32)
 # Fewer examples than the profile's 60: the extremes (test_bounds) and a dense sweep of every
 # representable step (test_numerics) are tested deterministically; the search adds mixes of them.
-SEARCH = settings(max_examples=20)
+SEARCH = settings(max_examples=15)
 MONOTONE_SEARCH = settings(max_examples=15)
 
 
