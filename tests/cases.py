@@ -6,7 +6,7 @@ generic test covers it with no new test code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,3 +82,13 @@ def run(framework: str, module: Any, x: np.ndarray, dtype: str) -> tuple[np.ndar
     backend = harness.backend(framework)
     y = module(backend.from_numpy(x, dtype))
     return backend.to_numpy(y), backend.dtype_name(y)
+
+
+def around_kinks(kinks: Sequence[harness.Kink], dtype: str) -> np.ndarray:
+    """Each kink and one ulp either side, in one array (one call per framework for all kinks).
+    One ulp away, but never a subnormal: XLA on CPU flushes those to zero (harness/divergences.py)."""
+    points = []
+    for kink in kinks:
+        step = max(abs(float(np.spacing(np.array(kink.x, dtype=dtype)))), float(np.finfo(dtype).tiny))
+        points += [kink.x - step, kink.x, kink.x + step]
+    return np.array(points)

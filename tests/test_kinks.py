@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cases import FRAMEWORKS, TRAIN_CASES, Case, params
+from cases import FRAMEWORKS, TRAIN_CASES, Case, around_kinks, params
 
 import harness
 from harness.sampling import machine_epsilon, round_to
@@ -25,13 +25,9 @@ def test_gradient_at_and_beside_each_kink(case: Case, dtype: str) -> None:
     spec = case.spec()
     resolved = case.resolved(dtype)
     kinks = spec.kinks(**case.given)
-    points = []
     for kink in kinks:
         assert round_to(np.array([kink.x]), dtype)[0] == kink.x, f"kink {kink.x} is not representable in {dtype}"
-        # One ulp away, but never a subnormal: XLA on CPU flushes those to zero (harness/divergences.py).
-        step = max(abs(float(np.spacing(np.array(kink.x, dtype=dtype)))), float(np.finfo(dtype).tiny))
-        points += [kink.x - step, kink.x, kink.x + step]
-    points = np.array(points)  # every kink in one call per framework (each call compiles in JAX)
+    points = around_kinks(kinks, dtype)
     declared = np.array([[k.left, k.at, k.right] for k in kinks])
     at = round_to(np.array([k.at for k in kinks]), dtype)
     for framework in FRAMEWORKS:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cases import FRAMEWORKS, TRAIN_CASES, Case, params
+from cases import FRAMEWORKS, TRAIN_CASES, Case, around_kinks, params
 
 import harness
 from harness.sampling import input_shape, machine_epsilon, round_to, sample_cotangent, sample_input
@@ -75,7 +75,7 @@ def test_forward_mode_gives_the_declared_gradient_at_each_kink(case: Case, dtype
     """As test_kinks does for reverse mode: at the kink exactly the declared value, one ulp either
     side the one-sided derivatives (a plain clamp's forward rule gives 1 at its bounds)."""
     kinks = case.spec().kinks(**case.given)
-    points = _around(kinks, dtype)
+    points = around_kinks(kinks, dtype)
     declared = np.array([[k.left, k.at, k.right] for k in kinks])
     at = round_to(np.array([k.at for k in kinks]), dtype)
     for framework in FRAMEWORKS:
@@ -83,15 +83,6 @@ def test_forward_mode_gives_the_declared_gradient_at_each_kink(case: Case, dtype
         dy = dy.reshape(-1, 3)
         assert (dy[:, 1] == at).all(), f"{framework}: {dy[:, 1]} at the kinks {points[1::3]}, not {at}"
         np.testing.assert_allclose(dy, declared, rtol=0, atol=1e-6, err_msg=f"{framework} near the kinks")
-
-
-def _around(kinks, dtype: str) -> np.ndarray:
-    """Each kink and one ulp either side, in one array (one call per framework for all kinks)."""
-    points = []
-    for kink in kinks:
-        step = max(abs(float(np.spacing(np.array(kink.x, dtype=dtype)))), float(np.finfo(dtype).tiny))
-        points += [kink.x - step, kink.x, kink.x + step]
-    return np.array(points)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -149,7 +140,7 @@ def test_second_order_gives_the_declared_second_derivative_at_each_kink(case: Ca
     ``Kink.second`` at the kink, and one ulp either side nearly that (a C2 join's second
     derivative there is its third times the step: about 2e-6 for smooth_clamp in float32)."""
     kinks = case.spec().kinks(**case.given)
-    points, ones = _around(kinks, dtype), np.ones(3 * len(kinks))
+    points, ones = around_kinks(kinks, dtype), np.ones(3 * len(kinks))
     declared = np.repeat([k.second for k in kinks], 3)
     for framework in FRAMEWORKS:
         hvp = harness.backend(framework).second_order(_module(case, framework, dtype), points, ones, ones, dtype)
