@@ -14,6 +14,7 @@ import torch
 import harness
 from harness.build import RECORD_ATTRIBUTE, retyped
 from impl_torch._decisions import block_size, compiling, may_write_in_place, tracks_grad
+from impl_torch.adapter import dtype_name
 
 LOW = (torch.float16, torch.bfloat16)
 
@@ -43,11 +44,12 @@ def autocast_input(x: torch.Tensor, spec: harness.TechniqueSpec) -> torch.Tensor
     return x
 
 
-def follow_dtype(module: torch.nn.Module, dtype: torch.dtype) -> str:
-    """After ``module`` moved to ``dtype`` (``.double()``, ``.half()``, ``.to(dtype)``), its
-    build record says so too, so that conversion and pickling rebuild it as moved; returns the
-    dtype's name. A dtype no technique takes raises here, at the move, not at the next call."""
-    name = str(dtype).removeprefix("torch.")
+def follow_dtype(module: torch.nn.Module, held: torch.Tensor) -> str:
+    """After ``module`` moved to the dtype of ``held``, one of its tensors (``.double()``,
+    ``.half()``, ``.to(dtype)``), its build record says so too, so that conversion and pickling
+    rebuild it as moved; returns the dtype's name. A dtype no technique takes raises here, at
+    the move, not at the next call."""
+    name = dtype_name(held)
     if name not in harness.DTYPES:
         raise TypeError(
             f"{type(module).__name__} holds {', '.join(harness.DTYPES)} parameters, got {name}; "

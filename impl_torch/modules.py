@@ -50,14 +50,19 @@ class Limit(nn.Module):
 class Head(nn.Module):
     """Linear(in_features, out_features) then an output-limiting technique."""
 
-    def __init__(self, linear: nn.Linear, limit: nn.Module, dtype: str) -> None:
+    def __init__(self, linear: nn.Linear, limit: nn.Module) -> None:
         super().__init__()
-        self.linear, self.limit, self.dtype_name = linear, limit, dtype
+        self.linear, self.limit = linear, limit
+
+    @property
+    def dtype_name(self) -> str:
+        """The head's dtype: its Linear's, whatever moved it."""
+        return dtype_name(self.linear.weight)
 
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
         # .double(), .half(), .to(dtype): a head built with that dtype (its limit follows itself).
         module = super()._apply(fn, recurse)
-        self.dtype_name = follow_dtype(self, self.linear.weight.dtype)
+        follow_dtype(self, self.linear.weight)
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,4 +81,4 @@ def make_head(weight: np.ndarray, bias: np.ndarray, limit: nn.Module, dtype: str
     with torch.no_grad():
         linear.weight.copy_(from_numpy(weight, dtype))
         linear.bias.copy_(from_numpy(bias, dtype))
-    return Head(linear, limit, dtype)
+    return Head(linear, limit)

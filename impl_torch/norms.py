@@ -222,7 +222,7 @@ class _Norm(nn.Module):
 
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
         module = super()._apply(fn, recurse)
-        self.params["dtype"] = follow_dtype(self, self._dtype.dtype)
+        self.params["dtype"] = follow_dtype(self, self._dtype)
         return module
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
