@@ -178,10 +178,16 @@ def _load_declarations() -> None:
 
 
 _loaded_entry_points: set[tuple[str, str]] = set()
+_scanned_groups: set[str] = set()
 
 
 def _load_group(group: str) -> None:
     global _current_origin
+    # Read once per process, as pytest reads its plugins: scanning every installed distribution's
+    # metadata costs ~10 ms, and every build and adapter call comes through here.
+    if group in _scanned_groups:
+        return
+    _scanned_groups.add(group)
     for ep in entry_points(group=group):
         if (group, ep.value) in _loaded_entry_points:
             continue
