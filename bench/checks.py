@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 
 import harness
-from bench.plan import BASELINES, BenchCase
+from bench.plan import BASELINES, BUILTINS, BenchCase
 from harness.tolerances import BENCH_CHECK, compare
 
 
 def reference_of(case: BenchCase) -> Callable[[np.ndarray, Mapping[str, Any]], np.ndarray] | None:
-    baseline = BASELINES.get(case.technique) if case.kind == "baseline" else None
-    if baseline is not None and baseline.reference is not None:
-        return baseline.reference
+    other = {"baseline": BASELINES, "builtin": BUILTINS}.get(case.kind, {}).get(case.technique)
+    if other is not None and other.reference is not None:
+        return other.reference
     return harness.get(case.technique).reference
 
 

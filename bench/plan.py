@@ -3,7 +3,8 @@
 Every registered technique (plugins included) is benchmarked in each framework's execution
 styles, in both modes, on every device both frameworks see. Baselines are the seed document's
 code (or the framework's own primitive) for the same technique, declared here once and
-implemented in ``impl_torch/baselines.py`` and ``impl_jax/baselines.py``.
+implemented in ``impl_torch/baselines.py`` and ``impl_jax/baselines.py``; so are the built-in
+rows, the framework's own op beside ours in every style (``BUILTINS``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Baseline:
     technique: str
     description: str
     reference: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray] | None = None
+    framework_op: bool = False  # the seed used the framework's own op: then BUILTINS' target applies
 
 
 BASELINES: dict[str, Baseline] = {
@@ -55,9 +57,64 @@ BASELINES: dict[str, Baseline] = {
             "the seed's naive lo + (hi - lo) * sigmoid(x) (a different function: no identity middle)",
             lambda x, p: p["lo"] + (p["hi"] - p["lo"]) * _sigmoid(x),
         ),
-        Baseline("clamp", "the framework clamp (torch.clamp, jnp.clip)"),
-        Baseline("softmax", "the framework softmax (torch.softmax, jax.nn.softmax)"),
-        Baseline("layer_norm", "the framework LayerNorm (F.layer_norm, nnx.LayerNorm with eps 1e-5, exact variance)"),
+        Baseline("clamp", "the framework clamp (torch.clamp, jnp.clip)", framework_op=True),
+        Baseline("softmax", "the framework softmax (torch.softmax, jax.nn.softmax)", framework_op=True),
+        Baseline(
+            "layer_norm",
+            "the framework LayerNorm (F.layer_norm, nnx.LayerNorm with eps 1e-5, exact variance)",
+            framework_op=True,
+        ),
+    )
+}
+
+
+def _clip_reference(x: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
+    return np.clip(x, p["lo"], p["hi"])
+
+
+def _simplex_reference(x: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
+    return get("softmax").reference(x, p)
+
+
+def _sigmoid_reference(x: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
+    return _sigmoid(x)
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """The framework's own op set beside ``technique``: of the same meaning, or (``reference``
+    given, its numpy formula) of the same cost, the floor a fused implementation would reach."""
+
+    technique: str
+    description: str
+    reference: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray] | None = None
+
+
+_CLAMP = "a clamp (torch.clamp, jnp.clip)"
+_SIGMOID = "one sigmoid (torch.sigmoid, jax.nn.sigmoid)"
+BUILTINS: dict[str, Builtin] = {
+    b.technique: b
+    for b in (
+        Builtin("sigmoid", "torch.sigmoid, jax.nn.sigmoid"),
+        Builtin("tanh", "torch.tanh, jnp.tanh"),
+        Builtin("clamp", _CLAMP),
+        Builtin("hardtanh", "F.hardtanh, jnp.clip"),
+        Builtin("relu6", "F.relu6, jax.nn.relu6"),
+        Builtin("hardsigmoid", "F.hardsigmoid, jax.nn.hard_sigmoid"),
+        Builtin("softsign", "F.softsign, jax.nn.soft_sign"),
+        Builtin("bounded_relu", _CLAMP),
+        Builtin("ste_clamp", _CLAMP + ", its own gradient"),
+        Builtin("leaky_clamp", _CLAMP, _clip_reference),
+        Builtin("smooth_clamp", _SIGMOID, _sigmoid_reference),
+        Builtin("scaled_sigmoid", _SIGMOID, _sigmoid_reference),
+        Builtin("scaled_tanh", _SIGMOID, _sigmoid_reference),
+        Builtin("soft_clip", "the softplus composition (F.softplus, jax.nn.softplus)"),
+        Builtin("softmax", "torch.softmax, jax.nn.softmax"),
+        Builtin("log_softmax", "torch.log_softmax, jax.nn.log_softmax"),
+        Builtin("sparsemax", "a softmax of the same rows (torch.softmax, jax.nn.softmax)", _simplex_reference),
+        Builtin("layer_norm", "nn.LayerNorm, nnx.LayerNorm (eps 1e-5, exact variance)"),
+        Builtin("rms_norm", "nn.RMSNorm, nnx.RMSNorm"),
+        Builtin("batch_norm", "nn.BatchNorm1d, nnx.BatchNorm (momentum 0.9 = PyTorch's 0.1), training"),
     )
 }
 
@@ -72,7 +129,7 @@ class BenchCase:
     device: str
     framework: str
     style: str
-    kind: str = "ours"  # "ours", "baseline" or "copy"
+    kind: str = "ours"  # "ours", "builtin", "baseline" or "copy"
 
     @property
     def row(self) -> str:
@@ -123,7 +180,8 @@ def cases(
     styles: Mapping[str, tuple[str, ...]] = STYLES,
     modes: tuple[str, ...] = MODES,
 ) -> list[BenchCase]:
-    """Every row: technique x size x mode x device x (framework, style), baselines, copies."""
+    """Every row: technique x size x mode x device x (framework, style), the framework's own op
+    in each style beside ours, the seed's baselines, copies."""
     chosen = techniques if techniques is not None else tuple(names())
     for name in chosen:
         get(name)  # unknown names fail here, with suggestions
@@ -137,6 +195,10 @@ def cases(
                 for mode in modes:
                     for framework, framework_styles in styles.items():
                         out.extend(BenchCase(name, n, mode, device, framework, s) for s in framework_styles)
+                        if name in BUILTINS:
+                            out.extend(
+                                BenchCase(name, n, mode, device, framework, s, "builtin") for s in framework_styles
+                            )
                         if name in BASELINES and framework_styles:
                             out.append(
                                 BenchCase(name, n, mode, device, framework, BASELINE_STYLE[framework], "baseline")

@@ -87,6 +87,8 @@ def _module(case: benchplan.BenchCase, params: dict[str, Any]) -> Any:
     backend = harness.backend(case.framework)
     if case.kind == "baseline":
         return backend.baselines.BUILDERS[case.technique](**params)
+    if case.kind == "builtin":
+        return backend.baselines.BUILTINS[case.technique](**params)
     # One module per (technique, mode, device, style) across sizes, so torch.compile reuses it
     # (automatic dynamic shapes after the second size) instead of compiling every size anew.
     key = (case.technique, case.mode, case.device, case.framework, case.style)

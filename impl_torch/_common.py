@@ -7,6 +7,7 @@ convention of the primitive that computes the forward. Mirrors ``impl_jax/_commo
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -164,3 +165,20 @@ def clamp_straight_through(x: torch.Tensor, lo: float, hi: float, *, fresh: bool
         return apply(_ClampStraightThrough, x, lo, hi)
     # In place only where allowed: a trace recorded without grad may be replayed with it.
     return x.clamp_(lo, hi) if fresh and may_write_in_place() else torch.clamp(x, lo, hi)
+
+
+def patch_rows(
+    x: torch.Tensor,
+    good: torch.Tensor,
+    native: Callable[[torch.Tensor], torch.Tensor],
+    formula: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``native`` on the rows of ``x`` (its last axis) that ``good`` (a bool per row) marks, and
+    ``formula`` on the others: the rare-case fallback of a guarded fast path (eager only).
+
+    ``native`` runs again on the good rows alone, not reused from the whole tensor: a NaN a bad
+    row left in its output would reach the input gradient through the op's backward (0 * NaN)."""
+    n = x.shape[-1]
+    flat = x.reshape(-1, n)
+    rows = flat.new_zeros(flat.shape).index_put((good,), native(flat[good]))
+    return rows.index_put((~good,), formula(flat[~good])).reshape(x.shape)

@@ -1,5 +1,6 @@
-"""PyTorch versions of the benchmark baselines declared in ``bench.plan.BASELINES``
-(mirrors ``impl_jax/baselines.py``). Each builder takes the technique's resolved parameters."""
+"""PyTorch versions of the benchmark baselines declared in ``bench.plan.BASELINES`` (the seed's
+code) and ``bench.plan.BUILTINS`` (PyTorch's own op of the same meaning); mirrors
+``impl_jax/baselines.py``. Each builder takes the technique's resolved parameters."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from harness.squashes import soft_clip_shrink
 
 
 def bounded_relu(*, lo: float, hi: float) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -36,4 +40,48 @@ BUILDERS: dict[str, Callable[..., Any]] = {
     "clamp": clamp,
     "softmax": softmax,
     "layer_norm": layer_norm,
+}
+
+
+# --- PyTorch's own ops of the same meaning (bench.plan.BUILTINS) ---------------------------
+
+
+def _clamp(*, lo: float = 0.0, hi: float = 6.0, **_: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: torch.clamp(x, lo, hi)
+
+
+def _one_sigmoid(**_: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    return torch.sigmoid
+
+
+def _soft_clip(*, lo: float, hi: float, hinge_softness: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    beta, shrink = 1.0 / hinge_softness, soft_clip_shrink(lo, hi, hinge_softness)
+    return lambda x: hi - F.softplus((hi - lo) - F.softplus(x - lo, beta), beta) * shrink
+
+
+BUILTINS: dict[str, Callable[..., Any]] = {
+    "sigmoid": lambda: torch.sigmoid,
+    "tanh": lambda: torch.tanh,
+    "clamp": _clamp,
+    "hardtanh": lambda *, lo, hi: lambda x: F.hardtanh(x, lo, hi),
+    "relu6": lambda: F.relu6,
+    "hardsigmoid": lambda: F.hardsigmoid,
+    "softsign": lambda: F.softsign,
+    "bounded_relu": _clamp,
+    "ste_clamp": _clamp,
+    "leaky_clamp": _clamp,
+    "smooth_clamp": _one_sigmoid,
+    "scaled_sigmoid": _one_sigmoid,
+    "scaled_tanh": _one_sigmoid,
+    "soft_clip": _soft_clip,
+    "softmax": lambda *, axis: lambda x: torch.softmax(x, axis),
+    "log_softmax": lambda *, axis: lambda x: torch.log_softmax(x, axis),
+    "sparsemax": lambda *, axis: lambda x: torch.softmax(x, axis),
+    "layer_norm": layer_norm,
+    "rms_norm": lambda *, num_features, eps, elementwise_affine, dtype, seed: nn.RMSNorm(
+        num_features, eps=eps, elementwise_affine=elementwise_affine
+    ),
+    "batch_norm": lambda *, num_features, eps, momentum, dtype, seed: nn.BatchNorm1d(
+        num_features, eps=eps, momentum=momentum
+    ),
 }

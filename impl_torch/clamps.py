@@ -12,7 +12,7 @@ import torch
 
 from harness import implements
 from impl_torch._common import apply, as_dtype, clamp_inside, clamp_straight_through, save_input, upcast
-from impl_torch._decisions import may_write_in_place, tracks_grad
+from impl_torch._decisions import tracks_grad
 
 
 @implements("clamp", "torch")
@@ -74,10 +74,10 @@ def hardsigmoid(x: torch.Tensor) -> torch.Tensor:
 def _leaky_clamp_values(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
     # In float32 for float16/bfloat16: x - m can overflow those although the output cannot.
     xc = upcast(x)
-    m = torch.clamp(xc, lo, hi)
-    if not may_write_in_place():
-        return as_dtype(m + slope * (xc - m), x.dtype)
-    return m.add_(torch.sub(xc, m), alpha=slope).to(x.dtype)
+    # lerp(m, x, slope) is m + slope (x - m) in one fused pass (for slope >= 0.5 ATen writes it
+    # x - (x - m)(1 - slope), the same value): two passes in all, where the formula took three
+    # and a temporary.
+    return as_dtype(torch.lerp(torch.clamp(xc, lo, hi), xc, slope), x.dtype)
 
 
 class _LeakyClamp(torch.autograd.Function):

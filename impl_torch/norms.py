@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import harness
-from impl_torch._common import as_dtype, autocast_input, clamp_straight_through, follow_dtype, upcast
+from impl_torch._common import as_dtype, autocast_input, clamp_straight_through, follow_dtype, patch_rows, upcast
 from impl_torch._decisions import eager_cpu
 from impl_torch.adapter import FRAMEWORK_DTYPES, dtype_name
 
@@ -100,11 +100,13 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     weight, bias = (None if p is None else upcast(p) for p in (weight, bias))
     y, mean, rstd = torch.native_layer_norm(xc, (n,), weight, bias, eps)
     trusted = _trusted_rows(mean, rstd, eps)
-    if not trusted.all():  # rare: recompute, ATen on the rows it got right, the formula on the rest
-        flat, good = xc.reshape(-1, n), torch.from_numpy(trusted.reshape(-1))
-        native = torch.native_layer_norm(flat[good], (n,), weight, bias, eps)[0]
-        rows = flat.new_zeros(flat.shape).index_put((good,), native)
-        y = rows.index_put((~good,), _layer_norm_formula(flat[~good], weight, bias, eps)).reshape(x.shape)
+    if not trusted.all():  # rare: ATen on the rows it got right, the formula on the rest
+        y = patch_rows(
+            xc,
+            torch.from_numpy(trusted.reshape(-1)),
+            lambda rows: torch.native_layer_norm(rows, (n,), weight, bias, eps)[0],
+            lambda rows: _layer_norm_formula(rows, weight, bias, eps),
+        )
     if weight is None:
         # Declared bound sqrt(n - 1): rounding in ATen's kernel may step past it.
         bound = math.sqrt(n - 1)
@@ -153,21 +155,46 @@ def _layer_norm_formula(
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None) -> torch.Tensor:
-    """x / sqrt(mean(x^2) + eps) * weight, with the power-of-two prescaling of _standardize."""
+    """x / sqrt(mean(x^2) + eps) * weight: ATen's own composite (F.rms_norm's on CPU) where its
+    per-row statistic shows it is the declared one (eager CPU), the prescaled formula elsewhere."""
     xc = upcast(x)
     if eps is None:
         # PyTorch's meaning: the machine epsilon of the dtype it computes in (float32 for float16
         # and bfloat16 inputs, as torch.nn.RMSNorm does), not of the input's.
         eps = torch.finfo(xc.dtype).eps
+    w = None if weight is None else upcast(weight)
+    if eager_cpu(xc):
+        rstd = torch.rsqrt(xc.square().mean(dim=-1, keepdim=True) + eps)
+        # rstd > 0 fails exactly where the formula is needed: a mean square that overflowed (the
+        # largest finite inputs) or held an infinity gives 0, a NaN row NaN. Tiny rows need no
+        # care: their squares underflow where eps dominates anyway.
+        trusted = rstd.detach().numpy() > 0
+        if trusted.all():
+            y = xc * rstd if w is None else (xc * rstd) * w
+        else:
+            y = patch_rows(
+                xc,
+                torch.from_numpy(trusted.reshape(-1)),
+                lambda rows: rows * torch.rsqrt(rows.square().mean(dim=-1, keepdim=True) + eps),
+                lambda rows: _rms_norm_formula(rows, None, eps),
+            )
+            y = y if w is None else y * w
+    else:
+        y = _rms_norm_formula(xc, w, eps)
+    if weight is None:
+        # Declared bound sqrt(n); eps keeps the exact value inside, this guards rounding.
+        bound = math.sqrt(x.shape[-1])
+        y = clamp_straight_through(y, -bound, bound, fresh=True)
+    return as_dtype(y, x.dtype)
+
+
+def _rms_norm_formula(xc: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight on rows prescaled as in _standardize (no overflow at
+    the largest values, limits for rows holding an infinity)."""
     scaled, scale, *_ = _prescale(xc, (-1,))
     ms = (scaled * scaled).mean(dim=-1, keepdim=True)
     y = scaled / torch.sqrt(ms + torch.clamp_min(eps / (scale * scale), torch.finfo(xc.dtype).tiny))
-    if weight is None:
-        bound = math.sqrt(x.shape[-1])
-        y = clamp_straight_through(y, -bound, bound)
-    else:
-        y = y * upcast(weight)
-    return y.to(x.dtype)
+    return y if weight is None else y * weight
 
 
 def batch_norm(
@@ -181,7 +208,54 @@ def batch_norm(
     momentum: float,
     eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Returns (output, new running mean, new running variance); channels on axis 1."""
+    """Returns (output, new running mean, new running variance); channels on axis 1.
+
+    In training mode on eager CPU, ATen's fused batch norm on the channels its per-channel mean
+    and invstd show it got right (the guard of layer_norm, see _trusted_rows), the prescaled
+    formula on the others. It updates copies of the running statistics with PyTorch's meaning,
+    which is ours (momentum weights the new batch; the running variance is unbiased)."""
+    if not (training and eager_cpu(x)):
+        return _batch_norm_formula(x, weight, bias, running_mean, running_var, training, momentum, eps)
+    xc, w, b = upcast(x), upcast(weight), upcast(bias)
+
+    def native(select: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        args = [xc, w, b, upcast(running_mean).clone(), upcast(running_var).clone()]
+        if select is not None:
+            args = [args[0].index_select(1, select), *(a.index_select(0, select) for a in args[1:])]
+        y, mean, invstd = torch.native_batch_norm(*args, True, momentum, eps)
+        return y, args[3], args[4], mean, invstd
+
+    y, new_mean, new_var, mean, invstd = native(None)
+    trusted = _trusted_rows(mean, invstd, eps)
+    if not trusted.any():  # ATen takes no empty channel selection
+        return _batch_norm_formula(x, weight, bias, running_mean, running_var, True, momentum, eps)
+    if not trusted.all():  # rare: ATen on the channels it got right, the formula on the rest
+        good, bad = (torch.from_numpy(np.flatnonzero(t)) for t in (trusted, ~trusted))
+        y, new_mean, new_var, *_ = native(good)
+        parts = _batch_norm_formula(
+            xc.index_select(1, bad), w[bad], b[bad], running_mean[bad], running_var[bad], True, momentum, eps
+        )
+        whole = (torch.zeros_like(xc), torch.zeros_like(w), torch.zeros_like(w))
+        y, new_mean, new_var = (
+            t.index_copy(int(t.ndim > 1), good, g).index_copy(int(t.ndim > 1), bad, upcast(f))
+            for t, g, f in zip(whole, (y, new_mean, new_var), parts, strict=True)
+        )
+    return as_dtype(y, x.dtype), new_mean.to(running_mean.dtype), new_var.to(running_var.dtype)
+
+
+def _batch_norm_formula(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The declared batch norm, branch-free: prescaled statistics in training mode (see
+    _standardize), exact for constant channels, non-finite statistics for a channel holding an
+    infinity."""
     xc = upcast(x)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     if training:

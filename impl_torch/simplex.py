@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from harness import implements
-from impl_torch._common import apply, clamp_straight_through, upcast
+from impl_torch._common import apply, as_dtype, clamp_straight_through, patch_rows, upcast
 from impl_torch._decisions import eager_cpu
 
 
@@ -26,26 +26,54 @@ def _limit_shift(xc: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tenso
     return torch.where(top == -math.inf, 0.0, z), top
 
 
-@implements("softmax", "torch")
-def softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
-    if x.shape[axis] == 0:
-        return x.clone()
-    xc = upcast(x)
+def _softmax_formula(xc: torch.Tensor, axis: int) -> torch.Tensor:
     # Rows holding an infinity take their limit instead of NaN: +inf entries share the mass,
     # an all -inf row is uniform. NaN rows stay NaN (amax propagates NaN).
     z, _ = _limit_shift(xc, axis)
     e = torch.exp(z)
     # e / sum(e) with sum(e) >= e (rounded sums of non-negatives only grow): never above 1.
-    return (e / e.sum(dim=axis, keepdim=True)).to(x.dtype)
+    return e / e.sum(dim=axis, keepdim=True)
+
+
+def _log_softmax_formula(xc: torch.Tensor, axis: int) -> torch.Tensor:
+    z, _ = _limit_shift(xc, axis)
+    # z <= 0 and log(sum(exp(z))) >= 0 (the row's maximum contributes exp(0) = 1): never above 0.
+    return z - torch.log(torch.exp(z).sum(dim=axis, keepdim=True))
+
+
+def _guarded(x: torch.Tensor, axis: int, native: Any, formula: Any) -> torch.Tensor:
+    """ATen's fused ``native`` (softmax or log_softmax) where it is the declared map, else ``formula``.
+
+    ATen's kernel is the declaration on every row without an infinity, derivatives included
+    (y (g - sum(g y)) and g - y sum(g), in every mode); a row holding one comes out all NaN
+    (inf - inf), as a NaN row does. So the guard reads the output once: its sum is NaN exactly
+    when an entry is (entries lie in [0, 1], or in [-inf, 0], so no inf - inf can arise), and
+    only then are the NaN rows found and recomputed by the formula, which gives the limits (and
+    NaN again for NaN rows). Eager CPU only: elsewhere the branch-free formula runs (a host
+    check would synchronize a device or break a trace)."""
+    if x.shape[axis] == 0:
+        return x.clone()
+    xc = upcast(x)
+    if not eager_cpu(xc):
+        return formula(xc, axis).to(x.dtype)
+    y = native(xc, axis)
+    total = float(y.detach().sum())
+    if total != total:  # NaN
+        last = y.detach().movedim(axis, -1)
+        good = ~torch.isnan(last).reshape(-1, last.shape[-1]).any(dim=-1)
+        rows = patch_rows(xc.movedim(axis, -1), good, lambda r: native(r, -1), lambda r: formula(r, -1))
+        y = rows.movedim(-1, axis)
+    return as_dtype(y, x.dtype)
+
+
+@implements("softmax", "torch")
+def softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
+    return _guarded(x, axis, torch.softmax, _softmax_formula)
 
 
 @implements("log_softmax", "torch")
 def log_softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
-    if x.shape[axis] == 0:
-        return x.clone()
-    z, _ = _limit_shift(upcast(x), axis)
-    # z <= 0 and log(sum(exp(z))) >= 0 (the row's maximum contributes exp(0) = 1): never above 0.
-    return (z - torch.log(torch.exp(z).sum(dim=axis, keepdim=True))).to(x.dtype)
+    return _guarded(x, axis, torch.log_softmax, _log_softmax_formula)
 
 
 class _Sparsemax(torch.autograd.Function):

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench(technique: str, n: int, row: str, median: float, rng: np.random.Generator, device: str = "cpu") -> dict:
-    framework, style = row.removeprefix("baseline-").removeprefix("copy-").split("-")
-    kind = "baseline" if row.startswith("baseline") else "copy" if row.startswith("copy") else "ours"
+    *prefix, framework, style = row.split("-")
+    kind = prefix[0] if prefix else "ours"  # baseline-, builtin- or copy- before framework-style
     data = list(median * (1 + 0.02 * rng.standard_normal(9)))
     q1, q3 = np.percentile(data, [25, 75])
     return {
@@ -119,3 +119,25 @@ def test_paired_rounds_give_the_ratio_despite_drift(tmp_path: Path) -> None:
     # Resampled independently, the same rounds give an interval wider than the whole drift allows.
     _, lo_u, hi_u = ratio_ci(paired.paired_ours, paired.paired_against)
     assert hi_u - lo_u > 10 * (hi - lo)
+
+
+def test_ours_over_the_builtin_op_is_in_every_format(tmp_path: Path) -> None:
+    """A run with the framework's own op beside ours: the ratio of medians per style, in the
+    markdown and LaTeX tables and as a CSV column of our rows."""
+    path = _run(tmp_path / "run.json", "Test CPU", "cpu", 1.0, 0)
+    run = json.loads(path.read_text())
+    rng = np.random.default_rng(3)
+    run["benchmarks"] += [
+        _bench("clamp", 2**20, row, t, rng) for row, t in (("builtin-torch-eager", 1e-3), ("builtin-jax-jit", 2e-3))
+    ]
+    path.write_text(json.dumps(run))
+    out = _report(tmp_path, path)
+    row = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| clamp | 2^20 |"))
+    # ours 2 ms / 1 ms in eager, no built-in compile row, 1 ms / 2 ms in jit (medians of 9 noisy rounds)
+    eager, compiled, jit = row.split("|")[8].split("/")
+    assert 1.8 < float(eager) < 2.2 and compiled.strip() == "–" and 0.45 < float(jit) < 0.55, row
+    assert "ours/built-in" in (out / "report.tex").read_text()
+    with (out / "report.csv").open() as f:
+        ratios = {r["row"]: r["ours_over_builtin"] for r in csv.DictReader(f) if r["technique"] == "clamp"}
+    assert 1.8 < float(ratios["torch-eager"]) < 2.2 and ratios["torch-compile"] == ""
+    assert ratios["builtin-torch-eager"] == ""
