@@ -168,7 +168,11 @@ def main() -> int:
     missed = sum(not r["ok"] for r in results)
     print(f"{len(results) - missed} of {len(results)} targets met")
     if args.out:
-        args.out.write_text(json.dumps({"settings": settings, "results": results}, indent=1))
+        from bench.environment import describe
+
+        environment = describe(settings, {"cpu": {"name": "cpu"}})  # CPU model, versions, git state
+        record = {"settings": settings, "environment": environment, "results": results}
+        args.out.write_text(json.dumps(record, indent=1))
     return 1 if args.strict and missed else 0
 
 
