@@ -11,8 +11,9 @@ from typing import Any
 import torch
 
 from harness import implements
+from impl_torch import _native
 from impl_torch._common import apply, as_dtype, clamp_straight_through, patch_rows, upcast
-from impl_torch._decisions import eager_cpu
+from impl_torch._decisions import eager_cpu, kernel_serves
 
 
 def _limit_shift(xc: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,21 +77,70 @@ def log_softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
     return _guarded(x, axis, torch.log_softmax, _log_softmax_formula)
 
 
+def _sorted_threshold(zs: torch.Tensor, axis: int) -> torch.Tensor:
+    """tau from the row's largest values in descending order (all of the row, or any leading
+    part holding the support): the support is the j with 1 + j z_(j) > sum of the first j."""
+    cs = zs.cumsum(dim=axis)
+    shape = [1] * zs.ndim
+    shape[axis] = -1
+    k = torch.arange(1, zs.shape[axis] + 1, dtype=zs.dtype, device=zs.device).reshape(shape)
+    # At least 1: a NaN row counts no support (its output is set to NaN afterwards).
+    support = (1.0 + k * zs > cs).sum(dim=axis, keepdim=True).clamp_min(1)
+    return (torch.gather(cs, axis, support - 1) - 1.0) / support.to(zs.dtype)
+
+
+def _threshold(z: torch.Tensor, axis: int) -> torch.Tensor:
+    """sparsemax's tau per row of ``z`` (rows shifted so that their maximum is 0, or NaN).
+
+    Eager CPU float32 where the C kernel built: Michelot's iteration per row (``_native``,
+    sparsemax.c). Other eager CPU dtypes, in linear time for rows spread over more than about 1: tau >= max - 1 = -1 and
+    tau >= (sum z - 1) / n, so the support lies inside {z > the larger bound}, a handful of
+    values per row then. Those values are gathered (``masked_select``, in row order), padded
+    with -inf to the widest row's count, sorted, and given the sort-based rule, which yields the
+    same tau as on the whole sorted row: they are the row's largest values, and the rule's count
+    only looks at the first |support| + 1 of them (the sums agree to rounding). Where the
+    bracket holds half a row or more, or off eager CPU (torch.compile, transforms, devices,
+    where a host-sized padding cannot be chosen), the whole row is sorted."""
+    n = z.shape[axis]
+    if kernel_serves(z) and z.numel():
+        # float32: the C kernel, Michelot's iteration per row in the cache (see sparsemax.c).
+        rows = z.movedim(axis, -1).contiguous()
+        tau = rows.new_empty((*rows.shape[:-1], 1))
+        _native.sparsemax_threshold_f32(rows.data_ptr(), tau.data_ptr(), rows.numel() // n, n,
+                                        threads=torch.get_num_threads())  # fmt: skip
+        return tau.movedim(-1, axis)
+    if not eager_cpu(z) or n < _SORT_BELOW:
+        return _sorted_threshold(torch.sort(z, dim=axis, descending=True).values, axis)
+    rows = z.movedim(axis, -1).reshape(-1, n)
+    # NaN rows compare False everywhere: no candidates, tau -inf, and NaN set afterwards.
+    lower = torch.clamp_min((rows.sum(dim=-1, keepdim=True) - 1.0) / n, -1.0)
+    candidates = rows > lower
+    counts = candidates.sum(dim=-1)
+    k = int(counts.max()) if rows.numel() else 0
+    if k == 0 or 2 * k > n:
+        return _sorted_threshold(torch.sort(z, dim=axis, descending=True).values, axis)
+    values = torch.masked_select(rows, candidates)
+    row_of = torch.repeat_interleave(torch.arange(rows.shape[0]), counts)
+    starts = torch.cumsum(counts, dim=0) - counts
+    place = torch.arange(values.numel()) - torch.repeat_interleave(starts, counts)
+    padded = rows.new_full((rows.shape[0], k), -math.inf).index_put((row_of, place), values)
+    tau = _sorted_threshold(torch.sort(padded, dim=-1, descending=True).values, -1)
+    shape = list(z.movedim(axis, -1).shape)
+    shape[-1] = 1
+    return tau.reshape(shape).movedim(-1, axis)
+
+
+# Rows this short are sorted whole: the bracketing's few passes and host check cost more.
+_SORT_BELOW = 64
+
+
 class _Sparsemax(torch.autograd.Function):
     """Projection onto the simplex; gradient g - mean_S(g) on the support S, zero on rows that
     held an infinity. The Jacobian is symmetric, so the tangent map is the same."""
 
     @staticmethod
     def forward(z: torch.Tensor, axis: int, finite_rows: torch.Tensor) -> torch.Tensor:
-        zs = torch.sort(z, dim=axis, descending=True).values
-        cs = zs.cumsum(dim=axis)
-        shape = [1] * z.ndim
-        shape[axis] = -1
-        k = torch.arange(1, z.shape[axis] + 1, dtype=z.dtype, device=z.device).reshape(shape)
-        # At least 1: a NaN row counts no support (its output is set to NaN afterwards).
-        support = (1.0 + k * zs > cs).sum(dim=axis, keepdim=True).clamp_min(1)
-        tau = (torch.gather(cs, axis, support - 1) - 1.0) / support.to(z.dtype)
-        return torch.clamp_min(z - tau, 0.0)
+        return torch.clamp_min(z - _threshold(z, axis), 0.0)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:

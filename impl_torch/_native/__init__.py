@@ -1,10 +1,12 @@
 """C kernels for PyTorch's CPU path, compiled at first use by the system C compiler and loaded
 with ctypes. Private to ``impl_torch``, their only user.
 
-The functions take buffer addresses, and this module imports no framework. Only PyTorch's
-eager CPU float32 smooth_clamp uses them (``impl_torch/squashes.py``): ATen has no fused op for
-its formula, and the six ATen passes it takes cost 2.4-2.9 sigmoids against a target of 2.5
-(README, speed targets); XLA fuses the JAX side itself.
+The functions take buffer addresses, and this module imports no framework. PyTorch's eager CPU
+float32 smooth_clamp uses them (``impl_torch/squashes.py``): ATen has no fused op for its
+formula, and the six ATen passes it takes cost 2.4-2.9 sigmoids against a target of 2.5
+(README, speed targets); XLA fuses the JAX side itself. So does sparsemax's threshold
+(``impl_torch/simplex.py``): Michelot's iteration on rows held in the cache, where each ATen
+pass over the whole tensor costs most of a softmax.
 
 The kernels compute the technique's declaration as the ATen formula does (same parameters in the
 same dtype, the exact linear middle, NaN and infinities alike), and the parity tests run both.
@@ -29,16 +31,18 @@ from typing import NamedTuple
 
 from harness.squashes import SmoothClampParts, smooth_clamp_parts
 
-SOURCE = "smooth_clamp.c"
+SOURCES = ("smooth_clamp.c", "sparsemax.c")
 # -march=native: the build runs on the machine that uses it, once per process, so it may use all
 # of its vector width (AVX-512 halves the time against AVX2 here). The second set is the fallback
 # for compilers that reject it. Never -ffast-math: it would drop NaN and infinity handling.
 # -fno-trapping-math lets the comparisons become vector selects; nothing here reads FP flags.
+# -fopenmp-simd honours "#pragma omp simd" (no OpenMP runtime): the one reduction that may add in
+# vector lanes says so (sparsemax.c).
 # -fno-fast-math undoes a compiler whose default is a fast model (Intel's icx); the self-check
 # after loading catches one that still drops NaN or rounding.
 FLAG_SETS: tuple[tuple[str, ...], ...] = (
-    ("-O3", "-march=native", "-fno-fast-math", "-fno-math-errno", "-fno-trapping-math"),
-    ("-O3", "-fno-fast-math", "-fno-math-errno", "-fno-trapping-math"),
+    ("-O3", "-march=native", "-fno-fast-math", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"),
+    ("-O3", "-fno-fast-math", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"),
 )
 LINK = ("-shared", "-fPIC", "-pthread")
 
@@ -97,6 +101,9 @@ def _declare(library: ctypes.CDLL) -> None:
         ctypes.c_int,
     ]
     library.smooth_clamp_backward_f32.restype = None
+    library.sparsemax_threshold_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                                ctypes.c_int]  # fmt: skip
+    library.sparsemax_threshold_f32.restype = None
 
 
 @functools.cache
@@ -112,11 +119,12 @@ def build() -> Build:
         # Built per process into a private folder, never a shared cache: -march=native code from
         # one machine of a cluster can crash on another that shares the home folder.
         with tempfile.TemporaryDirectory(prefix="output-limits-native-", ignore_cleanup_errors=True) as folder:
-            source = Path(folder) / SOURCE
-            source.write_text(files(__package__).joinpath(SOURCE).read_text())
+            sources = [Path(folder) / name for name in SOURCES]
+            for source in sources:
+                source.write_text(files(__package__).joinpath(source.name).read_text())
             for i, flags in enumerate(FLAG_SETS):
                 target = Path(folder) / f"kernels{i}.so"
-                proc = _run([*compiler, *flags, *LINK, "-o", str(target), str(source)])
+                proc = _run([*compiler, *flags, *LINK, "-o", str(target), *map(str, sources)])
                 if proc.returncode != 0:
                     failures.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
                     continue
@@ -128,9 +136,8 @@ def build() -> Build:
                 failures.append(f"{' '.join(flags)}: built, but {wrong}")
     except (OSError, subprocess.SubprocessError) as error:
         failures.append(f"{type(error).__name__}: {error}")
-    note = f"off: {' '.join(compiler)} gave no working build of {SOURCE}; the ATen formula runs. " + " | ".join(
-        failures
-    )
+    built = ", ".join(SOURCES)
+    note = f"off: {' '.join(compiler)} gave no working build of {built}; the ATen formula runs. " + " | ".join(failures)
     warnings.warn(f"output-limits native kernels {note}", RuntimeWarning, stacklevel=2)
     return Build(None, _describe_compiler(compiler), (), note)
 
@@ -147,7 +154,12 @@ def _self_check(library: ctypes.CDLL) -> str | None:
     parts = smooth_clamp_parts(-1.0, 1.0, 0.5)
     library.smooth_clamp_forward_f32(xs, y, len(x), -1.0, 1.0, parts.b_lo, parts.b_hi, parts.r, parts.steepness, 1)
     library.smooth_clamp_backward_f32(xs, ones, dx, len(x), parts.b_lo, parts.b_hi, parts.steepness, 1)
-    for name, got, want in (("forward", buffers[1], expected_y), ("gradient", buffers[2], expected_dx)):
+    # sparsemax: rows [0, -0.5, -3] (support of two: tau -0.75) and a NaN row.
+    rows = (ctypes.c_float * 6)(0.0, -0.5, -3.0, math.nan, 0.0, -1.0)
+    tau = (ctypes.c_float * 2)()
+    library.sparsemax_threshold_f32(ctypes.addressof(rows), ctypes.addressof(tau), 2, 3, 1)
+    checks = (("forward", buffers[1], expected_y), ("gradient", buffers[2], expected_dx))
+    for name, got, want in (*checks, ("sparsemax threshold", tau, [-0.75, math.nan])):
         for a, b in zip(got, want, strict=True):
             if not (math.isnan(a) and math.isnan(b)) and not abs(a - b) <= 1e-6 * max(1.0, abs(b)):
                 return f"its {name} gives {list(got)}, expected {want}"
@@ -177,3 +189,9 @@ def smooth_clamp_forward_f32(
 def smooth_clamp_backward_f32(x: int, grad: int, dx: int, n: int, *, parts: SmoothClampParts, threads: int) -> None:
     """Write the input gradient of smooth_clamp (cotangent at ``grad``) to address ``dx``."""
     _library().smooth_clamp_backward_f32(x, grad, dx, n, parts.b_lo, parts.b_hi, parts.steepness, threads)
+
+
+def sparsemax_threshold_f32(z: int, tau: int, rows: int, n: int, *, threads: int) -> None:
+    """Write sparsemax's threshold of each of ``rows`` contiguous float32 rows of ``n`` at
+    address ``z`` (shifted: maximum 0, or NaN) to address ``tau``."""
+    _library().sparsemax_threshold_f32(z, tau, rows, n, threads)

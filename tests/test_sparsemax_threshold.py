@@ -1,0 +1,44 @@
+"""sparsemax's linear-time threshold (Michelot's iteration in JAX and PyTorch's C kernel, the
+bracket-and-gather path of PyTorch's other dtypes) equals the sort-based rule on every path.
+
+The generic parity tests run sparsemax on small rows, which PyTorch sorts whole; these rows are
+long enough for each fast path, and span supports of one value to most of the row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cases import FRAMEWORKS, run
+
+import harness
+from harness.tolerances import compare, tolerance
+
+# Spreads from most of the row in the support (0.01) to one value (1000), and lengths below and
+# above the length PyTorch sorts whole.
+SPREADS = (0.01, 0.3, 2.0, 1000.0)
+LENGTHS = (7, 100, 1024)
+
+
+def _rows(n: int, rng: np.random.Generator) -> np.ndarray:
+    rows = np.concatenate([rng.normal(size=(6, n)) * s for s in SPREADS])
+    rows[1, : min(5, n)] = rows[1].max()  # ties at the top
+    rows[2, 0] = -np.inf  # an entry at the limit, in a row that stays finite otherwise
+    rows[3, n // 2] = np.inf  # a row at its limit
+    rows[4, 1] = np.nan  # a NaN row
+    return rows
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n", LENGTHS)
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_fast_threshold_equals_the_sorted_rule(framework: str, n: int, dtype: str) -> None:
+    spec = harness.get("sparsemax")
+    rows = _rows(n, np.random.default_rng(n)).astype(dtype).astype(np.float64)
+    y, _ = run(framework, harness.build("sparsemax", framework), rows, dtype)
+    result = compare(y, spec.reference(rows, {"axis": -1}), tolerance("sparsemax", dtype, "value"))
+    assert result.ok, f"error {result.max_rel:.3e} > {result.rtol:.0e} at {result.worst_index} {result.problem or ''}"
+    # And along a leading axis: the same rows, transposed.
+    module = harness.build("sparsemax", framework, axis=0)
+    y, _ = run(framework, module, np.ascontiguousarray(rows.T), dtype)
+    assert compare(y.T, spec.reference(rows, {"axis": -1}), tolerance("sparsemax", dtype, "value")).ok
