@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -108,7 +109,9 @@ def _plain_statistics(xc: jax.Array, dims: tuple[int, ...], eps: float) -> tuple
     return centred, mean, var, trusted
 
 
-def _normalized(xc: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.Array, ...]:
+def _normalized(
+    xc: jax.Array, dims: tuple[int, ...], eps: float, finish: Callable[[jax.Array], jax.Array] = lambda v: v
+) -> tuple[jax.Array, ...]:
     """(x - mean) / sqrt(var + eps) over ``dims``, 1 / sqrt(var + eps), the groups whose
     derivative is the usual one (not a group that held an infinity, whose limit passes zero), and
     the groups' mean and biased variance (non-finite for a group that held an infinity).
@@ -116,7 +119,8 @@ def _normalized(xc: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.A
     Flax's plain two-pass formula where every group's statistics show it is the declared one
     (one fused check on group-sized values); the prescaled formula of _standardize otherwise
     (``lax.cond``: only the rare call with a constant, infinite, NaN or overflowing group pays for
-    it; under vmap both branches run)."""
+    it; under vmap both branches run). ``finish`` (the affine step, the cast) is applied to the
+    first result inside each branch, where XLA fuses it into the output pass."""
     _, mean, var, trusted = _plain_statistics(xc, dims, eps)
 
     # The branches take the group statistics only: x - mean is recomputed inside, fused into the
@@ -124,13 +128,13 @@ def _normalized(xc: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.A
     def fast(operands: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
         mean, var = operands
         rstd = jax.lax.rsqrt(var + eps)
-        return (xc - mean) * rstd, rstd, jnp.ones(mean.shape, bool), mean, var
+        return finish((xc - mean) * rstd), rstd, jnp.ones(mean.shape, bool), mean, var
 
     def formula(_: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
         xhat, mean, var, scale, finite = _standardize(xc, dims, eps)
         rstd = 1.0 / (scale * jnp.sqrt(var + jnp.maximum(eps / (scale * scale), jnp.finfo(xc.dtype).tiny)))
         # A NaN group's derivative is NaN, as its value.
-        return (xhat, rstd, finite | jnp.isnan(mean), *_statistics(mean, var, scale, finite))
+        return (finish(xhat), rstd, finite | jnp.isnan(mean), *_statistics(mean, var, scale, finite))
 
     return jax.lax.cond(trusted, fast, formula, (mean, var))
 
@@ -155,8 +159,7 @@ def layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, *
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
 def _layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, eps: float) -> jax.Array:
-    xhat, *_ = _normalized(upcast(x), (-1,), eps)
-    return _layer_norm_tail(xhat, weight, bias).astype(x.dtype)
+    return _normalized(upcast(x), (-1,), eps, lambda v: _layer_norm_tail(v, weight, bias).astype(x.dtype))[0]
 
 
 @_layer_norm.defjvp
@@ -194,30 +197,32 @@ def _rms_norm_tail(y: jax.Array, weight: jax.Array | None, dtype: Any) -> jax.Ar
     return (y * upcast(weight)).astype(dtype)
 
 
-def _rms_normalized(x: jax.Array, eps: float) -> tuple[jax.Array, ...]:
+def _rms_normalized(
+    x: jax.Array, eps: float, finish: Callable[[jax.Array], jax.Array] = lambda v: v
+) -> tuple[jax.Array, ...]:
     """x / sqrt(mean(x^2) + eps), 1 / sqrt(mean(x^2) + eps) and the rows whose derivative is the
     usual one: the plain formula where every row's mean square is finite (no infinity, NaN or
     overflowed square), the prescaled one of _standardize otherwise (``lax.cond``, as in
-    _normalized)."""
+    _normalized, ``finish`` too)."""
     xc = upcast(x)
     ms = (xc * xc).mean(axis=-1, keepdims=True)
 
     def fast(ms: jax.Array) -> tuple[jax.Array, ...]:
         rstd = jax.lax.rsqrt(ms + eps)
-        return xc * rstd, rstd, jnp.ones(ms.shape, bool)
+        return finish(xc * rstd), rstd, jnp.ones(ms.shape, bool)
 
     def formula(_: jax.Array) -> tuple[jax.Array, ...]:
         scaled, scale, _, _, finite = _prescale(xc, (-1,))
         tiny = jnp.finfo(xc.dtype).tiny
         root = jnp.sqrt((scaled * scaled).mean(axis=-1, keepdims=True) + jnp.maximum(eps / (scale * scale), tiny))
-        return scaled / root, 1.0 / (scale * root), finite | jnp.isnan(root)
+        return finish(scaled / root), 1.0 / (scale * root), finite | jnp.isnan(root)
 
     return jax.lax.cond(jnp.all(jnp.isfinite(ms)), fast, formula, ms)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _rms_norm(x: jax.Array, weight: jax.Array | None, eps: float) -> jax.Array:
-    return _rms_norm_tail(_rms_normalized(x, eps)[0], weight, x.dtype)
+    return _rms_normalized(x, eps, lambda v: _rms_norm_tail(v, weight, x.dtype))[0]
 
 
 @_rms_norm.defjvp
@@ -274,8 +279,10 @@ def _batch_norm_training(
     x: jax.Array, weight: jax.Array, bias: jax.Array, running_mean: jax.Array, running_var: jax.Array,
     momentum: float, eps: float,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:  # fmt: skip
-    xhat, _, _, mean, var = _normalized(upcast(x), (0, *range(2, x.ndim)), eps)
-    return (_batch_norm_tail(x, xhat, weight, bias), *_running(x, mean, var, running_mean, running_var, momentum))
+    y, _, _, mean, var = _normalized(
+        upcast(x), (0, *range(2, x.ndim)), eps, lambda v: _batch_norm_tail(x, v, weight, bias)
+    )
+    return (y, *_running(x, mean, var, running_mean, running_var, momentum))
 
 
 @_batch_norm_training.defjvp
