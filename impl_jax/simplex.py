@@ -70,17 +70,21 @@ def _threshold(z: jax.Array, axis: int) -> jax.Array:
         count = jnp.maximum(above.sum(axis=axis, keepdims=True), 1).astype(z.dtype)
         return (jnp.where(above, z, 0.0).sum(axis=axis, keepdims=True) - 1.0) / count
 
-    def moving(state: tuple[jax.Array, jax.Array]) -> jax.Array:
-        t, following = state
-        return jnp.any(following > t)
+    def moving(state: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
+        t, following, steps = state
+        return jnp.any(following > t) & (steps <= n)
 
-    def advance(state: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        _, following = state
-        return following, step(following)
+    def advance(state: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
+        t, following, steps = state
+        # A row that stopped rising keeps its state: rounded sums could otherwise let it step
+        # back and forth over a value at tau, and two such rows out of phase would never stop.
+        rising = following > t
+        return jnp.where(rising, following, t), jnp.where(rising, step(following), following), steps + 1
 
     # The state holds the last t and the step from it; the answer is that step once it stops
-    # rising (at tau it equals t to rounding, computed from the exact support).
-    tau = jax.lax.while_loop(moving, advance, (start, step(start)))[1]
+    # rising (at tau it equals t to rounding, computed from the exact support). At most n + 1
+    # steps, as the C kernel.
+    tau = jax.lax.while_loop(moving, advance, (start, step(start), jnp.int32(0)))[1]
     # A NaN row's sum is NaN, and so its tau: XLA's CPU max, vectorized, can drop a NaN (rows of
     # 1024 here), so the caller's NaN-row mask from the row maximum may miss it.
     return jnp.where(jnp.isnan(start), start, tau)

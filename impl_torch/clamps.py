@@ -74,10 +74,13 @@ def hardsigmoid(x: torch.Tensor) -> torch.Tensor:
 def _leaky_clamp_values(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
     # In float32 for float16/bfloat16: x - m can overflow those although the output cannot.
     xc = upcast(x)
-    # lerp(m, x, slope) is m + slope (x - m) in one fused pass (for slope >= 0.5 ATen writes it
-    # x - (x - m)(1 - slope), the same value): two passes in all, where the formula took three
-    # and a temporary.
-    return as_dtype(torch.lerp(torch.clamp(xc, lo, hi), xc, slope), x.dtype)
+    m = torch.clamp(xc, lo, hi)
+    if slope < 0.5:
+        # lerp(m, x, slope) is m + slope (x - m) in one fused pass for weights below 1/2: two
+        # passes in all, where the formula takes three and a temporary.
+        return as_dtype(torch.lerp(m, xc, slope), x.dtype)
+    # From 1/2 on, ATen's lerp computes x - (x - m)(1 - slope): inf - inf at an infinite x.
+    return as_dtype(m + slope * (xc - m), x.dtype)
 
 
 class _LeakyClamp(torch.autograd.Function):

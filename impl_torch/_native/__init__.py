@@ -43,6 +43,7 @@ SOURCES = ("smooth_clamp.c", "sparsemax.c")
 FLAG_SETS: tuple[tuple[str, ...], ...] = (
     ("-O3", "-march=native", "-fno-fast-math", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"),
     ("-O3", "-fno-fast-math", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"),
+    ("-O3", "-fno-fast-math", "-fno-math-errno", "-fno-trapping-math"),  # no -fopenmp-simd: scalar sums
 )
 LINK = ("-shared", "-fPIC", "-pthread")
 
