@@ -41,3 +41,19 @@ def affine_needs_guard(lo: float, hi: float, dtype: str) -> bool:
     f = np.dtype(dtype).type
     with np.errstate(over="ignore"):
         return not f(f(lo) + f(hi - lo)) <= f(hi)
+
+
+# The norms' fast paths (ATen's fused ops, flax's plain formula) are trusted for a group whose
+# variance stands clear of what rounding can fake. Within _CANCELLATION_ULPS ulps of its mean a
+# group may be constant: a mean that is a rounded sum leaves a spread of a few ulps there, which
+# normalizes to +-1 where the declaration gives 0. Below _TINY_VARIANCE * eps the variance is lost
+# in the rounding of var + eps (about eps * 2^-23), so it cannot tell either.
+_CANCELLATION_ULPS = 64.0
+_TINY_VARIANCE = 2.0**-18
+
+
+def trusted_variance_floor(dtype: str, eps: float) -> tuple[float, float]:
+    """(k, f) for statistics computed in ``dtype``: a group's fast-path result is the declared
+    one where its variance is finite and above max(k mean^2, f). One rule for both frameworks."""
+    c = _CANCELLATION_ULPS * finfo(dtype)["eps"]
+    return c * c, _TINY_VARIANCE * eps

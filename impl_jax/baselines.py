@@ -54,7 +54,7 @@ BUILDERS: dict[str, Callable[..., Any]] = {
 # --- JAX's and flax's own ops of the same meaning (bench.plan.BUILTINS) --------------------
 
 
-def _clip(*, lo: float = 0.0, hi: float = 6.0, **_: Any) -> Callable[[jax.Array], jax.Array]:
+def _clip(*, lo: float, hi: float, **_: Any) -> Callable[[jax.Array], jax.Array]:
     return lambda x: jnp.clip(x, lo, hi)
 
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import harness
+from harness.numerics import trusted_variance_floor
 from impl_jax._common import clamp_straight_through, jitted, upcast
 from impl_jax.adapter import FRAMEWORK_DTYPES, dtype_name
 
@@ -88,25 +89,17 @@ def _statistics(mean: jax.Array, var: jax.Array, scale: jax.Array, finite: jax.A
     return mean * mean_scale, (var * var_scale) * var_scale
 
 
-# Groups are trusted where their variance stands clear of what rounding can fake (PyTorch's
-# side states the same rule for ATen's statistics): a variance within _CANCELLATION_ULPS ulps of
-# the mean may be the rounding spread of a constant group, and below _TINY_VARIANCE * eps the
-# difference is rounding of eps.
-_CANCELLATION_ULPS = 64.0
-_TINY_VARIANCE = 2.0**-18
-
-
 def _plain_statistics(xc: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.Array, ...]:
     """Mean and biased variance (two-pass) of each group, unscaled, as flax computes them, and
     whether every group is one the fast path gets right: finite statistics (no infinity, NaN or
-    overflowed square) clear of cancellation."""
+    overflowed square) clear of cancellation (harness.numerics.trusted_variance_floor, the rule
+    PyTorch's side applies to ATen's statistics)."""
     mean = xc.mean(axis=dims, keepdims=True)
     centred = xc - mean
     var = (centred * centred).mean(axis=dims, keepdims=True)
-    c = _CANCELLATION_ULPS * float(jnp.finfo(xc.dtype).eps)
-    floor = jnp.maximum((c * c) * (mean * mean), _TINY_VARIANCE * eps)
-    trusted = jnp.all(jnp.isfinite(var) & (jax.lax.stop_gradient(var) > floor))
-    return centred, mean, var, trusted
+    k, floor = trusted_variance_floor(jnp.dtype(xc.dtype).name, eps)
+    trusted = jnp.all(jnp.isfinite(var) & (jax.lax.stop_gradient(var) > jnp.maximum(k * (mean * mean), floor)))
+    return mean, var, trusted
 
 
 def _normalized(
@@ -121,7 +114,7 @@ def _normalized(
     (``lax.cond``: only the rare call with a constant, infinite, NaN or overflowing group pays for
     it; under vmap both branches run). ``finish`` (the affine step, the cast) is applied to the
     first result inside each branch, where XLA fuses it into the output pass."""
-    _, mean, var, trusted = _plain_statistics(xc, dims, eps)
+    mean, var, trusted = _plain_statistics(xc, dims, eps)
 
     # The branches take the group statistics only: x - mean is recomputed inside, fused into the
     # output pass, where handing it across the cond would write it to memory first.

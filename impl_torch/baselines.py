@@ -46,7 +46,7 @@ BUILDERS: dict[str, Callable[..., Any]] = {
 # --- PyTorch's own ops of the same meaning (bench.plan.BUILTINS) ---------------------------
 
 
-def _clamp(*, lo: float = 0.0, hi: float = 6.0, **_: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+def _clamp(*, lo: float, hi: float, **_: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: torch.clamp(x, lo, hi)
 
 

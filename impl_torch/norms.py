@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import harness
+from harness.numerics import trusted_variance_floor
 from impl_torch._common import as_dtype, autocast_input, clamp_straight_through, follow_dtype, patch_rows, upcast
 from impl_torch._decisions import eager_cpu
 from impl_torch.adapter import FRAMEWORK_DTYPES, dtype_name
@@ -114,27 +115,20 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     return as_dtype(y, x.dtype)
 
 
-# ATen's rows are trusted where their variance stands clear of what rounding can fake. A row
-# within _CANCELLATION_ULPS ulps of its mean may be constant: ATen's mean (a rounded sum) leaves a
-# spread of a few ulps there that normalizes to +-1, where the declaration gives 0. Below
-# _TINY_VARIANCE * eps, 1 / rstd^2 - eps is rounding of eps (about eps * 2^-23), so it cannot tell.
-_CANCELLATION_ULPS = 64.0
-_TINY_VARIANCE = 2.0**-18
-
-
 def _trusted_rows(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> np.ndarray:
     """Rows where ATen's fused layer norm is the declared one, from the per-row mean and rstd it
     returns anyway (2/n of a pass): finite statistics (no infinity, NaN or overflowed variance)
-    and a variance clear of cancellation. NaN rows fall to the formula too, which also gives NaN.
+    and a variance clear of cancellation (harness.numerics.trusted_variance_floor). NaN rows
+    fall to the formula too, which also gives NaN.
 
     In numpy on the host (eager CPU only): a handful of ATen calls on a row-sized tensor cost
     more than ATen's whole layer norm of 64 rows. var > floor is rstd < 1 / sqrt(floor + eps),
     which is False for NaN; an infinite mean makes the floor infinite, an overflowed variance
     rstd 0."""
     m, r = (t.detach().numpy() for t in (mean, rstd))  # float32 or float64: ATen's for those inputs
-    c = _CANCELLATION_ULPS * float(np.finfo(m.dtype).eps)
+    k, floor = trusted_variance_floor(str(m.dtype), eps)
     with np.errstate(over="ignore", invalid="ignore"):
-        limit = 1.0 / np.sqrt(np.maximum((c * c) * (m * m), _TINY_VARIANCE * eps) + eps)
+        limit = 1.0 / np.sqrt(np.maximum(k * (m * m), floor) + eps)
         return (r > 0) & (r < limit)
 
 
@@ -164,7 +158,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
         eps = torch.finfo(xc.dtype).eps
     w = None if weight is None else upcast(weight)
     if eager_cpu(xc):
-        rstd = torch.rsqrt(xc.square().mean(dim=-1, keepdim=True) + eps)
+
+        def native_rstd(rows: torch.Tensor) -> torch.Tensor:
+            return torch.rsqrt(rows.square().mean(dim=-1, keepdim=True) + eps)
+
+        rstd = native_rstd(xc)
         # rstd > 0 fails exactly where the formula is needed: a mean square that overflowed (the
         # largest finite inputs) or held an infinity gives 0, a NaN row NaN. Tiny rows need no
         # care: their squares underflow where eps dominates anyway.
@@ -175,7 +173,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
             y = patch_rows(
                 xc,
                 torch.from_numpy(trusted.reshape(-1)),
-                lambda rows: rows * torch.rsqrt(rows.square().mean(dim=-1, keepdim=True) + eps),
+                lambda rows: rows * native_rstd(rows),
                 lambda rows: _rms_norm_formula(rows, None, eps),
             )
             y = y if w is None else y * w

@@ -93,15 +93,19 @@ def _threshold(z: torch.Tensor, axis: int) -> torch.Tensor:
     """sparsemax's tau per row of ``z`` (rows shifted so that their maximum is 0, or NaN).
 
     Eager CPU float32 where the C kernel built: Michelot's iteration per row (``_native``,
-    sparsemax.c). Other eager CPU dtypes, in linear time for rows spread over more than about 1: tau >= max - 1 = -1 and
-    tau >= (sum z - 1) / n, so the support lies inside {z > the larger bound}, a handful of
-    values per row then. Those values are gathered (``masked_select``, in row order), padded
+    sparsemax.c). Other eager CPU dtypes, in linear time for rows spread over more than about 1:
+    tau >= max - 1 = -1 and tau >= (sum z - 1) / n, so the support lies inside {z > the larger
+    bound}, a handful of values per row then. Those values are gathered (``masked_select``, in row order), padded
     with -inf to the widest row's count, sorted, and given the sort-based rule, which yields the
     same tau as on the whole sorted row: they are the row's largest values, and the rule's count
     only looks at the first |support| + 1 of them (the sums agree to rounding). Where the
     bracket holds half a row or more, or off eager CPU (torch.compile, transforms, devices,
     where a host-sized padding cannot be chosen), the whole row is sorted."""
     n = z.shape[axis]
+
+    def sorted_whole() -> torch.Tensor:
+        return _sorted_threshold(torch.sort(z, dim=axis, descending=True).values, axis)
+
     if kernel_serves(z) and z.numel():
         # float32: the C kernel, Michelot's iteration per row in the cache (see sparsemax.c).
         rows = z.movedim(axis, -1).contiguous()
@@ -110,7 +114,7 @@ def _threshold(z: torch.Tensor, axis: int) -> torch.Tensor:
                                         threads=torch.get_num_threads())  # fmt: skip
         return tau.movedim(-1, axis)
     if not eager_cpu(z) or n < _SORT_BELOW:
-        return _sorted_threshold(torch.sort(z, dim=axis, descending=True).values, axis)
+        return sorted_whole()
     rows = z.movedim(axis, -1).reshape(-1, n)
     # NaN rows compare False everywhere: no candidates, tau -inf, and NaN set afterwards.
     lower = torch.clamp_min((rows.sum(dim=-1, keepdim=True) - 1.0) / n, -1.0)
@@ -118,7 +122,7 @@ def _threshold(z: torch.Tensor, axis: int) -> torch.Tensor:
     counts = candidates.sum(dim=-1)
     k = int(counts.max()) if rows.numel() else 0
     if k == 0 or 2 * k > n:
-        return _sorted_threshold(torch.sort(z, dim=axis, descending=True).values, axis)
+        return sorted_whole()
     values = torch.masked_select(rows, candidates)
     row_of = torch.repeat_interleave(torch.arange(rows.shape[0]), counts)
     starts = torch.cumsum(counts, dim=0) - counts
