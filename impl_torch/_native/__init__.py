@@ -32,6 +32,7 @@ from typing import NamedTuple
 from harness.squashes import SmoothClampParts, smooth_clamp_parts
 
 SOURCES = ("smooth_clamp.c", "sparsemax.c")
+HEADERS = ("parallel.h",)  # what both share: thread count and running jobs
 # -march=native: the build runs on the machine that uses it, once per process, so it may use all
 # of its vector width (AVX-512 halves the time against AVX2 here). The second set is the fallback
 # for compilers that reject it. Never -ffast-math: it would drop NaN and infinity handling.
@@ -121,8 +122,8 @@ def build() -> Build:
         # one machine of a cluster can crash on another that shares the home folder.
         with tempfile.TemporaryDirectory(prefix="output-limits-native-", ignore_cleanup_errors=True) as folder:
             sources = [Path(folder) / name for name in SOURCES]
-            for source in sources:
-                source.write_text(files(__package__).joinpath(source.name).read_text())
+            for name in (*SOURCES, *HEADERS):
+                (Path(folder) / name).write_text(files(__package__).joinpath(name).read_text())
             for i, flags in enumerate(FLAG_SETS):
                 target = Path(folder) / f"kernels{i}.so"
                 proc = _run([*compiler, *flags, *LINK, "-o", str(target), *map(str, sources)])

@@ -12,9 +12,10 @@
  * on its bound. Compiled without -ffast-math, whose finite-math assumption would drop both.
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "parallel.h"
 
 /* exp(-a) for a >= 0, written so that the compiler vectorizes the loops that call it (no libm
  * call): Cephes' expf, 1 ulp, with 2^n applied in two halves so subnormal results stay right.
@@ -81,29 +82,15 @@ static void backward_range(const Job *j) {
 static void *run_forward(void *job) { forward_range(job); return NULL; }
 static void *run_backward(void *job) { backward_range(job); return NULL; }
 
-/* Each element is computed alone, so the result does not depend on the thread count. A thread
- * gets at least 2^15 elements: below that, starting it costs more than it saves. */
-#define MAX_THREADS 256
-#define MIN_PER_THREAD (1 << 15)
-
 static void run(void *(*fn)(void *), Job job, int64_t n, int threads) {
-    int64_t most = n / MIN_PER_THREAD;
-    int t = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads);
-    if (t > most) t = most < 1 ? 1 : (int)most;
+    int t = thread_count(threads, n, n);
     Job jobs[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     for (int i = 0; i < t; i++) {
         jobs[i] = job;
         jobs[i].begin = n * i / t;
         jobs[i].end = n * (i + 1) / t;
     }
-    for (int i = 1; i < t; i++) started[i] = pthread_create(&ids[i], NULL, fn, &jobs[i]) == 0;
-    fn(&jobs[0]);
-    for (int i = 1; i < t; i++) {
-        if (started[i]) pthread_join(ids[i], NULL);
-        else fn(&jobs[i]); /* no thread to be had: this one does the range */
-    }
+    run_jobs(fn, jobs, sizeof(Job), t);
 }
 
 void smooth_clamp_forward_f32(const float *x, float *y, int64_t n, float lo, float hi, float b_lo, float b_hi,

@@ -11,8 +11,9 @@
  * is set to NaN afterwards).
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
+
+#include "parallel.h"
 
 typedef struct {
     const float *z;
@@ -66,23 +67,9 @@ static void *run_rows(void *job) {
     return NULL;
 }
 
-#define MAX_THREADS 256
-#define MIN_PER_THREAD (1 << 15) /* elements: below that, starting a thread costs more than it saves */
-
-/* Each row is computed alone, so the result does not depend on the thread count. */
 void sparsemax_threshold_f32(const float *z, float *tau, int64_t rows, int64_t n, int threads) {
-    int64_t most = rows * n / MIN_PER_THREAD;
-    int t = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads);
-    if (t > most) t = most < 1 ? 1 : (int)most;
-    if (t > rows) t = rows < 1 ? 1 : (int)rows;
+    int t = thread_count(threads, rows * n, rows);
     Rows jobs[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     for (int i = 0; i < t; i++) jobs[i] = (Rows){z, tau, rows * i / t, rows * (i + 1) / t, n};
-    for (int i = 1; i < t; i++) started[i] = pthread_create(&ids[i], NULL, run_rows, &jobs[i]) == 0;
-    run_rows(&jobs[0]);
-    for (int i = 1; i < t; i++) {
-        if (started[i]) pthread_join(ids[i], NULL);
-        else run_rows(&jobs[i]);
-    }
+    run_jobs(run_rows, jobs, sizeof(Rows), t);
 }
