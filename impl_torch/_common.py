@@ -14,7 +14,8 @@ import torch
 
 import harness
 from harness.build import RECORD_ATTRIBUTE, retyped
-from impl_torch._decisions import block_size, compiling, may_write_in_place, tracks_grad
+from impl_torch import _native
+from impl_torch._decisions import block_size, compiling, kernel_serves, may_write_in_place, plain_eager, tracks_grad
 from impl_torch.adapter import dtype_name
 
 LOW = (torch.float16, torch.bfloat16)
@@ -83,14 +84,34 @@ def save_input(ctx: Any, x: torch.Tensor) -> None:
 
 
 def apply(function: type[torch.autograd.Function], *args: Any) -> torch.Tensor:
-    """``function.apply(*args)``, with its forward-mode rule and a vmap rule outside torch.compile.
+    """``function.apply(*args)``: with its forward-mode rule and a vmap rule under torch.func
+    transforms, forward-mode AD and tracing; as written under torch.compile; and as a classic
+    ``forward(ctx, ...)`` Function when plainly eager.
 
     Dynamo does not trace a Function that defines ``jvp`` (a graph break, "Unsupported custom
-    jvp"), and torch.compile takes no forward-mode or vmap rule from one anyway, so each Function
-    comes twice: as written, for torch.compile, and with a ``jvp`` and ``generate_vmap_rule``,
-    for everything else (eager autograd, torch.func, forward AD).
+    jvp"), and torch.compile takes no forward-mode or vmap rule from one anyway. Plainly eager
+    neither rule can be asked for, and torch's ``apply`` of a Function with ``setup_context``
+    binds its arguments through ``inspect.signature`` on every call: 45 us measured here, most of
+    a 2^16-element op's time.
     """
-    return (function if compiling() else _with_forward_mode(function)).apply(*args)
+    if compiling():
+        return function.apply(*args)
+    if plain_eager():
+        return _eager_only(function).apply(*args)
+    return _with_forward_mode(function).apply(*args)
+
+
+@functools.cache
+def _eager_only(function: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
+    # The same forward, context and backward in the classic form, which apply passes through.
+    # Every forward here takes its arguments positionally and without defaults.
+    def forward(ctx: Any, *args: Any) -> Any:
+        output = function.forward(*args)
+        function.setup_context(ctx, args, output)
+        return output
+
+    body = {"forward": staticmethod(forward), "backward": staticmethod(function.backward)}
+    return type(function.__name__, (torch.autograd.Function,), body)
 
 
 @functools.cache
@@ -182,3 +203,48 @@ def patch_rows(
     flat = x.reshape(-1, n)
     rows = flat.new_zeros(flat.shape).index_put((good,), native(flat[good]))
     return rows.index_put((~good,), formula(flat[~good])).reshape(x.shape)
+
+
+def run_native(kernel: Callable[..., None], *inputs: torch.Tensor, **params: Any) -> torch.Tensor:
+    """A fresh contiguous output of ``kernel`` (an ``_native`` function) applied to ``inputs``."""
+    contiguous = [t.contiguous() for t in inputs]
+    out = torch.empty_like(contiguous[0])
+    if out.numel():
+        addresses = [t.data_ptr() for t in (*contiguous, out)]
+        kernel(*addresses, out.numel(), **params, threads=torch.get_num_threads())
+    return out
+
+
+Derivative = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class _NativeElementwise(torch.autograd.Function):
+    """An elementwise technique whose forward and backward are ``_native`` kernels. Only plain
+    eager CPU float32 tensors reach it (``kernel_serves``), so it needs no forward-mode or vmap
+    rule; ``derivative(x, grad)``, the technique's rule in differentiable ATen ops, takes over
+    where the backward is itself differentiated (second order)."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, name: str, params: tuple[float, ...], derivative: Derivative) -> torch.Tensor:
+        return run_native(functools.partial(_native.elementwise_forward_f32, name), x, params=params)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        x, ctx.name, ctx.params, ctx.derivative = inputs
+        ctx.save_for_backward(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled() or not kernel_serves(grad):
+            return ctx.derivative(x, grad), None, None, None
+        kernel = functools.partial(_native.elementwise_backward_f32, ctx.name)
+        return run_native(kernel, x, grad, params=ctx.params), None, None, None
+
+
+def native_elementwise(x: torch.Tensor, name: str, params: tuple[float, ...], derivative: Derivative) -> torch.Tensor:
+    """Technique ``name`` of ``_native.ELEMENTWISE`` on ``x``, for which ``kernel_serves(x)``:
+    one pass forward and one backward, where its ATen formula takes several."""
+    if tracks_grad(x):
+        return apply(_NativeElementwise, x, name, params, derivative)
+    return run_native(functools.partial(_native.elementwise_forward_f32, name), x, params=params)

@@ -6,13 +6,22 @@ tests pin its result at and beside every kink.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 
 from harness import implements
-from impl_torch._common import apply, as_dtype, clamp_inside, clamp_straight_through, save_input, upcast
-from impl_torch._decisions import tracks_grad
+from impl_torch._common import (
+    apply,
+    as_dtype,
+    clamp_inside,
+    clamp_straight_through,
+    native_elementwise,
+    save_input,
+    upcast,
+)
+from impl_torch._decisions import kernel_serves, tracks_grad
 
 
 @implements("clamp", "torch")
@@ -83,6 +92,11 @@ def _leaky_clamp_values(x: torch.Tensor, lo: float, hi: float, slope: float) -> 
     return as_dtype(m + slope * (xc - m), x.dtype)
 
 
+def _leaky_clamp_derivative(x: torch.Tensor, v: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
+    inside = torch.ops.aten.hardtanh_backward(v, x, lo, hi)  # v inside, 0 at and beyond
+    return inside.mul_(1.0 - slope).add_(v, alpha=slope)
+
+
 class _LeakyClamp(torch.autograd.Function):
     """m + slope (x - m), m = clamp(x, lo, hi); gradient 1 strictly inside, slope elsewhere."""
 
@@ -98,8 +112,7 @@ class _LeakyClamp(torch.autograd.Function):
     @staticmethod
     def derivative(ctx: Any, v: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        inside = torch.ops.aten.hardtanh_backward(v, x, ctx.lo, ctx.hi)  # v inside, 0 at and beyond
-        return inside.mul_(1.0 - ctx.slope).add_(v, alpha=ctx.slope)
+        return _leaky_clamp_derivative(x, v, ctx.lo, ctx.hi, ctx.slope)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
@@ -108,6 +121,10 @@ class _LeakyClamp(torch.autograd.Function):
 
 @implements("leaky_clamp", "torch")
 def leaky_clamp(x: torch.Tensor, *, lo: float, hi: float, slope: float) -> torch.Tensor:
+    if kernel_serves(x):
+        # One pass each way, the memory traffic of a clamp: ATen takes two forward and two back.
+        rule = functools.partial(_leaky_clamp_derivative, lo=lo, hi=hi, slope=slope)
+        return native_elementwise(x, "leaky_clamp", (lo, hi, slope), rule)
     return apply(_LeakyClamp, x, lo, hi, slope) if tracks_grad(x) else _leaky_clamp_values(x, lo, hi, slope)
 
 

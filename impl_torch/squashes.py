@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -13,7 +14,17 @@ from harness import implements, implements_inverse
 from harness.numerics import affine_needs_guard
 from harness.squashes import SmoothClampParts, smooth_clamp_needs_guard, smooth_clamp_parts, soft_clip_shrink
 from impl_torch import _native
-from impl_torch._common import apply, as_dtype, blocks, clamp_straight_through, compute_dtype, save_input, upcast
+from impl_torch._common import (
+    apply,
+    as_dtype,
+    blocks,
+    clamp_straight_through,
+    compute_dtype,
+    native_elementwise,
+    run_native,
+    save_input,
+    upcast,
+)
 from impl_torch._decisions import block_size, guard_always, kernel_serves, may_write_in_place, tracks_grad
 
 
@@ -27,7 +38,16 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(x)
 
 
+def _scaled_sigmoid_derivative(x: torch.Tensor, grad: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
+    s = torch.sigmoid(x * slope)
+    return grad * (hi - lo) * (1.0 - s) * s * slope
+
+
 def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
+    if kernel_serves(x):
+        # One pass: ATen's sigmoid, scale and shift take three (1.5-1.75 sigmoids at 2^22).
+        rule = functools.partial(_scaled_sigmoid_derivative, lo=lo, hi=hi, slope=slope)
+        return native_elementwise(x, "scaled_sigmoid", (lo, hi, slope), rule)
     xc = upcast(x)
     s = torch.sigmoid(xc * slope if slope != 1.0 else xc)
     # lo + (hi - lo) * s stays <= hi by monotone rounding whenever lo + (hi - lo) rounds to <= hi.
@@ -120,10 +140,19 @@ def _softplus_c(v: torch.Tensor, c: float) -> torch.Tensor:
     return apply(_Softplus, v / c) * c
 
 
+def _soft_clip_derivative(x: torch.Tensor, grad: torch.Tensor, lo: float, hi: float, c: float) -> torch.Tensor:
+    inner = _softplus_c(x - lo, c)
+    return grad * soft_clip_shrink(lo, hi, c) * torch.sigmoid((hi - lo - inner) / c) * torch.sigmoid((x - lo) / c)
+
+
 @implements("soft_clip", "torch")
 def soft_clip(x: torch.Tensor, *, lo: float, hi: float, hinge_softness: float) -> torch.Tensor:
     c, w = hinge_softness, hi - lo
     shrink = soft_clip_shrink(lo, hi, c)
+    if kernel_serves(x):
+        # One pass with two exp and two log1p: the formula takes about ten ATen passes.
+        rule = functools.partial(_soft_clip_derivative, lo=lo, hi=hi, c=c)
+        return native_elementwise(x, "soft_clip", (lo, hi, c, shrink), rule)
     xc = upcast(x)
     y = hi - _softplus_c(w - _softplus_c(xc - lo, c), c) * shrink
     # hi - positive <= hi; the shrink factor can round the lower end an ulp below lo.
@@ -144,16 +173,6 @@ def _excess(xs: torch.Tensor, b_lo: float, b_hi: float, out: torch.Tensor, middl
     return True
 
 
-def _run_native(kernel: Any, *inputs: torch.Tensor, **params: Any) -> torch.Tensor:
-    """A fresh contiguous output of ``kernel`` (an ``_native`` function) applied to ``inputs``."""
-    contiguous = [t.contiguous() for t in inputs]
-    out = torch.empty_like(contiguous[0])
-    if out.numel():
-        addresses = [t.data_ptr() for t in (*contiguous, out)]
-        kernel(*addresses, out.numel(), **params, threads=torch.get_num_threads())
-    return out
-
-
 def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, parts: SmoothClampParts) -> torch.Tensor:
     """m + 2r (sigmoid(2e/r) - 1/2) with m = clamp(x, lo + r, hi - r) and e = x - m.
 
@@ -166,7 +185,7 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, parts: SmoothCla
     if not may_write_in_place():
         return _smooth_clamp_fused(x, lo, hi, parts)
     if kernel_serves(x):
-        return _run_native(_native.smooth_clamp_forward_f32, x, lo=lo, hi=hi, parts=parts)
+        return run_native(_native.smooth_clamp_forward_f32, x, lo=lo, hi=hi, parts=parts)
     r, b_lo, b_hi = parts
     compute = compute_dtype(x)
     guard = smooth_clamp_needs_guard(lo, hi, parts, str(compute).removeprefix("torch."))
@@ -220,7 +239,7 @@ def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, parts: SmoothClampPa
     if not may_write_in_place() or torch.is_grad_enabled():
         return as_dtype(upcast(grad) * _smooth_clamp_slope(x, parts), grad.dtype)
     if kernel_serves(x) and kernel_serves(grad):
-        return _run_native(_native.smooth_clamp_backward_f32, x, grad, parts=parts)
+        return run_native(_native.smooth_clamp_backward_f32, x, grad, parts=parts)
     _, b_lo, b_hi = parts
     compute = compute_dtype(x)
     out = torch.empty(x.shape, dtype=grad.dtype, device=x.device)

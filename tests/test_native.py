@@ -1,5 +1,6 @@
-"""The C kernel (impl_torch/_native) that PyTorch's eager CPU float32 smooth_clamp runs, against the ATen
-formula it replaces: same special values, same exact middle, bounded, independent of threads.
+"""The C kernels (impl_torch/_native) that PyTorch's eager CPU float32 smooth_clamp, scaled_sigmoid,
+scaled_tanh, soft_clip and leaky_clamp run, against the ATen formulas they replace: same special values,
+same exact middle, bounded, independent of threads.
 
 The generic tests run the kernel wherever it builds; ``nox -s tests`` also runs them with
 OUTPUT_LIMITS_NATIVE=0, so the ATen formula keeps its float32 coverage.
@@ -18,7 +19,7 @@ import harness
 from harness.squashes import SmoothClampParts, smooth_clamp_parts
 from harness.tolerances import compare, tolerance
 from impl_torch import _native as native
-from impl_torch import squashes
+from impl_torch import clamps, squashes
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("OUTPUT_LIMITS_NATIVE") == "0" or native._compiler() is None,
@@ -52,7 +53,76 @@ def _points(p: dict[str, float], rng: np.random.Generator) -> np.ndarray:
 
 
 def _aten(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(squashes, "kernel_serves", lambda x: False)
+    for family in (squashes, clamps):
+        monkeypatch.setattr(family, "kernel_serves", lambda x: False)
+
+
+# The squashes.c kernels, on each technique's defaults and declared examples.
+ELEMENTWISE = [
+    Case(name, dict(given))
+    for name in ("scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp")
+    for given in [{}, *harness.get(name).examples]
+]
+
+
+@pytest.mark.parametrize("case", ELEMENTWISE, ids=lambda c: f"{c.name}-{c.given}")
+def test_elementwise_kernels_match_the_aten_formulas(
+    case: Case, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = case.resolved("float32")
+    lo, hi, big = p["lo"], p["hi"], np.finfo(np.float32).max
+    bounds = np.array([lo, hi], dtype=np.float32)
+    edges = [bounds, np.nextafter(bounds, np.float32(np.inf)), np.nextafter(bounds, np.float32(-np.inf))]
+    specials = np.array([0.0, -0.0, 1e-30, -1e-30, 40.0, -40.0, big, -big, np.inf, -np.inf, np.nan], np.float32)
+    spread = rng.normal((lo + hi) / 2, 2.0 * (hi - lo), size=4096).astype(np.float32)
+    x = torch.from_numpy(np.concatenate([*edges, specials, spread]).astype(np.float32)).requires_grad_(True)
+    g = torch.from_numpy(rng.normal(size=x.shape[0]).astype(np.float32))
+    module = case.build("torch", "float32")
+    y_native = module(x)
+    (dx_native,) = torch.autograd.grad(y_native, x, g)
+    _aten(monkeypatch)
+    y_aten = module(x)
+    (dx_aten,) = torch.autograd.grad(y_aten, x, g)
+
+    xs, yn, ya = x.detach().numpy(), y_native.detach().numpy(), y_aten.detach().numpy()
+    dn, da, gs = dx_native.numpy(), dx_aten.numpy(), g.numpy()
+    np.testing.assert_array_equal(np.isnan(yn), np.isnan(xs))
+    nan = np.isnan(xs)
+    if case.name == "leaky_clamp":
+        # A NaN x counts as inside, as in XLA. ATen's hardtanh_backward, which the formula takes,
+        # says so only in its scalar tail: its vector lanes give 0 there, so skip those points.
+        np.testing.assert_array_equal(dn[nan], gs[nan])
+        xs, yn, ya, dn, da, gs = (a[~nan] for a in (xs, yn, ya, dn, da, gs))
+    else:
+        np.testing.assert_array_equal(np.isnan(dn), nan)
+    np.testing.assert_array_equal(yn[np.isinf(xs)], ya[np.isinf(xs)])
+    np.testing.assert_array_equal(dn[np.isinf(xs)], da[np.isinf(xs)])
+    if case.name != "leaky_clamp":  # the one whose range is the reals
+        finite = ~np.isnan(yn)
+        assert ((yn[finite] >= np.float32(lo)) & (yn[finite] <= np.float32(hi))).all()
+    else:  # the declared gradient, exactly: 1 strictly inside, the slope at the bounds and beyond
+        inside = (xs > np.float32(lo)) & (xs < np.float32(hi))
+        np.testing.assert_array_equal(dn[inside], gs[inside])
+        outside = (xs <= np.float32(lo)) | (xs >= np.float32(hi))
+        np.testing.assert_array_equal(dn[outside], np.float32(p["slope"]) * gs[outside])
+    for quantity, a, b in (("value", yn, ya), ("vjp", dn, da)):
+        result = compare(a, b, tolerance(case.name, "float32", quantity))
+        assert result.ok, f"{quantity}: kernel and ATen differ by {result.max_rel:.3e} at {result.worst_index}"
+
+
+@pytest.mark.parametrize("name", native.ELEMENTWISE)
+def test_elementwise_kernels_do_not_depend_on_threads(name: str, rng: np.random.Generator) -> None:
+    x = torch.from_numpy(rng.normal(scale=2.0, size=(1 << 18) + 3).astype(np.float32))
+    params = (-1.0, 2.0, 0.5, 1.25)
+    results = []
+    for threads in (1, 3):
+        y, dx = torch.empty_like(x), torch.empty_like(x)
+        native.elementwise_forward_f32(name, x.data_ptr(), y.data_ptr(), x.numel(), params=params, threads=threads)
+        native.elementwise_backward_f32(
+            name, x.data_ptr(), x.data_ptr(), dx.data_ptr(), x.numel(), params=params, threads=threads
+        )
+        results.append((y, dx))
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
 
 
 def test_kernel_builds_where_a_c_compiler_is() -> None:
@@ -107,8 +177,8 @@ def test_result_does_not_depend_on_threads_or_layout(rng: np.random.Generator) -
     # A strided view goes through a contiguous copy and gives the same elements.
     strided = x[: 1 << 12].reshape(64, 64).t()
     forward = native.smooth_clamp_forward_f32
-    expected = squashes._run_native(forward, strided.contiguous(), lo=lo, hi=hi, parts=parts)
-    assert torch.equal(squashes._run_native(forward, strided, lo=lo, hi=hi, parts=parts), expected)
+    expected = squashes.run_native(forward, strided.contiguous(), lo=lo, hi=hi, parts=parts)
+    assert torch.equal(squashes.run_native(forward, strided, lo=lo, hi=hi, parts=parts), expected)
     assert strided.shape == expected.shape
 
 

@@ -31,20 +31,27 @@ from typing import NamedTuple
 
 from harness.squashes import SmoothClampParts, smooth_clamp_parts
 
-SOURCES = ("smooth_clamp.c", "sparsemax.c")
-HEADERS = ("parallel.h",)  # what both share: thread count and running jobs
+SOURCES = ("smooth_clamp.c", "squashes.c", "sparsemax.c")
+HEADERS = ("parallel.h", "vmath.h")  # what they share: threads and jobs; exp, log1p, sigmoid, clamp
+# The elementwise kernels of squashes.c: a forward and a backward each, four float parameters
+# (see each kernel's comment for which).
+ELEMENTWISE = ("scaled_sigmoid", "soft_clip", "leaky_clamp")
 # -march=native: the build runs on the machine that uses it, once per process, so it may use all
 # of its vector width (AVX-512 halves the time against AVX2 here). The second set is the fallback
 # for compilers that reject it. Never -ffast-math: it would drop NaN and infinity handling.
 # -fno-trapping-math lets the comparisons become vector selects; nothing here reads FP flags.
 # -fopenmp-simd honours "#pragma omp simd" (no OpenMP runtime): the one reduction that may add in
 # vector lanes says so (sparsemax.c).
+# -ffp-contract=off: each product rounds before the sum that uses it, as in ATen's separate
+# passes (contracted into a fused multiply-add, soft_clip(-inf) came out 2e-8 above lo, where
+# the ATen formula lands on lo).
 # -fno-fast-math undoes a compiler whose default is a fast model (Intel's icx); the self-check
 # after loading catches one that still drops NaN or rounding.
+_STRICT = ("-O3", "-fno-fast-math", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math")
 FLAG_SETS: tuple[tuple[str, ...], ...] = (
-    ("-O3", "-march=native", "-fno-fast-math", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"),
-    ("-O3", "-fno-fast-math", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"),
-    ("-O3", "-fno-fast-math", "-fno-math-errno", "-fno-trapping-math"),  # no -fopenmp-simd: scalar sums
+    (*_STRICT, "-march=native", "-fopenmp-simd"),
+    (*_STRICT, "-fopenmp-simd"),
+    _STRICT,  # no -fopenmp-simd: scalar sums
 )
 LINK = ("-shared", "-fPIC", "-pthread")
 
@@ -103,6 +110,11 @@ def _declare(library: ctypes.CDLL) -> None:
         ctypes.c_int,
     ]
     library.smooth_clamp_backward_f32.restype = None
+    for name in ELEMENTWISE:
+        forward, backward = getattr(library, f"{name}_forward_f32"), getattr(library, f"{name}_backward_f32")
+        forward.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
+        backward.argtypes = [ctypes.c_void_p, *forward.argtypes]
+        forward.restype = backward.restype = None
     library.sparsemax_threshold_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                                                 ctypes.c_int]  # fmt: skip
     library.sparsemax_threshold_f32.restype = None
@@ -160,12 +172,54 @@ def _self_check(library: ctypes.CDLL) -> str | None:
     rows = (ctypes.c_float * 6)(0.0, -0.5, -3.0, math.nan, 0.0, -1.0)
     tau = (ctypes.c_float * 2)()
     library.sparsemax_threshold_f32(ctypes.addressof(rows), ctypes.addressof(tau), 2, 3, 1)
-    checks = (("forward", buffers[1], expected_y), ("gradient", buffers[2], expected_dx))
+    checks = [("forward", buffers[1], expected_y), ("gradient", buffers[2], expected_dx)]
+    checks += _elementwise_checks(library)
     for name, got, want in (*checks, ("sparsemax threshold", tau, [-0.75, math.nan])):
         for a, b in zip(got, want, strict=True):
-            if not (math.isnan(a) and math.isnan(b)) and not abs(a - b) <= 1e-6 * max(1.0, abs(b)):
+            if not (math.isnan(a) and math.isnan(b)) and a != b and not abs(a - b) <= 1e-6 * max(1.0, abs(b)):
                 return f"its {name} gives {list(got)}, expected {want}"
     return None
+
+
+def _elementwise_checks(library: ctypes.CDLL) -> list[tuple[str, object, list[float]]]:
+    """The squashes.c kernels at NaN, both infinities and two ordinary points, with their
+    closed forms in float64: scaled_sigmoid on (-1, 3) with k = 2, soft_clip on (-1, 1) with
+    c = 1/2, leaky_clamp on (-1, 1) with slope 1/4."""
+    x = [math.nan, math.inf, -math.inf, 0.5, -2.0]
+
+    def sig(t: float) -> float:
+        return 1.0 / (1.0 + math.exp(-t))
+
+    def sp(v: float, c: float) -> float:
+        return c * math.log1p(math.exp(v / c))
+
+    shrink = 2.0 / sp(2.0, 0.5)
+    expected = {
+        "scaled_sigmoid": (
+            [-1.0, 3.0, 2.0, 0.0],
+            [math.nan, 3.0, -1.0, *(-1.0 + 4.0 * sig(2.0 * v) for v in x[3:])],
+            [math.nan, 0.0, 0.0, *(8.0 * sig(2.0 * v) * (1.0 - sig(2.0 * v)) for v in x[3:])],
+        ),
+        "soft_clip": (
+            [-1.0, 1.0, 0.5, shrink],
+            [math.nan, 1.0, -1.0, *(1.0 - sp(2.0 - sp(v + 1.0, 0.5), 0.5) * shrink for v in x[3:])],
+            [math.nan, 0.0, 0.0, *(shrink * sig((2.0 - sp(v + 1.0, 0.5)) / 0.5) * sig((v + 1.0) / 0.5) for v in x[3:])],
+        ),
+        "leaky_clamp": (
+            [-1.0, 1.0, 0.25, 0.0],
+            [math.nan, math.inf, -math.inf, 0.5, -1.25],
+            [1.0, 0.25, 0.25, 1.0, 0.25],  # a NaN x counts as inside, as in ATen and XLA
+        ),
+    }
+    checks = []
+    for name, (params, want_y, want_dx) in expected.items():
+        xs, ones, y, dx = ((ctypes.c_float * len(x))(*v) for v in (x, [1.0] * len(x), x, x))
+        p = (ctypes.c_float * 4)(*params)
+        xa, ya, dxa, onesa = (ctypes.addressof(b) for b in (xs, y, dx, ones))
+        getattr(library, f"{name}_forward_f32")(xa, ya, len(x), p, 1)
+        getattr(library, f"{name}_backward_f32")(xa, onesa, dxa, len(x), p, 1)
+        checks += [(f"{name} forward", y, want_y), (f"{name} gradient", dx, want_dx)]
+    return checks
 
 
 def available() -> bool:
@@ -191,6 +245,20 @@ def smooth_clamp_forward_f32(
 def smooth_clamp_backward_f32(x: int, grad: int, dx: int, n: int, *, parts: SmoothClampParts, threads: int) -> None:
     """Write the input gradient of smooth_clamp (cotangent at ``grad``) to address ``dx``."""
     _library().smooth_clamp_backward_f32(x, grad, dx, n, parts.b_lo, parts.b_hi, parts.steepness, threads)
+
+
+def elementwise_forward_f32(name: str, x: int, y: int, n: int, *, params: tuple[float, ...], threads: int) -> None:
+    """Write technique ``name`` (one of ELEMENTWISE) of the ``n`` contiguous float32 at address
+    ``x`` to address ``y``. ``params`` (at most four, as its kernel reads them) are rounded to
+    float32 by ctypes, as ATen rounds a Python scalar."""
+    getattr(_library(), f"{name}_forward_f32")(x, y, n, (ctypes.c_float * 4)(*params), threads)
+
+
+def elementwise_backward_f32(
+    name: str, x: int, grad: int, dx: int, n: int, *, params: tuple[float, ...], threads: int
+) -> None:
+    """Write the input gradient of technique ``name`` (cotangent at ``grad``) to ``dx``."""
+    getattr(_library(), f"{name}_backward_f32")(x, grad, dx, n, (ctypes.c_float * 4)(*params), threads)
 
 
 def sparsemax_threshold_f32(z: int, tau: int, rows: int, n: int, *, threads: int) -> None:

@@ -13,42 +13,9 @@
  */
 #include <math.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "parallel.h"
-
-/* exp(-a) for a >= 0, written so that the compiler vectorizes the loops that call it (no libm
- * call): Cephes' expf, 1 ulp, with 2^n applied in two halves so subnormal results stay right.
- * exp(-104) is below half the smallest float32 subnormal, so larger a (and NaN) take 104;
- * callers restore NaN themselves. */
-static inline float exp_neg(float a) {
-    a = a < 104.0f ? a : 104.0f;
-    float z = -a;
-    /* Round to nearest by the 1.5 * 2^23 trick: floorf would be a libm call without SSE4.1. */
-    float n = (z * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float x = z - n * 0.693359375f;
-    x = x - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * x + 1.3981999507e-3f;
-    p = p * x + 8.3334519073e-3f;
-    p = p * x + 4.1665795894e-2f;
-    p = p * x + 1.6666665459e-1f;
-    p = p * x + 5.0000001201e-1f;
-    float y = p * x * x + x + 1.0f;
-    int32_t ni = (int32_t)n, n1 = ni / 2, n2 = ni - n1; /* n in [-150, 0]: halves stay normal */
-    int32_t b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
-    float s1, s2;
-    memcpy(&s1, &b1, sizeof s1);
-    memcpy(&s2, &b2, sizeof s2);
-    return y * s1 * s2;
-}
-
-/* min(max(v, lo), hi), torch.clamp's order: where rounding puts lo above hi (lo + r and hi - r of
- * a formula without a linear middle), the result is hi, as in ATen and XLA. NaN stays NaN. */
-static inline float clamp(float v, float lo, float hi) {
-    v = v < lo ? lo : v;
-    return v > hi ? hi : v;
-}
+#include "vmath.h"
 
 typedef struct {
     const float *x, *g;

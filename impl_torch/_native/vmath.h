@@ -1,0 +1,74 @@
+/* The float32 arithmetic the elementwise kernels share, written so that the compiler vectorizes
+ * the loops that call it (no libm call, which would keep a loop scalar). */
+#ifndef OUTPUT_LIMITS_VMATH_H
+#define OUTPUT_LIMITS_VMATH_H
+
+#include <stdint.h>
+#include <string.h>
+
+/* exp(-a) for a >= 0, written so that the compiler vectorizes the loops that call it (no libm
+ * call): Cephes' expf, 1 ulp, with 2^n applied in two halves so subnormal results stay right.
+ * exp(-104) is below half the smallest float32 subnormal, so larger a (and NaN) take 104;
+ * callers restore NaN themselves. */
+static inline float exp_neg(float a) {
+    a = a < 104.0f ? a : 104.0f;
+    float z = -a;
+    /* Round to nearest by the 1.5 * 2^23 trick: floorf would be a libm call without SSE4.1. */
+    float n = (z * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float x = z - n * 0.693359375f;
+    x = x - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * x + 1.3981999507e-3f;
+    p = p * x + 8.3334519073e-3f;
+    p = p * x + 4.1665795894e-2f;
+    p = p * x + 1.6666665459e-1f;
+    p = p * x + 5.0000001201e-1f;
+    float y = p * x * x + x + 1.0f;
+    int32_t ni = (int32_t)n, n1 = ni / 2, n2 = ni - n1; /* n in [-150, 0]: halves stay normal */
+    int32_t b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+    float s1, s2;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    return y * s1 * s2;
+}
+
+/* min(max(v, lo), hi), torch.clamp's order: where rounding puts lo above hi (lo + r and hi - r of
+ * a formula without a linear middle), the result is hi, as in ATen and XLA. NaN stays NaN. */
+static inline float clamp(float v, float lo, float hi) {
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+}
+
+/* log(1 + q) for q in [0, 1], within 2 ulp: Cephes' logf polynomial on log(1 + t), t in
+ * [sqrt(1/2) - 1, sqrt(2) - 1]. Below sqrt(2) - 1, t is q itself (no rounding of 1 + q); above,
+ * t = (1 + q) / 2 - 1 (exact) and the rounding of u = 1 + q comes back as (q - (u - 1)) / u. */
+static inline float log1p_unit(float q) {
+    float u = 1.0f + q;
+    int big = q > 0.41421356f;
+    float t = big ? u * 0.5f - 1.0f : q;
+    float z = t * t;
+    float p = 7.0376836292e-2f;
+    p = p * t - 1.1514610310e-1f;
+    p = p * t + 1.1676998740e-1f;
+    p = p * t - 1.2420140846e-1f;
+    p = p * t + 1.4249322787e-1f;
+    p = p * t - 1.6668057665e-1f;
+    p = p * t + 2.0000714765e-1f;
+    p = p * t - 2.4999993993e-1f;
+    p = p * t + 3.3333331174e-1f;
+    float y = p * t * z;
+    float e = big ? 1.0f : 0.0f;
+    y = y + -2.12194440e-4f * e;
+    y = y - 0.5f * z;
+    float r = t + y;
+    r = r + 0.693359375f * e;
+    return big ? r + (q - (u - 1.0f)) / u : r;
+}
+
+/* sigmoid(t) from q = exp(-|t|): 1 / (1 + q) for t >= 0, q / (1 + q) below, each on the side
+ * where it does not cancel. */
+static inline float sigmoid_from(float t, float q) {
+    return (t >= 0.0f ? 1.0f : q) / (1.0f + q);
+}
+
+#endif
