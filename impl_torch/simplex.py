@@ -47,10 +47,12 @@ def _guarded(x: torch.Tensor, axis: int, native: Any, formula: Any) -> torch.Ten
 
     ATen's kernel is the declaration on every row without an infinity, derivatives included
     (y (g - sum(g y)) and g - y sum(g), in every mode); a row holding one comes out all NaN
-    (inf - inf), as a NaN row does. So the guard reads the output once: its sum is NaN exactly
-    when an entry is (entries lie in [0, 1], or in [-inf, 0], so no inf - inf can arise), and
-    only then are the NaN rows found and recomputed by the formula, which gives the limits (and
-    NaN again for NaN rows). Eager CPU only: elsewhere the branch-free formula runs (a host
+    (inf - inf, then a NaN sum that every entry is divided by or less), as a NaN row does. So
+    the guard reads one entry per row, the first: their sum is NaN exactly when a row is (entries
+    lie in [0, 1], or in [-inf, 0], so no inf - inf can arise); a pass over the whole output cost
+    a quarter of the softmax (measured). Only then are the NaN rows found and recomputed by the
+    formula, which gives the limits (and NaN again for NaN rows); the tests of infinite and NaN
+    rows pin ATen's all-NaN rows. Eager CPU only: elsewhere the branch-free formula runs (a host
     check would synchronize a device or break a trace)."""
     if x.shape[axis] == 0:
         return x.clone()
@@ -58,7 +60,7 @@ def _guarded(x: torch.Tensor, axis: int, native: Any, formula: Any) -> torch.Ten
     if not eager_cpu(xc):
         return formula(xc, axis).to(x.dtype)
     y = native(xc, axis)
-    total = float(y.detach().sum())
+    total = float(y.detach().select(axis, 0).sum())
     if total != total:  # NaN
         last = y.detach().movedim(axis, -1)
         good = ~torch.isnan(last).reshape(-1, last.shape[-1]).any(dim=-1)

@@ -85,6 +85,30 @@ def test_softmax_rows_with_infinities_take_their_limit() -> None:
         np.testing.assert_array_equal(y, expected, err_msg=framework)
 
 
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_rows_holding_an_infinity_are_found_wherever_it_sits(name: str, rng: np.random.Generator) -> None:
+    """Rows of 1024 (ATen's vector path), the infinity or NaN away from the first entry, which
+    PyTorch's guard reads; in float32 and float64, values and gradients."""
+    x = rng.normal(size=(8, 1024))
+    x[2, 500], x[3, [7, 900]], x[5, 700], x[6] = np.inf, np.inf, np.nan, -np.inf
+    g = rng.normal(size=x.shape)
+    limit = np.zeros_like(x)
+    limit[2, 500], limit[3, [7, 900]], limit[6] = 1.0, 0.5, 1.0 / 1024
+    if name == "log_softmax":
+        with np.errstate(divide="ignore"):
+            limit = np.log(limit)
+    for dtype in ("float64", "float32"):
+        for framework in harness.FRAMEWORKS:
+            module = harness.build(name, framework)
+            y, dx, _ = harness.backend(framework).vjp(module, x, g, dtype)
+            for row in (2, 3, 6):
+                np.testing.assert_array_equal(y[row], limit[row].astype(dtype), err_msg=f"{framework} {dtype}")
+                np.testing.assert_array_equal(dx[row], 0.0, err_msg=f"{framework} {dtype}: infinite rows pass none")
+            assert np.isnan(y[5]).all() and np.isnan(dx[5]).all(), f"{framework} {dtype}: a NaN row stays NaN"
+            usual = [0, 1, 4, 7]
+            assert np.isfinite(y[usual]).all() and np.isfinite(dx[usual]).all(), f"{framework} {dtype}"
+
+
 def test_smooth_clamp_gradient_stays_positive_far_into_the_tails() -> None:
     # Defaults: tails of width r = 0.5 beyond +-0.5. At x = 20 (39 r past the join) tanh's
     # 1 - y^2 would be exactly 0 in float32; the declared 4 s (1 - s) is not.
