@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -86,12 +87,20 @@ def bench(session: nox.Session) -> None:
     out = Path(".bench") / stamp
     out.mkdir(parents=True)
     raw = out / "raw.json"
-    session.run(
-        "pytest", "bench/test_bench.py", f"--benchmark-json={raw}", "-p", "no:cacheprovider", *session.posargs, env=env
-    )
-    session.run("python", "-m", "bench.speed_ratios", "--out", str(out / "ratios.json"), env=env)
-    ratios = str(out / "ratios.json")
-    session.run("python", "-m", "harness", "report", str(raw), "--ratios", ratios, "--out", str(out), env=env)
+    try:
+        session.run(
+            "pytest", "bench/test_bench.py", f"--benchmark-json={raw}", "-p", "no:cacheprovider", *session.posargs,
+            env=env,
+        )  # fmt: skip
+        session.run("python", "-m", "bench.speed_ratios", "--out", str(out / "ratios.json"), env=env)
+        ratios = str(out / "ratios.json")
+        session.run("python", "-m", "harness", "report", str(raw), "--ratios", ratios, "--out", str(out), env=env)
+    except BaseException:
+        # A run that failed before its raw.json (a bad option, an interrupt) leaves no folder to
+        # mistake for a result; one that wrote it keeps it, for `python -m harness report`.
+        if not raw.exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     latest = Path(".bench") / "latest"
     if latest.is_symlink() or latest.exists():
         latest.unlink()

@@ -10,12 +10,23 @@ import pytest
 import harness
 from bench import plan as benchplan
 from bench.environment import describe
-from bench.process import available_cores, configure
+from bench.process import available_cores, available_memory, configure
+
+# Device names the benchmark knows; what users also type for them.
+DEVICES = ("cpu", "cuda")
+DEVICE_ALIASES = {"gpu": "cuda", "cuda:0": "cuda", "nvidia": "cuda", "host": "cpu"}
+# Float32 buffers a case holds at once, at most: input, cotangent, the outputs and gradients of
+# both frameworks, the compiled and built-in rows', with room for the frameworks' own.
+BUFFERS_PER_CASE = 12
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("output-limits benchmarks")
-    group.addoption("--quick", action="store_true", help="a small subset: a few techniques, sizes and styles")
+    group.addoption(
+        "--quick",
+        action="store_true",
+        help="a small subset: a few techniques and every plugin's, fewer sizes and rounds",
+    )
     group.addoption("--threads", default="1", help="intra-op threads for both frameworks: an int or 'all' (default 1)")
     group.addoption("--techniques", default=None, help="comma-separated technique names (default: all registered)")
     group.addoption("--sizes", default=None, help="comma-separated log2 sizes, e.g. 10,16,22 (default: the plan's)")
@@ -48,22 +59,77 @@ def _budget(config: pytest.Config) -> float:
     return value
 
 
+def _sizes(config: pytest.Config) -> tuple[int, ...] | None:
+    """--sizes as element counts, checked against this machine's memory before anything is
+    allocated."""
+    value = config.getoption("sizes")
+    if value is None:
+        return None
+    try:
+        logs = [int(k) for k in value.split(",")]
+    except ValueError:
+        raise pytest.UsageError(f"--sizes takes comma-separated log2 sizes such as 10,16,22, got {value!r}") from None
+    if not logs or min(logs) < 0:
+        raise pytest.UsageError(f"--sizes takes log2 sizes from 0 up, such as 10,16,22, got {value!r}")
+    largest = max(logs)
+    need, have = 4 * BUFFERS_PER_CASE * 2**largest, available_memory()
+    if have is not None and need > have:
+        fits = max(0, (have // (4 * BUFFERS_PER_CASE)).bit_length() - 1)
+        raise pytest.UsageError(
+            f"--sizes {largest}: a case of 2^{largest} float32 elements needs about {need / 2**30:.3g} GiB, and "
+            f"{have / 2**30:.3g} GiB are available here; the largest size that fits is {fits}"
+        )
+    return tuple(2**k for k in logs)
+
+
+def _devices(config: pytest.Config) -> tuple[str, ...]:
+    seen = tuple(d for d in harness.backend("torch").bench_devices() if d in harness.backend("jax").bench_devices())
+    wanted = config.getoption("devices")
+    if not wanted:
+        return seen
+    names = tuple(wanted.split(","))
+    for name in names:
+        if name not in DEVICES:
+            hint = f"did you mean {DEVICE_ALIASES[name]}? " if name in DEVICE_ALIASES else ""
+            raise pytest.UsageError(
+                f"--devices {name}: unknown device; {hint}the devices are {', '.join(DEVICES)} "
+                f"(seen by both frameworks here: {', '.join(seen)})"
+            )
+    missing = [d for d in names if d not in seen]
+    if missing:
+        raise pytest.UsageError(
+            f"--devices {','.join(missing)}: not seen by both frameworks here (seen: {', '.join(seen)}); "
+            "a CUDA run needs CUDA builds of both (OUTPUT_LIMITS_CUDA=1 nox -s bench)"
+        )
+    return names
+
+
+def _techniques(config: pytest.Config) -> tuple[str, ...] | None:
+    value = config.getoption("techniques")
+    if not value:
+        return None
+    names = tuple(value.split(","))
+    for name in names:
+        try:
+            harness.get(name)
+        except LookupError as error:
+            raise pytest.UsageError(f"--techniques {name}: {error}") from None
+    return names
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config.option, "threads"):
         return
+    sizes, techniques = _sizes(config), _techniques(config)
     settings = configure(_threads(config), tf32=bool(config.getoption("tf32")))
-    devices = tuple(d for d in harness.backend("torch").bench_devices() if d in harness.backend("jax").bench_devices())
-    wanted = config.getoption("devices")
-    if wanted:
-        missing = [d for d in wanted.split(",") if d not in devices]
-        if missing:
-            raise pytest.UsageError(f"--devices {','.join(missing)}: not seen by both frameworks (seen: {devices})")
-        devices = tuple(wanted.split(","))
+    devices = _devices(config)
     config.stash[SETTINGS] = {
         **settings,
         "quick": bool(config.getoption("quick")),
         "budget_s": _budget(config),
         "bench_devices": devices,
+        "sizes": sizes,
+        "techniques": techniques,
         "timer": "time.perf_counter, read after blocking on the last output (torch.cuda.synchronize on GPU)",
     }
 
@@ -75,12 +141,12 @@ def _plan(config: pytest.Config) -> list[benchplan.BenchCase]:
     settings = config.stash[SETTINGS]
     devices = settings["bench_devices"]
     quick = settings["quick"]
-    techniques = config.getoption("techniques")
-    names = tuple(techniques.split(",")) if techniques else (benchplan.QUICK_TECHNIQUES if quick else None)
-    sizes = config.getoption("sizes")
+    techniques, sizes = settings["techniques"], settings["sizes"]
+    # --quick keeps every installed plugin's techniques: a plugin's author benches it in minutes.
+    plugins = tuple(name for name in harness.names() if harness.registry.origin(name) != "builtin")
+    names = techniques or ((*benchplan.QUICK_TECHNIQUES, *plugins) if quick else None)
     if sizes:
-        chosen = tuple(2 ** int(k) for k in sizes.split(","))
-        by_device = dict.fromkeys(devices, chosen)
+        by_device = dict.fromkeys(devices, sizes)
     else:
         by_device = {d: benchplan.QUICK_SIZES for d in devices} if quick else None
     styles = {"torch": ("eager", "compile"), "jax": ("jit",)}

@@ -1,14 +1,54 @@
-"""Command line: ``python -m harness list [--builtin]`` and ``python -m harness report FILE.json ...``."""
+"""Command line: ``output-limits list [--builtin]`` and ``output-limits report FILE.json ...``
+(also ``python -m harness ...``). Bad input gets one line on stderr and exit status 2, never a
+traceback."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import sys
 from pathlib import Path
+from typing import NoReturn
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with each error in one line (what is wrong, and where help is) instead of a
+    usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _prog() -> str:
+    # The name it was run by: the console script, or "python -m harness" (argv[0] is __main__.py).
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "python -m harness" if name in ("__main__.py", "-m", "") else name
+
+
+def default_report_folder(files: list[Path], now: datetime.datetime | None = None) -> Path:
+    """Where ``report`` writes without ``--out``: beside its one input file, or for several a new
+    ``.bench/report-<UTC time>/``; never the current folder itself."""
+    if len(files) == 1:
+        return files[0].resolve().parent
+    stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return Path(".bench") / f"report-{stamp}"
+
+
+def _check_inputs(parser: argparse.ArgumentParser, files: list[Path], ratios: Path | None) -> None:
+    for path in [*files, *([ratios] if ratios else [])]:
+        if not path.is_file():
+            parser.error(
+                f"{path}: no such file (give the raw.json that nox -s bench wrote, e.g. .bench/latest/raw.json)"
+            )
+        try:
+            json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            parser.error(f"{path}: not a JSON file ({type(error).__name__}: {str(error).splitlines()[0]})")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness", description="output-limits registry tools")
+    parser = _Parser(prog=_prog(), description="output-limits registry and benchmark tools")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="print the technique table (markdown) from the registry")
     listing.add_argument(
@@ -16,13 +56,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = commands.add_parser("report", help="tables and plots from saved benchmark JSON (several files merge)")
     report.add_argument("files", nargs="+", type=Path, help="pytest-benchmark JSON files from nox -s bench")
-    report.add_argument("--out", type=Path, default=Path("."), help="folder for report.md/.tex/.csv and plots")
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for report.md/.tex/.csv and plots (default: beside a single input file, "
+        "else a new .bench/report-<time>/)",
+    )
     report.add_argument("--ratios", type=Path, default=None, help="bench/speed_ratios.py JSON to include")
     args = parser.parse_args(argv)
     if args.command == "report":
         from harness.report import write_report
 
-        for path in write_report(args.files, args.out, args.ratios):
+        _check_inputs(report, args.files, args.ratios)
+        out = args.out if args.out is not None else default_report_folder(args.files)
+        if out.exists() and not out.is_dir():
+            report.error(f"--out {out}: exists and is not a folder")
+        try:
+            written = write_report(args.files, out, args.ratios)
+        except ValueError as error:
+            report.error(str(error))
+        except (KeyError, TypeError, AttributeError) as error:
+            # JSON, but not a pytest-benchmark run of ours.
+            files = ", ".join(map(str, args.files))
+            report.error(f"{files}: not pytest-benchmark JSON from nox -s bench (missing or odd field {error!r})")
+        for path in written:
             print(path)
         return 0
     if args.command == "list":

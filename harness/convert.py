@@ -39,11 +39,38 @@ def convert(module: Any, source: Framework | str, target: Framework | str) -> An
     """``module`` (made in ``source``) rebuilt in ``target`` with the same values and mode."""
     check_framework(source)
     check_framework(target)
+    _check_made_in(module, source, target)
     record = record_of(module)
     out = rebuild(record, target)
     backend(target).set_state(out, backend(source).get_state(module))
     backend(target).set_training(out, backend(source).is_training(module))
     return out
+
+
+# Where each framework's module classes live, read off the class so that no framework is imported.
+_MODULE_BASES = {"torch": ("torch.nn.modules.module", "Module"), "jax": ("flax.nnx.module", "Module")}
+_KINDS = {"torch": "a torch.nn.Module", "jax": "a flax.nnx.Module"}
+_NAMES = {"torch": "PyTorch", "jax": "JAX"}
+
+
+def _framework_of(module: Any) -> str | None:
+    for framework, (where, name) in _MODULE_BASES.items():
+        if any(c.__module__ == where and c.__name__ == name for c in type(module).__mro__):
+            return framework
+    return None
+
+
+def _check_made_in(module: Any, source: str, target: str) -> None:
+    made_in = _framework_of(module)
+    if made_in == source:
+        return
+    kind = type(module)
+    got = f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")
+    if made_in == target:
+        fix = f"it is a {_NAMES[target]} module already; harness.to_{source}(module) goes the other way"
+    else:
+        fix = f"pass a module made by harness.build(..., {source!r}) or harness.head(..., {source!r})"
+    raise TypeError(f"to_{target} takes {_KINDS[source]} made by harness.build or harness.head, got {got}; {fix}")
 
 
 def to_jax(torch_module: Any) -> Any:

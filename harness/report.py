@@ -276,6 +276,13 @@ def _native_text(record: dict[str, Any] | None) -> str:
     return f"on, {record.get('compiler')} {' '.join(record.get('flags', []))}"
 
 
+def _plugins_text(found: dict[str, Any] | None) -> str:
+    if found is None:
+        return "not recorded (runs before plugins were recorded)"
+    packages = sorted({f"{e.get('package')} {e.get('version')}" for e in found.values()})
+    return ", ".join(packages) if packages else "none installed"
+
+
 def _environment(infos: list[dict[str, Any]]) -> list[str]:
     out = ["## Environment", ""]
     for info in infos:
@@ -290,7 +297,8 @@ def _environment(infos: list[dict[str, Any]]) -> list[str]:
             f"devices {ours.get('devices')}",
             f"  - commit {git.get('commit')}{' (dirty tree)' if git.get('dirty') else ''}"
             f"{f', files of tree {tree}' if (tree := git.get('tree')) else ''}; environment {ours.get('env')}",
-            f"  - native kernels (PyTorch eager smooth_clamp, CPU float32): {_native_text(ours.get('native_kernels'))}",
+            f"  - native kernels (PyTorch eager CPU float32): {_native_text(ours.get('native_kernels'))}",
+            f"  - plugins: {_plugins_text(ours.get('plugins'))}",
         ]
     return [*out, ""]
 

@@ -121,6 +121,11 @@ class Kink:
     second: float = 0.0
 
 
+# How an input is cast, and a module moved, in each framework: the fix an error suggests.
+_CAST = {"torch": "x.to(torch.{dtype})", "jax": "x.astype(jnp.{dtype})"}
+_MOVE = {"torch": " or move it with module.to(torch.{dtype})", "jax": ""}
+
+
 @dataclass(frozen=True)
 class TechniqueSpec:
     """The declaration of one output-limiting technique.
@@ -256,12 +261,13 @@ class TechniqueSpec:
         """Every kink for these parameters, with its declared gradient."""
         return tuple(self.kinks_fn(self._with_defaults(params)))
 
-    def check_input(self, dtype: str, shape: tuple[int, ...], params: Mapping[str, Any]) -> None:
-        """Raise the error both frameworks give for an input they cannot take."""
+    def check_input(self, dtype: str, shape: tuple[int, ...], params: Mapping[str, Any], *, framework: str) -> None:
+        """Raise the error both frameworks give for an input they cannot take: the same words,
+        and the fix in the idiom of ``framework`` ("torch" or "jax")."""
         if dtype not in DTYPES:
             raise TypeError(
                 f"{self.name} takes a floating-point input ({', '.join(DTYPES)}), got {dtype}; "
-                "cast it first, e.g. x.float()"
+                f"cast it first, e.g. {_CAST[framework].format(dtype='float32')}"
             )
         ndim = len(shape)
         if ndim < self.min_rank:
@@ -283,7 +289,8 @@ class TechniqueSpec:
             allowed = f"{', '.join(others)} or {last}" if others else last
             raise TypeError(
                 f"{self.name} has {params['dtype']} parameters, which take {allowed} inputs, got {dtype}; "
-                f"cast the input, or build the module with dtype={dtype!r} (in PyTorch also module.to(torch.{dtype}))"
+                f"cast the input ({_CAST[framework].format(dtype=params['dtype'])}), or build the module with "
+                f"dtype={dtype!r}{_MOVE[framework].format(dtype=dtype)}"
             )
         problem = self.dtype_problem(params, dtype)
         if problem is not None:

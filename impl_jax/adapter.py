@@ -26,6 +26,20 @@ def dtype_name(x: jax.Array) -> str:
     return jnp.dtype(x.dtype).name
 
 
+def check_array(x: Any, name: str) -> None:
+    """Raise, saying what was passed and how to make an array of it, unless ``x`` is a JAX or
+    NumPy array, which jax.numpy takes (mirrors ``impl_torch.adapter.check_array``)."""
+    if isinstance(x, (jax.Array, np.ndarray)):
+        return
+    kind = type(x)
+    got = f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")
+    if got.startswith("torch"):
+        fix = "convert it with jnp.from_dlpack(x), or build the PyTorch module: harness.build(..., 'torch')"
+    else:
+        fix = "make one with jnp.asarray(x)"
+    raise TypeError(f"{name} takes a jax.Array (or a NumPy array), got {got}; {fix}")
+
+
 def from_numpy(a: np.ndarray, dtype: str) -> jax.Array:
     """A new array of ``dtype`` holding ``a`` rounded once (low precision via float32)."""
     if dtype == "float64" and not jax.config.jax_enable_x64:

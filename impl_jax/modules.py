@@ -18,7 +18,7 @@ from flax import nnx
 import harness
 from harness.build import check_head_input
 from impl_jax._common import jitted
-from impl_jax.adapter import FRAMEWORK_DTYPES, dtype_name, from_numpy
+from impl_jax.adapter import FRAMEWORK_DTYPES, check_array, dtype_name, from_numpy
 
 
 class _Jitted:
@@ -62,8 +62,9 @@ class Limit(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self._check_shape or x.dtype not in self._fast_dtypes:
-            self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params))
+        if self._check_shape or getattr(x, "dtype", None) not in self._fast_dtypes:
+            check_array(x, self.technique)
+            self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params), framework="jax")
         return self._fn(x)
 
 
@@ -74,6 +75,7 @@ class Head(nnx.Module):
         self.linear, self.limit, self.dtype_name = linear, limit, dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        check_array(x, "a head")
         check_head_input(dtype_name(x), tuple(x.shape), self.linear.in_features, self.dtype_name)
         return self.limit(self.linear(x))
 

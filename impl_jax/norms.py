@@ -22,7 +22,7 @@ from flax import nnx
 import harness
 from harness.numerics import trusted_variance_floor
 from impl_jax._common import clamp_straight_through, jitted, upcast
-from impl_jax.adapter import FRAMEWORK_DTYPES, dtype_name
+from impl_jax.adapter import FRAMEWORK_DTYPES, check_array, dtype_name
 
 
 class _Prescaled(NamedTuple):
@@ -314,7 +314,8 @@ class LayerNorm(nnx.Module):
             self.weight = self.bias = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params))
+        check_array(x, self._spec.name)
+        self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params), framework="jax")
         weight = None if self.weight is None else self.weight[...]
         bias = None if self.bias is None else self.bias[...]
         return jitted(layer_norm, eps=self.eps)(x, weight, bias)
@@ -339,7 +340,8 @@ class RMSNorm(nnx.Module):
         self.weight = nnx.Param(jnp.ones(num_features, FRAMEWORK_DTYPES[dtype])) if elementwise_affine else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params))
+        check_array(x, self._spec.name)
+        self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params), framework="jax")
         return jitted(rms_norm, eps=self.eps)(x, None if self.weight is None else self.weight[...])
 
 
@@ -361,7 +363,8 @@ class BatchNorm(nnx.Module):
         self.use_running_average = False
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params))
+        check_array(x, self._spec.name)
+        self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params), framework="jax")
         training = not self.use_running_average
         if training and x.size <= x.shape[1]:
             raise ValueError(

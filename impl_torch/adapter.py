@@ -7,6 +7,7 @@ float32 (numpy has no bfloat16), so both frameworks round the same float32 value
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,22 @@ FRAMEWORK_DTYPES: dict[str, torch.dtype] = {
 def dtype_name(x: torch.Tensor) -> str:
     """The dtype as the framework-neutral string harness uses ("float32", ...)."""
     return str(x.dtype).removeprefix("torch.")
+
+
+def check_array(x: Any, name: str) -> None:
+    """Raise, saying what was passed and how to make a tensor of it, unless ``x`` is a tensor
+    (mirrors ``impl_jax.adapter.check_array``)."""
+    if isinstance(x, torch.Tensor):
+        return
+    kind = type(x)
+    got = f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")
+    if got.startswith(("jax", "jaxlib")):
+        fix = "convert it with torch.from_dlpack(x), or build the JAX module: harness.build(..., 'jax')"
+    elif isinstance(x, np.ndarray):
+        fix = "convert it with torch.from_numpy(x)"
+    else:
+        fix = "make one with torch.as_tensor(x)"
+    raise TypeError(f"{name} takes a torch.Tensor, got {got}; {fix}")
 
 
 def from_numpy(a: np.ndarray, dtype: str) -> torch.Tensor:

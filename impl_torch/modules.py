@@ -19,7 +19,7 @@ from torch import nn
 import harness
 from harness.build import check_head_input
 from impl_torch._common import autocast_input, follow_dtype
-from impl_torch.adapter import FRAMEWORK_DTYPES, dtype_name, from_numpy
+from impl_torch.adapter import FRAMEWORK_DTYPES, check_array, dtype_name, from_numpy
 
 
 class Limit(nn.Module):
@@ -39,8 +39,9 @@ class Limit(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._check_shape or x.dtype not in self._fast_dtypes:
-            self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
+        if self._check_shape or getattr(x, "dtype", None) not in self._fast_dtypes:
+            check_array(x, self.technique)
+            self._spec.check_input(dtype_name(x), tuple(x.shape), self.params, framework="torch")
         return self._fn(autocast_input(x, self._spec))
 
     def extra_repr(self) -> str:
@@ -66,6 +67,7 @@ class Head(nn.Module):
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_array(x, "a head")
         check_head_input(dtype_name(x), tuple(x.shape), self.linear.in_features, self.dtype_name)
         return self.limit(self.linear(x))
 

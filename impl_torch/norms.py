@@ -19,7 +19,7 @@ import harness
 from harness.numerics import trusted_variance_floor
 from impl_torch._common import as_dtype, autocast_input, clamp_straight_through, follow_dtype, patch_rows, upcast
 from impl_torch._decisions import eager_cpu
-from impl_torch.adapter import FRAMEWORK_DTYPES, dtype_name
+from impl_torch.adapter import FRAMEWORK_DTYPES, check_array, dtype_name
 
 
 class _Prescaled(NamedTuple):
@@ -298,7 +298,8 @@ class _Norm(nn.Module):
         return module
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params)
+        check_array(x, self._spec.name)
+        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params, framework="torch")
         return autocast_input(x, self._spec)
 
 

@@ -64,3 +64,13 @@ def test_a_copied_tree_matches_the_commit_of_its_files_without_touching_the_repo
 
 def test_outside_a_repository_nothing_is_claimed(tmp_path: Path) -> None:
     assert git_state(tmp_path) == {"commit": None, "dirty": None, "tree": None}
+
+
+@pytest.mark.skipif(os.environ.get("OUTPUT_LIMITS_EXAMPLE_PLUGIN") != "1", reason="example plugin not installed")
+def test_installed_plugins_are_recorded_with_their_package_and_version() -> None:
+    from bench.environment import plugins
+
+    found = plugins()
+    for group in ("output_limits.techniques", "output_limits.impl_torch", "output_limits.impl_jax"):
+        entry = found[f"{group}:erf_squash"]
+        assert entry["package"] == "output-limits-erf-example" and entry["version"] == "0.1.0", entry

@@ -15,13 +15,22 @@ def _raised(fn) -> tuple[type, str]:
     return type(info.value), str(info.value)
 
 
+# What only one framework's code says: an error's fix is written in the idiom of the framework at hand.
+IDIOM = {"torch": "torch.", "jax": "jnp."}
+
+
 def _same_error_in_both(make, expected: type) -> str:
+    """The same error type and words in both frameworks, up to the fix after the first '; ',
+    which may only use the idiom of its own framework. Returns PyTorch's message."""
     errors = {fw: _raised(lambda fw=fw: make(fw)) for fw in FRAMEWORKS}
     kinds = {kind for kind, _ in errors.values()}
-    messages = {message for _, message in errors.values()}
     assert kinds == {expected}, errors
-    assert len(messages) == 1, errors
-    return messages.pop()
+    assert len({message.partition("; ")[0] for _, message in errors.values()}) == 1, errors
+    for fw, (_, message) in errors.items():
+        fix = message.partition("; ")[2]
+        assert all(idiom not in fix for other, idiom in IDIOM.items() if other != fw), (fw, message)
+        assert "\n" not in message, (fw, message)
+    return errors["torch"][1]
 
 
 def _bad_values(name: str) -> list[tuple[dict, type]]:
@@ -76,6 +85,7 @@ def test_bad_inputs_are_rejected_identically(case: Case) -> None:
     shape = (2, resolved.get("num_features", 3), 3)
     message = _same_error_in_both(lambda fw: _input(case, fw, np.ones(shape, dtype=np.int32)), TypeError)
     assert "floating-point" in message or "dtype" in message
+    assert "x.to(torch.float32)" in message, message
     if spec.min_rank > 0:
         _same_error_in_both(lambda fw: _input(case, fw, np.ones((), dtype=np.float32)), ValueError)
     if "axis" in resolved:
@@ -91,6 +101,40 @@ def test_bad_inputs_are_rejected_identically(case: Case) -> None:
         message = _same_error_in_both(lambda fw: _input(case, fw, x64), TypeError)
         assert "float32 parameters, which take float32, float16 or bfloat16 inputs" in message, message
         assert "dtype='float64'" in message, message
+
+
+NOT_ARRAYS = {
+    "a list": (lambda fw: [[1.0, 2.0, 3.0]], {"torch": "torch.as_tensor(x)", "jax": "jnp.asarray(x)"}),
+    "the other framework's array": (
+        lambda fw: harness.backend("jax" if fw == "torch" else "torch").asarray(np.ones((2, 3), np.float32)),
+        {"torch": "torch.from_dlpack(x)", "jax": "jnp.from_dlpack(x)"},
+    ),
+}
+
+
+@pytest.mark.parametrize("what", list(NOT_ARRAYS))
+@pytest.mark.parametrize("name", ["clamp", "softmax", "layer_norm", "batch_norm"])
+def test_inputs_that_are_not_arrays_say_what_was_passed_and_how_to_convert(name: str, what: str) -> None:
+    make, fixes = NOT_ARRAYS[what]
+    case = Case(name, {"num_features": 3} if harness.get(name).takes_num_features else {})
+    for framework in FRAMEWORKS:
+        kind, message = _raised(lambda fw=framework: case.build(fw)(make(fw)))
+        assert kind is TypeError, (framework, kind, message)
+        assert message.startswith(f"{name} takes a "), message
+        assert fixes[framework] in message and "\n" not in message, message
+    head = {fw: harness.head("clamp", fw, 3, 2) for fw in FRAMEWORKS}
+    for framework in FRAMEWORKS:
+        kind, message = _raised(lambda fw=framework: head[fw](make(fw)))
+        assert kind is TypeError and fixes[framework] in message, message
+
+
+def test_conversion_of_a_module_of_the_wrong_framework_says_which_way() -> None:
+    for source, target in (("torch", "jax"), ("jax", "torch")):
+        convert = getattr(harness, f"to_{target}")
+        with pytest.raises(TypeError, match=f"it is a .* module already; harness.to_{source}\\(module\\)"):
+            convert(harness.build("clamp", target))
+        with pytest.raises(TypeError, match=r"got list; pass a module made by harness\.build"):
+            convert([1.0])
 
 
 def test_batch_norm_training_needs_more_than_one_value_per_channel() -> None:

@@ -1,0 +1,86 @@
+"""The command line answers bad input with one line on stderr and exit status 2, never a
+traceback, and writes nothing into the folder it is run from unless told to."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_report import _run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(cwd: Path, *args: str, command: tuple[str, ...] = (sys.executable, "-m", "harness")):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+
+def _one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr
+    assert all(word in lines[0] for word in words), done.stderr
+
+
+def test_bad_report_inputs_get_one_line_and_write_nothing(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "other.json").write_text(json.dumps({"benchmarks": [{"extra_info": {"technique": "clamp"}}]}))
+    (tmp_path / "empty.json").write_text(json.dumps({"benchmarks": []}))
+    _one_line_error(_cli(work, "report", "missing.json"), "missing.json", "no such file")
+    _one_line_error(_cli(work, "report", str(tmp_path / "broken.json")), "broken.json", "not a JSON file")
+    _one_line_error(_cli(work, "report", str(tmp_path / "other.json")), "other.json", "not pytest-benchmark JSON")
+    _one_line_error(_cli(work, "report", str(tmp_path / "empty.json")), "no output-limits benchmarks")
+    _one_line_error(_cli(work, "report", "x.json", "--bogus"), "unrecognized arguments")
+    _one_line_error(_cli(work, "report"), "required: files")
+    assert not any(work.iterdir()), list(work.iterdir())
+
+
+def test_report_writes_beside_its_input_or_into_a_new_bench_folder(tmp_path: Path) -> None:
+    work, runs = tmp_path / "work", tmp_path / "runs"
+    work.mkdir()
+    runs.mkdir()
+    one = _run(runs / "raw.json", "Test CPU", "cpu", 1.0, 0)
+    done = _cli(work, "report", str(one))
+    assert done.returncode == 0, done.stderr
+    assert (runs / "report.md").is_file() and not any(work.iterdir())
+    two = _run(runs / "second.json", "Other CPU", "cpu", 2.0, 1)
+    done = _cli(work, "report", str(one), str(two))
+    assert done.returncode == 0, done.stderr
+    (folder,) = (work / ".bench").iterdir()
+    assert folder.name.startswith("report-") and (folder / "report.md").is_file()
+    assert [p.name for p in work.iterdir()] == [".bench"]
+
+
+@pytest.mark.parametrize("command", [(sys.executable, "-m", "harness"), ("output-limits",)])
+def test_help_names_the_command_it_was_run_by(tmp_path: Path, command: tuple[str, ...]) -> None:
+    if command[0] == "output-limits" and shutil.which("output-limits") is None:
+        pytest.skip("the console script is not installed here (pip install -e .)")
+    done = _cli(tmp_path, "--help", command=command)
+    name = "python -m harness" if command[0] == sys.executable else command[0]
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: {name} "), done
+
+
+@pytest.mark.parametrize(
+    ("option", "words"),
+    [
+        ("--sizes=40", ("--sizes 40", "GiB", "the largest size that fits is")),
+        ("--sizes=a,b", ("comma-separated log2 sizes",)),
+        ("--devices=gpu", ("unknown device", "did you mean cuda?")),
+        ("--techniques=softmaxx", ("unknown technique 'softmaxx'", "softmax")),
+        ("--threads=0", ("--threads must be",)),
+    ],
+)
+def test_bench_options_are_checked_before_anything_is_allocated(option: str, words: tuple[str, ...]) -> None:
+    command = [sys.executable, "-m", "pytest", "bench/test_bench.py", option, "--benchmark-disable", "-q"]
+    done = _cli(ROOT, "-p", "no:cacheprovider", command=tuple(command))
+    assert done.returncode == 4 and "Traceback" not in done.stdout + done.stderr, done
+    (line,) = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("ERROR: ")]
+    assert all(word in line for word in words), line
