@@ -68,6 +68,7 @@ class Row:
     paired_with: str = ""
     paired_ours: tuple[float, ...] = ()
     paired_against: tuple[float, ...] = ()
+    run: int = 1  # which of the merged files (1-based), as the report's list of runs numbers them
 
     @property
     def iqr_rel(self) -> float:
@@ -111,7 +112,7 @@ def load(paths: Iterable[Path]) -> tuple[list[Row], list[dict[str, Any]]]:
     rows, infos = [], []
     paths = list(paths)
     raws = [json.loads(Path(path).read_text()) for path in paths]
-    for path, raw, labels in zip(paths, raws, _labels(raws), strict=True):
+    for run, (path, raw, labels) in enumerate(zip(paths, raws, _labels(raws), strict=True), start=1):
         info = raw.get("machine_info", {})
         infos.append({"file": str(path), "datetime": raw.get("datetime"), **info})
         for bench in raw.get("benchmarks", []):
@@ -142,6 +143,7 @@ def load(paths: Iterable[Path]) -> tuple[list[Row], list[dict[str, Any]]]:
                     paired_with=paired.get("against", ""),
                     paired_ours=tuple(paired.get("ours_s", ())),
                     paired_against=tuple(paired.get("against_s", ())),
+                    run=run,
                 )
             )
     return rows, infos
@@ -210,11 +212,33 @@ def _cell(r: Row | None, copy_gbps: float | None) -> str:
     return f"{_time(r.median)} ±{100 * r.iqr_rel:.0f}%{flag} · {r.gbps:.3g} GB/s{pct}"
 
 
+def _spread(r: Row) -> str:
+    return f"±{100 * r.iqr_rel:.0f}%{' noisy' if r.iqr_rel > NOISY else ''}"
+
+
 def _ratio_cell(jax: Row | None, torch: Row | None) -> str:
+    """JAX / PyTorch with its interval and the two medians it divides: those of the alternating
+    rounds where the rows were paired, else the rows' own (unpaired)."""
     if jax is None or torch is None:
         return "–"
     point, lo, hi, paired = row_ratio(jax, torch)
-    return f"{point:.2f} [{lo:.2f}, {hi:.2f}]{'' if paired else ' (unpaired)'}"
+    if paired:
+        medians = f"{_time(float(np.median(jax.paired_ours)))} / {_time(float(np.median(jax.paired_against)))} paired"
+    else:
+        medians = f"{_time(jax.median)} / {_time(torch.median)} unpaired"
+    return f"{point:.2f} [{lo:.2f}, {hi:.2f}] ({medians})"
+
+
+def _over_cell(ours: Row | None, builtin: Row | None) -> str:
+    """Ours / the framework's own op: the ratio of the two medians printed beside it, its
+    interval (rounds resampled independently) and each median's spread."""
+    if ours is None or builtin is None or builtin.median <= 0:
+        return "–"
+    point, lo, hi = ratio_ci(ours.data, builtin.data)
+    return (
+        f"{point:.2f} [{lo:.2f}, {hi:.2f}] "
+        f"({_time(ours.median)} {_spread(ours)} / {_time(builtin.median)} {_spread(builtin)})"
+    )
 
 
 def builtin_ratios(cells: dict[str, Row]) -> str:
@@ -227,19 +251,65 @@ def builtin_ratios(cells: dict[str, Row]) -> str:
     return " / ".join(parts)
 
 
+HEADLINE_COLUMNS = (
+    "Columns: *n*, the largest size of the technique in that run (elements, float32; rows of 1024 for "
+    "row-wise techniques, 64 channels for batch_norm); *run*, the machine and which input file (listed under "
+    "Environment). *ours / built-in*, per style: our median over the median of the framework's own op of the "
+    "same meaning in the same style (bench.plan.BUILTINS), with a bootstrap 95% interval, then the two medians "
+    "it divides, each with its interquartile range as a % of it ('noisy' above 10%); below 1 ours is faster. "
+    "*JAX / PyTorch eager*: the JAX jit median over the PyTorch eager one with its interval, from rounds that "
+    "alternated the two rows ('paired': those rounds' medians are printed, and differ from the rows' own) or "
+    "else from the rows' own rounds ('unpaired'); below 1 JAX is faster. Every interval covers the spread "
+    "within one run, not the differences between runs or machines."
+)
+
+
+def headline(rows: list[Row], several_runs: bool = False) -> str:
+    """Per technique at its largest size, both modes: ours against the framework's own op in each
+    style, and JAX against PyTorch eager. The table report.md opens with, and the README's."""
+    out = [
+        "| technique | mode | n | run | PyTorch eager: ours / built-in | torch.compile: ours / built-in "
+        "| JAX jit: ours / built-in | JAX / PyTorch eager |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (machine, mode), table in sorted(_grouped(rows).items(), key=lambda item: (item[0][1], item[0][0])):
+        largest: dict[str, int] = {}
+        for technique, n in table:
+            largest[technique] = max(largest.get(technique, 0), n)
+        for technique, n in sorted(largest.items()):
+            cells = table[technique, n]
+            run = next(iter(cells.values())).run
+            where = f"{machine} (run {run})" if several_runs else machine
+            overs = " | ".join(_over_cell(cells.get(k), cells.get(f"builtin-{k}")) for k in MAIN_ROWS)
+            ratio = _ratio_cell(cells.get("jax-jit"), cells.get("torch-eager"))
+            out.append(f"| {technique} | {mode} | {_size(n)} | {where} | {overs} | {ratio} |")
+    return "\n".join(out) + "\n"
+
+
 def markdown(rows: list[Row], infos: list[dict[str, Any]], ratios: dict[str, Any] | None = None) -> str:
+    """report.md: the headline first, then the speed targets, the full tables, the environment."""
     copy = copy_bandwidth(rows)
+    several = len(infos) > 1
     out = ["# output-limits benchmark report", ""]
-    out += _environment(infos)
+    for index, info in enumerate(infos, start=1):
+        git = info.get("output_limits", {}).get("git", {})
+        commit = (git.get("commit") or "unknown commit")[:12] + (" (dirty tree)" if git.get("dirty") else "")
+        out.append(f"- run {index}: `{info['file']}`, {info.get('datetime')}, commit {commit}")
+    out += ["", "## Headline: ours against the frameworks' own ops, at the largest size", ""]
+    out += [HEADLINE_COLUMNS, "", headline(rows, several)]
+    if ratios:
+        out += _ratios_section(ratios)
     out += [
+        "## All sizes",
+        "",
         "Cells: median per call ± interquartile range (as % of the median; 'noisy' above 10%) · achieved GB/s from "
         "ideal bytes (inputs read once, outputs written once) and its % of the bandwidth of a copy of the same size "
         "measured in the same run on the same device; 'page faults': the calls touched fresh memory pages for more "
-        "than 10% of their ideal bytes, so the time includes the kernel zeroing them. Ratios are JAX median / "
-        "PyTorch median with a bootstrap 95% interval: below 1, JAX is faster. JAX / eager comes from extra rounds "
-        "that alternate the two rows, resampled as pairs; ratios marked (unpaired) compare rows timed at different "
-        "moments, resampled independently. Either interval covers the spread within this run only, not the "
-        "differences between runs or machines. Compile time and the first call are never in a timed round (see "
+        "than 10% of their ideal bytes, so the time includes the kernel zeroing them. *JAX / eager* and *JAX / "
+        "compile*: as in the headline (the medians they divide in parentheses). *ours / built-in*: our median over the "
+        "framework op's, per style. *seed baseline*: the medians of the seed document's code where one exists (its "
+        "BoundedReLU, relu then clamp; its naive lo + (hi - lo) * sigmoid(x); the frameworks' own clamp, softmax "
+        "and LayerNorm), PyTorch eager / JAX jit. Compile time and the first call are never in a timed round (see "
         "report.csv).",
         "",
     ]
@@ -247,10 +317,8 @@ def markdown(rows: list[Row], infos: list[dict[str, Any]], ratios: dict[str, Any
         sizes = ", ".join(f"{_size(n)}: {gbps:.3g}" for (m, n), gbps in sorted(copy.items()) if m == machine)
         out.append(f"- copy bandwidth (torch clone, GB/s by size), {machine}: {sizes}")
     out.append("")
-    if ratios:
-        out += _ratios_section(ratios)
     for (machine, mode), table in sorted(_grouped(rows).items()):
-        out += [f"## {mode}, {machine}", ""]
+        out += [f"### {mode}, {machine}", ""]
         header = "| technique | n | PyTorch eager | torch.compile | JAX jit | JAX / eager | JAX / compile |"
         out.append(header + " ours / built-in (eager / compile / jit) | seed baseline (torch, jax) |")
         out.append("|---|---|---|---|---|---|---|---|---|")
@@ -265,6 +333,7 @@ def markdown(rows: list[Row], infos: list[dict[str, Any]], ratios: dict[str, Any
                 + f" | {builtin_ratios(cells)} | {base_text} |"
             )
         out.append("")
+    out += _environment(infos)
     return "\n".join(out) + "\n"
 
 
@@ -285,12 +354,13 @@ def _plugins_text(found: dict[str, Any] | None) -> str:
 
 def _environment(infos: list[dict[str, Any]]) -> list[str]:
     out = ["## Environment", ""]
-    for info in infos:
+    for index, info in enumerate(infos, start=1):
         ours = info.get("output_limits", {})
         packages = ", ".join(f"{k} {v}" for k, v in ours.get("packages", {}).items() if v)
         git = ours.get("git", {})
         out += [
-            f"- `{info['file']}` ({info.get('datetime')}): {ours.get('cpu_model')}, python {ours.get('python')}; "
+            f"- run {index}, `{info['file']}` ({info.get('datetime')}): {ours.get('cpu_model')}, "
+            f"python {ours.get('python')}; "
             f"{packages}",
             f"  - threads {ours.get('threads')} (torch {ours.get('torch_threads')}, CPU affinity "
             f"{ours.get('cpu_affinity')}); allocation: {ours.get('allocation')}; TF32 {ours.get('tf32')}; "
@@ -304,7 +374,13 @@ def _environment(infos: list[dict[str, Any]]) -> list[str]:
 
 
 def _ratios_section(ratios: dict[str, Any]) -> list[str]:
-    out = ["## Speed targets of our implementations (bench/speed_ratios.py, one process, one thread)", ""]
+    met = sum(r["ok"] for r in ratios["results"])
+    out = ["## Speed targets (bench/speed_ratios.py, one process, one thread)", ""]
+    out += [
+        f"{met} of {len(ratios['results'])} met. Each ratio is ours over the reference, medians of rounds "
+        "interleaved in one process (the two columns beside it).",
+        "",
+    ]
     out += ["| check | ours | reference | ratio | target | |", "|---|---|---|---|---|---|"]
     for r in ratios["results"]:
         mark = "met" if r["ok"] else "**missed**"
@@ -313,24 +389,6 @@ def _ratios_section(ratios: dict[str, Any]) -> list[str]:
             f"<= {r['limit']} | {mark} |"
         )
     return [*out, ""]
-
-
-def headline(rows: list[Row]) -> str:
-    """The largest size of each technique, both modes: the README's table."""
-    out = [
-        "| technique | mode | n | PyTorch eager | torch.compile | JAX jit | JAX / eager |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for (_machine, mode), table in sorted(_grouped(rows).items()):
-        largest: dict[str, int] = {}
-        for technique, n in table:
-            largest[technique] = max(largest.get(technique, 0), n)
-        for technique, n in sorted(largest.items()):
-            cells = table[technique, n]
-            times = " | ".join(_time(cells[k].median) if k in cells else "–" for k in MAIN_ROWS)
-            ratio = _ratio_cell(cells.get("jax-jit"), cells.get("torch-eager"))
-            out.append(f"| {technique} | {mode} | {_size(n)} | {times} | {ratio} |")
-    return "\n".join(out) + "\n"
 
 
 def latex(rows: list[Row]) -> str:
@@ -411,8 +469,26 @@ def write_csv(rows: list[Row], path: Path) -> None:
             )
 
 
-def plots(rows: list[Row], out: Path) -> list[Path]:
-    """One PNG per (machine, mode): a panel per technique, median time against size, every row."""
+# What the plots' legends call each row.
+ROW_LABEL = {
+    "torch-eager": "PyTorch eager (ours)",
+    "torch-compile": "torch.compile (ours)",
+    "jax-jit": "JAX jit (ours)",
+    "builtin-torch-eager": "PyTorch eager, framework op",
+    "builtin-torch-compile": "torch.compile, framework op",
+    "builtin-jax-jit": "JAX jit, framework op",
+    "baseline-torch-eager": "PyTorch eager, seed code",
+    "baseline-jax-jit": "JAX jit, seed code",
+}
+OVERVIEW = (  # (label, numerator row, denominator row, colour)
+    ("PyTorch eager: ours / built-in", "torch-eager", "builtin-torch-eager", "tab:blue"),
+    ("torch.compile: ours / built-in", "torch-compile", "builtin-torch-compile", "tab:purple"),
+    ("JAX jit: ours / built-in", "jax-jit", "builtin-jax-jit", "tab:green"),
+    ("JAX jit / PyTorch eager (ours)", "jax-jit", "torch-eager", "tab:orange"),
+)
+
+
+def _pyplot() -> Any:
     try:
         import matplotlib
 
@@ -420,44 +496,136 @@ def plots(rows: list[Row], out: Path) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed: no plots written (pip install 'output-limits[bench]')")
+        return None
+    return plt
+
+
+def _save(fig: Any, out: Path, stem: str) -> list[Path]:
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    return paths
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower()
+
+
+def plots(rows: list[Row], out: Path) -> list[Path]:
+    """Per machine: an overview (ratios per technique at the largest size, with their 95%
+    intervals) and, per mode, a panel per technique of throughput against size with interquartile
+    bands and the copy bandwidth; PNG and PDF, legends outside the data."""
+    plt = _pyplot()
+    if plt is None:
         return []
-    written = []
-    for index, ((machine, mode), table) in enumerate(sorted(_grouped(rows).items())):
-        techniques = sorted({t for t, _ in table})
-        cols = min(4, len(techniques))
-        nrows = math.ceil(len(techniques) / cols)
-        fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.2 * nrows), squeeze=False)
-        for ax, technique in zip(axes.flat, techniques, strict=False):
-            series: dict[str, list[tuple[int, float]]] = defaultdict(list)
-            for (t, n), cells in table.items():
-                if t == technique:
-                    for name, r in cells.items():
-                        series[name].append((n, r.median))
-            for name, points in sorted(series.items()):
-                points.sort()
-                color, line = ROW_STYLE.get(name, ("tab:gray", ":"))
-                xs, ys = [p[0] for p in points], [p[1] for p in points]
-                ax.plot(xs, ys, line, color=color, marker="o", ms=3, label=name)
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_title(technique)
-            ax.set_xlabel("elements")
-            ax.set_ylabel("median time (s)")
-            ax.grid(True, which="both", alpha=0.3)
-        for ax in list(axes.flat)[len(techniques) :]:
-            ax.axis("off")
-        labels = {}
-        for ax in axes.flat:
-            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-                labels.setdefault(label, handle)
-        fig.legend(list(labels.values()), list(labels), loc="upper right", fontsize=8)
-        fig.suptitle(f"{mode}, {machine}")
-        fig.tight_layout(rect=(0, 0, 0.9, 1))
-        path = out / f"plot-{index}-{mode.replace('+', '_')}.png"
-        fig.savefig(path, dpi=110)
+    written: list[Path] = []
+    grouped = _grouped(rows)
+    for index, machine in enumerate(sorted({m for m, _ in grouped})):
+        modes = sorted(mode for m, mode in grouped if m == machine)
+        fig = _overview(plt, machine, {mode: grouped[machine, mode] for mode in modes})
+        written += _save(fig, out, f"overview-{index}")
         plt.close(fig)
-        written.append(path)
+        for mode in modes:
+            fig = _throughput(plt, machine, mode, grouped[machine, mode], copy_bandwidth(rows))
+            written += _save(fig, out, f"throughput-{index}-{_slug(mode)}")
+            plt.close(fig)
     return written
+
+
+def _ratio_axis(ax: Any, values: list[float]) -> None:
+    """A log axis of time ratios labelled at powers of two, minor labels off (they overlap)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    low, high = min([*values, 0.8]), max([*values, 1.25])
+    ticks = [2.0**k for k in range(math.floor(math.log2(low)), math.ceil(math.log2(high)) + 1)]
+    ax.set_xscale("log")
+    ax.set_xlim(low / 1.15, high * 1.15)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _overview(plt: Any, machine: str, tables: dict[str, dict[tuple[str, int], dict[str, Row]]]) -> Any:
+    techniques = sorted({t for table in tables.values() for t, _ in table})
+    height = 1.6 + 0.3 * len(techniques)
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.0 * len(tables), height), squeeze=False, sharey=True)
+    for ax, (mode, table) in zip(axes[0], tables.items(), strict=True):
+        largest = {t: max(n for tt, n in table if tt == t) for t in {t for t, _ in table}}
+        values: list[float] = []
+        for k, (label, top, bottom, colour) in enumerate(OVERVIEW):
+            ys, xs, errors = [], [], [[], []]
+            for i, technique in enumerate(techniques):
+                cells = table.get((technique, largest.get(technique, 0)), {})
+                a, b = cells.get(top), cells.get(bottom)
+                if a is None or b is None:
+                    continue
+                point, lo, hi = row_ratio(a, b)[:3] if bottom == "torch-eager" else ratio_ci(a.data, b.data)
+                ys.append(i + (k - 1.5) * 0.18)
+                xs.append(point)
+                errors[0].append(point - lo)
+                errors[1].append(hi - point)
+                values += [lo, hi]
+            ax.errorbar(xs, ys, xerr=errors, fmt="o", ms=3.5, color=colour, capsize=2, lw=1, label=label)
+        ax.axvline(1.0, color="black", lw=0.8)
+        _ratio_axis(ax, values)
+        ax.set_yticks(range(len(techniques)), techniques, fontsize=8)
+        ax.set_ylim(len(techniques) - 0.5, -0.5)
+        ax.set_xlabel("time ratio (below 1: the first named is faster)", fontsize=8)
+        ax.set_title(mode, fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(f"At the largest size, {machine} (95% intervals)", fontsize=10)
+    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=8, bbox_to_anchor=(0.5, 0.0), frameon=False)
+    return fig
+
+
+def _throughput(
+    plt: Any, machine: str, mode: str, table: dict[tuple[str, int], dict[str, Row]], copy: dict[tuple[str, int], float]
+) -> Any:
+    techniques = sorted({t for t, _ in table})
+    cols = min(4, len(techniques))
+    nrows = math.ceil(len(techniques) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.9 * nrows + 0.6), squeeze=False)
+    for ax, technique in zip(axes.flat, techniques, strict=False):
+        series: dict[str, list[Row]] = defaultdict(list)
+        for (t, _), cells in table.items():
+            if t == technique:
+                for name, r in cells.items():
+                    series[name].append(r)
+        order = list(ROW_LABEL)  # ours first, then the frameworks' ops, then the seed's code
+        for name, points in sorted(series.items(), key=lambda item: [*order, item[0]].index(item[0])):
+            points.sort(key=lambda r: r.n)
+            color, line = ROW_STYLE.get(name, ("tab:gray", ":"))
+            xs = [r.n for r in points]
+            # Throughput from the quartiles of time: the band is the middle half of the rounds.
+            ax.plot(
+                xs, [r.gbps for r in points], line, color=color, marker="o", ms=2.5, label=ROW_LABEL.get(name, name)
+            )
+            low = [r.ideal_bytes / r.q3 / 1e9 if r.q3 > 0 else r.gbps for r in points]
+            high = [r.ideal_bytes / r.q1 / 1e9 if r.q1 > 0 else r.gbps for r in points]
+            ax.fill_between(xs, low, high, color=color, alpha=0.15, lw=0)
+        sizes = sorted({r.n for rs in series.values() for r in rs})
+        bandwidth = [copy.get((machine, n)) for n in sizes]
+        if any(bandwidth):
+            ax.plot(sizes, bandwidth, "-", color="0.6", lw=1, label="copy bandwidth")
+        ax.set_xscale("log", base=2)
+        ax.set_title(technique, fontsize=9)
+        ax.set_xlabel("elements", fontsize=8)
+        ax.set_ylabel("GB/s (ideal bytes)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[len(techniques) :]:
+        ax.axis("off")
+    labels: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            labels.setdefault(label, handle)
+    fig.suptitle(f"{mode}, {machine}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.legend(list(labels.values()), list(labels), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8)
+    return fig
 
 
 def write_report(paths: list[Path], out: Path, ratios_path: Path | None = None) -> list[Path]:
@@ -467,7 +635,7 @@ def write_report(paths: list[Path], out: Path, ratios_path: Path | None = None) 
         raise ValueError(f"no output-limits benchmarks in {', '.join(map(str, paths))}")
     out.mkdir(parents=True, exist_ok=True)
     ratios = json.loads(ratios_path.read_text()) if ratios_path and ratios_path.exists() else None
-    (out / "report.md").write_text(markdown(rows, infos, ratios) + "\n## Headline\n\n" + headline(rows))
+    (out / "report.md").write_text(markdown(rows, infos, ratios))
     (out / "report.tex").write_text(latex(rows))
     write_csv(rows, out / "report.csv")
     return [out / "report.md", out / "report.tex", out / "report.csv", *plots(rows, out)]

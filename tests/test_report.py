@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from harness.report import load, paired_ratio_ci, ratio_ci
 
@@ -74,12 +75,12 @@ def test_two_runs_merge_into_one_report(tmp_path: Path) -> None:
     gpu = _run(tmp_path / "gpu.json", "Host CPU", "cuda", 0.01, 1)
     out = _report(tmp_path, cpu, gpu)
     md = (out / "report.md").read_text()
-    assert "## forward, cpu: Test CPU, 1 thread(s)" in md
-    assert "## forward, cuda: Fake GPU, 1 thread(s)" in md
+    assert "### forward, cpu: Test CPU, 1 thread(s)" in md
+    assert "### forward, cuda: Fake GPU, 1 thread(s)" in md
     row = next(line for line in md.splitlines() if line.startswith("| clamp | 2^20 |"))
     # JAX / eager is about 0.5 with an interval around it; eager reaches 8n bytes / 2 ms = 4.2 GB/s,
     # 5% of the same-size copy (8n bytes / 0.1 ms).
-    assert "0.5" in row.split("|")[6] and "[" in row.split("|")[6] and "(unpaired)" in row.split("|")[6]
+    assert "0.5" in row.split("|")[6] and "[" in row.split("|")[6] and "unpaired)" in row.split("|")[6]
     assert re.search(r"· 4\.\d+ GB/s, 5% \|", row), row
     with (out / "report.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -99,8 +100,10 @@ def test_two_runs_of_one_machine_are_both_kept(tmp_path: Path) -> None:
     first = _run(tmp_path / "a.json", "Test CPU", "cpu", 1.0, 0, stamp="2026-01-01T00:00")
     second = _run(tmp_path / "b.json", "Test CPU", "cpu", 2.0, 1, stamp="2026-02-01T00:00")
     md = (_report(tmp_path, first, second) / "report.md").read_text()
-    assert "## forward, cpu: Test CPU, 1 thread(s), 2026-01-01T00:00" in md
-    assert "## forward, cpu: Test CPU, 1 thread(s), 2026-02-01T00:00" in md
+    assert "### forward, cpu: Test CPU, 1 thread(s), 2026-01-01T00:00" in md
+    assert "### forward, cpu: Test CPU, 1 thread(s), 2026-02-01T00:00" in md
+    # The headline labels each row by machine and run.
+    assert "| clamp | forward | 2^20 | cpu: Test CPU, 1 thread(s), 2026-01-01T00:00 (run 1) |" in md
     eager = [line.split("|")[3] for line in md.splitlines() if line.startswith("| clamp | 2^20 |")]
     # About 2 ms in the first run and 4 ms in the second: neither overwrote the other.
     assert len(eager) == 2 and float(eager[0].split()[0]) < 3 < float(eager[1].split()[0]), eager
@@ -141,3 +144,41 @@ def test_ours_over_the_builtin_op_is_in_every_format(tmp_path: Path) -> None:
         ratios = {r["row"]: r["ours_over_builtin"] for r in csv.DictReader(f) if r["technique"] == "clamp"}
     assert 1.8 < float(ratios["torch-eager"]) < 2.2 and ratios["torch-compile"] == ""
     assert ratios["builtin-torch-eager"] == ""
+
+
+def _seconds(text: str) -> float:
+    value, unit = text.split()
+    return float(value) * {"µs": 1e-6, "ms": 1e-3}[unit]
+
+
+def test_report_opens_with_the_headline_whose_ratios_are_of_the_medians_beside_them(tmp_path: Path) -> None:
+    path = _run(tmp_path / "run.json", "Test CPU", "cpu", 1.0, 0, paired=0.8)
+    run = json.loads(path.read_text())
+    rng = np.random.default_rng(3)
+    run["benchmarks"] += [_bench("clamp", 2**20, "builtin-torch-eager", 1e-3, rng)]
+    path.write_text(json.dumps(run))
+    md = (_report(tmp_path, path) / "report.md").read_text()
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert sections[0].startswith("## Headline") and sections[-1] == "## Environment", sections
+    first_table = next(line for line in md.splitlines() if line.startswith("| "))
+    assert "ours / built-in" in first_table and "JAX / PyTorch eager" in first_table
+    row = next(line for line in md.splitlines() if line.startswith("| clamp | forward | 2^20 |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    eager, compiled, jit, jax_over_torch = cells[4:8]
+    # ours / built-in: 2 ms over 1 ms, and the printed medians divide to the printed ratio.
+    ratio, medians = float(eager.split()[0]), re.search(r"\((.*) ±\d+%.* / (.*) ±\d+%", eager).groups()
+    assert abs(ratio - _seconds(medians[0]) / _seconds(medians[1])) < 0.02 * ratio and 1.8 < ratio < 2.2, eager
+    assert compiled == "–" and jit == "–"
+    # JAX / eager from the paired rounds: 0.8, with those rounds' medians (not the rows' 1 ms / 2 ms).
+    ratio, (a, b) = float(jax_over_torch.split()[0]), re.search(r"\((.*) / (.*) paired\)", jax_over_torch).groups()
+    assert abs(ratio - 0.8) < 0.02 and abs(ratio - _seconds(a) / _seconds(b)) < 0.02 * ratio, jax_over_torch
+    assert "unpaired" not in jax_over_torch
+
+
+def test_plots_come_as_png_and_pdf_for_one_technique(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    run = _run(tmp_path / "run.json", "Test CPU", "cpu", 1.0, 0, paired=0.8)
+    out = _report(tmp_path, run)
+    for stem in ("overview-0", "throughput-0-forward"):
+        for suffix in (".png", ".pdf"):
+            assert (out / f"{stem}{suffix}").stat().st_size > 1000, f"{stem}{suffix}"
