@@ -14,7 +14,7 @@ import numpy as np
 
 import harness
 from bench.plan import BASELINES, BUILTINS, BenchCase
-from harness.tolerances import BENCH_CHECK, compare
+from harness.tolerances import bench_tolerance, compare
 
 
 def reference_of(case: BenchCase) -> Callable[[np.ndarray, Mapping[str, Any]], np.ndarray] | None:
@@ -64,14 +64,14 @@ def check(case: BenchCase, out: np.ndarray, x: np.ndarray, cot: np.ndarray, para
         raise AssertionError(f"{case.technique} declares no numpy reference, so its benchmark output cannot be checked")
     if case.mode == "forward":
         expected = _once(("forward", reference), x, cot, params, lambda: reference(x, params))
-        result = compare(out, expected, BENCH_CHECK)
+        result = compare(out, expected, bench_tolerance(case.technique, "value"))
         assert result.ok, f"output differs from the reference by {result.max_rel:.2e} ({result.problem or ''})"
         return result.max_rel
     declared = harness.get(case.technique).vjp_reference if case.kind == "ours" else None
     if declared is not None:
         # A gradient that is not the forward's derivative (straight-through) has its own reference.
         expected = _once(("vjp", declared), x, cot, params, lambda: declared(x, cot, params))
-        result = compare(out, expected, BENCH_CHECK)
+        result = compare(out, expected, bench_tolerance(case.technique, "vjp"))
         assert result.ok, f"VJP differs from the declared one by {result.max_rel:.2e} ({result.problem or ''})"
         return result.max_rel
     slope, v = _once(("slope", reference), x, cot, params, lambda: _directional(reference, x, cot, params))
@@ -80,5 +80,7 @@ def check(case: BenchCase, out: np.ndarray, x: np.ndarray, cot: np.ndarray, para
     # their absolute sum grows like n instead and would hide 1% of dx missing at 2^20 elements.
     scale = float(np.linalg.norm(out.astype(np.float64) * v)) or 1.0
     error = abs(got - slope) / scale
-    assert error <= BENCH_CHECK.rtol, f"VJP fails the finite-difference check: <dx, v> = {got:.6g}, not {slope:.6g}"
+    assert error <= bench_tolerance(case.technique, "vjp").rtol, (
+        f"VJP fails the finite-difference check: <dx, v> = {got:.6g}, not {slope:.6g}"
+    )
     return error

@@ -15,7 +15,8 @@ import numpy as np
 
 from harness._common import AUTOCAST_FLOAT32_ON_CUDA
 from harness.numerics import compute_dtype, finfo
-from harness.spec import Family, Param, TechniqueSpec, module_params, positive
+from harness.spec import DTYPES, Family, Param, TechniqueSpec, module_params, positive
+from harness.tolerances import NORMALIZATION_VALUES, normwise_values
 
 P = Mapping[str, Any]
 
@@ -78,6 +79,7 @@ LAYER_NORM = TechniqueSpec(
     feature_axis=-1,
     examples=({"elementwise_affine": False}, {"eps": 1e-3}),
     rejects=({"eps": 0.0}, {"eps": -1e-5}, {"eps": math.inf}, {"num_features": 0}, {"dtype": "int32"}),
+    tolerances=normwise_values(NORMALIZATION_VALUES, DTYPES),
     notes=(
         "Rows are scaled by a power of two before the statistics (exact), so the largest finite inputs "
         "do not overflow; a row holding an infinity takes its limit (the infinite entries at +-1 before "
@@ -158,6 +160,7 @@ BATCH_NORM = TechniqueSpec(
     stateful=True,
     examples=({"momentum": 0.5},),
     rejects=({"momentum": -0.1}, {"momentum": 1.5}, {"momentum": math.nan}, {"eps": 0.0}, {"num_features": -2}),
+    tolerances=normwise_values(NORMALIZATION_VALUES, DTYPES),
     notes="Channels are axis 1, as in PyTorch; training needs more than one value per channel.",
 )
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from harness._common import AUTOCAST_FLOAT32_ON_CUDA, errstate
 from harness.spec import Family, Param, TechniqueSpec
+from harness.tolerances import shifted_values
 
 P = Mapping[str, Any]
 
@@ -124,6 +125,7 @@ SPARSEMAX = TechniqueSpec(
     reduction_axes=_along_axis,
     min_rank=1,
     examples=({"axis": 0},),
+    tolerances=shifted_values(),
     notes="Martins and Astudillo (2016). Low-precision inputs are computed in float32.",
 )
 

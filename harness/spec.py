@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from harness.numerics import compute_dtype, finfo, module_input_dtypes
+from harness.tolerances import Tolerance, check_declared
 
 DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
 
@@ -160,6 +161,11 @@ class TechniqueSpec:
         runs the technique in float32, as ATen's autocast policy runs the framework's own op: a
         float16 or bfloat16 input then gives a float32 output. Elsewhere autocast leaves it in
         the input's dtype (JAX has no autocast).
+      * ``tolerances`` maps (dtype, quantity), quantity "value" or "vjp", to a
+        :class:`~harness.tolerances.Tolerance` that replaces the dtype's default for this technique
+        in the parity tests, ``harness check`` and the benchmark's output check; each carries its
+        reason (``harness.tolerances.shifted_values()`` gives the built-ins' for outputs that are a
+        bound plus or minus a term).
       * ``examples`` are extra parameter sets that the generic tests run besides the defaults;
         ``rejects`` are parameter sets that must raise ``ValueError``; ``dtype_rejects`` are
         (parameters, dtype) pairs that build but must raise ``ValueError`` at the call.
@@ -188,11 +194,13 @@ class TechniqueSpec:
     examples: tuple[Mapping[str, Any], ...] = ()
     rejects: tuple[Mapping[str, Any], ...] = ()
     dtype_rejects: tuple[tuple[Mapping[str, Any], str], ...] = ()
+    tolerances: Mapping[tuple[str, str], Tolerance] = field(default_factory=dict)
     notes: str = ""
     _by_name: Mapping[str, Param] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {p.name: p for p in self.params})
+        check_declared(self.name, self.tolerances, DTYPES)
 
     def __hash__(self) -> int:
         # By name: the fields hold dicts (examples), and a declaration is looked up by name anyway.

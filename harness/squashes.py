@@ -30,6 +30,7 @@ from harness.spec import (
     scale_fits,
     width_fits,
 )
+from harness.tolerances import SMOOTH_CLAMP_VALUES, normwise_values, shifted_values
 
 P = Mapping[str, Any]
 
@@ -126,6 +127,7 @@ def _scaled(name: str, formula: str, ref: Any, inverse_ref: Any, note: str) -> T
         dtype_rejects=(({"lo": -3e38, "hi": 3e38}, "float32"),),
         examples=({"lo": 0.0, "hi": 5.0},),
         rejects=LO_HI_REJECTS,
+        tolerances=shifted_values(),
         notes=note,
     )
 
@@ -229,6 +231,7 @@ SOFT_CLIP = TechniqueSpec(
     dtype_rejects=(({"hinge_softness": 1e-40}, "float32"), ({"lo": -3e38, "hi": 3e38}, "float32")),
     examples=({"lo": -10.0, "hi": 10.0, "hinge_softness": 0.5}, {"lo": 0.0, "hi": 1.0, "hinge_softness": 2.0}),
     rejects=(*LO_HI_REJECTS, {"hinge_softness": 0.0}, {"hinge_softness": -1.0}),
+    tolerances=shifted_values(),
     notes="softplus is written out (max(v, 0) + log1p(exp(-|v|))): PyTorch's has a threshold, JAX's none.",
 )
 
@@ -294,6 +297,7 @@ SMOOTH_CLAMP = TechniqueSpec(
         {"lo": -3.0, "hi": 2.0, "linear_fraction": 0.8},
     ),
     rejects=({"lo": 1.0, "hi": -1.0}, {"linear_fraction": 1.0}, {"linear_fraction": -0.1}, {"hi": math.inf}),
+    tolerances=normwise_values(SMOOTH_CLAMP_VALUES),
     notes=(
         "Identity in the middle (exactly), sigmoid tails matched in value, slope and curvature at the "
         "joins. Computed as m + 2r (sigmoid(2e/r) - 1/2) with m = clamp(x, lo + r, hi - r), e = x - m: "

@@ -13,6 +13,7 @@ thousandth of the largest one. NaNs must sit at the same positions, infinities m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,41 +77,57 @@ DEFAULTS: dict[tuple[str, str], Tolerance] = {
     ),
 }
 
-_NORMALIZATION_VALUES = (
+QUANTITIES = ("value", "vjp")
+# The dtypes whose float32-rounded results carry a bound's absolute error (float64 meets the
+# elementwise default); for the norm-wise value overrides below.
+ROUNDED = ("float32", "float16", "bfloat16")
+
+NORMALIZATION_VALUES = (
     "Norm-wise values: x - mean and the affine step w * xhat + b subtract terms of the array's size, so an "
     "output near zero carries an absolute, not relative, rounding error. Same rtol as the dtype's default."
 )
 
-_SMOOTH_CLAMP_VALUES = (
+SMOOTH_CLAMP_VALUES = (
     "Norm-wise values: the tails are computed from their join, m + 2r (sigmoid(2e/r) - 1/2), which takes "
     "five cheap passes instead of branches (PyTorch's where is 6x slower than sigmoid on CPU). Near a bound "
     "of 0 the error is therefore absolute, about ulp(r), instead of relative. float64 meets the elementwise "
     "default and keeps it."
 )
 
-_SHIFTED_VALUES = (
+SHIFTED_VALUES = (
     "Norm-wise values: the output is a bound plus or minus a term of the interval's size (lo + (hi - lo) s, "
     "hi - s(...) w / s(w), z - tau), so an output near zero carries an absolute error of a few ulps of the "
     "bound, not a relative one. Same rtol as the dtype's default; float64 meets the elementwise default."
 )
 
-# Per-technique overrides: (technique, dtype, quantity) -> Tolerance. Each needs its own reason.
-OVERRIDES: dict[tuple[str, str, str], Tolerance] = {
-    **{
-        (name, dtype, "value"): Tolerance(DEFAULTS[dtype, "value"].rtol, _NORMALIZATION_VALUES, NORMWISE)
-        for name in ("layer_norm", "batch_norm")
-        for dtype in ("float64", "float32", "float16", "bfloat16")
-    },
-    **{
-        ("smooth_clamp", dtype, "value"): Tolerance(DEFAULTS[dtype, "value"].rtol, _SMOOTH_CLAMP_VALUES, NORMWISE)
-        for dtype in ("float32", "float16", "bfloat16")
-    },
-    **{
-        (name, dtype, "value"): Tolerance(DEFAULTS[dtype, "value"].rtol, _SHIFTED_VALUES, NORMWISE)
-        for name in ("scaled_sigmoid", "scaled_tanh", "soft_clip", "sparsemax")
-        for dtype in ("float32", "float16", "bfloat16")
-    },
-}
+
+def normwise_values(reason: str, dtypes: tuple[str, ...] = ROUNDED) -> dict[tuple[str, str], Tolerance]:
+    """Values compared norm-wise at each dtype's default rtol, for ``reason``: the overrides a
+    declaration gives in ``TechniqueSpec.tolerances`` when its outputs are a sum of terms of the
+    array's size (a bound plus or minus a term, a centred and scaled value)."""
+    return {(dtype, "value"): Tolerance(DEFAULTS[dtype, "value"].rtol, reason, NORMWISE) for dtype in dtypes}
+
+
+def shifted_values(dtypes: tuple[str, ...] = ROUNDED) -> dict[tuple[str, str], Tolerance]:
+    """``normwise_values`` for outputs that are a bound plus or minus a term of the interval's
+    size, with the reason the built-in techniques of that shape give."""
+    return normwise_values(SHIFTED_VALUES, dtypes)
+
+
+def check_declared(technique: str, declared: Mapping[tuple[str, str], Any], dtypes: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` unless ``declared`` maps (dtype, quantity) to a Tolerance with a
+    positive rtol and a reason: what ``TechniqueSpec`` checks of its ``tolerances``."""
+    for key, tol in declared.items():
+        if not (isinstance(key, tuple) and len(key) == 2 and key[0] in dtypes and key[1] in QUANTITIES):
+            raise ValueError(
+                f"{technique}: tolerances keys are (dtype, quantity) with dtype one of {', '.join(dtypes)} and "
+                f"quantity one of {', '.join(QUANTITIES)}, got {key!r}"
+            )
+        if not isinstance(tol, Tolerance) or not 0 < tol.rtol < 1 or not tol.reason.strip():
+            raise ValueError(
+                f"{technique}: tolerances[{key!r}] must be a harness.tolerances.Tolerance with 0 < rtol < 1 and a "
+                f"reason a reviewer can accept, got {tol!r}"
+            )
 
 
 BENCH_CHECK = Tolerance(
@@ -153,9 +170,29 @@ def head_tolerance(technique: str, dtype: str, quantity: str) -> Tolerance:
     return Tolerance(base.rtol, _HEAD_VALUES, NORMWISE) if quantity == "value" else base
 
 
+def _declared(technique: str) -> Mapping[tuple[str, str], Tolerance]:
+    # Imported here: the registry loads the declarations, which import this module.
+    from harness.registry import get
+
+    try:
+        return get(technique).tolerances
+    except LookupError:
+        return {}
+
+
 def tolerance(technique: str, dtype: str, quantity: str) -> Tolerance:
-    """The tolerance for comparing ``quantity`` ("value" or "vjp") of ``technique`` in ``dtype``."""
-    return OVERRIDES.get((technique, dtype, quantity), DEFAULTS[dtype, quantity])
+    """The tolerance for comparing ``quantity`` ("value" or "vjp") of ``technique`` in ``dtype``:
+    the declaration's own (``TechniqueSpec.tolerances``), else the dtype's default."""
+    return _declared(technique).get((dtype, quantity), DEFAULTS[dtype, quantity])
+
+
+def bench_tolerance(technique: str, quantity: str) -> Tolerance:
+    """The benchmark's output check for ``technique``: BENCH_CHECK, or the declaration's float32
+    tolerance where that is looser (a declared, reasoned override also holds for the bench)."""
+    declared = _declared(technique).get(("float32", quantity))
+    if declared is not None and declared.rtol > BENCH_CHECK.rtol:
+        return declared
+    return BENCH_CHECK
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@ block size: the blocks keep large benchmark outputs in cache, never change the a
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -51,3 +53,28 @@ def test_verdicts_and_where_they_point() -> None:
     assert compare(a, np.array([1.0, 2.0, np.nan, -np.inf]), tol).problem == "infinities differ, first at (3,)"
     worst = compare(np.array([1.0, 2.0, 4.0]), np.array([1.0, 2.2, 4.1]), tol)
     assert not worst.ok and worst.worst_index == (1,) and worst.max_abs == pytest.approx(0.2)
+
+
+def test_declarations_carry_their_overrides_with_reasons() -> None:
+    import harness
+    from harness.tolerances import NORMWISE, Tolerance, bench_tolerance, tolerance
+
+    for name in harness.names():
+        for (dtype, quantity), tol in harness.get(name).tolerances.items():
+            assert tolerance(name, dtype, quantity) is tol and len(tol.reason) > 40, (name, dtype, quantity)
+    assert tolerance("soft_clip", "float32", "value").floor == NORMWISE
+    assert tolerance("clamp", "float32", "value") is DEFAULTS["float32", "value"]
+    assert tolerance("no_such_technique", "float64", "vjp") is DEFAULTS["float64", "vjp"]
+    assert bench_tolerance("clamp", "value") is BENCH_CHECK  # declared float32 ones are all tighter
+    spec = harness.get("clamp")
+    loose = {("float32", "vjp"): Tolerance(3e-4, "a plugin's own reason, long enough to be read and judged")}
+    assert dataclasses.replace(spec, tolerances=loose).tolerances == loose
+    bad_ones = [
+        {("float8", "value"): loose["float32", "vjp"]},
+        {("float32", "grad"): loose["float32", "vjp"]},
+        {("float32", "value"): Tolerance(1e-5, " ")},
+        {("float32", "value"): 1e-5},
+    ]
+    for bad in bad_ones:
+        with pytest.raises(ValueError, match="tolerances"):
+            dataclasses.replace(spec, tolerances=bad)
