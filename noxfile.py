@@ -19,7 +19,8 @@ nox.options.default_venv_backend = "venv"
 
 # Exact CPU versions of torch, jax, jaxlib, flax (and the test tools) for every session.
 CONSTRAINTS = ("-c", "constraints-cpu.txt")
-PLUGIN = "./examples/erf_plugin"
+# The example plugins: one without parameters, one with (lo, hi) and its own tolerances.
+EXAMPLE_PLUGINS = ("./examples/erf_plugin", "./examples/interval_softsign_plugin")
 # The benchmark machinery: a local package of its own (bench/pyproject.toml), outside the wheel.
 BENCH = "./bench"
 
@@ -29,6 +30,21 @@ def _can_install(session: nox.Session) -> bool:
         session.log("no virtualenv (--no-venv): using the installed packages as they are")
         return False
     return True
+
+
+def _user_plugins() -> list[str]:
+    """Plugins named by OUTPUT_LIMITS_PLUGINS: local folders or requirement specifiers, separated
+    by commas (or the path separator). A folder installs editable, so edits need no reinstall."""
+    given = os.environ.get("OUTPUT_LIMITS_PLUGINS", "")
+    return [p.strip() for p in given.replace(os.pathsep, ",").split(",") if p.strip()]
+
+
+def _install_plugins(session: nox.Session, plugins: list[str]) -> None:
+    for plugin in plugins:
+        if Path(plugin).is_dir():
+            session.install(*CONSTRAINTS, "-e", plugin)
+        else:
+            session.install(*CONSTRAINTS, plugin)
 
 
 def _local_packages(session: nox.Session) -> dict[str, str]:
@@ -43,15 +59,17 @@ def _local_packages(session: nox.Session) -> dict[str, str]:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the whole suite on CPU: parity, kinks, bounds, errors, heads, the example plugin.
+    """Run the whole suite on CPU: parity, kinks, bounds, errors, heads, the example plugins.
 
-    Extra arguments go to pytest, e.g. ``nox -s tests -- -k softmax -x``.
+    Extra arguments go to pytest, e.g. ``nox -s tests -- -k softmax -x``. Plugins named by
+    OUTPUT_LIMITS_PLUGINS (folders or requirements, comma-separated) are installed too, and every
+    generic test runs on their techniques: ``OUTPUT_LIMITS_PLUGINS=../my_plugin nox -s tests``.
     """
     env = _local_packages(session)
     if _can_install(session):
         session.install(*CONSTRAINTS, "-e", ".[torch,jax,test]", "-e", BENCH)
-        session.install(*CONSTRAINTS, "-e", PLUGIN)
-        # The plugin's own test asserts it is registered; it only runs where we installed it.
+        _install_plugins(session, [*EXAMPLE_PLUGINS, *_user_plugins()])
+        # The example plugins' own tests assert they are registered; they run where we installed them.
         env["OUTPUT_LIMITS_EXAMPLE_PLUGIN"] = "1"
     session.run("pytest", *session.posargs, env=env)
     # Again without the C kernel (impl_torch/_native): the ATen formula that runs where no compiler is must
@@ -72,6 +90,7 @@ def bench(session: nox.Session) -> None:
     Arguments go to pytest: ``-- --quick`` (a subset in minutes), ``-- --threads all``,
     ``-- --techniques clamp,softmax``, ``-- --sizes 10,16,22``, ``-- --devices cuda``, ``-- --tf32``,
     ``-- --budget 0.2`` (timed seconds per row).
+    Plugins named by OUTPUT_LIMITS_PLUGINS (as for the tests) are installed and benchmarked.
     With OUTPUT_LIMITS_CUDA=1 the environment gets CUDA builds: PyPI's torch wheel for Linux x86-64
     is one already (CUDA 13), JAX's comes with its cuda13 extra (same pinned versions).
     """
@@ -83,6 +102,8 @@ def bench(session: nox.Session) -> None:
             session.install(*CONSTRAINTS, "-e", ".[torch,bench]", "-e", BENCH, "jax[cuda13]", "flax")
         else:
             session.install(*CONSTRAINTS, "-e", ".[torch,jax,bench]", "-e", BENCH)
+        # Plugins named by OUTPUT_LIMITS_PLUGINS are benchmarked with the rest (--quick too).
+        _install_plugins(session, _user_plugins())
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(".bench") / stamp
     out.mkdir(parents=True)

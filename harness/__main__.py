@@ -1,6 +1,6 @@
-"""Command line: ``output-limits list [--builtin]`` and ``output-limits report FILE.json ...``
-(also ``python -m harness ...``). Bad input gets one line on stderr and exit status 2, never a
-traceback."""
+"""Command line: ``output-limits list [--builtin]``, ``output-limits check [NAME ...]`` and
+``output-limits report FILE.json ...`` (also ``python -m harness ...``). Bad input gets one line
+on stderr and exit status 2, never a traceback; ``check`` exits 1 when a check fails."""
 
 from __future__ import annotations
 
@@ -47,6 +47,36 @@ def _check_inputs(parser: argparse.ArgumentParser, files: list[Path], ratios: Pa
             parser.error(f"{path}: not a JSON file ({type(error).__name__}: {str(error).splitlines()[0]})")
 
 
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import harness
+    from harness import conformance
+
+    if args.names == ["all"]:
+        names = harness.names()
+    elif args.names:
+        names = args.names
+        for name in names:
+            try:
+                harness.get(name)
+            except LookupError as error:
+                parser.error(str(error))
+    else:
+        names = [n for n in harness.names() if harness.registry.origin(n) != "builtin"]
+        if not names:
+            parser.error("no plugin is installed; name the techniques to check, or 'all'")
+    checks = args.checks.split(",") if args.checks else None
+    unknown = [c for c in checks or () if c not in conformance.CHECKS]
+    if unknown:
+        parser.error(f"--checks {','.join(unknown)}: unknown; the checks are {', '.join(conformance.CHECKS)}")
+    results = conformance.run(names, checks, seed=args.seed)
+    print(conformance.table(results))
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        print(f"FAILED {r.check} of {r.technique} ({r.case}): {r.detail}", file=sys.stderr)
+    print(f"{len(results) - len(failed)} of {len(results)} checks passed for {', '.join(names)}")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog=_prog(), description="output-limits registry and benchmark tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument(
         "--builtin", action="store_true", help="only this repository's techniques (the README's table)"
     )
+    check = commands.add_parser(
+        "check", help="run the conformance checks on techniques (default: every installed plugin's)"
+    )
+    check.add_argument("names", nargs="*", help="techniques to check; 'all' for every registered one")
+    check.add_argument("--checks", default=None, help="comma-separated subset of the checks (default: all)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     report = commands.add_parser("report", help="tables and plots from saved benchmark JSON (several files merge)")
     report.add_argument("files", nargs="+", type=Path, help="pytest-benchmark JSON files from nox -s bench")
     report.add_argument(
@@ -65,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.add_argument("--ratios", type=Path, default=None, help="bench/speed_ratios.py JSON to include")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return _check(check, args)
     if args.command == "report":
         from harness.report import write_report
 

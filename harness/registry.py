@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from harness import clamps, norms, simplex, squashes
 from harness import spec as _spec_module
+from harness import tolerances as _tolerances_module
 from harness.spec import Family, Framework, TechniqueSpec
 
 FRAMEWORKS: tuple[Framework, ...] = tuple(Framework)
@@ -205,6 +206,16 @@ def _load_group(group: str) -> None:
 
 
 _spec_module._lookup = get  # what unpickled declarations resolve by name (see TechniqueSpec.__reduce__)
+
+
+def _declared_tolerances(name: str) -> Any:
+    try:
+        return get(name).tolerances
+    except LookupError:
+        return {}
+
+
+_tolerances_module._declared = _declared_tolerances  # what harness.tolerances.tolerance() reads
 
 
 def _suggest(name: str) -> str:

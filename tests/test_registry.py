@@ -72,6 +72,10 @@ def test_example_plugin_is_registered_and_covered() -> None:
     assert "erf_squash" in harness.names()
     assert registry.origin("erf_squash") == "plugin:erf_squash"
     assert "erf_squash" in {c.name for c in CASES}, "the generic tests do not see the plugin"
+    # The example with parameters: its declared example runs too, and its tolerances are its own.
+    assert registry.origin("interval_softsign") == "plugin:interval_softsign"
+    assert {"interval_softsign-defaults", "interval_softsign-ex1"} <= {c.id for c in CASES}
+    assert harness.get("interval_softsign").tolerances[("float32", "value")].floor == 1.0
 
 
 def test_readme_table_is_current() -> None:
