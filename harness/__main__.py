@@ -36,14 +36,16 @@ def default_report_folder(files: list[Path], now: datetime.datetime | None = Non
 
 
 def _check_inputs(parser: argparse.ArgumentParser, files: list[Path], ratios: Path | None) -> None:
+    from harness.report import read_json
+
     for path in [*files, *([ratios] if ratios else [])]:
         if not path.is_file():
             parser.error(
                 f"{path}: no such file (give the raw.json that nox -s bench wrote, e.g. .bench/latest/raw.json)"
             )
         try:
-            json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            read_json(path)
+        except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as error:
             parser.error(f"{path}: not a JSON file ({type(error).__name__}: {str(error).splitlines()[0]})")
 
 

@@ -12,6 +12,7 @@ merging two runs of one machine shows both instead of keeping the last.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 from collections import defaultdict
@@ -108,10 +109,19 @@ def _labels(raws: list[dict[str, Any]]) -> list[dict[str, str]]:
     return labels
 
 
+def read_json(path: Path) -> Any:
+    """A saved run: raw.json as nox -s bench writes it, or gzip-compressed (``.gz``, as
+    ``python -m bench.compact`` writes committed runs)."""
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt") as f:
+            return json.load(f)
+    return json.loads(path.read_text())
+
+
 def load(paths: Iterable[Path]) -> tuple[list[Row], list[dict[str, Any]]]:
     rows, infos = [], []
     paths = list(paths)
-    raws = [json.loads(Path(path).read_text()) for path in paths]
+    raws = [read_json(Path(path)) for path in paths]
     for run, (path, raw, labels) in enumerate(zip(paths, raws, _labels(raws), strict=True), start=1):
         info = raw.get("machine_info", {})
         infos.append({"file": str(path), "datetime": raw.get("datetime"), **info})
@@ -502,7 +512,7 @@ def _pyplot() -> Any:
 
 def _save(fig: Any, out: Path, stem: str) -> list[Path]:
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=130, bbox_inches="tight")
+    fig.savefig(paths[0], dpi=100, bbox_inches="tight")
     fig.savefig(paths[1], bbox_inches="tight")
     return paths
 
@@ -634,7 +644,7 @@ def write_report(paths: list[Path], out: Path, ratios_path: Path | None = None) 
     if not rows:
         raise ValueError(f"no output-limits benchmarks in {', '.join(map(str, paths))}")
     out.mkdir(parents=True, exist_ok=True)
-    ratios = json.loads(ratios_path.read_text()) if ratios_path and ratios_path.exists() else None
+    ratios = read_json(ratios_path) if ratios_path and ratios_path.exists() else None
     (out / "report.md").write_text(markdown(rows, infos, ratios))
     (out / "report.tex").write_text(latex(rows))
     write_csv(rows, out / "report.csv")

@@ -182,3 +182,17 @@ def test_plots_come_as_png_and_pdf_for_one_technique(tmp_path: Path) -> None:
     for stem in ("overview-0", "throughput-0-forward"):
         for suffix in (".png", ".pdf"):
             assert (out / f"{stem}{suffix}").stat().st_size > 1000, f"{stem}{suffix}"
+
+
+def test_a_compacted_run_reports_as_the_raw_one(tmp_path: Path) -> None:
+    from bench.compact import main as compact_main
+
+    raw = _run(tmp_path / "raw.json", "Test CPU", "cpu", 1.0, 0, paired=0.8)
+    assert compact_main([str(raw), str(tmp_path / "raw.json.gz")]) == 0
+    (full,), (small,) = ([r for r in load([p])[0] if r.row == "jax-jit"] for p in (raw, tmp_path / "raw.json.gz"))
+    assert abs(small.median - full.median) <= 1e-3 * full.median and len(small.data) == len(full.data)
+    assert paired_ratio_ci(small.paired_ours, small.paired_against)[0] == pytest.approx(
+        paired_ratio_ci(full.paired_ours, full.paired_against)[0], rel=1e-3
+    )
+    md = (_report(tmp_path, tmp_path / "raw.json.gz") / "report.md").read_text()
+    assert "| clamp | forward | 2^20 |" in md
