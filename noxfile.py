@@ -21,6 +21,8 @@ nox.options.default_venv_backend = "venv"
 CONSTRAINTS = ("-c", "constraints-cpu.txt")
 # The example plugins: one without parameters, one with (lo, hi) and its own tolerances.
 EXAMPLE_PLUGINS = ("./examples/erf_plugin", "./examples/interval_softsign_plugin")
+# The techniques whose PyTorch eager CPU float32 path runs a C kernel (impl_torch/_native).
+NATIVE_TECHNIQUES = ("smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "sparsemax")
 # The benchmark machinery: a local package of its own (bench/pyproject.toml), outside the wheel.
 BENCH = "./bench"
 
@@ -72,11 +74,12 @@ def tests(session: nox.Session) -> None:
         # The example plugins' own tests assert they are registered; they run where we installed them.
         env["OUTPUT_LIMITS_EXAMPLE_PLUGIN"] = "1"
     session.run("pytest", *session.posargs, env=env)
-    # Again without the C kernel (impl_torch/_native): the ATen formula that runs where no compiler is must
-    # keep its float32 coverage. Only smooth_clamp has a kernel; torch.compile never uses one.
+    # Again without the C kernels (impl_torch/_native): the ATen formulas that run where no compiler is
+    # must keep their float32 coverage. These techniques have kernels; torch.compile never uses one.
     if not session.posargs:
         fallback = {"OUTPUT_LIMITS_NATIVE": "0", "OUTPUT_LIMITS_PARITY_DIR": ".parity/native-off"}
-        session.run("pytest", "-q", "-k", "smooth_clamp and not compile", env={**env, **fallback})
+        kernels = " or ".join(NATIVE_TECHNIQUES)
+        session.run("pytest", "-q", "-k", f"({kernels}) and not compile", env={**env, **fallback})
     # The benchmark files once, with timing disabled, so they cannot rot (outputs still checked).
     session.run("pytest", "bench/test_bench.py", "--quick", "--benchmark-disable", "-q", env=env)
 
