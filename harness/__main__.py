@@ -70,7 +70,10 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     unknown = [c for c in checks or () if c not in conformance.CHECKS]
     if unknown:
         parser.error(f"--checks {','.join(unknown)}: unknown; the checks are {', '.join(conformance.CHECKS)}")
-    results = conformance.run(names, checks, seed=args.seed)
+    try:
+        results = conformance.run(names, checks, seed=args.seed)
+    except ImportError as error:
+        parser.error(f"the checks run both frameworks: {error} (pip install 'output-limits[torch,jax]')")
     print(conformance.table(results))
     failed = [r for r in results if not r.ok]
     for r in failed:

@@ -91,10 +91,11 @@ def guard_always() -> bool:
 
 
 def kernel_serves(x: torch.Tensor) -> bool:
-    """Whether the C kernels (``_native``) compute smooth_clamp and sparsemax's threshold for
-    ``x``: eager, CPU, float32, where they built. ATen has no fused op for smooth_clamp's formula,
-    and its six passes cost about 2.7 sigmoids where the kernel's one costs about 1.1 (README,
-    speed targets); under torch.compile inductor fuses.
+    """Whether the C kernels (``_native``) compute smooth_clamp, scaled_sigmoid, scaled_tanh,
+    soft_clip, leaky_clamp and sparsemax's threshold for ``x``: eager, CPU, float32, where they
+    built. ATen has no fused op for those formulas, and its passes cost up to several times the
+    kernel's one (smooth_clamp: about 2.7 sigmoids against 1.1; README, speed targets); under
+    torch.compile inductor fuses.
 
     Only a plain tensor with memory behind it: under torch.func transforms and vmap tensors are
     wrappers without storage, fake tensors (torch.export, FakeTensorMode) have a null one, and

@@ -47,7 +47,7 @@ def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torc
     if kernel_serves(x):
         # One pass: ATen's sigmoid, scale and shift take three (1.5-1.75 sigmoids at 2^22).
         rule = functools.partial(_scaled_sigmoid_derivative, lo=lo, hi=hi, slope=slope)
-        return native_elementwise(x, "scaled_sigmoid", (lo, hi, slope), rule)
+        return native_elementwise(x, "scaled_sigmoid", (lo, hi, slope, hi - lo), rule)
     xc = upcast(x)
     s = torch.sigmoid(xc * slope if slope != 1.0 else xc)
     # lo + (hi - lo) * s stays <= hi by monotone rounding whenever lo + (hi - lo) rounds to <= hi.
@@ -152,7 +152,7 @@ def soft_clip(x: torch.Tensor, *, lo: float, hi: float, hinge_softness: float) -
     if kernel_serves(x):
         # One pass with two exp and two log1p: the formula takes about ten ATen passes.
         rule = functools.partial(_soft_clip_derivative, lo=lo, hi=hi, c=c)
-        return native_elementwise(x, "soft_clip", (lo, hi, c, shrink), rule)
+        return native_elementwise(x, "soft_clip", (lo, hi, c, shrink, w), rule)
     xc = upcast(x)
     y = hi - _softplus_c(w - _softplus_c(xc - lo, c), c) * shrink
     # hi - positive <= hi; the shrink factor can round the lower end an ulp below lo.

@@ -66,9 +66,24 @@ def test_the_pytest_plugin_runs_the_checks_in_a_plugins_own_suite(tmp_path: Path
     declaration = NAIVE.split("from harness.__main__")[0]
     (tmp_path / "conftest.py").write_text(declaration)  # the plugin under test, registered in-process
     (tmp_path / "test_mine.py").write_text("from harness.pytest_plugin import test_output_limits_conformance\n")
-    command = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path)]
+    # The plugin by module, whether or not the package's pytest11 entry point is installed here.
+    plugin = ["-p", "no:output_limits", "-p", "harness.pytest_plugin"]
+    command = ["-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin, "--rootdir", str(tmp_path), str(tmp_path)]
     done = _run(*command, "--output-limits", "naive_clamp", "-k", "kinks or shapes")
     assert done.returncode == 1 and "1 failed, 1 passed" in done.stdout, done.stdout + done.stderr
     assert "naive_clamp-kinks" in done.stdout and "kinks of naive_clamp" in done.stdout, done.stdout
     done = _run(*command, "--output-limits", "clamp,softmax", "-k", "shapes or bad_parameters")
     assert done.returncode == 0 and "4 passed" in done.stdout, done.stdout + done.stderr
+
+
+def test_bounds_hold_on_infinite_bounds_too() -> None:
+    """leaky_clamp's range is the reals and log_softmax's reaches -inf: an output on an infinite
+    bound is inside it, not a NaN distance from it."""
+    import numpy as np
+
+    from harness import conformance
+
+    conformance.prepare()
+    for name in ("leaky_clamp", "log_softmax"):
+        results = conformance.check_bounds(name, np.random.default_rng(0))
+        assert results and all(r.ok for r in results), [r for r in results if not r.ok][:2]

@@ -113,7 +113,7 @@ def test_elementwise_kernels_match_the_aten_formulas(
 @pytest.mark.parametrize("name", native.ELEMENTWISE)
 def test_elementwise_kernels_do_not_depend_on_threads(name: str, rng: np.random.Generator) -> None:
     x = torch.from_numpy(rng.normal(scale=2.0, size=(1 << 18) + 3).astype(np.float32))
-    params = (-1.0, 2.0, 0.5, 1.25)
+    params = (-1.0, 2.0, 0.5, 1.25, 3.0)
     results = []
     for threads in (1, 3):
         y, dx = torch.empty_like(x), torch.empty_like(x)

@@ -65,7 +65,8 @@ def test_declarations_carry_their_overrides_with_reasons() -> None:
     assert tolerance("soft_clip", "float32", "value").floor == NORMWISE
     assert tolerance("clamp", "float32", "value") is DEFAULTS["float32", "value"]
     assert tolerance("no_such_technique", "float64", "vjp") is DEFAULTS["float64", "vjp"]
-    assert bench_tolerance("clamp", "value") is BENCH_CHECK  # declared float32 ones are all tighter
+    assert bench_tolerance("clamp", "value") is BENCH_CHECK  # clamp declares none
+    assert bench_tolerance("soft_clip", "value") is BENCH_CHECK  # its declared float32 rtol is tighter
     spec = harness.get("clamp")
     loose = {("float32", "vjp"): Tolerance(3e-4, "a plugin's own reason, long enough to be read and judged")}
     assert dataclasses.replace(spec, tolerances=loose).tolerances == loose
@@ -78,3 +79,13 @@ def test_declarations_carry_their_overrides_with_reasons() -> None:
     for bad in bad_ones:
         with pytest.raises(ValueError, match="tolerances"):
             dataclasses.replace(spec, tolerances=bad)
+
+
+def test_a_looser_declared_tolerance_only_widens_the_bench_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.tolerances import Tolerance, bench_tolerance
+
+    loose = Tolerance(3e-4, "a plugin's reason")  # elementwise floor, looser rtol than BENCH_CHECK
+    monkeypatch.setattr(tolerances, "_declared", lambda name: {("float32", "vjp"): loose})
+    widened = bench_tolerance("my_limit", "vjp")
+    assert widened.rtol == 3e-4 and widened.floor == BENCH_CHECK.floor and "a plugin's reason" in widened.reason
+    assert bench_tolerance("my_limit", "value") is BENCH_CHECK

@@ -2,11 +2,12 @@
 with ctypes. Private to ``impl_torch``, their only user.
 
 The functions take buffer addresses, and this module imports no framework. PyTorch's eager CPU
-float32 smooth_clamp uses them (``impl_torch/squashes.py``): ATen has no fused op for its
-formula, and the six ATen passes it takes cost 2.4-2.9 sigmoids against a target of 2.5
-(README, speed targets); XLA fuses the JAX side itself. So does sparsemax's threshold
-(``impl_torch/simplex.py``): Michelot's iteration on rows held in the cache, where each ATen
-pass over the whole tensor costs most of a softmax.
+float32 smooth_clamp, scaled_sigmoid, scaled_tanh, soft_clip and leaky_clamp use them
+(``impl_torch/squashes.py``, ``impl_torch/clamps.py``): ATen has no fused op for their formulas,
+and the two to ten ATen passes each takes cost up to several times the framework op they are
+measured against (README, speed targets); XLA fuses the JAX side itself. So does sparsemax's
+threshold (``impl_torch/simplex.py``): Michelot's iteration on rows held in the cache, where each
+ATen pass over the whole tensor costs most of a softmax.
 
 The kernels compute the technique's declaration as the ATen formula does (same parameters in the
 same dtype, the exact linear middle, NaN and infinities alike), and the parity tests run both.
@@ -33,8 +34,9 @@ from harness.squashes import SmoothClampParts, smooth_clamp_parts
 
 SOURCES = ("smooth_clamp.c", "squashes.c", "sparsemax.c")
 HEADERS = ("parallel.h", "vmath.h")  # what they share: threads and jobs; exp, log1p, sigmoid, clamp
-# The elementwise kernels of squashes.c: a forward and a backward each, four float parameters
+# The elementwise kernels of squashes.c: a forward and a backward each, five float parameters
 # (see each kernel's comment for which).
+PARAMETERS = 5
 ELEMENTWISE = ("scaled_sigmoid", "soft_clip", "leaky_clamp")
 # -march=native: the build runs on the machine that uses it, once per process, so it may use all
 # of its vector width (AVX-512 halves the time against AVX2 here). The second set is the fallback
@@ -196,25 +198,25 @@ def _elementwise_checks(library: ctypes.CDLL) -> list[tuple[str, object, list[fl
     shrink = 2.0 / sp(2.0, 0.5)
     expected = {
         "scaled_sigmoid": (
-            [-1.0, 3.0, 2.0, 0.0],
+            [-1.0, 3.0, 2.0, 4.0],
             [math.nan, 3.0, -1.0, *(-1.0 + 4.0 * sig(2.0 * v) for v in x[3:])],
             [math.nan, 0.0, 0.0, *(8.0 * sig(2.0 * v) * (1.0 - sig(2.0 * v)) for v in x[3:])],
         ),
         "soft_clip": (
-            [-1.0, 1.0, 0.5, shrink],
+            [-1.0, 1.0, 0.5, shrink, 2.0],
             [math.nan, 1.0, -1.0, *(1.0 - sp(2.0 - sp(v + 1.0, 0.5), 0.5) * shrink for v in x[3:])],
             [math.nan, 0.0, 0.0, *(shrink * sig((2.0 - sp(v + 1.0, 0.5)) / 0.5) * sig((v + 1.0) / 0.5) for v in x[3:])],
         ),
         "leaky_clamp": (
-            [-1.0, 1.0, 0.25, 0.0],
+            [-1.0, 1.0, 0.25],
             [math.nan, math.inf, -math.inf, 0.5, -1.25],
-            [1.0, 0.25, 0.25, 1.0, 0.25],  # a NaN x counts as inside, as in ATen and XLA
+            [1.0, 0.25, 0.25, 1.0, 0.25],  # a NaN x counts as inside, as in XLA
         ),
     }
     checks = []
     for name, (params, want_y, want_dx) in expected.items():
         xs, ones, y, dx = ((ctypes.c_float * len(x))(*v) for v in (x, [1.0] * len(x), x, x))
-        p = (ctypes.c_float * 4)(*params)
+        p = (ctypes.c_float * PARAMETERS)(*params)
         xa, ya, dxa, onesa = (ctypes.addressof(b) for b in (xs, y, dx, ones))
         getattr(library, f"{name}_forward_f32")(xa, ya, len(x), p, 1)
         getattr(library, f"{name}_backward_f32")(xa, onesa, dxa, len(x), p, 1)
@@ -249,16 +251,16 @@ def smooth_clamp_backward_f32(x: int, grad: int, dx: int, n: int, *, parts: Smoo
 
 def elementwise_forward_f32(name: str, x: int, y: int, n: int, *, params: tuple[float, ...], threads: int) -> None:
     """Write technique ``name`` (one of ELEMENTWISE) of the ``n`` contiguous float32 at address
-    ``x`` to address ``y``. ``params`` (at most four, as its kernel reads them) are rounded to
-    float32 by ctypes, as ATen rounds a Python scalar."""
-    getattr(_library(), f"{name}_forward_f32")(x, y, n, (ctypes.c_float * 4)(*params), threads)
+    ``x`` to address ``y``. ``params`` (at most PARAMETERS, as its kernel reads them) are rounded
+    to float32 by ctypes, as ATen rounds a Python scalar."""
+    getattr(_library(), f"{name}_forward_f32")(x, y, n, (ctypes.c_float * PARAMETERS)(*params), threads)
 
 
 def elementwise_backward_f32(
     name: str, x: int, grad: int, dx: int, n: int, *, params: tuple[float, ...], threads: int
 ) -> None:
     """Write the input gradient of technique ``name`` (cotangent at ``grad``) to ``dx``."""
-    getattr(_library(), f"{name}_backward_f32")(x, grad, dx, n, (ctypes.c_float * 4)(*params), threads)
+    getattr(_library(), f"{name}_backward_f32")(x, grad, dx, n, (ctypes.c_float * PARAMETERS)(*params), threads)
 
 
 def sparsemax_threshold_f32(z: int, tau: int, rows: int, n: int, *, threads: int) -> None:

@@ -18,13 +18,14 @@ typedef struct {
     const float *x, *g;
     float *out;
     int64_t begin, end;
-    float p[4];
+    float p[5];
 } Job;
 
-/* lo + (hi - lo) sigmoid(k x), p = {lo, hi, k}; k = 2 is scaled_tanh ((tanh(x) + 1) / 2 is
- * sigmoid(2x)). */
+/* lo + (hi - lo) sigmoid(k x), p = {lo, hi, k, hi - lo}; k = 2 is scaled_tanh ((tanh(x) + 1) / 2
+ * is sigmoid(2x)). hi - lo comes rounded once from the double difference, as ATen's formula takes
+ * it, not as the difference of the rounded bounds. */
 static void scaled_sigmoid_forward(const Job *j) {
-    float lo = j->p[0], hi = j->p[1], k = j->p[2], w = hi - lo;
+    float lo = j->p[0], hi = j->p[1], k = j->p[2], w = j->p[3];
     for (int64_t i = j->begin; i < j->end; i++) {
         float t = j->x[i] * k;
         float s = sigmoid_from(t, exp_neg(fabsf(t)));
@@ -35,7 +36,7 @@ static void scaled_sigmoid_forward(const Job *j) {
 
 /* g (hi - lo) s (1 - s) k, the order of the ATen formula's backward (mul, sigmoid's, mul). */
 static void scaled_sigmoid_backward(const Job *j) {
-    float w = j->p[1] - j->p[0], k = j->p[2];
+    float k = j->p[2], w = j->p[3];
     for (int64_t i = j->begin; i < j->end; i++) {
         float t = j->x[i] * k;
         float s = sigmoid_from(t, exp_neg(fabsf(t)));
@@ -53,9 +54,10 @@ static inline float softplus_c(float v, float c, float *q_out) {
     return c * ((u > 0.0f ? u : 0.0f) + log1p_unit(q));
 }
 
-/* hi - s(hi - lo - s(x - lo)) shrink, s the softplus of softness c; p = {lo, hi, c, shrink}. */
+/* hi - s(hi - lo - s(x - lo)) shrink, s the softplus of softness c; p = {lo, hi, c, shrink,
+ * hi - lo}, the width rounded once as for scaled_sigmoid. */
 static void soft_clip_forward(const Job *j) {
-    float lo = j->p[0], hi = j->p[1], c = j->p[2], shrink = j->p[3], w = hi - lo, q;
+    float lo = j->p[0], hi = j->p[1], c = j->p[2], shrink = j->p[3], w = j->p[4], q;
     for (int64_t i = j->begin; i < j->end; i++) {
         float v = j->x[i];
         float inner = softplus_c(v - lo, c, &q);
@@ -66,7 +68,7 @@ static void soft_clip_forward(const Job *j) {
 
 /* g shrink sigmoid(u2) sigmoid(u1), u1 = (x - lo) / c, u2 = (hi - lo - s(x - lo)) / c. */
 static void soft_clip_backward(const Job *j) {
-    float lo = j->p[0], hi = j->p[1], c = j->p[2], shrink = j->p[3], w = hi - lo, q1, q2;
+    float lo = j->p[0], c = j->p[2], shrink = j->p[3], w = j->p[4], q1, q2;
     for (int64_t i = j->begin; i < j->end; i++) {
         float v = j->x[i];
         float u1 = (v - lo) / c;
@@ -78,7 +80,8 @@ static void soft_clip_backward(const Job *j) {
     }
 }
 
-/* m + slope (x - m), m = clamp(x, lo, hi); p = {lo, hi, slope}. An infinite x gives x. */
+/* m + slope (x - m), m = clamp(x, lo, hi); p = {lo, hi, slope}. An infinite x gives x (the
+ * declaration keeps slope > 0, so no 0 * inf). */
 static void leaky_clamp_forward(const Job *j) {
     float lo = j->p[0], hi = j->p[1], slope = j->p[2];
     for (int64_t i = j->begin; i < j->end; i++) {
@@ -89,7 +92,8 @@ static void leaky_clamp_forward(const Job *j) {
 }
 
 /* g strictly inside (lo, hi), slope g at the bounds and outside: the declared kinks. A NaN x
- * counts as inside, as in ATen's hardtanh_backward and in XLA (every comparison is false). */
+ * counts as inside (every comparison is false), as in XLA; ATen's hardtanh_backward, which the
+ * ATen formula takes, gives that only in its scalar tail, its vector lanes give 0. */
 static void leaky_clamp_backward(const Job *j) {
     float lo = j->p[0], hi = j->p[1], slope = j->p[2];
     for (int64_t i = j->begin; i < j->end; i++) {
@@ -112,13 +116,13 @@ static void run(void *(*fn)(void *), const float *x, const float *g, float *out,
     int t = thread_count(threads, n, n);
     Job jobs[MAX_THREADS];
     for (int i = 0; i < t; i++) {
-        Job job = {x, g, out, n * i / t, n * (i + 1) / t, {p[0], p[1], p[2], p[3]}};
+        Job job = {x, g, out, n * i / t, n * (i + 1) / t, {p[0], p[1], p[2], p[3], p[4]}};
         jobs[i] = job;
     }
     run_jobs(fn, jobs, sizeof(Job), t);
 }
 
-/* The exported entry points: x (and the cotangent g) in, out written, four parameters as the
+/* The exported entry points: x (and the cotangent g) in, out written, five parameters as the
  * functions above read them (unused ones 0), the same for a forward and its backward. */
 void scaled_sigmoid_forward_f32(const float *x, float *y, int64_t n, const float *p, int threads) {
     run(run_scaled_sigmoid_forward, x, NULL, y, n, p, threads);
