@@ -62,24 +62,23 @@ def _limits_formula(xc: jax.Array, axis: int, plain: Callable[..., jax.Array]) -
 # apart from the passes of the derivative, and a written-out rule whose softmax is recomputed
 # must select its NaN away on both sides of the map: each cost more forward+backward than this
 # (measured at 2^22: 1.3-1.6x jax.nn.softmax, against about 1.45).
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _softmax(xc: jax.Array, axis: int) -> jax.Array:
-    return _guarded(xc, axis, functools.partial(_softmax_plain, axis=axis))
+def _guarded_map(plain: Callable[..., jax.Array]) -> Callable[[jax.Array, int], jax.Array]:
+    """``plain`` (softmax's or log_softmax's formula on shifted rows) guarded as above, with the
+    derivative of its branch-free limits form."""
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+    def guarded(xc: jax.Array, axis: int) -> jax.Array:
+        return _guarded(xc, axis, functools.partial(plain, axis=axis))
+
+    @guarded.defjvp
+    def _(axis: int, primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
+        return jax.jvp(functools.partial(_limits_formula, axis=axis, plain=plain), primals, tangents)
+
+    return guarded
 
 
-@_softmax.defjvp
-def _softmax_jvp(axis: int, primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
-    return jax.jvp(functools.partial(_limits_formula, axis=axis, plain=_softmax_plain), primals, tangents)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _log_softmax(xc: jax.Array, axis: int) -> jax.Array:
-    return _guarded(xc, axis, functools.partial(_log_softmax_plain, axis=axis))
-
-
-@_log_softmax.defjvp
-def _log_softmax_jvp(axis: int, primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
-    return jax.jvp(functools.partial(_limits_formula, axis=axis, plain=_log_softmax_plain), primals, tangents)
+_softmax = _guarded_map(_softmax_plain)
+_log_softmax = _guarded_map(_log_softmax_plain)
 
 
 @implements("softmax", "jax")

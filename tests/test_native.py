@@ -57,6 +57,22 @@ def _aten(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(family, "kernel_serves", lambda x: False)
 
 
+def _kernel_and_aten(
+    case: Case, x: torch.Tensor, g: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> tuple[np.ndarray, ...]:
+    """(output, VJP) of ``case`` on ``x`` with the kernel, then with the ATen formula, as numpy."""
+    module = case.build("torch", "float32")
+    outs = []
+    for aten in (False, True):
+        if aten:
+            _aten(monkeypatch)
+        xr = x.detach().clone().requires_grad_(True)
+        y = module(xr)
+        (dx,) = torch.autograd.grad(y, xr, g)
+        outs += [y.detach().numpy(), dx.numpy()]
+    return tuple(outs)
+
+
 # The squashes.c kernels, on each technique's defaults and declared examples.
 ELEMENTWISE = [
     Case(name, dict(given))
@@ -75,17 +91,10 @@ def test_elementwise_kernels_match_the_aten_formulas(
     edges = [bounds, np.nextafter(bounds, np.float32(np.inf)), np.nextafter(bounds, np.float32(-np.inf))]
     specials = np.array([0.0, -0.0, 1e-30, -1e-30, 40.0, -40.0, big, -big, np.inf, -np.inf, np.nan], np.float32)
     spread = rng.normal((lo + hi) / 2, 2.0 * (hi - lo), size=4096).astype(np.float32)
-    x = torch.from_numpy(np.concatenate([*edges, specials, spread]).astype(np.float32)).requires_grad_(True)
+    x = torch.from_numpy(np.concatenate([*edges, specials, spread]).astype(np.float32))
     g = torch.from_numpy(rng.normal(size=x.shape[0]).astype(np.float32))
-    module = case.build("torch", "float32")
-    y_native = module(x)
-    (dx_native,) = torch.autograd.grad(y_native, x, g)
-    _aten(monkeypatch)
-    y_aten = module(x)
-    (dx_aten,) = torch.autograd.grad(y_aten, x, g)
-
-    xs, yn, ya = x.detach().numpy(), y_native.detach().numpy(), y_aten.detach().numpy()
-    dn, da, gs = dx_native.numpy(), dx_aten.numpy(), g.numpy()
+    yn, dn, ya, da = _kernel_and_aten(case, x, g, monkeypatch)
+    xs, gs = x.numpy(), g.numpy()
     np.testing.assert_array_equal(np.isnan(yn), np.isnan(xs))
     nan = np.isnan(xs)
     if case.name == "leaky_clamp":
@@ -135,25 +144,19 @@ def test_kernel_builds_where_a_c_compiler_is() -> None:
 def test_kernel_matches_the_aten_formula(case: Case, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     p = case.resolved("float32")
     lo, hi, r = p["lo"], p["hi"], _r(p)
-    x = torch.from_numpy(_points(p, rng)).requires_grad_(True)
+    x = torch.from_numpy(_points(p, rng))
     g = torch.from_numpy(rng.normal(size=x.shape[0]).astype(np.float32))
-    module = case.build("torch", "float32")
-    y_native = module(x)
-    (dx_native,) = torch.autograd.grad(y_native, x, g)
-    _aten(monkeypatch)
-    y_aten = module(x)
-    (dx_aten,) = torch.autograd.grad(y_aten, x, g)
-
-    xs, yn, ya = x.detach().numpy(), y_native.detach().numpy(), y_aten.detach().numpy()
+    yn, dx_native, ya, dx_aten = _kernel_and_aten(case, x, g, monkeypatch)
+    xs = x.numpy()
     np.testing.assert_array_equal(np.isnan(yn), np.isnan(xs))
-    np.testing.assert_array_equal(np.isnan(dx_native.numpy()), np.isnan(xs))
+    np.testing.assert_array_equal(np.isnan(dx_native), np.isnan(xs))
     finite = ~np.isnan(yn)
     assert ((yn[finite] >= np.float32(lo)) & (yn[finite] <= np.float32(hi))).all()
     middle = (xs >= np.float32(lo + r)) & (xs <= np.float32(hi - r))
     np.testing.assert_array_equal(yn[middle], xs[middle])  # the linear middle is exact
-    np.testing.assert_array_equal(dx_native.numpy()[middle], g.numpy()[middle])
+    np.testing.assert_array_equal(dx_native[middle], g.numpy()[middle])
     np.testing.assert_array_equal(yn[np.isinf(xs)], ya[np.isinf(xs)])
-    for quantity, a, b in (("value", yn, ya), ("vjp", dx_native.numpy(), dx_aten.numpy())):
+    for quantity, a, b in (("value", yn, ya), ("vjp", dx_native, dx_aten)):
         result = compare(a, b, tolerance("smooth_clamp", "float32", quantity))
         assert result.ok, f"{quantity}: kernel and ATen differ by {result.max_rel:.3e} at {result.worst_index}"
 
