@@ -51,9 +51,14 @@ def _cases(spec: TechniqueSpec) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def _params(spec: TechniqueSpec, given: Mapping[str, Any], dtype: str) -> dict[str, Any]:
+    # Modules with learned parameters are built in the dtype at hand, and some defaults follow
+    # it (rms_norm's eps is that dtype's machine epsilon).
+    return {**given, "dtype": dtype} if spec.takes_num_features else dict(given)
+
+
 def _build(name: str, framework: str, given: Mapping[str, Any], dtype: str) -> Any:
-    spec = harness.get(name)
-    return harness.build(name, framework, **({**given, "dtype": dtype} if spec.takes_num_features else given))
+    return harness.build(name, framework, **_params(harness.get(name), given, dtype))
 
 
 def _forward(name: str, framework: str, given: Mapping[str, Any], x: np.ndarray, dtype: str) -> np.ndarray:
@@ -76,7 +81,7 @@ def check_reference(name: str, rng: np.random.Generator) -> list[Result]:
         return out
     for case, given in _cases(spec):
         for dtype in ("float64", "float32"):
-            resolved = spec.resolve(given)
+            resolved = spec.resolve(_params(spec, given, dtype))
             x = round_to(sample_input(spec, resolved, input_shape(spec, resolved), rng), dtype)
             expected = spec.reference(x, resolved)
             for framework in FRAMEWORKS:

@@ -87,3 +87,15 @@ def test_bounds_hold_on_infinite_bounds_too() -> None:
     for name in ("leaky_clamp", "log_softmax"):
         results = conformance.check_bounds(name, np.random.default_rng(0))
         assert results and all(r.ok for r in results), [r for r in results if not r.ok][:2]
+
+
+def test_reference_checks_resolve_dtype_dependent_defaults() -> None:
+    """rms_norm's default eps is the machine epsilon of the dtype it is built in: the float64
+    reference must take float64's, not float32's (a 1e-7 error against 1e-11 otherwise)."""
+    import numpy as np
+
+    from harness import conformance
+
+    conformance.prepare()
+    results = conformance.check_reference("rms_norm", np.random.default_rng(0))
+    assert results and all(r.ok for r in results), [r for r in results if not r.ok][:2]
