@@ -108,13 +108,10 @@ def _techniques(config: pytest.Config) -> tuple[str, ...] | None:
     value = config.getoption("techniques")
     if not value:
         return None
-    names = tuple(value.split(","))
-    for name in names:
-        try:
-            harness.get(name)
-        except LookupError as error:
-            raise pytest.UsageError(f"--techniques {name}: {error}") from None
-    return names
+    try:
+        return tuple(harness.registry.select(value.split(",")))
+    except LookupError as error:
+        raise pytest.UsageError(f"--techniques: {error}") from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -143,8 +140,7 @@ def _plan(config: pytest.Config) -> list[benchplan.BenchCase]:
     quick = settings["quick"]
     techniques, sizes = settings["techniques"], settings["sizes"]
     # --quick keeps every installed plugin's techniques: a plugin's author benches it in minutes.
-    plugins = tuple(name for name in harness.names() if harness.registry.origin(name) != "builtin")
-    names = techniques or ((*benchplan.QUICK_TECHNIQUES, *plugins) if quick else None)
+    names = techniques or ((*benchplan.QUICK_TECHNIQUES, *harness.registry.plugin_names()) if quick else None)
     if sizes:
         by_device = dict.fromkeys(devices, sizes)
     else:

@@ -34,17 +34,10 @@ def _techniques(config: pytest.Config) -> list[str]:
     import harness
 
     given = config.getoption(OPTION)
-    names = given.split(",") if given else list(config.getini(INI))
-    if names == ["all"]:
-        return harness.names()
-    if not names:
-        return [n for n in harness.names() if harness.registry.origin(n) != "builtin"]
-    for name in names:
-        try:
-            harness.get(name)
-        except LookupError as error:
-            raise pytest.UsageError(f"{OPTION} {name}: {error}") from None
-    return names
+    try:
+        return harness.registry.select(given.split(",") if given else list(config.getini(INI)))
+    except LookupError as error:
+        raise pytest.UsageError(f"{OPTION}: {error}") from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
@@ -124,6 +124,24 @@ def origin(name: str) -> str:
     """``"builtin"`` for this repository's techniques, else ``"plugin:<entry point>"``."""
     get(name)
     return _origins[name]
+
+
+def plugin_names() -> list[str]:
+    """Sorted names of the techniques that installed plugins declare."""
+    return [name for name in names() if _origins[name] != "builtin"]
+
+
+def select(requested: Sequence[str]) -> list[str]:
+    """The techniques a command line asks for: every registered one for ``["all"]``, every
+    plugin's for none, else the names given, each checked (an unknown one raises
+    :class:`UnknownTechniqueError` naming close matches)."""
+    if list(requested) == ["all"]:
+        return names()
+    if not requested:
+        return plugin_names()
+    for name in requested:
+        get(name)
+    return list(requested)
 
 
 def get(name: str) -> TechniqueSpec:

@@ -111,11 +111,16 @@ def _labels(raws: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def read_json(path: Path) -> Any:
     """A saved run: raw.json as nox -s bench writes it, or gzip-compressed (``.gz``, as
-    ``python -m bench.compact`` writes committed runs)."""
-    if path.suffix == ".gz":
-        with gzip.open(path, "rt") as f:
-            return json.load(f)
-    return json.loads(path.read_text())
+    ``python -m bench.compact`` writes committed runs). A file that is not JSON raises
+    ``ValueError`` naming it."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt") as f:
+                return json.load(f)
+        return json.loads(path.read_text())
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise ValueError(f"{path}: not a JSON file ({type(error).__name__}: {first})") from error
 
 
 def load(paths: Iterable[Path]) -> tuple[list[Row], list[dict[str, Any]]]:
@@ -643,8 +648,8 @@ def write_report(paths: list[Path], out: Path, ratios_path: Path | None = None) 
     rows, infos = load(paths)
     if not rows:
         raise ValueError(f"no output-limits benchmarks in {', '.join(map(str, paths))}")
-    out.mkdir(parents=True, exist_ok=True)
     ratios = read_json(ratios_path) if ratios_path and ratios_path.exists() else None
+    out.mkdir(parents=True, exist_ok=True)  # after every input read: a bad one leaves no folder
     (out / "report.md").write_text(markdown(rows, infos, ratios))
     (out / "report.tex").write_text(latex(rows))
     write_csv(rows, out / "report.csv")

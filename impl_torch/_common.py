@@ -226,7 +226,7 @@ class _NativeElementwise(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor, name: str, params: tuple[float, ...], derivative: Derivative) -> torch.Tensor:
-        return run_native(functools.partial(_native.elementwise_forward_f32, name), x, params=params)
+        return _native_forward(x, name, params)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -242,9 +242,13 @@ class _NativeElementwise(torch.autograd.Function):
         return run_native(kernel, x, grad, params=ctx.params), None, None, None
 
 
+def _native_forward(x: torch.Tensor, name: str, params: tuple[float, ...]) -> torch.Tensor:
+    return run_native(functools.partial(_native.elementwise_forward_f32, name), x, params=params)
+
+
 def native_elementwise(x: torch.Tensor, name: str, params: tuple[float, ...], derivative: Derivative) -> torch.Tensor:
     """Technique ``name`` of ``_native.ELEMENTWISE`` on ``x``, for which ``kernel_serves(x)``:
     one pass forward and one backward, where its ATen formula takes several."""
     if tracks_grad(x):
         return apply(_NativeElementwise, x, name, params, derivative)
-    return run_native(functools.partial(_native.elementwise_forward_f32, name), x, params=params)
+    return _native_forward(x, name, params)

@@ -140,9 +140,11 @@ def _softplus_c(v: torch.Tensor, c: float) -> torch.Tensor:
     return apply(_Softplus, v / c) * c
 
 
-def _soft_clip_derivative(x: torch.Tensor, grad: torch.Tensor, lo: float, hi: float, c: float) -> torch.Tensor:
+def _soft_clip_derivative(
+    x: torch.Tensor, grad: torch.Tensor, lo: float, w: float, c: float, shrink: float
+) -> torch.Tensor:
     inner = _softplus_c(x - lo, c)
-    return grad * soft_clip_shrink(lo, hi, c) * torch.sigmoid((hi - lo - inner) / c) * torch.sigmoid((x - lo) / c)
+    return grad * shrink * torch.sigmoid((w - inner) / c) * torch.sigmoid((x - lo) / c)
 
 
 @implements("soft_clip", "torch")
@@ -151,7 +153,7 @@ def soft_clip(x: torch.Tensor, *, lo: float, hi: float, hinge_softness: float) -
     shrink = soft_clip_shrink(lo, hi, c)
     if kernel_serves(x):
         # One pass with two exp and two log1p: the formula takes about ten ATen passes.
-        rule = functools.partial(_soft_clip_derivative, lo=lo, hi=hi, c=c)
+        rule = functools.partial(_soft_clip_derivative, lo=lo, w=w, c=c, shrink=shrink)
         return native_elementwise(x, "soft_clip", (lo, hi, c, shrink, w), rule)
     xc = upcast(x)
     y = hi - _softplus_c(w - _softplus_c(xc - lo, c), c) * shrink

@@ -84,3 +84,11 @@ def test_bench_options_are_checked_before_anything_is_allocated(option: str, wor
     assert done.returncode == 4 and "Traceback" not in done.stdout + done.stderr, done
     (line,) = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("ERROR: ")]
     assert all(word in line for word in words), line
+
+
+def test_a_broken_ratios_file_leaves_no_report_folder(tmp_path: Path) -> None:
+    run = _run(tmp_path / "raw.json", "Test CPU", "cpu", 1.0, 0)
+    (tmp_path / "ratios.json").write_text("{not json")
+    done = _cli(tmp_path, "report", str(run), "--ratios", str(tmp_path / "ratios.json"), "--out", "out")
+    _one_line_error(done, "ratios.json", "not a JSON file")
+    assert not (tmp_path / "out").exists()
