@@ -15,7 +15,7 @@ import torch
 import harness
 from harness.build import RECORD_ATTRIBUTE, retyped
 from impl_torch import _native
-from impl_torch._decisions import block_size, compiling, kernel_serves, may_write_in_place, plain_eager, tracks_grad
+from impl_torch._decisions import block_size, compiling, may_write_in_place, plain_eager, tracks_grad
 from impl_torch.adapter import dtype_name
 
 LOW = (torch.float16, torch.bfloat16)
@@ -176,7 +176,16 @@ class _ClampStraightThrough(torch.autograd.Function):
 def clamp_inside(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     """clamp with gradient 1 strictly inside (lo, hi), 0 at and beyond the bounds."""
     # Without autograd the plain fused clamp runs; the Function only adds the kink rule.
-    return apply(_ClampInside, x, lo, hi) if tracks_grad(x) else torch.clamp(x, lo, hi)
+    if not tracks_grad(x):
+        return torch.clamp(x, lo, hi)
+    if plain_eager():
+        # ATen's hardtanh is torch.clamp forward and its autograd node is hardtanh_backward, the
+        # Function's own rule (values and gradients equal in all four dtypes, NaN included; the
+        # kink tests pin both), in C++: the Function's Python costs 30-40 us a call, most of a
+        # 2^16-element forward+backward. Only plainly eager: ATen's forward-mode rule for it is
+        # not ours, and under transforms the Function's rules must run.
+        return torch.ops.aten.hardtanh(x, lo, hi)
+    return apply(_ClampInside, x, lo, hi)
 
 
 def clamp_straight_through(x: torch.Tensor, lo: float, hi: float, *, fresh: bool = False) -> torch.Tensor:
@@ -205,50 +214,47 @@ def patch_rows(
     return rows.index_put((~good,), formula(flat[~good])).reshape(x.shape)
 
 
-def run_native(kernel: Callable[..., None], *inputs: torch.Tensor, **params: Any) -> torch.Tensor:
-    """A fresh contiguous output of ``kernel`` (an ``_native`` function) applied to ``inputs``."""
-    contiguous = [t.contiguous() for t in inputs]
-    out = torch.empty_like(contiguous[0])
-    if out.numel():
-        addresses = [t.data_ptr() for t in (*contiguous, out)]
-        kernel(*addresses, out.numel(), **params, threads=torch.get_num_threads())
-    return out
-
-
 Derivative = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _run_kernel(kernel: _native.Elementwise, x: torch.Tensor, derivative: bool) -> tuple[torch.Tensor, ...]:
+    """(output, derivative dy/dx or None) of ``kernel`` on ``x``, fresh and contiguous."""
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    d = torch.empty_like(x) if derivative else None
+    if x.numel():
+        kernel(x.data_ptr(), y.data_ptr(), None if d is None else d.data_ptr(), x.numel(), torch.get_num_threads())
+    return y, d
+
+
 class _NativeElementwise(torch.autograd.Function):
-    """An elementwise technique whose forward and backward are ``_native`` kernels. Only plain
-    eager CPU float32 tensors reach it (``kernel_serves``), so it needs no forward-mode or vmap
-    rule; ``derivative(x, grad)``, the technique's rule in differentiable ATen ops, takes over
-    where the backward is itself differentiated (second order)."""
+    """An elementwise technique whose forward is an ``_native`` kernel that also writes the
+    derivative dy/dx, so that the backward is one multiplication (where the kernel's exp, or two
+    exp and two log1p, would run again). Only plain eager CPU float32 tensors reach it
+    (``kernel_serves``), so it is written in the classic form and needs no forward-mode or vmap
+    rule; ``rule(x, grad)``, the technique's derivative in differentiable ATen ops, takes over
+    where the backward is itself differentiated (second order): x is kept for it."""
 
     @staticmethod
-    def forward(x: torch.Tensor, name: str, params: tuple[float, ...], derivative: Derivative) -> torch.Tensor:
-        return _native_forward(x, name, params)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        x, ctx.name, ctx.params, ctx.derivative = inputs
-        ctx.save_for_backward(x)
+    def forward(ctx: Any, x: torch.Tensor, kernel: _native.Elementwise, rule: Derivative) -> torch.Tensor:
+        y, d = _run_kernel(kernel, x, derivative=True)
+        ctx.rule = rule
+        ctx.save_for_backward(x, d)
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        (x,) = ctx.saved_tensors
-        if torch.is_grad_enabled() or not kernel_serves(grad):
-            return ctx.derivative(x, grad), None, None, None
-        kernel = functools.partial(_native.elementwise_backward_f32, ctx.name)
-        return run_native(kernel, x, grad, params=ctx.params), None, None, None
+        x, d = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return ctx.rule(x, grad), None, None
+        return grad * d, None, None
 
 
-def _native_forward(x: torch.Tensor, name: str, params: tuple[float, ...]) -> torch.Tensor:
-    return run_native(functools.partial(_native.elementwise_forward_f32, name), x, params=params)
-
-
-def native_elementwise(x: torch.Tensor, name: str, params: tuple[float, ...], derivative: Derivative) -> torch.Tensor:
+def native_elementwise(x: torch.Tensor, name: str, params: tuple[float, ...], rule: Derivative) -> torch.Tensor:
     """Technique ``name`` of ``_native.ELEMENTWISE`` on ``x``, for which ``kernel_serves(x)``:
-    one pass forward and one backward, where its ATen formula takes several."""
-    if tracks_grad(x):
-        return apply(_NativeElementwise, x, name, params, derivative)
-    return _native_forward(x, name, params)
+    one pass forward (with the derivative beside the output where autograd records the call) and
+    one multiplication back, where its ATen formula takes several passes each way."""
+    kernel = _native.elementwise(name, params)
+    if torch.is_grad_enabled() and x.requires_grad:  # kernel_serves(x) said: plainly eager
+        return _NativeElementwise.apply(x, kernel, rule)
+    return _run_kernel(kernel, x, derivative=False)[0]

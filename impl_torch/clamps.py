@@ -77,6 +77,8 @@ class _Hardsigmoid(torch.autograd.Function):
 
 @implements("hardsigmoid", "torch")
 def hardsigmoid(x: torch.Tensor) -> torch.Tensor:
+    # Not F.hardsigmoid's own autograd node, although hardsigmoid_backward is the declared rule
+    # in float32 and below: it has no derivative of its own, so second order would raise.
     return apply(_Hardsigmoid, x) if tracks_grad(x) else _hardsigmoid_values(x)
 
 

@@ -13,7 +13,6 @@ import torch
 from harness import implements, implements_inverse
 from harness.numerics import affine_needs_guard
 from harness.squashes import SmoothClampParts, smooth_clamp_needs_guard, smooth_clamp_parts, soft_clip_shrink
-from impl_torch import _native
 from impl_torch._common import (
     apply,
     as_dtype,
@@ -21,7 +20,6 @@ from impl_torch._common import (
     clamp_straight_through,
     compute_dtype,
     native_elementwise,
-    run_native,
     save_input,
     upcast,
 )
@@ -182,12 +180,10 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, parts: SmoothCla
     in the middle (sigmoid(0) - 1/2 == 0). The added term lies in [-r, r], so by monotone rounding
     the output stays in [lo, hi] whenever (lo + r) - r == lo and (hi - r) + r == hi in the compute
     dtype; otherwise a final clamp guards the rounding. Computed block by block: six passes per
-    block, one of them a sigmoid. Eager CPU float32 runs the C kernel instead (see kernel_serves).
+    block, one of them a sigmoid. Eager CPU float32 runs the C kernel instead (see smooth_clamp).
     """
     if not may_write_in_place():
         return _smooth_clamp_fused(x, lo, hi, parts)
-    if kernel_serves(x):
-        return run_native(_native.smooth_clamp_forward_f32, x, lo=lo, hi=hi, parts=parts)
     r, b_lo, b_hi = parts
     compute = compute_dtype(x)
     guard = smooth_clamp_needs_guard(lo, hi, parts, str(compute).removeprefix("torch."))
@@ -234,14 +230,17 @@ def _smooth_clamp_slope(x: torch.Tensor, parts: SmoothClampParts) -> torch.Tenso
     return 4.0 * s * (1.0 - s)
 
 
+def _smooth_clamp_rule(x: torch.Tensor, grad: torch.Tensor, parts: SmoothClampParts) -> torch.Tensor:
+    """grad * 4 s (1 - s), out of place and differentiable (second order)."""
+    return as_dtype(upcast(grad) * _smooth_clamp_slope(x, parts), grad.dtype)
+
+
 def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, parts: SmoothClampParts) -> torch.Tensor:
     """grad * 4 s (1 - s) with s = sigmoid(-2|e|/r), block by block like the forward; out of
     place where writing in place is not allowed, or where the result is itself differentiated
     (a backward that builds a graph, for second order)."""
     if not may_write_in_place() or torch.is_grad_enabled():
-        return as_dtype(upcast(grad) * _smooth_clamp_slope(x, parts), grad.dtype)
-    if kernel_serves(x) and kernel_serves(grad):
-        return run_native(_native.smooth_clamp_backward_f32, x, grad, parts=parts)
+        return _smooth_clamp_rule(x, grad, parts)
     _, b_lo, b_hi = parts
     compute = compute_dtype(x)
     out = torch.empty(x.shape, dtype=grad.dtype, device=x.device)
@@ -290,6 +289,10 @@ class _SmoothClamp(torch.autograd.Function):
 @implements("smooth_clamp", "torch")
 def smooth_clamp(x: torch.Tensor, *, lo: float, hi: float, linear_fraction: float) -> torch.Tensor:
     parts = smooth_clamp_parts(lo, hi, linear_fraction)
+    if kernel_serves(x):
+        # One pass each way: the ATen formula takes six per block forward and five back.
+        rule = functools.partial(_smooth_clamp_rule, parts=parts)
+        return native_elementwise(x, "smooth_clamp", (lo, hi, parts.b_lo, parts.b_hi, parts.r, parts.steepness), rule)
     if tracks_grad(x):
         return apply(_SmoothClamp, x, lo, hi, *parts)
     return _smooth_clamp_values(x, lo, hi, parts)

@@ -199,4 +199,4 @@ def test_the_wheel_holds_exactly_the_three_packages(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top == {"harness", "impl_torch", "impl_jax"}, sorted(top)
-    assert "impl_torch/_native/smooth_clamp.c" in names  # the kernel's source travels with its only user
+    assert "impl_torch/_native/squashes.c" in names  # the kernels' source travels with their only user

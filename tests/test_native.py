@@ -16,7 +16,7 @@ import torch
 from cases import Case
 
 import harness
-from harness.squashes import SmoothClampParts, smooth_clamp_parts
+from harness.squashes import smooth_clamp_parts
 from harness.tolerances import compare, tolerance
 from impl_torch import _native as native
 from impl_torch import clamps, squashes
@@ -122,15 +122,15 @@ def test_elementwise_kernels_match_the_aten_formulas(
 @pytest.mark.parametrize("name", native.ELEMENTWISE)
 def test_elementwise_kernels_do_not_depend_on_threads(name: str, rng: np.random.Generator) -> None:
     x = torch.from_numpy(rng.normal(scale=2.0, size=(1 << 18) + 3).astype(np.float32))
-    params = (-1.0, 2.0, 0.5, 1.25, 3.0)
+    kernel = native.elementwise(name, (-1.0, 2.0, -0.5, 1.25, 0.75, 3.0))
     results = []
     for threads in (1, 3):
-        y, dx = torch.empty_like(x), torch.empty_like(x)
-        native.elementwise_forward_f32(name, x.data_ptr(), y.data_ptr(), x.numel(), params=params, threads=threads)
-        native.elementwise_backward_f32(
-            name, x.data_ptr(), x.data_ptr(), dx.data_ptr(), x.numel(), params=params, threads=threads
-        )
-        results.append((y, dx))
+        y, d = torch.empty_like(x), torch.empty_like(x)
+        kernel(x.data_ptr(), y.data_ptr(), d.data_ptr(), x.numel(), threads)
+        alone = torch.empty_like(x)  # the output without the derivative: the same values
+        kernel(x.data_ptr(), alone.data_ptr(), None, x.numel(), threads)
+        assert torch.equal(alone, y)
+        results.append((y, d))
     assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
 
 
@@ -161,28 +161,19 @@ def test_kernel_matches_the_aten_formula(case: Case, rng: np.random.Generator, m
         assert result.ok, f"{quantity}: kernel and ATen differ by {result.max_rel:.3e} at {result.worst_index}"
 
 
-def test_result_does_not_depend_on_threads_or_layout(rng: np.random.Generator) -> None:
-    x = torch.from_numpy(rng.normal(scale=2.0, size=(1 << 18) + 3).astype(np.float32))
-    lo, hi = -1.0, 1.0
-    parts: SmoothClampParts = smooth_clamp_parts(lo, hi, 0.5)
-    outs, grads = [], []
-    for threads in (1, 3):
-        y, dx = torch.empty_like(x), torch.empty_like(x)
-        native.smooth_clamp_forward_f32(
-            x.data_ptr(), y.data_ptr(), x.numel(), lo=lo, hi=hi, parts=parts, threads=threads
-        )
-        native.smooth_clamp_backward_f32(
-            x.data_ptr(), x.data_ptr(), dx.data_ptr(), x.numel(), parts=parts, threads=threads
-        )
-        outs.append(y)
-        grads.append(dx)
-    assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])
-    # A strided view goes through a contiguous copy and gives the same elements.
-    strided = x[: 1 << 12].reshape(64, 64).t()
-    forward = native.smooth_clamp_forward_f32
-    expected = squashes.run_native(forward, strided.contiguous(), lo=lo, hi=hi, parts=parts)
-    assert torch.equal(squashes.run_native(forward, strided, lo=lo, hi=hi, parts=parts), expected)
-    assert strided.shape == expected.shape
+def test_a_strided_input_gives_the_contiguous_result(rng: np.random.Generator) -> None:
+    # A strided view goes through a contiguous copy and gives the same elements and shape, with
+    # and without the derivative (autograd recording the call).
+    module = harness.build("smooth_clamp", "torch")
+    strided = torch.from_numpy(rng.normal(scale=2.0, size=(64, 64)).astype(np.float32)).t()
+    for grad in (False, True):
+        given = strided.detach().requires_grad_(grad)
+        y = module(given)
+        expected = module(given.detach().contiguous())
+        assert y.shape == strided.shape and torch.equal(y.detach(), expected)
+        if grad:
+            (dx,) = torch.autograd.grad(y, given, torch.ones_like(y))
+            assert dx.shape == strided.shape
 
 
 @pytest.mark.parametrize("case", SMOOTH_CLAMP, ids=lambda c: str(c.given))

@@ -30,14 +30,14 @@ from importlib.resources import files
 from pathlib import Path
 from typing import NamedTuple
 
-from harness.squashes import SmoothClampParts, smooth_clamp_parts
+from harness.squashes import smooth_clamp_parts
 
-SOURCES = ("smooth_clamp.c", "squashes.c", "sparsemax.c")
+SOURCES = ("squashes.c", "sparsemax.c")
 HEADERS = ("parallel.h", "vmath.h")  # what they share: threads and jobs; exp, log1p, sigmoid, clamp
-# The elementwise kernels of squashes.c: a forward and a backward each, five float parameters
-# (see each kernel's comment for which).
-PARAMETERS = 5
-ELEMENTWISE = ("scaled_sigmoid", "soft_clip", "leaky_clamp")
+# The elementwise kernels of squashes.c: each writes the output and, on request, the derivative
+# dy/dx beside it, from six float parameters (see each kernel's comment for which).
+PARAMETERS = 6
+ELEMENTWISE = ("smooth_clamp", "scaled_sigmoid", "soft_clip", "leaky_clamp")
 # -march=native: the build runs on the machine that uses it, once per process, so it may use all
 # of its vector width (AVX-512 halves the time against AVX2 here). The second set is the fallback
 # for compilers that reject it. Never -ffast-math: it would drop NaN and infinity handling.
@@ -95,28 +95,10 @@ def _describe_compiler(compiler: list[str]) -> str:
 
 
 def _declare(library: ctypes.CDLL) -> None:
-    library.smooth_clamp_forward_f32.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        *[ctypes.c_float] * 6,
-        ctypes.c_int,
-    ]
-    library.smooth_clamp_forward_f32.restype = None
-    library.smooth_clamp_backward_f32.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        *[ctypes.c_float] * 3,
-        ctypes.c_int,
-    ]
-    library.smooth_clamp_backward_f32.restype = None
     for name in ELEMENTWISE:
-        forward, backward = getattr(library, f"{name}_forward_f32"), getattr(library, f"{name}_backward_f32")
-        forward.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
-        backward.argtypes = [ctypes.c_void_p, *forward.argtypes]
-        forward.restype = backward.restype = None
+        kernel = getattr(library, f"{name}_f32")
+        kernel.argtypes = [*[ctypes.c_void_p] * 3, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
+        kernel.restype = None
     library.sparsemax_threshold_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                                                 ctypes.c_int]  # fmt: skip
     library.sparsemax_threshold_f32.restype = None
@@ -159,23 +141,14 @@ def build() -> Build:
 
 
 def _self_check(library: ctypes.CDLL) -> str | None:
-    """What a miscompiled build gets wrong (a fast-math default drops NaN), or None. lo, hi = -1, 1
-    and r = 1/2: the middle returns x and gradient 1, the tails hi - sigmoid(-4e) and 4 s (1 - s)."""
-    x = [math.nan, math.inf, -math.inf, 0.25, 2.0, -2.0]
-    s = 1.0 / (1.0 + math.exp(6.0))
-    expected_y = [math.nan, 1.0, -1.0, 0.25, 1.0 - s, -1.0 + s]
-    expected_dx = [math.nan, 0.0, 0.0, 1.0, 4.0 * s * (1.0 - s), 4.0 * s * (1.0 - s)]
-    buffers = [(ctypes.c_float * len(x))(*values) for values in (x, x, x, [1.0] * len(x))]
-    xs, y, dx, ones = (ctypes.addressof(b) for b in buffers)
-    parts = smooth_clamp_parts(-1.0, 1.0, 0.5)
-    library.smooth_clamp_forward_f32(xs, y, len(x), -1.0, 1.0, parts.b_lo, parts.b_hi, parts.r, parts.steepness, 1)
-    library.smooth_clamp_backward_f32(xs, ones, dx, len(x), parts.b_lo, parts.b_hi, parts.steepness, 1)
+    """What a miscompiled build gets wrong (a fast-math default drops NaN), or None: each
+    elementwise kernel's output and derivative at NaN, both infinities and ordinary points
+    against their closed forms in float64, and sparsemax's threshold on two rows."""
+    checks = _elementwise_checks(library)
     # sparsemax: rows [0, -0.5, -3] (support of two: tau -0.75) and a NaN row.
     rows = (ctypes.c_float * 6)(0.0, -0.5, -3.0, math.nan, 0.0, -1.0)
     tau = (ctypes.c_float * 2)()
     library.sparsemax_threshold_f32(ctypes.addressof(rows), ctypes.addressof(tau), 2, 3, 1)
-    checks = [("forward", buffers[1], expected_y), ("gradient", buffers[2], expected_dx)]
-    checks += _elementwise_checks(library)
     for name, got, want in (*checks, ("sparsemax threshold", tau, [-0.75, math.nan])):
         for a, b in zip(got, want, strict=True):
             if not (math.isnan(a) and math.isnan(b)) and a != b and not abs(a - b) <= 1e-6 * max(1.0, abs(b)):
@@ -184,10 +157,10 @@ def _self_check(library: ctypes.CDLL) -> str | None:
 
 
 def _elementwise_checks(library: ctypes.CDLL) -> list[tuple[str, object, list[float]]]:
-    """The squashes.c kernels at NaN, both infinities and two ordinary points, with their
-    closed forms in float64: scaled_sigmoid on (-1, 3) with k = 2, soft_clip on (-1, 1) with
-    c = 1/2, leaky_clamp on (-1, 1) with slope 1/4."""
-    x = [math.nan, math.inf, -math.inf, 0.5, -2.0]
+    """The squashes.c kernels at NaN, both infinities and ordinary points, with their closed
+    forms in float64: smooth_clamp on (-1, 1) with r = 1/2 (the middle returns x and derivative
+    1, the tails hi - sigmoid(-4e) and 4 s (1 - s)), scaled_sigmoid on (-1, 3) with k = 2,
+    soft_clip on (-1, 1) with c = 1/2, leaky_clamp on (-1, 1) with slope 1/4."""
 
     def sig(t: float) -> float:
         return 1.0 / (1.0 + math.exp(-t))
@@ -196,31 +169,41 @@ def _elementwise_checks(library: ctypes.CDLL) -> list[tuple[str, object, list[fl
         return c * math.log1p(math.exp(v / c))
 
     shrink = 2.0 / sp(2.0, 0.5)
+    x = [math.nan, math.inf, -math.inf, 0.5, -2.0]
+    parts = smooth_clamp_parts(-1.0, 1.0, 0.5)
+    s = sig(-6.0)
     expected = {
+        "smooth_clamp": (
+            [math.nan, math.inf, -math.inf, 0.25, 2.0, -2.0],
+            [-1.0, 1.0, parts.b_lo, parts.b_hi, parts.r, parts.steepness],
+            [math.nan, 1.0, -1.0, 0.25, 1.0 - s, -1.0 + s],
+            [math.nan, 0.0, 0.0, 1.0, 4.0 * s * (1.0 - s), 4.0 * s * (1.0 - s)],
+        ),
         "scaled_sigmoid": (
+            x,
             [-1.0, 3.0, 2.0, 4.0],
             [math.nan, 3.0, -1.0, *(-1.0 + 4.0 * sig(2.0 * v) for v in x[3:])],
             [math.nan, 0.0, 0.0, *(8.0 * sig(2.0 * v) * (1.0 - sig(2.0 * v)) for v in x[3:])],
         ),
         "soft_clip": (
+            x,
             [-1.0, 1.0, 0.5, shrink, 2.0],
             [math.nan, 1.0, -1.0, *(1.0 - sp(2.0 - sp(v + 1.0, 0.5), 0.5) * shrink for v in x[3:])],
             [math.nan, 0.0, 0.0, *(shrink * sig((2.0 - sp(v + 1.0, 0.5)) / 0.5) * sig((v + 1.0) / 0.5) for v in x[3:])],
         ),
         "leaky_clamp": (
+            x,
             [-1.0, 1.0, 0.25],
             [math.nan, math.inf, -math.inf, 0.5, -1.25],
             [1.0, 0.25, 0.25, 1.0, 0.25],  # a NaN x counts as inside, as in XLA
         ),
     }
     checks = []
-    for name, (params, want_y, want_dx) in expected.items():
-        xs, ones, y, dx = ((ctypes.c_float * len(x))(*v) for v in (x, [1.0] * len(x), x, x))
+    for name, (points, params, want_y, want_d) in expected.items():
+        xs, y, d = ((ctypes.c_float * len(points))(*points) for _ in range(3))
         p = (ctypes.c_float * PARAMETERS)(*params)
-        xa, ya, dxa, onesa = (ctypes.addressof(b) for b in (xs, y, dx, ones))
-        getattr(library, f"{name}_forward_f32")(xa, ya, len(x), p, 1)
-        getattr(library, f"{name}_backward_f32")(xa, onesa, dxa, len(x), p, 1)
-        checks += [(f"{name} forward", y, want_y), (f"{name} gradient", dx, want_dx)]
+        getattr(library, f"{name}_f32")(*(ctypes.addressof(b) for b in (xs, y, d)), len(points), p, 1)
+        checks += [(f"{name} output", y, want_y), (f"{name} derivative", d, want_d)]
     return checks
 
 
@@ -228,42 +211,37 @@ def available() -> bool:
     return build().library is not None
 
 
-def _library() -> ctypes.CDLL:
-    library = build().library
-    if library is None:
-        raise RuntimeError(f"native kernels are {build().note}; check available() first")
-    return library
+class Elementwise:
+    """One technique of ELEMENTWISE with its parameters fixed, ready to call on buffers: the
+    ctypes function and the float32 parameter array are made once (see :func:`elementwise`),
+    not per call, where they cost more than the kernel on small tensors."""
+
+    def __init__(self, name: str, params: tuple[float, ...]) -> None:
+        library = build().library
+        if library is None:
+            raise RuntimeError(f"native kernels are {build().note}; check available() first")
+        self.name, self.params = name, params
+        self._kernel = getattr(library, f"{name}_f32")
+        # ctypes rounds the Python floats to float32, as ATen rounds a Python scalar.
+        self._params = (ctypes.c_float * PARAMETERS)(*params)
+
+    def __call__(self, x: int, y: int, d: int | None, n: int, threads: int) -> None:
+        """Write the technique of the ``n`` contiguous float32 at address ``x`` to address ``y``,
+        and its derivative dy/dx to address ``d`` unless ``d`` is None."""
+        self._kernel(x, y, d, n, self._params, threads)
 
 
-def smooth_clamp_forward_f32(
-    x: int, y: int, n: int, *, lo: float, hi: float, parts: SmoothClampParts, threads: int
-) -> None:
-    """Write smooth_clamp of the ``n`` contiguous float32 at address ``x`` to address ``y``.
-    The joins and tail width come in Python floats and ctypes rounds them to float32, as ATen
-    rounds a Python scalar."""
-    _library().smooth_clamp_forward_f32(x, y, n, lo, hi, parts.b_lo, parts.b_hi, parts.r, parts.steepness, threads)
-
-
-def smooth_clamp_backward_f32(x: int, grad: int, dx: int, n: int, *, parts: SmoothClampParts, threads: int) -> None:
-    """Write the input gradient of smooth_clamp (cotangent at ``grad``) to address ``dx``."""
-    _library().smooth_clamp_backward_f32(x, grad, dx, n, parts.b_lo, parts.b_hi, parts.steepness, threads)
-
-
-def elementwise_forward_f32(name: str, x: int, y: int, n: int, *, params: tuple[float, ...], threads: int) -> None:
-    """Write technique ``name`` (one of ELEMENTWISE) of the ``n`` contiguous float32 at address
-    ``x`` to address ``y``. ``params`` (at most PARAMETERS, as its kernel reads them) are rounded
-    to float32 by ctypes, as ATen rounds a Python scalar."""
-    getattr(_library(), f"{name}_forward_f32")(x, y, n, (ctypes.c_float * PARAMETERS)(*params), threads)
-
-
-def elementwise_backward_f32(
-    name: str, x: int, grad: int, dx: int, n: int, *, params: tuple[float, ...], threads: int
-) -> None:
-    """Write the input gradient of technique ``name`` (cotangent at ``grad``) to ``dx``."""
-    getattr(_library(), f"{name}_backward_f32")(x, grad, dx, n, (ctypes.c_float * PARAMETERS)(*params), threads)
+@functools.lru_cache(maxsize=1024)
+def elementwise(name: str, params: tuple[float, ...]) -> Elementwise:
+    """The kernel of technique ``name`` (one of ELEMENTWISE) with ``params`` (at most PARAMETERS,
+    as its kernel reads them), made once per process and parameters."""
+    return Elementwise(name, params)
 
 
 def sparsemax_threshold_f32(z: int, tau: int, rows: int, n: int, *, threads: int) -> None:
     """Write sparsemax's threshold of each of ``rows`` contiguous float32 rows of ``n`` at
     address ``z`` (shifted: maximum 0, or NaN) to address ``tau``."""
-    _library().sparsemax_threshold_f32(z, tau, rows, n, threads)
+    library = build().library
+    if library is None:
+        raise RuntimeError(f"native kernels are {build().note}; check available() first")
+    library.sparsemax_threshold_f32(z, tau, rows, n, threads)
