@@ -8,6 +8,7 @@ did); they check the input through the same harness function as the JAX side.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -17,6 +18,7 @@ from torch import nn
 
 import harness
 from harness.numerics import trusted_variance_floor
+from impl_torch import _native
 from impl_torch._common import as_dtype, autocast_input, clamp_straight_through, follow_dtype, patch_rows, upcast
 from impl_torch._decisions import eager_cpu
 from impl_torch.adapter import FRAMEWORK_DTYPES, check_array, dtype_name
@@ -100,11 +102,10 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     xc = upcast(x)
     weight, bias = (None if p is None else upcast(p) for p in (weight, bias))
     y, mean, rstd = torch.native_layer_norm(xc, (n,), weight, bias, eps)
-    trusted = _trusted_rows(mean, rstd, eps)
-    if not trusted.all():  # rare: ATen on the rows it got right, the formula on the rest
+    if _untrusted_count(mean, rstd, eps):  # rare: ATen on the rows it got right, the formula on the rest
         y = patch_rows(
             xc,
-            torch.from_numpy(trusted.reshape(-1)),
+            torch.from_numpy(_trusted_rows(mean, rstd, eps).reshape(-1)),
             lambda rows: torch.native_layer_norm(rows, (n,), weight, bias, eps)[0],
             lambda rows: _layer_norm_formula(rows, weight, bias, eps),
         )
@@ -115,21 +116,37 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     return as_dtype(y, x.dtype)
 
 
+@functools.lru_cache(maxsize=64)
+def _trust_rule(dtype: torch.dtype, eps: float) -> tuple[float, float]:
+    return trusted_variance_floor(str(dtype).removeprefix("torch."), eps)
+
+
 def _trusted_rows(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> np.ndarray:
     """Rows where ATen's fused layer norm is the declared one, from the per-row mean and rstd it
     returns anyway (2/n of a pass): finite statistics (no infinity, NaN or overflowed variance)
     and a variance clear of cancellation (harness.numerics.trusted_variance_floor). NaN rows
     fall to the formula too, which also gives NaN.
 
-    In numpy on the host (eager CPU only): a handful of ATen calls on a row-sized tensor cost
-    more than ATen's whole layer norm of 64 rows. var > floor is rstd < 1 / sqrt(floor + eps),
-    which is False for NaN; an infinite mean makes the floor infinite, an overflowed variance
-    rstd 0."""
-    m, r = (t.detach().numpy() for t in (mean, rstd))  # float32 or float64: ATen's for those inputs
-    k, floor = trusted_variance_floor(str(m.dtype), eps)
-    with np.errstate(over="ignore", invalid="ignore"):
-        limit = 1.0 / np.sqrt(np.maximum(k * (m * m), floor) + eps)
-        return (r > 0) & (r < limit)
+    In numpy on the host (eager CPU only), in float64 as guards.c computes it (see
+    _untrusted_count): var > floor is rstd < 1 / sqrt(floor + eps), which is False for NaN; an
+    infinite mean makes the floor infinite, an overflowed variance rstd 0. float64 holds the
+    square of any float32 mean, so nothing overflows on the way."""
+    k, floor = _trust_rule(mean.dtype, eps)
+    m, r = (t.detach().numpy().astype(np.float64) for t in (mean, rstd))
+    limit = 1.0 / np.sqrt(np.maximum(k * (m * m), floor) + eps)
+    return (r > 0) & (r < limit)
+
+
+def _untrusted_count(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> int:
+    """How many rows _trusted_rows rejects: one C call (_native.untrusted_rows) where the kernels
+    built, since numpy's dozen operations on a row-sized array cost more than ATen's whole layer
+    norm of 64 rows (about 20 us against 1 here); numpy otherwise."""
+    if not _native.available():
+        return int((~_trusted_rows(mean, rstd, eps)).sum())
+    k, floor = _trust_rule(mean.dtype, eps)
+    m, r = mean.detach().contiguous(), rstd.detach().contiguous()
+    double = m.dtype == torch.float64
+    return _native.untrusted_rows(m.data_ptr(), r.data_ptr(), m.numel(), double=double, k=k, floor=floor, eps=eps)
 
 
 def _layer_norm_formula(
@@ -158,22 +175,16 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
         eps = torch.finfo(xc.dtype).eps
     w = None if weight is None else upcast(weight)
     if eager_cpu(xc):
-
-        def native_rstd(rows: torch.Tensor) -> torch.Tensor:
-            return torch.rsqrt(rows.square().mean(dim=-1, keepdim=True) + eps)
-
-        rstd = native_rstd(xc)
+        y, rstd = _native_rms_norm(xc, w, eps)
         # rstd > 0 fails exactly where the formula is needed: a mean square that overflowed (the
-        # largest finite inputs) or held an infinity gives 0, a NaN row NaN. Tiny rows need no
-        # care: their squares underflow where eps dominates anyway.
-        trusted = rstd.detach().numpy() > 0
-        if trusted.all():
-            y = xc * rstd if w is None else (xc * rstd) * w
-        else:
+        # largest finite inputs) or held an infinity gives 0, a NaN row NaN (which min returns).
+        # Tiny rows need no care: their squares underflow where eps dominates anyway.
+        r = rstd.detach().numpy()
+        if not r.min(initial=math.inf) > 0:
             y = patch_rows(
                 xc,
-                torch.from_numpy(trusted.reshape(-1)),
-                lambda rows: rows * native_rstd(rows),
+                torch.from_numpy((r > 0).reshape(-1)),
+                lambda rows: _native_rms_norm(rows, None, eps)[0],
                 lambda rows: _rms_norm_formula(rows, None, eps),
             )
             y = y if w is None else y * w
@@ -184,6 +195,21 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
         bound = math.sqrt(x.shape[-1])
         y = clamp_straight_through(y, -bound, bound, fresh=True)
     return as_dtype(y, x.dtype)
+
+
+# ATen's RMSNorm with its per-row rstd (torch 2.8 and later): on the CPU the composite below,
+# x * rsqrt(mean(x^2) + eps) * weight, bit for bit (tests/test_numerics.py), in one call
+# instead of five from Python. Its autograd is the composite's, second order included.
+_FUSED_RMS_NORM = getattr(torch.ops.aten, "_fused_rms_norm", None)
+
+
+def _native_rms_norm(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ATen's RMSNorm of the rows of ``xc``, their rstd)."""
+    if _FUSED_RMS_NORM is not None:
+        return _FUSED_RMS_NORM(xc, [xc.shape[-1]], w, eps)
+    rstd = torch.rsqrt(xc.square().mean(dim=-1, keepdim=True) + eps)
+    y = xc * rstd
+    return (y if w is None else y * w), rstd
 
 
 def _rms_norm_formula(xc: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -224,10 +250,10 @@ def batch_norm(
         return y, args[3], args[4], mean, invstd
 
     y, new_mean, new_var, mean, invstd = native(None)
-    trusted = _trusted_rows(mean, invstd, eps)
-    if not trusted.any():  # ATen takes no empty channel selection
-        return _batch_norm_formula(x, weight, bias, running_mean, running_var, True, momentum, eps)
-    if not trusted.all():  # rare: ATen on the channels it got right, the formula on the rest
+    if _untrusted_count(mean, invstd, eps):  # rare: ATen on the channels it got right, the formula on the rest
+        trusted = _trusted_rows(mean, invstd, eps)
+        if not trusted.any():  # ATen takes no empty channel selection
+            return _batch_norm_formula(x, weight, bias, running_mean, running_var, True, momentum, eps)
         good, bad = (torch.from_numpy(np.flatnonzero(t)) for t in (trusted, ~trusted))
         y, new_mean, new_var, *_ = native(good)
         parts = _batch_norm_formula(
@@ -238,7 +264,7 @@ def batch_norm(
             t.index_copy(int(t.ndim > 1), good, g).index_copy(int(t.ndim > 1), bad, upcast(f))
             for t, g, f in zip(whole, (y, new_mean, new_var), parts, strict=True)
         )
-    return as_dtype(y, x.dtype), new_mean.to(running_mean.dtype), new_var.to(running_var.dtype)
+    return as_dtype(y, x.dtype), as_dtype(new_mean, running_mean.dtype), as_dtype(new_var, running_var.dtype)
 
 
 def _batch_norm_formula(
@@ -364,7 +390,9 @@ class BatchNorm(_Norm):
             training=self.training, momentum=self.momentum, eps=self.eps,
         )  # fmt: skip
         if self.training:
-            with torch.no_grad():
-                self.running_mean.copy_(new_mean)
-                self.running_var.copy_(new_var)
+            # The new statistics never require grad (ATen's updated copies, or the formula's from
+            # detached batch statistics): the copy records nothing, with or without no_grad,
+            # whose context costs a microsecond or two at each call.
+            self.running_mean.copy_(new_mean)
+            self.running_var.copy_(new_var)
         return y

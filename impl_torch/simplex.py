@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from harness import implements
@@ -60,7 +61,11 @@ def _guarded(x: torch.Tensor, axis: int, native: Any, formula: Any) -> torch.Ten
     if not eager_cpu(xc):
         return formula(xc, axis).to(x.dtype)
     y = native(xc, axis)
-    total = float(y.detach().select(axis, 0).sum())
+    # In numpy, on a view of the output: ATen's select, sum and item cost twice as much (6 us
+    # against 3.5, a tenth of a 64-row softmax), and so does np.moveaxis.
+    first = [slice(None)] * y.ndim
+    first[axis] = 0
+    total = y.detach().numpy()[tuple(first)].sum()
     if total != total:  # NaN
         last = y.detach().movedim(axis, -1)
         good = ~torch.isnan(last).reshape(-1, last.shape[-1]).any(dim=-1)

@@ -175,3 +175,46 @@ def test_layer_norms_fast_path_takes_the_formula_exactly_on_the_rows_its_guard_r
     for quantity, a, b in (("value", y_fast[kept], y_formula), ("vjp", dx_fast[kept], dx_formula)):
         result = compare(a, b, tolerance("layer_norm", dtype, quantity))
         assert result.ok, f"{quantity}: {result.max_rel:.3e} between ATen and the formula"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_layer_norm_and_batch_norm_guards_in_c_and_numpy_decide_alike(dtype: str, rng) -> None:
+    """The C guard (_native.untrusted_rows) counts exactly the rows the numpy guard rejects, on
+    statistics at and one ulp either side of the trust limit, and at every special value."""
+    import torch
+
+    from impl_torch import _native, norms
+
+    if not _native.available():
+        pytest.skip("native kernels off here: the numpy guard decides alone")
+    eps = 1e-5
+    k, floor = norms._trust_rule(getattr(torch, dtype), eps)
+    m = np.concatenate([rng.normal(size=200), rng.normal(size=200) * 1e4, [0.0, np.inf, -np.inf, np.nan, 1.0, 1e30]])
+    limit = 1.0 / np.sqrt(np.maximum(k * m * m, floor) + eps)
+    cases = [limit, np.nextafter(limit, 0), np.nextafter(limit, np.inf), limit * rng.uniform(0.5, 2.0, m.size)]
+    cases += [np.zeros_like(m), np.full_like(m, np.nan), np.full_like(m, np.inf)]
+    counts = []
+    for r in cases:
+        mean, rstd = (torch.from_numpy(np.asarray(a, dtype=dtype)) for a in (m, r))
+        counts.append(int((~norms._trusted_rows(mean, rstd, eps)).sum()))
+        assert norms._untrusted_count(mean, rstd, eps) == counts[-1]
+    assert any(0 < c < m.size for c in counts)  # rows on both sides of the limit
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rms_norms_fused_op_is_the_composite_bit_for_bit(dtype: str, rng) -> None:
+    """ATen's _fused_rms_norm (taken where this torch has it) gives the composite formula's output
+    and rstd bit for bit on the CPU, with and without weight: the fast path is that formula."""
+    import torch
+
+    from impl_torch import norms
+
+    if norms._FUSED_RMS_NORM is None:
+        pytest.skip("this torch has no aten._fused_rms_norm: the composite runs")
+    x = torch.from_numpy(rng.normal(size=(8, 1024)) * 3.0).to(getattr(torch, dtype))
+    eps = float(torch.finfo(x.dtype).eps)
+    for w in (None, torch.from_numpy(rng.uniform(0.5, 2.0, 1024)).to(x.dtype)):
+        y, rstd = norms._FUSED_RMS_NORM(x, [1024], w, eps)
+        expected_rstd = torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + eps)
+        expected = x * expected_rstd if w is None else (x * expected_rstd) * w
+        assert torch.equal(rstd, expected_rstd) and torch.equal(y, expected)

@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 from harness.squashes import smooth_clamp_parts
 
-SOURCES = ("squashes.c", "sparsemax.c")
+SOURCES = ("squashes.c", "sparsemax.c", "guards.c")
 HEADERS = ("parallel.h", "vmath.h")  # what they share: threads and jobs; exp, log1p, sigmoid, clamp
 # The elementwise kernels of squashes.c: each writes the output and, on request, the derivative
 # dy/dx beside it, from six float parameters (see each kernel's comment for which).
@@ -102,6 +102,10 @@ def _declare(library: ctypes.CDLL) -> None:
     library.sparsemax_threshold_f32.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                                                 ctypes.c_int]  # fmt: skip
     library.sparsemax_threshold_f32.restype = None
+    for suffix in ("f32", "f64"):
+        guard = getattr(library, f"untrusted_rows_{suffix}")
+        guard.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, *[ctypes.c_double] * 3]
+        guard.restype = ctypes.c_int64
 
 
 @functools.cache
@@ -149,6 +153,10 @@ def _self_check(library: ctypes.CDLL) -> str | None:
     rows = (ctypes.c_float * 6)(0.0, -0.5, -3.0, math.nan, 0.0, -1.0)
     tau = (ctypes.c_float * 2)()
     library.sparsemax_threshold_f32(ctypes.addressof(rows), ctypes.addressof(tau), 2, 3, 1)
+    # The norms' guard: a trusted row, then a NaN mean, a zero rstd and an rstd above the limit.
+    mean, rstd = (ctypes.c_double * 4)(0.5, math.nan, 0.5, 0.5), (ctypes.c_double * 4)(1.0, 1.0, 0.0, 1e9)
+    count = library.untrusted_rows_f64(ctypes.addressof(mean), ctypes.addressof(rstd), 4, 1e-10, 1e-8, 1e-5)
+    checks.append(("norm guard", [float(count)], [3.0]))
     for name, got, want in (*checks, ("sparsemax threshold", tau, [-0.75, math.nan])):
         for a, b in zip(got, want, strict=True):
             if not (math.isnan(a) and math.isnan(b)) and a != b and not abs(a - b) <= 1e-6 * max(1.0, abs(b)):
@@ -211,17 +219,21 @@ def available() -> bool:
     return build().library is not None
 
 
+def _library() -> ctypes.CDLL:
+    library = build().library
+    if library is None:
+        raise RuntimeError(f"native kernels are {build().note}; check available() first")
+    return library
+
+
 class Elementwise:
     """One technique of ELEMENTWISE with its parameters fixed, ready to call on buffers: the
     ctypes function and the float32 parameter array are made once (see :func:`elementwise`),
     not per call, where they cost more than the kernel on small tensors."""
 
     def __init__(self, name: str, params: tuple[float, ...]) -> None:
-        library = build().library
-        if library is None:
-            raise RuntimeError(f"native kernels are {build().note}; check available() first")
         self.name, self.params = name, params
-        self._kernel = getattr(library, f"{name}_f32")
+        self._kernel = getattr(_library(), f"{name}_f32")
         # ctypes rounds the Python floats to float32, as ATen rounds a Python scalar.
         self._params = (ctypes.c_float * PARAMETERS)(*params)
 
@@ -241,7 +253,12 @@ def elementwise(name: str, params: tuple[float, ...]) -> Elementwise:
 def sparsemax_threshold_f32(z: int, tau: int, rows: int, n: int, *, threads: int) -> None:
     """Write sparsemax's threshold of each of ``rows`` contiguous float32 rows of ``n`` at
     address ``z`` (shifted: maximum 0, or NaN) to address ``tau``."""
-    library = build().library
-    if library is None:
-        raise RuntimeError(f"native kernels are {build().note}; check available() first")
-    library.sparsemax_threshold_f32(z, tau, rows, n, threads)
+    _library().sparsemax_threshold_f32(z, tau, rows, n, threads)
+
+
+def untrusted_rows(mean: int, rstd: int, rows: int, *, double: bool, k: float, floor: float, eps: float) -> int:
+    """How many of ``rows`` contiguous (mean, rstd) pairs, float32 or (``double``) float64, fail
+    the norms' trust rule (guards.c; ``impl_torch/norms.py`` holds its numpy twin)."""
+    library = _library()
+    guard = library.untrusted_rows_f64 if double else library.untrusted_rows_f32
+    return guard(mean, rstd, rows, k, floor, eps)
