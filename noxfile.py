@@ -21,8 +21,12 @@ nox.options.default_venv_backend = "venv"
 CONSTRAINTS = ("-c", "constraints-cpu.txt")
 # The example plugins: one without parameters, one with (lo, hi) and its own tolerances.
 EXAMPLE_PLUGINS = ("./examples/erf_plugin", "./examples/interval_softsign_plugin")
-# The techniques whose PyTorch eager CPU float32 path runs a C kernel (impl_torch/_native).
-NATIVE_TECHNIQUES = ("smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "sparsemax")
+# The techniques whose PyTorch eager CPU path runs C (impl_torch/_native): float32 kernels, and the
+# norms' guard (layer_norm, batch_norm).
+NATIVE_TECHNIQUES = (
+    "smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "softsign", "sparsemax", "layer_norm",
+    "batch_norm",
+)  # fmt: skip
 # The benchmark machinery: a local package of its own (bench/pyproject.toml), outside the wheel.
 BENCH = "./bench"
 

@@ -106,8 +106,17 @@ class _Softsign(torch.autograd.Function):
         return _Softsign.derivative(ctx, grad)
 
 
+def _softsign_rule(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    t = upcast(x).abs() + 1.0
+    return as_dtype(upcast(grad) / t / t, grad.dtype)
+
+
 @implements("softsign", "torch")
 def softsign(x: torch.Tensor) -> torch.Tensor:
+    if kernel_serves(x):
+        # One pass each way, the same operations in the same order: the formula takes four
+        # forward (F.softsign's own composite three) and four back.
+        return native_elementwise(x, "softsign", (), _softsign_rule)
     return apply(_Softsign, x) if tracks_grad(x) else _softsign_values(x)
 
 

@@ -1,5 +1,5 @@
 """The C kernels (impl_torch/_native) that PyTorch's eager CPU float32 smooth_clamp, scaled_sigmoid,
-scaled_tanh, soft_clip and leaky_clamp run, against the ATen formulas they replace: same special values,
+scaled_tanh, soft_clip, leaky_clamp and softsign run, against the ATen formulas they replace: same special values,
 same exact middle, bounded, independent of threads.
 
 The generic tests run the kernel wherever it builds; ``nox -s tests`` also runs them with
@@ -76,7 +76,7 @@ def _kernel_and_aten(
 # The squashes.c kernels, on each technique's defaults and declared examples.
 ELEMENTWISE = [
     Case(name, dict(given))
-    for name in ("scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp")
+    for name in ("scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "softsign")
     for given in [{}, *harness.get(name).examples]
 ]
 
@@ -86,7 +86,8 @@ def test_elementwise_kernels_match_the_aten_formulas(
     case: Case, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     p = case.resolved("float32")
-    lo, hi, big = p["lo"], p["hi"], np.finfo(np.float32).max
+    big = np.finfo(np.float32).max
+    lo, hi = (p["lo"], p["hi"]) if "lo" in p else (-1.0, 1.0)  # softsign's range, and its edges
     bounds = np.array([lo, hi], dtype=np.float32)
     edges = [bounds, np.nextafter(bounds, np.float32(np.inf)), np.nextafter(bounds, np.float32(-np.inf))]
     specials = np.array([0.0, -0.0, 1e-30, -1e-30, 40.0, -40.0, big, -big, np.inf, -np.inf, np.nan], np.float32)
@@ -106,6 +107,8 @@ def test_elementwise_kernels_match_the_aten_formulas(
         np.testing.assert_array_equal(np.isnan(dn), nan)
     np.testing.assert_array_equal(yn[np.isinf(xs)], ya[np.isinf(xs)])
     np.testing.assert_array_equal(dn[np.isinf(xs)], da[np.isinf(xs)])
+    if case.name == "softsign":  # the ATen formula's operations in its order: the same bits
+        np.testing.assert_array_equal(yn, ya)  # (the VJP multiplies g by 1 / t / t: rounded apart)
     if case.name != "leaky_clamp":  # the one whose range is the reals
         finite = ~np.isnan(yn)
         assert ((yn[finite] >= np.float32(lo)) & (yn[finite] <= np.float32(hi))).all()

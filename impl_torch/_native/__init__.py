@@ -2,7 +2,7 @@
 with ctypes. Private to ``impl_torch``, their only user.
 
 The functions take buffer addresses, and this module imports no framework. PyTorch's eager CPU
-float32 smooth_clamp, scaled_sigmoid, scaled_tanh, soft_clip and leaky_clamp use them
+float32 smooth_clamp, scaled_sigmoid, scaled_tanh, soft_clip, leaky_clamp and softsign use them
 (``impl_torch/squashes.py``, ``impl_torch/clamps.py``): ATen has no fused op for their formulas,
 and the two to ten ATen passes each takes cost up to several times the framework op they are
 measured against (README, speed targets); XLA fuses the JAX side itself. So does sparsemax's
@@ -37,7 +37,7 @@ HEADERS = ("parallel.h", "vmath.h")  # what they share: threads and jobs; exp, l
 # The elementwise kernels of squashes.c: each writes the output and, on request, the derivative
 # dy/dx beside it, from six float parameters (see each kernel's comment for which).
 PARAMETERS = 6
-ELEMENTWISE = ("smooth_clamp", "scaled_sigmoid", "soft_clip", "leaky_clamp")
+ELEMENTWISE = ("smooth_clamp", "scaled_sigmoid", "soft_clip", "leaky_clamp", "softsign")
 # -march=native: the build runs on the machine that uses it, once per process, so it may use all
 # of its vector width (AVX-512 halves the time against AVX2 here). The second set is the fallback
 # for compilers that reject it. Never -ffast-math: it would drop NaN and infinity handling.
@@ -168,7 +168,7 @@ def _elementwise_checks(library: ctypes.CDLL) -> list[tuple[str, object, list[fl
     """The squashes.c kernels at NaN, both infinities and ordinary points, with their closed
     forms in float64: smooth_clamp on (-1, 1) with r = 1/2 (the middle returns x and derivative
     1, the tails hi - sigmoid(-4e) and 4 s (1 - s)), scaled_sigmoid on (-1, 3) with k = 2,
-    soft_clip on (-1, 1) with c = 1/2, leaky_clamp on (-1, 1) with slope 1/4."""
+    soft_clip on (-1, 1) with c = 1/2, leaky_clamp on (-1, 1) with slope 1/4, softsign."""
 
     def sig(t: float) -> float:
         return 1.0 / (1.0 + math.exp(-t))
@@ -204,6 +204,12 @@ def _elementwise_checks(library: ctypes.CDLL) -> list[tuple[str, object, list[fl
             [-1.0, 1.0, 0.25],
             [math.nan, math.inf, -math.inf, 0.5, -1.25],
             [1.0, 0.25, 0.25, 1.0, 0.25],  # a NaN x counts as inside, as in XLA
+        ),
+        "softsign": (
+            x,
+            [],
+            [math.nan, 1.0, -1.0, *(v / (1.0 + abs(v)) for v in x[3:])],
+            [math.nan, 0.0, 0.0, *(1.0 / (1.0 + abs(v)) ** 2 for v in x[3:])],
         ),
     }
     checks = []

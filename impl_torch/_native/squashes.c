@@ -1,5 +1,5 @@
-/* smooth_clamp, scaled_sigmoid (and scaled_tanh), soft_clip and leaky_clamp for float32 in one
- * pass each: the output and, on request, the local derivative dy/dx beside it. The declarations
+/* smooth_clamp, scaled_sigmoid (and scaled_tanh), soft_clip, leaky_clamp and softsign for float32
+ * in one pass each: the output and, on request, the local derivative dy/dx beside it. The declarations
  * are in harness/squashes.py and harness/clamps.py; the ATen formulas in impl_torch/squashes.py
  * and impl_torch/clamps.py, which these follow term by term and the parity tests run beside them.
  *
@@ -90,6 +90,19 @@ static inline float leaky_clamp(float x, const float *p, float *d) {
     return m + slope * (x - m);
 }
 
+/* x / (1 + |x|) with an infinite x taken as the largest finite one, whose quotient rounds to +-1
+ * (the limit) instead of inf / inf; p unused. Derivative 1 / (1 + |x|)^2 as two divisions, not
+ * one by the square, which overflows (|x| > 1.8e19) where the derivative is still a subnormal;
+ * 0 at an infinity. The output takes the ATen formula's operations in its order, so the same
+ * bits; the backward's g * (1 / t / t) rounds once more than its g / t / t. */
+static inline float softsign(float x, const float *p, float *d) {
+    (void)p;
+    float xf = clamp(x, -3.40282347e38f, 3.40282347e38f);
+    float t = fabsf(xf) + 1.0f;
+    *d = 1.0f / t / t;
+    return xf / t;
+}
+
 /* One loop with the derivative and one without, so that the forward alone neither computes nor
  * stores it. Parameters and pointers are copied to locals first: the compiler then knows that no
  * store aliases them, keeps them in registers and vectorizes. */
@@ -128,3 +141,4 @@ KERNEL(scaled_sigmoid)
 KERNEL(smooth_clamp)
 KERNEL(soft_clip)
 KERNEL(leaky_clamp)
+KERNEL(softsign)
