@@ -18,7 +18,7 @@ from torch import nn
 
 import harness
 from harness.build import check_head_input
-from impl_torch._common import autocast_input, follow_dtype
+from impl_torch._common import InputCheck, autocast_input, follow_dtype
 from impl_torch.adapter import FRAMEWORK_DTYPES, check_array, dtype_name, from_numpy
 
 
@@ -37,11 +37,11 @@ class Limit(nn.Module):
         self._fast_dtypes = frozenset(
             t for name, t in FRAMEWORK_DTYPES.items() if spec.dtype_problem(params, name) is None
         )
+        self._input = InputCheck(self.params)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._check_shape or getattr(x, "dtype", None) not in self._fast_dtypes:
-            check_array(x, self.technique)
-            self._spec.check_input(dtype_name(x), tuple(x.shape), self.params, framework="torch")
+            return self._fn(self._input(x, self._spec))
         return self._fn(autocast_input(x, self._spec))
 
     def extra_repr(self) -> str:

@@ -19,9 +19,9 @@ from torch import nn
 import harness
 from harness.numerics import trusted_variance_floor
 from impl_torch import _native
-from impl_torch._common import as_dtype, autocast_input, clamp_straight_through, follow_dtype, patch_rows, upcast
+from impl_torch._common import InputCheck, as_dtype, clamp_straight_through, follow_dtype, patch_rows, upcast
 from impl_torch._decisions import eager_cpu
-from impl_torch.adapter import FRAMEWORK_DTYPES, check_array, dtype_name
+from impl_torch.adapter import FRAMEWORK_DTYPES
 
 
 class _Prescaled(NamedTuple):
@@ -137,6 +137,17 @@ def _trusted_rows(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> np.ndar
     return (r > 0) & (r < limit)
 
 
+def _nonpositive_count(rstd: torch.Tensor) -> int:
+    """How many of rms_norm's rstd are not > 0 (NaN included): the C guard with the rule on rstd
+    alone where the kernels built (k = floor = eps = 0 leaves 0 < rstd < inf, and rsqrt(mean
+    square + eps) is finite), numpy otherwise."""
+    r = rstd.detach().contiguous()
+    if not _native.available():
+        return int((~(r.numpy() > 0)).sum())
+    double = r.dtype == torch.float64
+    return _native.untrusted_rows(None, r.data_ptr(), r.numel(), double=double, k=0.0, floor=0.0, eps=0.0)
+
+
 def _untrusted_count(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> int:
     """How many rows _trusted_rows rejects: one C call (_native.untrusted_rows) where the kernels
     built, since numpy's dozen operations on a row-sized array cost more than ATen's whole layer
@@ -177,13 +188,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
     if eager_cpu(xc):
         y, rstd = _native_rms_norm(xc, w, eps)
         # rstd > 0 fails exactly where the formula is needed: a mean square that overflowed (the
-        # largest finite inputs) or held an infinity gives 0, a NaN row NaN (which min returns).
-        # Tiny rows need no care: their squares underflow where eps dominates anyway.
-        r = rstd.detach().numpy()
-        if not r.min(initial=math.inf) > 0:
+        # largest finite inputs) or held an infinity gives 0, a NaN row NaN. Tiny rows need no
+        # care: their squares underflow where eps dominates anyway.
+        if _nonpositive_count(rstd):
             y = patch_rows(
                 xc,
-                torch.from_numpy((r > 0).reshape(-1)),
+                torch.from_numpy((rstd.detach().numpy() > 0).reshape(-1)),
                 lambda rows: _native_rms_norm(rows, None, eps)[0],
                 lambda rows: _rms_norm_formula(rows, None, eps),
             )
@@ -314,6 +324,7 @@ class _Norm(nn.Module):
         super().__init__()
         self.params = params
         self._spec = harness.get(name)
+        self._input = InputCheck(params)
         # The module's dtype, also without parameters (elementwise_affine=False): a floating
         # tensor that every move converts, never saved (not in the state dict).
         self.register_buffer("_dtype", torch.empty(0, dtype=FRAMEWORK_DTYPES[params["dtype"]]), persistent=False)
@@ -321,12 +332,8 @@ class _Norm(nn.Module):
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
         module = super()._apply(fn, recurse)
         self.params["dtype"] = follow_dtype(self, self._dtype)
+        self._input.forget()  # the dtypes it takes moved with it
         return module
-
-    def _input(self, x: torch.Tensor) -> torch.Tensor:
-        check_array(x, self._spec.name)
-        self._spec.check_input(dtype_name(x), tuple(x.shape), self.params, framework="torch")
-        return autocast_input(x, self._spec)
 
 
 @harness.implements("layer_norm", "torch")
@@ -344,7 +351,7 @@ class LayerNorm(_Norm):
             self.weight = self.bias = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return layer_norm(self._input(x), self.weight, self.bias, eps=self.eps)
+        return layer_norm(self._input(x, self._spec), self.weight, self.bias, eps=self.eps)
 
 
 @harness.implements("rms_norm", "torch")
@@ -361,7 +368,7 @@ class RMSNorm(_Norm):
         self.weight = _ones(num_features, dtype) if elementwise_affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(self._input(x), self.weight, eps=self.eps)
+        return rms_norm(self._input(x, self._spec), self.weight, eps=self.eps)
 
 
 @harness.implements("batch_norm", "torch")
@@ -379,7 +386,7 @@ class BatchNorm(_Norm):
         self.register_buffer("running_var", torch.ones(num_features, dtype=torch_dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._input(x)
+        x = self._input(x, self._spec)
         if self.training and x.numel() <= x.shape[1]:
             raise ValueError(
                 f"batch_norm needs more than one value per channel in training mode, got shape {tuple(x.shape)}; "

@@ -262,9 +262,10 @@ def sparsemax_threshold_f32(z: int, tau: int, rows: int, n: int, *, threads: int
     _library().sparsemax_threshold_f32(z, tau, rows, n, threads)
 
 
-def untrusted_rows(mean: int, rstd: int, rows: int, *, double: bool, k: float, floor: float, eps: float) -> int:
+def untrusted_rows(mean: int | None, rstd: int, rows: int, *, double: bool, k: float, floor: float, eps: float) -> int:
     """How many of ``rows`` contiguous (mean, rstd) pairs, float32 or (``double``) float64, fail
-    the norms' trust rule (guards.c; ``impl_torch/norms.py`` holds its numpy twin)."""
+    the norms' trust rule (guards.c; ``impl_torch/norms.py`` holds its numpy twin). Without
+    ``mean`` (None), the rule on rstd alone."""
     library = _library()
     guard = library.untrusted_rows_f64 if double else library.untrusted_rows_f32
     return guard(mean, rstd, rows, k, floor, eps)
