@@ -141,9 +141,9 @@ def _nonpositive_count(rstd: torch.Tensor) -> int:
     """How many of rms_norm's rstd are not > 0 (NaN included): the C guard with the rule on rstd
     alone where the kernels built (k = floor = eps = 0 leaves 0 < rstd < inf, and rsqrt(mean
     square + eps) is finite), numpy otherwise."""
-    r = rstd.detach().contiguous()
+    r = _contiguous(rstd)
     if not _native.available():
-        return int((~(r.numpy() > 0)).sum())
+        return int((~(r.detach().numpy() > 0)).sum())
     double = r.dtype == torch.float64
     return _native.untrusted_rows(None, r.data_ptr(), r.numel(), double=double, k=0.0, floor=0.0, eps=0.0)
 
@@ -155,9 +155,15 @@ def _untrusted_count(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> int:
     if not _native.available():
         return int((~_trusted_rows(mean, rstd, eps)).sum())
     k, floor = _trust_rule(mean.dtype, eps)
-    m, r = mean.detach().contiguous(), rstd.detach().contiguous()
+    m, r = _contiguous(mean), _contiguous(rstd)
     double = m.dtype == torch.float64
     return _native.untrusted_rows(m.data_ptr(), r.data_ptr(), m.numel(), double=double, k=k, floor=floor, eps=eps)
+
+
+def _contiguous(t: torch.Tensor) -> torch.Tensor:
+    # Statistics the fused ops return come contiguous; their address is read without a copy (no
+    # detach either: data_ptr reads it through autograd).
+    return t if t.is_contiguous() else t.contiguous()
 
 
 def _layer_norm_formula(
