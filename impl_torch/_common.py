@@ -15,7 +15,7 @@ import torch
 import harness
 from harness.build import RECORD_ATTRIBUTE, retyped
 from impl_torch import _native
-from impl_torch._decisions import block_size, compiling, may_write_in_place, plain_eager, tracks_grad
+from impl_torch._decisions import block_size, compiling, may_write_in_place, plain_eager, tracing, tracks_grad
 from impl_torch.adapter import check_array, dtype_name
 
 LOW = (torch.float16, torch.bfloat16)
@@ -51,7 +51,8 @@ class InputCheck:
     dtype it takes, its rank, axis and feature size), remembered for the last (dtype, shape) that
     passed: a module called on batches of one shape checks once, not at every call (2-3 us of
     Python, a tenth of a 64-row layer norm). ``forget`` after the module's parameters change
-    (a dtype move). Under torch.compile it checks every time, as dynamo traces it once anyway."""
+    (a dtype move). Under torch.compile and torch.jit.trace it checks every time, as each
+    records the call once anyway."""
 
     def __init__(self, params: dict[str, Any]) -> None:
         self.params = params
@@ -60,11 +61,15 @@ class InputCheck:
     def __call__(self, x: torch.Tensor, spec: harness.TechniqueSpec) -> torch.Tensor:
         """``x`` as ``spec``'s technique takes it (``autocast_input``), once the check passed."""
         passed = self._passed
-        if not (isinstance(x, torch.Tensor) and passed and (x.dtype, x.shape) == passed[:2] and spec is passed[2]):
-            check_array(x, spec.name)
-            spec.check_input(dtype_name(x), tuple(x.shape), self.params, framework="torch")
-            if not compiling():
-                self._passed = (x.dtype, x.shape, spec)
+        # Not while torch.jit.trace records: its shapes are traced values, and comparing them
+        # would freeze the comparison into the trace.
+        fresh = not (passed and spec is passed[2] and isinstance(x, torch.Tensor)) or tracing()
+        if not fresh and (x.dtype, x.shape) == passed[:2]:
+            return autocast_input(x, spec)
+        check_array(x, spec.name)
+        spec.check_input(dtype_name(x), tuple(x.shape), self.params, framework="torch")
+        if not (compiling() or tracing()):
+            self._passed = (x.dtype, x.shape, spec)
         return autocast_input(x, spec)
 
     def forget(self) -> None:
