@@ -79,6 +79,17 @@ def _softsign_values(x: torch.Tensor) -> torch.Tensor:
     return xf.div_(xf.abs().add_(1.0)).to(x.dtype)
 
 
+def _softsign_rule(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """v / (1 + |x|)^2, softsign's derivative applied to ``v``: the Function's and the kernel's
+    second order alike."""
+    t = upcast(x).abs().add_(1.0)
+    # Divided twice rather than by t * t, which overflows (|x| > 1.8e19 in float32) where the
+    # derivative is still a representable subnormal. +-inf gives 0, the limit. In place only
+    # where no graph is built (a second-order graph needs the first quotient).
+    once = upcast(v).div(t)
+    return as_dtype(once.div_(t) if not torch.is_grad_enabled() else once / t, v.dtype)
+
+
 class _Softsign(torch.autograd.Function):
     """x / (1 + |x|) with the declared derivative 1 / (1 + |x|)^2 in closed form: four passes
     instead of autograd's walk back through the division, the absolute value and the clamp."""
@@ -94,21 +105,11 @@ class _Softsign(torch.autograd.Function):
     @staticmethod
     def derivative(ctx: Any, v: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        t = upcast(x).abs().add_(1.0)
-        # Divided twice rather than by t * t, which overflows (|x| > 1.8e19 in float32) where the
-        # derivative is still a representable subnormal. +-inf gives 0, the limit. In place only
-        # where no graph is built (a second-order graph needs the first quotient).
-        once = upcast(v).div(t)
-        return as_dtype(once.div_(t) if not torch.is_grad_enabled() else once / t, v.dtype)
+        return _softsign_rule(x, v)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         return _Softsign.derivative(ctx, grad)
-
-
-def _softsign_rule(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    t = upcast(x).abs() + 1.0
-    return as_dtype(upcast(grad) / t / t, grad.dtype)
 
 
 @implements("softsign", "torch")
@@ -292,7 +293,7 @@ class _SmoothClamp(torch.autograd.Function):
     @staticmethod
     def tangent_rule(ctx: Any, x_t: torch.Tensor, *_: Any) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        return as_dtype(upcast(x_t) * _smooth_clamp_slope(x, ctx.parts), x_t.dtype)
+        return _smooth_clamp_rule(x, x_t, ctx.parts)
 
 
 @implements("smooth_clamp", "torch")
