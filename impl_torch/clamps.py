@@ -13,11 +13,13 @@ import torch
 
 from harness import implements
 from impl_torch._common import (
+    NativeKernel,
     apply,
     as_dtype,
     clamp_inside,
     clamp_straight_through,
     native_elementwise,
+    native_kernel,
     save_input,
     upcast,
 )
@@ -128,12 +130,17 @@ class _LeakyClamp(torch.autograd.Function):
         return _LeakyClamp.derivative(ctx, grad), None, None, None
 
 
+@functools.lru_cache(maxsize=256)
+def _leaky_clamp_kernel(lo: float, hi: float, slope: float) -> NativeKernel:
+    rule = functools.partial(_leaky_clamp_derivative, lo=lo, hi=hi, slope=slope)
+    return native_kernel("leaky_clamp", (lo, hi, slope), rule)
+
+
 @implements("leaky_clamp", "torch")
 def leaky_clamp(x: torch.Tensor, *, lo: float, hi: float, slope: float) -> torch.Tensor:
     if kernel_serves(x):
         # One pass each way, the memory traffic of a clamp: ATen takes two forward and two back.
-        rule = functools.partial(_leaky_clamp_derivative, lo=lo, hi=hi, slope=slope)
-        return native_elementwise(x, "leaky_clamp", (lo, hi, slope), rule)
+        return native_elementwise(x, _leaky_clamp_kernel(lo, hi, slope))
     return apply(_LeakyClamp, x, lo, hi, slope) if tracks_grad(x) else _leaky_clamp_values(x, lo, hi, slope)
 
 

@@ -14,12 +14,14 @@ from harness import implements, implements_inverse
 from harness.numerics import affine_needs_guard
 from harness.squashes import SmoothClampParts, smooth_clamp_needs_guard, smooth_clamp_parts, soft_clip_shrink
 from impl_torch._common import (
+    NativeKernel,
     apply,
     as_dtype,
     blocks,
     clamp_straight_through,
     compute_dtype,
     native_elementwise,
+    native_kernel,
     save_input,
     upcast,
 )
@@ -41,11 +43,16 @@ def _scaled_sigmoid_derivative(x: torch.Tensor, grad: torch.Tensor, lo: float, h
     return grad * (hi - lo) * (1.0 - s) * s * slope
 
 
+@functools.lru_cache(maxsize=256)
+def _scaled_sigmoid_kernel(lo: float, hi: float, slope: float) -> NativeKernel:
+    rule = functools.partial(_scaled_sigmoid_derivative, lo=lo, hi=hi, slope=slope)
+    return native_kernel("scaled_sigmoid", (lo, hi, slope, hi - lo), rule)
+
+
 def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
     if kernel_serves(x):
         # One pass: ATen's sigmoid, scale and shift take three (1.5-1.75 sigmoids at 2^22).
-        rule = functools.partial(_scaled_sigmoid_derivative, lo=lo, hi=hi, slope=slope)
-        return native_elementwise(x, "scaled_sigmoid", (lo, hi, slope, hi - lo), rule)
+        return native_elementwise(x, _scaled_sigmoid_kernel(lo, hi, slope))
     xc = upcast(x)
     s = torch.sigmoid(xc * slope if slope != 1.0 else xc)
     # lo + (hi - lo) * s stays <= hi by monotone rounding whenever lo + (hi - lo) rounds to <= hi.
@@ -90,6 +97,11 @@ def _softsign_rule(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return as_dtype(once.div_(t) if not torch.is_grad_enabled() else once / t, v.dtype)
 
 
+@functools.cache
+def _softsign_kernel() -> NativeKernel:
+    return native_kernel("softsign", (), _softsign_rule)
+
+
 class _Softsign(torch.autograd.Function):
     """x / (1 + |x|) with the declared derivative 1 / (1 + |x|)^2 in closed form: four passes
     instead of autograd's walk back through the division, the absolute value and the clamp."""
@@ -117,7 +129,7 @@ def softsign(x: torch.Tensor) -> torch.Tensor:
     if kernel_serves(x):
         # One pass each way, the same operations in the same order: the formula takes four
         # forward (F.softsign's own composite three) and four back.
-        return native_elementwise(x, "softsign", (), _softsign_rule)
+        return native_elementwise(x, _softsign_kernel())
     return apply(_Softsign, x) if tracks_grad(x) else _softsign_values(x)
 
 
@@ -155,14 +167,20 @@ def _soft_clip_derivative(
     return grad * shrink * torch.sigmoid((w - inner) / c) * torch.sigmoid((x - lo) / c)
 
 
+@functools.lru_cache(maxsize=256)
+def _soft_clip_kernel(lo: float, hi: float, c: float) -> NativeKernel:
+    w, shrink = hi - lo, soft_clip_shrink(lo, hi, c)
+    rule = functools.partial(_soft_clip_derivative, lo=lo, w=w, c=c, shrink=shrink)
+    return native_kernel("soft_clip", (lo, hi, c, shrink, w), rule)
+
+
 @implements("soft_clip", "torch")
 def soft_clip(x: torch.Tensor, *, lo: float, hi: float, hinge_softness: float) -> torch.Tensor:
-    c, w = hinge_softness, hi - lo
-    shrink = soft_clip_shrink(lo, hi, c)
     if kernel_serves(x):
         # One pass with two exp and two log1p: the formula takes about ten ATen passes.
-        rule = functools.partial(_soft_clip_derivative, lo=lo, w=w, c=c, shrink=shrink)
-        return native_elementwise(x, "soft_clip", (lo, hi, c, shrink, w), rule)
+        return native_elementwise(x, _soft_clip_kernel(lo, hi, hinge_softness))
+    c, w = hinge_softness, hi - lo
+    shrink = soft_clip_shrink(lo, hi, c)
     xc = upcast(x)
     y = hi - _softplus_c(w - _softplus_c(xc - lo, c), c) * shrink
     # hi - positive <= hi; the shrink factor can round the lower end an ulp below lo.
@@ -296,13 +314,19 @@ class _SmoothClamp(torch.autograd.Function):
         return _smooth_clamp_rule(x, x_t, ctx.parts)
 
 
+@functools.lru_cache(maxsize=256)
+def _smooth_clamp_kernel(lo: float, hi: float, linear_fraction: float) -> NativeKernel:
+    parts = smooth_clamp_parts(lo, hi, linear_fraction)
+    rule = functools.partial(_smooth_clamp_rule, parts=parts)
+    return native_kernel("smooth_clamp", (lo, hi, parts.b_lo, parts.b_hi, parts.r, parts.steepness), rule)
+
+
 @implements("smooth_clamp", "torch")
 def smooth_clamp(x: torch.Tensor, *, lo: float, hi: float, linear_fraction: float) -> torch.Tensor:
-    parts = smooth_clamp_parts(lo, hi, linear_fraction)
     if kernel_serves(x):
         # One pass each way: the ATen formula takes six per block forward and five back.
-        rule = functools.partial(_smooth_clamp_rule, parts=parts)
-        return native_elementwise(x, "smooth_clamp", (lo, hi, parts.b_lo, parts.b_hi, parts.r, parts.steepness), rule)
+        return native_elementwise(x, _smooth_clamp_kernel(lo, hi, linear_fraction))
+    parts = smooth_clamp_parts(lo, hi, linear_fraction)
     if tracks_grad(x):
         return apply(_SmoothClamp, x, lo, hi, *parts)
     return _smooth_clamp_values(x, lo, hi, parts)
