@@ -242,6 +242,10 @@ class Elementwise:
         self._kernel = getattr(_library(), f"{name}_f32")
         # ctypes rounds the Python floats to float32, as ATen rounds a Python scalar.
         self._params = (ctypes.c_float * PARAMETERS)(*params)
+        # For a caller that runs the kernel from compiled code (impl_torch's C++ autograd node):
+        # valid while this object lives.
+        self.address: int = ctypes.cast(self._kernel, ctypes.c_void_p).value or 0
+        self.params_address: int = ctypes.addressof(self._params)
 
     def __call__(self, x: int, y: int, d: int | None, n: int, threads: int) -> None:
         """Write the technique of the ``n`` contiguous float32 at address ``x`` to address ``y``,

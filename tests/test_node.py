@@ -1,0 +1,115 @@
+"""The C++ autograd node of the elementwise C kernels (impl_torch/_node.py, _native/node.cpp)
+against the Python Function it replaces: the same output, first-order VJP and second order, bit
+for bit; used where it built; cached; and off, with the Function taking over, where it cannot
+build."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from cases import Case
+
+import harness
+from impl_torch import _common, _node
+from impl_torch import _native as native
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("OUTPUT_LIMITS_NATIVE") == "0" or native._compiler() is None or _node._compiler() is None,
+    reason="native kernels or C++ compiler off here: the Python Function or the ATen formula runs",
+)
+
+TECHNIQUES = ("smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "softsign")
+CASES = [Case(name, dict(given)) for name in TECHNIQUES for given in [{}, *harness.get(name).examples]]
+
+
+def _points(rng: np.random.Generator) -> torch.Tensor:
+    big = np.finfo(np.float32).max
+    edges = np.array([0.0, -0.0, 1.0, -1.0, 1e-30, big, -big, np.inf, -np.inf, np.nan], np.float32)
+    return torch.from_numpy(np.concatenate([edges, rng.normal(scale=3.0, size=2048).astype(np.float32)]))
+
+
+def _three_orders(case: Case, x: torch.Tensor, g: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Output, VJP with ``g``, and the derivative of <VJP, v> (second order), of ``case`` on ``x``."""
+    module = case.build("torch", "float32")
+    leaf = x.clone().requires_grad_(True)
+    y = module(leaf)
+    (dx,) = torch.autograd.grad(y, leaf, g, create_graph=True)
+    (ddx,) = torch.autograd.grad(dx, leaf, v)
+    first = torch.autograd.grad(module(leaf), leaf, g)[0]  # without create_graph: grad * d
+    return y.detach(), first, dx.detach(), ddx
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.name}-{c.given}")
+def test_node_equals_the_python_function(
+    case: Case, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both run the same kernel and, for second order, the same rule: equal bits, NaN included."""
+    x = _points(rng)
+    g, v = (torch.from_numpy(rng.normal(size=x.shape).astype(np.float32)) for _ in range(2))
+    with_node = _three_orders(case, x, g, v)
+    monkeypatch.setattr(_node, "node", lambda: _node.Node(None, "off: this test"))
+    without = _three_orders(case, x, g, v)
+    for name, a, b in zip(("output", "VJP", "VJP under create_graph", "second order"), with_node, without, strict=True):
+        assert torch.equal(a.isnan(), b.isnan()), f"{case.name}: {name} NaN in different places"
+        assert torch.equal(a.nan_to_num(), b.nan_to_num()), f"{case.name}: {name} differs with the node"
+
+
+@pytest.mark.parametrize("name", TECHNIQUES)
+def test_node_runs_where_autograd_records(name: str) -> None:
+    assert _node.node().op is not None, _node.node().note
+    module = harness.build(name, "torch")
+    y = module(torch.linspace(-3.0, 3.0, 64).requires_grad_(True))
+    assert "Elementwise" in y.grad_fn.name(), y.grad_fn.name()
+    with torch.no_grad():
+        assert module(torch.linspace(-3.0, 3.0, 64)).grad_fn is None
+
+
+def test_node_is_cached_per_torch_and_compiler(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second build finds the first one's library instead of compiling again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    compiler = _node._compiler()
+    first = _node._build(compiler)
+    assert first.parent == tmp_path / "output-limits"
+    stamp = first.stat().st_mtime_ns
+    monkeypatch.setattr(_node.subprocess, "run", _refuse_compiling(_node.subprocess.run))
+    assert _node._build(compiler) == first and first.stat().st_mtime_ns == stamp
+    assert [p.name for p in first.parent.iterdir()] == [first.name], "a build folder was left behind"
+
+
+def _refuse_compiling(run):  # --version is fine (the cache key), a compile is not
+    def checked(command, *args, **kwargs):
+        assert "--version" in command, f"compiled again: {command}"
+        return run(command, *args, **kwargs)
+
+    return checked
+
+
+def test_a_failing_build_turns_the_node_off_and_the_function_serves(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")  # a compiler that fails every build
+    monkeypatch.setattr(_node, "node", _node.node.__wrapped__)  # uncached: build now
+    with pytest.warns(RuntimeWarning, match="C\\+\\+ node did not build"):
+        off = _node.node()
+    assert off.op is None and off.note.startswith("off:")
+    monkeypatch.setattr(_node, "node", lambda: off)
+    x = torch.linspace(-3.0, 3.0, 64).requires_grad_(True)
+    y = harness.build("smooth_clamp", "torch")(x)
+    assert type(y.grad_fn).__name__ == "_NativeElementwiseBackward", y.grad_fn
+
+
+def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTPUT_LIMITS_NATIVE_NODE", "0")
+    assert _node.node.__wrapped__().op is None
+
+
+def test_kernel_addresses_are_the_kernels() -> None:
+    """The node calls the kernel found at the address _native gives: the same output as ctypes."""
+    kernel = _common.native_kernel("softsign", (), lambda x, g: g).kernel
+    x = torch.linspace(-5.0, 5.0, 101)
+    y = torch.empty_like(x)
+    kernel(x.data_ptr(), y.data_ptr(), None, x.numel(), 1)
+    out = _node.node().op(x.clone().requires_grad_(True), kernel.address, kernel.params_address, 0)
+    assert torch.equal(out.detach(), y)
