@@ -318,7 +318,8 @@ class _SmoothClamp(torch.autograd.Function):
 def _smooth_clamp_kernel(lo: float, hi: float, linear_fraction: float) -> NativeKernel:
     parts = smooth_clamp_parts(lo, hi, linear_fraction)
     rule = functools.partial(_smooth_clamp_rule, parts=parts)
-    return native_kernel("smooth_clamp", (lo, hi, parts.b_lo, parts.b_hi, parts.r, parts.steepness), rule)
+    guard = float(smooth_clamp_needs_guard(lo, hi, parts, "float32"))
+    return native_kernel("smooth_clamp", (lo, hi, parts.b_lo, parts.b_hi, parts.r, parts.steepness, guard), rule)
 
 
 @implements("smooth_clamp", "torch")

@@ -35,8 +35,8 @@ from harness.squashes import smooth_clamp_parts
 SOURCES = ("squashes.c", "sparsemax.c", "guards.c")
 HEADERS = ("parallel.h", "vmath.h")  # what they share: threads and jobs; exp, log1p, sigmoid, clamp
 # The elementwise kernels of squashes.c: each writes the output and, on request, the derivative
-# dy/dx beside it, from six float parameters (see each kernel's comment for which).
-PARAMETERS = 6
+# dy/dx beside it, from seven float parameters (see each kernel's comment for which).
+PARAMETERS = 7
 ELEMENTWISE = ("smooth_clamp", "scaled_sigmoid", "soft_clip", "leaky_clamp", "softsign")
 # -march=native: the build runs on the machine that uses it, once per process, so it may use all
 # of its vector width (AVX-512 halves the time against AVX2 here). The second set is the fallback
@@ -183,7 +183,7 @@ def _elementwise_checks(library: ctypes.CDLL) -> list[tuple[str, object, list[fl
     expected = {
         "smooth_clamp": (
             [math.nan, math.inf, -math.inf, 0.25, 2.0, -2.0],
-            [-1.0, 1.0, parts.b_lo, parts.b_hi, parts.r, parts.steepness],
+            [-1.0, 1.0, parts.b_lo, parts.b_hi, parts.r, parts.steepness, 1.0],
             [math.nan, 1.0, -1.0, 0.25, 1.0 - s, -1.0 + s],
             [math.nan, 0.0, 0.0, 1.0, 4.0 * s * (1.0 - s), 4.0 * s * (1.0 - s)],
         ),

@@ -3,7 +3,7 @@
 // torch.autograd.Function costs 15-20 us more per forward+backward (its forward, context and
 // backward run as Python): a quarter of a 2^16-element sigmoid's forward+backward.
 //
-// The kernel comes as a function address and its six float parameters as the address of their
+// The kernel comes as a function address and its float parameters as the address of their
 // array, both from impl_torch/_native (the kernels are compiled per process with -march=native;
 // this file has no machine-specific code, so one build serves every machine with the same torch
 // and compiler, and may be cached). Private: the op trusts those addresses.
