@@ -318,8 +318,9 @@ class _SmoothClamp(torch.autograd.Function):
 def _smooth_clamp_kernel(lo: float, hi: float, linear_fraction: float) -> NativeKernel:
     parts = smooth_clamp_parts(lo, hi, linear_fraction)
     rule = functools.partial(_smooth_clamp_rule, parts=parts)
-    guard = float(smooth_clamp_needs_guard(lo, hi, parts, "float32"))
-    return native_kernel("smooth_clamp", (lo, hi, parts.b_lo, parts.b_hi, parts.r, parts.steepness, guard), rule)
+    # The bounds clamp only where float32 rounding can step past them (squashes.c).
+    name = "smooth_clamp" if smooth_clamp_needs_guard(lo, hi, parts, "float32") else "smooth_clamp_open"
+    return native_kernel(name, (lo, hi, parts.b_lo, parts.b_hi, parts.r, parts.steepness), rule)
 
 
 @implements("smooth_clamp", "torch")

@@ -19,7 +19,7 @@
 #include "parallel.h"
 #include "vmath.h"
 
-#define PARAMETERS 7
+#define PARAMETERS 6
 
 typedef struct {
     const float *x;
@@ -42,23 +42,27 @@ static inline float scaled_sigmoid(float x, const float *p, float *d) {
 }
 
 /* m + sign(e) r (1 - q) / (1 + q), m = clamp(x, b_lo, b_hi), e = x - m, q = exp(-k |e|) with
- * k = 2 / r; p = {lo, hi, b_lo, b_hi, r, k, guard}. That is hi - 2r sigmoid(-2e/r) above and
+ * k = 2 / r; p = {lo, hi, b_lo, b_hi, r, k}. That is hi - 2r sigmoid(-2e/r) above and
  * lo + 2r sigmoid(2e/r) below; on the linear middle e == 0, so q == 1 and the output is m == x
  * bit for bit (1 - q == 0). Derivative 4 s (1 - s) with s = q / (1 + q), the tails' sigmoid on its small side
- * (exactly 1 on the middle, > 0 far into the tails), as (s - s s) 4, the ATen formula's order. */
-static inline float smooth_clamp(float x, const float *p, float *d) {
-    float lo = p[0], hi = p[1], b_lo = p[2], b_hi = p[3], r = p[4], k = p[5];
+ * (exactly 1 on the middle, > 0 far into the tails), as (s - s s) 4, the ATen formula's order.
+ *
+ * Without the bounds clamp (smooth_clamp_open): |r (1 - q) / (1 + q)| <= r after rounding, so
+ * the output lies in [b_lo - r, b_hi + r] rounded, inside [lo, hi] unless those round outside
+ * (harness's smooth_clamp_needs_guard), and the caller takes smooth_clamp then. The clamp is
+ * 5-10% of the forward; a flag to skip it inside one loop kept the loop from vectorizing. */
+static inline float smooth_clamp_open(float x, const float *p, float *d) {
+    float b_lo = p[2], b_hi = p[3], r = p[4], k = p[5];
     float m = clamp(x, b_lo, b_hi);
     float e = x - m;
     float q = exp_neg(fabsf(e) * k);
     float s = q / (1.0f + q);
     *d = e == e ? (s - s * s) * 4.0f : e;
-    float y = m + copysignf(r * (1.0f - q) / (1.0f + q), e);
-    /* |r (1 - q) / (1 + q)| <= r after rounding, so y lies in [b_lo - r, b_hi + r] rounded: the
-     * bounds clamp runs only where those round outside [lo, hi] (guard != 0, from harness's
-     * smooth_clamp_needs_guard), 5-10% of the forward otherwise. The flag is the same for every
-     * element, so the compiler makes a loop for each case. */
-    return p[6] != 0.0f ? clamp(y, lo, hi) : y;
+    return m + copysignf(r * (1.0f - q) / (1.0f + q), e);
+}
+
+static inline float smooth_clamp(float x, const float *p, float *d) {
+    return clamp(smooth_clamp_open(x, p, d), p[0], p[1]);
 }
 
 /* c softplus(v / c) = c (max(u, 0) + log1p(exp(-|u|))), u = v / c; q = exp(-|u|) is kept for
@@ -140,10 +144,11 @@ static void run(void *(*fn)(void *), const float *x, float *y, float *d, int64_t
 }
 
 /* The exported entry points, NAME_f32(x, y, d, n, p, threads): x in, y written, and the
- * derivative written to d unless d is NULL; seven parameters as the functions above read them
+ * derivative written to d unless d is NULL; six parameters as the functions above read them
  * (unused ones 0). Each element is computed alone: no result depends on the thread count. */
 KERNEL(scaled_sigmoid)
 KERNEL(smooth_clamp)
+KERNEL(smooth_clamp_open)
 KERNEL(soft_clip)
 KERNEL(leaky_clamp)
 KERNEL(softsign)
