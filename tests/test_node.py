@@ -43,9 +43,7 @@ def _three_orders(case: Case, x: torch.Tensor, g: torch.Tensor, v: torch.Tensor)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.name}-{c.given}")
-def test_node_equals_the_python_function(
-    case: Case, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_node_equals_the_python_function(case: Case, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both run the same kernel and, for second order, the same rule: equal bits, NaN included."""
     x = _points(rng)
     g, v = (torch.from_numpy(rng.normal(size=x.shape).astype(np.float32)) for _ in range(2))
