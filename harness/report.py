@@ -357,7 +357,8 @@ def _native_text(record: dict[str, Any] | None) -> str:
         return "not recorded (runs before the C kernel existed used the ATen formula)"
     if not record.get("on"):
         return str(record.get("note"))
-    return f"on, {record.get('compiler')} {' '.join(record.get('flags', []))}"
+    node = f"; autograd node {record['autograd_node']}" if "autograd_node" in record else ""
+    return f"on, {record.get('compiler')} {' '.join(record.get('flags', []))}{node}"
 
 
 def _plugins_text(found: dict[str, Any] | None) -> str:

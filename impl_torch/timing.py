@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from impl_torch import _native
+from impl_torch import _native, _node
 from impl_torch.adapter import from_numpy
 
 
@@ -64,6 +64,10 @@ def copy_callable(x: np.ndarray, device: str) -> Callable[[], torch.Tensor]:
 
 
 def native_kernels() -> dict[str, object]:
-    """Which C kernels this side's eager CPU path runs here, for the benchmark record: PyTorch's
-    float32 smooth_clamp (``_native``), or the ATen formula and why."""
-    return _native.build().record()
+    """Which C kernels this side's eager CPU path runs here, for the benchmark record: the float32
+    kernels (``_native``) or the ATen formula and why, and their autograd node (``_node``: C++,
+    or a Python Function and why)."""
+    record = _native.build().record()
+    if record["on"]:
+        record["autograd_node"] = _node.node().note
+    return record

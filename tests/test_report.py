@@ -196,3 +196,14 @@ def test_a_compacted_run_reports_as_the_raw_one(tmp_path: Path) -> None:
     )
     md = (_report(tmp_path, tmp_path / "raw.json.gz") / "report.md").read_text()
     assert "| clamp | forward | 2^20 |" in md
+
+
+def test_environment_names_the_kernels_and_their_autograd_node() -> None:
+    from harness.report import _native_text
+
+    on = {"on": True, "compiler": "cc", "flags": ["-O3"], "note": "on"}
+    assert _native_text(on) == "on, cc -O3"
+    assert _native_text({**on, "autograd_node": "on"}) == "on, cc -O3; autograd node on"
+    off = "off: no C++ compiler (c++, g++ or clang++; or set CXX); a Python autograd Function runs"
+    assert off in _native_text({**on, "autograd_node": off})
+    assert _native_text({"on": False, "note": "off: OUTPUT_LIMITS_NATIVE=0"}) == "off: OUTPUT_LIMITS_NATIVE=0"
