@@ -1,5 +1,6 @@
-"""The C++ autograd node of the elementwise C kernels (``_native/node.cpp``): built against the
-installed torch by the system C++ compiler once, cached, and loaded as ``torch.ops``.
+"""The C++ autograd nodes of the elementwise C kernels and of hardsigmoid (``_native/node.cpp``):
+built against the installed torch by the system C++ compiler once, cached, and loaded as
+``torch.ops``.
 
 Why: a Python ``torch.autograd.Function`` adds 15-20 us to each forward+backward, a quarter of a
 2^16-element sigmoid's; the node adds a few. Where it is off (no C++ compiler or torch headers,
@@ -35,10 +36,12 @@ _RULES: list[Rule] = []  # elementwise_rule's numbers index this list
 
 
 class Node(NamedTuple):
-    """The loaded node: ``op`` is None when it is off, and ``note`` says why."""
+    """The loaded nodes: ``op`` (the elementwise kernels' node) and ``hardsigmoid`` are None
+    when they are off, and ``note`` says why."""
 
     op: Callable[..., torch.Tensor] | None
     note: str
+    hardsigmoid: Callable[..., torch.Tensor] | None = None
 
 
 def _compiler() -> list[str] | None:
@@ -100,8 +103,9 @@ def _build(compiler: list[str]) -> Path:
 @functools.cache
 def node() -> Node:
     """Build (once per torch and compiler, about 15 s), load and register the node."""
-    if os.environ.get("OUTPUT_LIMITS_NATIVE_NODE", "1") == "0":
-        return Node(None, "off: OUTPUT_LIMITS_NATIVE_NODE=0; a Python autograd Function runs")
+    for switch in ("OUTPUT_LIMITS_NATIVE", "OUTPUT_LIMITS_NATIVE_NODE"):  # all compiled code, or the node
+        if os.environ.get(switch, "1") == "0":
+            return Node(None, f"off: {switch}=0; a Python autograd Function runs")
     compiler = _compiler()
     if compiler is None:
         return Node(None, "off: no C++ compiler (c++, g++ or clang++; or set CXX); a Python autograd Function runs")
@@ -110,13 +114,15 @@ def node() -> Node:
         library = torch.library.Library("output_limits_native", "IMPL")
         library.impl("elementwise_rule", _rule, "CompositeImplicitAutograd")
         _LIBRARIES.append(library)  # a Library unregisters its kernels when collected
-        op = torch.ops.output_limits_native.elementwise.default._op  # the C++ entry: no Python layers
+        ops = torch.ops.output_limits_native
+        # ._op: the C++ entry, without torch.ops' Python layers (0.5-1 us a call).
+        op, hardsigmoid = ops.elementwise.default._op, ops.hardsigmoid.default._op
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         failure = f"{type(error).__name__}: {error}"
         note = f"off: the C++ node did not build or load ({failure}); a Python autograd Function runs"
         warnings.warn(f"output-limits {note}", RuntimeWarning, stacklevel=2)
         return Node(None, note)
-    return Node(op, "on")
+    return Node(op, "on", hardsigmoid)
 
 
 _LIBRARIES: list[torch.library.Library] = []

@@ -1,5 +1,5 @@
-"""The C++ autograd node of the elementwise C kernels (impl_torch/_node.py, _native/node.cpp)
-against the Python Function it replaces: the same output, first-order VJP and second order, bit
+"""The C++ autograd nodes of the elementwise C kernels and of hardsigmoid (impl_torch/_node.py,
+_native/node.cpp) against the Python Functions they replace: the same output, first-order VJP and second order, bit
 for bit; used where it built; cached; and off, with the Function taking over, where it cannot
 build."""
 
@@ -31,9 +31,11 @@ def _points(rng: np.random.Generator) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([edges, rng.normal(scale=3.0, size=2048).astype(np.float32)]))
 
 
-def _three_orders(case: Case, x: torch.Tensor, g: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _three_orders(
+    case: Case, x: torch.Tensor, g: torch.Tensor, v: torch.Tensor, dtype: str = "float32"
+) -> tuple[torch.Tensor, ...]:
     """Output, VJP with ``g``, and the derivative of <VJP, v> (second order), of ``case`` on ``x``."""
-    module = case.build("torch", "float32")
+    module = case.build("torch", dtype)
     leaf = x.clone().requires_grad_(True)
     y = module(leaf)
     (dx,) = torch.autograd.grad(y, leaf, g, create_graph=True)
@@ -53,6 +55,23 @@ def test_node_equals_the_python_function(case: Case, rng: np.random.Generator, m
     for name, a, b in zip(("output", "VJP", "VJP under create_graph", "second order"), with_node, without, strict=True):
         assert torch.equal(a.isnan(), b.isnan()), f"{case.name}: {name} NaN in different places"
         assert torch.equal(a.nan_to_num(), b.nan_to_num()), f"{case.name}: {name} differs with the node"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_hardsigmoid_node_equals_the_python_function(
+    dtype: str, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ATen's hardsigmoid_backward below float64, the rule in float64 and for second order:
+    as the Function decides, with the kinks at -3 and 3 and NaN among the points."""
+    case = Case("hardsigmoid", {})
+    x = torch.cat([torch.tensor([-3.0, 3.0, -3.5, 3.5, 0.0, float("nan")]), _points(rng)]).to(getattr(torch, dtype))
+    g, v = (torch.from_numpy(rng.normal(size=x.shape).astype(np.float32)).to(x.dtype) for _ in range(2))
+    with_node = _three_orders(case, x, g, v, dtype)
+    assert "Hardsigmoid" in case.build("torch", dtype)(x.clone().requires_grad_(True)).grad_fn.name()
+    monkeypatch.setattr(_node, "node", lambda: _node.Node(None, "off: this test"))
+    for name, a, b in zip(("output", "VJP", "VJP under create_graph", "second order"), with_node,
+                          _three_orders(case, x, g, v, dtype), strict=True):  # fmt: skip
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()), name
 
 
 @pytest.mark.parametrize("name", TECHNIQUES)

@@ -1,5 +1,6 @@
-// The autograd node of the elementwise C kernels (squashes.c) in C++, so that a forward+backward
-// through one of them crosses into Python once, for the call, as an ATen op's does. A Python
+// The autograd nodes of the elementwise C kernels (squashes.c) and of hardsigmoid in C++, so that
+// a forward+backward through one of them crosses into Python once, for the call, as an ATen op's
+// does. A Python
 // torch.autograd.Function costs 15-20 us more per forward+backward (its forward, context and
 // backward run as Python): a quarter of a 2^16-element sigmoid's forward+backward.
 //
@@ -16,6 +17,8 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/hardsigmoid.h>
+#include <ATen/ops/hardsigmoid_backward.h>
 #include <ATen/ops/mul.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
@@ -61,6 +64,29 @@ at::Tensor elementwise(const at::Tensor &x, int64_t kernel, int64_t params, int6
     return Elementwise::apply(x, kernel, params, number);
 }
 
+// hardsigmoid: ATen's forward, which is the declaration bit for bit in every dtype. First order
+// below float64 is ATen's hardsigmoid_backward, the declared rule there in one pass; in float64
+// (where it multiplies by 1/6 rounded to float32) and for second order (it has no derivative of
+// its own) the rule runs. impl_torch/clamps.py's _Hardsigmoid is the same in Python.
+struct Hardsigmoid : public torch::autograd::Function<Hardsigmoid> {
+    static at::Tensor forward(AutogradContext *ctx, const at::Tensor &x, int64_t number) {
+        ctx->save_for_backward({x});
+        ctx->saved_data["number"] = number;
+        return at::hardsigmoid(x);
+    }
+
+    static variable_list backward(AutogradContext *ctx, variable_list grads) {
+        at::Tensor x = ctx->get_saved_variables()[0], dx;
+        if (grads[0].defined())
+            dx = at::GradMode::is_enabled() || x.scalar_type() == at::kDouble
+                     ? rule(x, grads[0], ctx->saved_data["number"].toInt())
+                     : at::hardsigmoid_backward(grads[0], x);
+        return {dx, at::Tensor()};
+    }
+};
+
+at::Tensor hardsigmoid(const at::Tensor &x, int64_t number) { return Hardsigmoid::apply(x, number); }
+
 }  // namespace
 
 TORCH_LIBRARY(output_limits_native, m) {
@@ -68,8 +94,12 @@ TORCH_LIBRARY(output_limits_native, m) {
     // number: the technique's rule, for second order (impl_torch/_node.py).
     m.def("elementwise(Tensor x, int kernel, int params, int number) -> Tensor");
     m.def("elementwise_rule(Tensor x, Tensor grad, int number) -> Tensor");
+    m.def("hardsigmoid(Tensor x, int number) -> Tensor");
 }
 
 // Autograd and CPU alike: the node is the whole op (called only where autograd records, plainly
 // eager, on CPU float32: impl_torch/_common.native_elementwise decides).
-TORCH_LIBRARY_IMPL(output_limits_native, CompositeImplicitAutograd, m) { m.impl("elementwise", elementwise); }
+TORCH_LIBRARY_IMPL(output_limits_native, CompositeImplicitAutograd, m) {
+    m.impl("elementwise", elementwise);
+    m.impl("hardsigmoid", hardsigmoid);
+}
