@@ -202,6 +202,34 @@ def test_layer_norm_and_batch_norm_guards_in_c_and_numpy_decide_alike(dtype: str
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_guards_in_c_and_numpy_decide_alike(dtype: str, rng, monkeypatch) -> None:
+    """The C guard (_native.nan_in_first) and the numpy one see a NaN exactly where it sits on a
+    first entry along the axis, for every axis of a 3-D output, negative axes included."""
+    import torch
+
+    from impl_torch import _native, simplex
+
+    if not _native.available():
+        pytest.skip("native kernels off here: the numpy guard decides alone")
+    shape = (3, 4, 5)
+    seen = {"c": [], "numpy": []}
+    for axis in (0, 1, 2, -1, -3):
+        for _ in range(20):
+            y = rng.uniform(size=shape)
+            index = tuple(int(rng.integers(0, n)) for n in shape)
+            y[index] = np.nan
+            expected = index[axis] == 0
+            t = torch.from_numpy(y.astype(dtype))
+            assert simplex._has_nan_row(t, axis) == expected
+            seen["c"].append(expected)
+            with monkeypatch.context() as patch:
+                patch.setattr(_native, "available", lambda: False)
+                assert simplex._has_nan_row(t, axis) == expected
+    assert any(seen["c"]) and not all(seen["c"])  # both answers came up
+    assert not simplex._has_nan_row(torch.ones(shape, dtype=getattr(torch, dtype)), 1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_rms_norms_fused_op_is_the_composite_bit_for_bit(dtype: str, rng) -> None:
     """ATen's _fused_rms_norm (taken where this torch has it) gives the composite formula's output
     and rstd bit for bit on the CPU, with and without weight: the fast path is that formula."""

@@ -108,6 +108,9 @@ def _declare(library: ctypes.CDLL) -> None:
         guard = getattr(library, f"untrusted_rows_{suffix}")
         guard.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, *[ctypes.c_double] * 3]
         guard.restype = ctypes.c_int64
+        first = getattr(library, f"nan_in_first_{suffix}")
+        first.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 3]
+        first.restype = ctypes.c_int64
 
 
 @functools.cache
@@ -159,6 +162,14 @@ def _self_check(library: ctypes.CDLL) -> str | None:
     mean, rstd = (ctypes.c_double * 4)(0.5, math.nan, 0.5, 0.5), (ctypes.c_double * 4)(1.0, 1.0, 0.0, 1e9)
     count = library.untrusted_rows_f64(ctypes.addressof(mean), ctypes.addressof(rstd), 4, 1e-10, 1e-8, 1e-5)
     checks.append(("norm guard", [float(count)], [3.0]))
+    # The softmaxes' guard on 2 x 3 x 2 values (axis in the middle): a NaN off the first entries
+    # is not read, one on them is.
+    values = (ctypes.c_double * 12)(*[0.5] * 12)
+    values[2] = math.nan  # y[0, 1, 0]
+    seen = [library.nan_in_first_f64(ctypes.addressof(values), 2, 3, 2)]
+    values[7] = math.nan  # y[1, 0, 1]
+    seen.append(library.nan_in_first_f64(ctypes.addressof(values), 2, 3, 2))
+    checks.append(("softmax guard", [float(v) for v in seen], [0.0, 1.0]))
     for name, got, want in (*checks, ("sparsemax threshold", tau, [-0.75, math.nan])):
         for a, b in zip(got, want, strict=True):
             if not (math.isnan(a) and math.isnan(b)) and a != b and not abs(a - b) <= 1e-6 * max(1.0, abs(b)):
@@ -267,6 +278,13 @@ def sparsemax_threshold_f32(z: int, tau: int, rows: int, n: int, *, threads: int
     """Write sparsemax's threshold of each of ``rows`` contiguous float32 rows of ``n`` at
     address ``z`` (shifted: maximum 0, or NaN) to address ``tau``."""
     _library().sparsemax_threshold_f32(z, tau, rows, n, threads)
+
+
+def nan_in_first(y: int, outer: int, n: int, inner: int, *, double: bool) -> bool:
+    """Whether any first entry along the middle axis of the ``outer`` x ``n`` x ``inner``
+    contiguous float32 or (``double``) float64 values at address ``y`` is NaN (guards.c)."""
+    library = _library()
+    return bool((library.nan_in_first_f64 if double else library.nan_in_first_f32)(y, outer, n, inner))
 
 
 def untrusted_rows(mean: int | None, rstd: int, rows: int, *, double: bool, k: float, floor: float, eps: float) -> int:

@@ -28,3 +28,22 @@ int64_t untrusted_rows_f64(const double *mean, const double *rstd, int64_t rows,
     for (int64_t i = 0; i < rows; i++) count += !trusted(mean ? mean[i] : 0.0, rstd[i], k, floor, eps);
     return count;
 }
+
+/* The softmaxes' guard (impl_torch/simplex.py, _guarded): whether any row of ATen's softmax or
+ * log_softmax output is NaN, read from one entry per row, the first along the axis. A row the
+ * fused kernel cannot take (an infinity, a NaN) comes out NaN throughout, and no other output
+ * entry is NaN, so one entry decides for its row. y holds outer x n x inner contiguous values,
+ * the axis of length n in the middle. One call where numpy's strided view and sum cost 3-8 us. */
+int64_t nan_in_first_f32(const float *y, int64_t outer, int64_t n, int64_t inner) {
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++)
+            if (y[o * n * inner + i] != y[o * n * inner + i]) return 1;
+    return 0;
+}
+
+int64_t nan_in_first_f64(const double *y, int64_t outer, int64_t n, int64_t inner) {
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++)
+            if (y[o * n * inner + i] != y[o * n * inner + i]) return 1;
+    return 0;
+}
