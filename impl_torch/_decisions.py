@@ -64,7 +64,7 @@ def eager_cpu(x: torch.Tensor) -> bool:
     much as six sigmoids. Under torch.compile or on an accelerator the branch-free form is fast
     as is (and a host-side branch would break the graph or synchronize the device); under a
     torch.func transform a branch on data fails."""
-    return x.device.type == "cpu" and plain_eager()
+    return x.is_cpu and plain_eager()  # is_cpu: see kernel_serves
 
 
 def block_size(x: torch.Tensor) -> int:

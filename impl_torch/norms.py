@@ -100,7 +100,8 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     # float16 and bfloat16 in float32, rounded once, as the formula does: ATen's mixed-precision
     # kernel returns its mean and rstd in the input's dtype, too coarse for the guard.
     xc = upcast(x)
-    weight, bias = (None if p is None else upcast(p) for p in (weight, bias))
+    if xc is not x and weight is not None:
+        weight, bias = upcast(weight), upcast(bias)
     y, mean, rstd = torch.native_layer_norm(xc, (n,), weight, bias, eps)
     if _untrusted_count(mean, rstd, eps):  # rare: ATen on the rows it got right, the formula on the rest
         y = patch_rows(
