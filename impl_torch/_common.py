@@ -14,8 +14,9 @@ import torch
 
 import harness
 from harness.build import RECORD_ATTRIBUTE, retyped
-from impl_torch import _native, _node
+from impl_torch import _native
 from impl_torch._decisions import block_size, compiling, may_write_in_place, plain_eager, tracing, tracks_grad
+from impl_torch._native import node as _node
 from impl_torch.adapter import check_array, dtype_name
 
 LOW = (torch.float16, torch.bfloat16)

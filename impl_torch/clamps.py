@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from harness import implements
-from impl_torch import _node
 from impl_torch._common import (
     NativeKernel,
     apply,
@@ -25,6 +24,7 @@ from impl_torch._common import (
     upcast,
 )
 from impl_torch._decisions import kernel_serves, plain_eager, tracks_grad
+from impl_torch._native import node as _node
 
 
 @implements("clamp", "torch")

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from impl_torch import _native, _node
+from impl_torch import _native
+from impl_torch._native import node as _node
 from impl_torch.adapter import from_numpy
 
 

@@ -1,4 +1,4 @@
-"""The C++ autograd nodes of the elementwise C kernels and of hardsigmoid (impl_torch/_node.py,
+"""The C++ autograd nodes of the elementwise C kernels and of hardsigmoid (impl_torch/_native/node.py,
 _native/node.cpp) against the Python Functions they replace: the same output, first-order VJP and second order, bit
 for bit; used where it built; cached; and off, with the Function taking over, where it cannot
 build."""
@@ -13,8 +13,9 @@ import torch
 from cases import Case
 
 import harness
-from impl_torch import _common, _node
+from impl_torch import _common
 from impl_torch import _native as native
+from impl_torch._native import node as _node
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("OUTPUT_LIMITS_NATIVE") == "0" or native._compiler() is None or _node._compiler() is None,

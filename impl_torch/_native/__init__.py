@@ -1,7 +1,8 @@
 """C kernels for PyTorch's CPU path, compiled at first use by the system C compiler and loaded
 with ctypes. Private to ``impl_torch``, their only user.
 
-The functions take buffer addresses, and this module imports no framework. PyTorch's eager CPU
+The functions take buffer addresses, and this module imports no framework (``node.py`` beside
+it, the C++ autograd node of the elementwise kernels, builds against torch). PyTorch's eager CPU
 float32 smooth_clamp, scaled_sigmoid, scaled_tanh, soft_clip, leaky_clamp and softsign use them
 (``impl_torch/squashes.py``, ``impl_torch/clamps.py``): ATen has no fused op for their formulas,
 and the two to ten ATen passes each takes cost up to several times the framework op they are

@@ -11,7 +11,7 @@
 //
 // First order is grad * d, d = dy/dx written by the kernel beside the output. Where the backward
 // is itself differentiated (grad mode on in the backward: second order), the technique's rule in
-// differentiable ATen ops takes over, through elementwise_rule, which impl_torch/_node.py
+// differentiable ATen ops takes over, through elementwise_rule, which impl_torch/_native/node.py
 // implements in Python by its number.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -91,7 +91,7 @@ at::Tensor hardsigmoid(const at::Tensor &x, int64_t number) { return Hardsigmoid
 
 TORCH_LIBRARY(output_limits_native, m) {
     // x: a contiguous-able float32 CPU tensor; kernel and params: addresses from _native;
-    // number: the technique's rule, for second order (impl_torch/_node.py).
+    // number: the technique's rule, for second order (impl_torch/_native/node.py).
     m.def("elementwise(Tensor x, int kernel, int params, int number) -> Tensor");
     m.def("elementwise_rule(Tensor x, Tensor grad, int number) -> Tensor");
     m.def("hardsigmoid(Tensor x, int number) -> Tensor");
