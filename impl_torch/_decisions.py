@@ -59,6 +59,14 @@ def tracks_grad(x: torch.Tensor) -> bool:
     return (torch.is_grad_enabled() and x.requires_grad) or transforming()
 
 
+def compiled_cpu(x: torch.Tensor) -> bool:
+    """Whether torch.compile traces this call on the CPU. A data-dependent choice is then
+    ``torch.cond``: dynamo captures it without a graph break and inductor compiles a branch that
+    runs one side only. On an accelerator the branch reads its predicate on the host, a
+    synchronization per call, so the branch-free formula runs there."""
+    return compiling() and x.is_cpu
+
+
 def eager_cpu(x: torch.Tensor) -> bool:
     """Whether a data-dependent fast path pays off: eager mode on CPU, where torch.where costs as
     much as six sigmoids. Under torch.compile or on an accelerator the branch-free form is fast

@@ -12,7 +12,6 @@ import functools
 import math
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -20,7 +19,7 @@ import harness
 from harness.numerics import trusted_variance_floor
 from impl_torch import _native
 from impl_torch._common import InputCheck, as_dtype, clamp_straight_through, follow_dtype, patch_rows, upcast
-from impl_torch._decisions import eager_cpu
+from impl_torch._decisions import compiled_cpu, eager_cpu
 from impl_torch.adapter import FRAMEWORK_DTYPES
 
 
@@ -94,6 +93,8 @@ def _statistics(
 def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *, eps: float) -> torch.Tensor:
     """The declared layer norm: ATen's fused op where its per-row statistics show it is (eager
     CPU, see _trusted_rows), the prescaled formula for the other rows and everywhere else."""
+    if compiled_cpu(x) and weight is not None:
+        return _layer_norm_compiled(x, weight, bias, eps)
     if not eager_cpu(x):
         return _layer_norm_formula(x, weight, bias, eps)
     n = x.shape[-1]
@@ -106,7 +107,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     if _untrusted_count(mean, rstd, eps):  # rare: ATen on the rows it got right, the formula on the rest
         y = patch_rows(
             xc,
-            torch.from_numpy(_trusted_rows(mean, rstd, eps).reshape(-1)),
+            _trusted_rows(mean, rstd, eps).reshape(-1),
             lambda rows: torch.native_layer_norm(rows, (n,), weight, bias, eps)[0],
             lambda rows: _layer_norm_formula(rows, weight, bias, eps),
         )
@@ -122,20 +123,41 @@ def _trust_rule(dtype: torch.dtype, eps: float) -> tuple[float, float]:
     return trusted_variance_floor(str(dtype).removeprefix("torch."), eps)
 
 
-def _trusted_rows(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> np.ndarray:
+def _trusted_rows(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> torch.Tensor:
     """Rows where ATen's fused layer norm is the declared one, from the per-row mean and rstd it
     returns anyway (2/n of a pass): finite statistics (no infinity, NaN or overflowed variance)
     and a variance clear of cancellation (harness.numerics.trusted_variance_floor). NaN rows
     fall to the formula too, which also gives NaN.
 
-    In numpy on the host (eager CPU only), in float64 as guards.c computes it (see
-    _untrusted_count): var > floor is rstd < 1 / sqrt(floor + eps), which is False for NaN; an
-    infinite mean makes the floor infinite, an overflowed variance rstd 0. float64 holds the
-    square of any float32 mean, so nothing overflows on the way."""
+    In float64, as guards.c computes it (see _untrusted_count): var > floor is rstd < 1 /
+    sqrt(floor + eps), which is False for NaN; an infinite mean makes the floor infinite, an
+    overflowed variance rstd 0. float64 holds the square of any float32 mean, so nothing
+    overflows on the way."""
     k, floor = _trust_rule(mean.dtype, eps)
-    m, r = (t.detach().numpy().astype(np.float64) for t in (mean, rstd))
-    limit = 1.0 / np.sqrt(np.maximum(k * (m * m), floor) + eps)
+    m, r = mean.detach().double(), rstd.detach().double()
+    limit = 1.0 / torch.sqrt(torch.clamp_min(k * (m * m), floor) + eps)
     return (r > 0) & (r < limit)
+
+
+def _layer_norm_compiled(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """Under torch.compile on the CPU: compiled F.layer_norm's own arithmetic (var_mean, rsqrt,
+    one affine pass: inductor's decomposition of it, the same bits) where every row's statistics
+    pass the trust rule (_trusted_rows), the prescaled formula otherwise, chosen by torch.cond.
+    The statistics come before the branch, so that the guard reads them and the fast side takes
+    them: a statistics pass and an output pass, as compiled F.layer_norm takes (1.0x its time at
+    2^22, against 4-6x for the formula alone)."""
+    xc, w, b = upcast(x), upcast(weight), upcast(bias)
+    var, mean = torch.var_mean(xc, dim=-1, correction=0, keepdim=True)
+    rstd = torch.rsqrt(var + eps)
+
+    def fast(xc: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(b, (xc - mean) * rstd, w)
+
+    def rare(xc: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
+        return _layer_norm_formula(xc, w, b, eps)
+
+    untrusted = ~_trusted_rows(mean, rstd, eps)
+    return torch.cond(untrusted.any(), rare, fast, (xc, mean, rstd)).to(x.dtype)
 
 
 def _nonpositive_count(rstd: torch.Tensor) -> int:
@@ -151,8 +173,8 @@ def _nonpositive_count(rstd: torch.Tensor) -> int:
 
 def _untrusted_count(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> int:
     """How many rows _trusted_rows rejects: one C call (_native.untrusted_rows) where the kernels
-    built, since numpy's dozen operations on a row-sized array cost more than ATen's whole layer
-    norm of 64 rows (about 20 us against 1 here); numpy otherwise."""
+    built, since a dozen tensor operations on a row-sized array cost more than ATen's whole
+    layer norm of 64 rows (about 20 us against 1 here); those otherwise."""
     if not _native.available():
         return int((~_trusted_rows(mean, rstd, eps)).sum())
     k, floor = _trust_rule(mean.dtype, eps)
@@ -205,6 +227,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
                 lambda rows: _rms_norm_formula(rows, None, eps),
             )
             y = y if w is None else y * w
+    elif compiled_cpu(xc):
+        y = _rms_norm_compiled(xc, w, eps)
     else:
         y = _rms_norm_formula(xc, w, eps)
     if weight is None:
@@ -227,6 +251,22 @@ def _native_rms_norm(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tu
     rstd = torch.rsqrt(xc.square().mean(dim=-1, keepdim=True) + eps)
     y = xc * rstd
     return (y if w is None else y * w), rstd
+
+
+def _rms_norm_compiled(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """Under torch.compile on the CPU: the composite x * rsqrt(mean(x^2) + eps) * weight where
+    every row's rstd is positive (as in eager), the prescaled formula otherwise, chosen by
+    torch.cond after the mean squares, which the fast side takes (see _layer_norm_compiled)."""
+    rstd = torch.rsqrt((xc * xc).mean(dim=-1, keepdim=True) + eps)
+
+    def fast(xc: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
+        y = xc * rstd
+        return y if w is None else y * w
+
+    def rare(xc: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
+        return _rms_norm_formula(xc, w, eps)
+
+    return torch.cond((~(rstd.detach() > 0)).any(), rare, fast, (xc, rstd))
 
 
 def _rms_norm_formula(xc: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -268,10 +308,10 @@ def batch_norm(
 
     y, new_mean, new_var, mean, invstd = native(None)
     if _untrusted_count(mean, invstd, eps):  # rare: ATen on the channels it got right, the formula on the rest
-        trusted = _trusted_rows(mean, invstd, eps)
+        trusted = _trusted_rows(mean, invstd, eps).reshape(-1)
         if not trusted.any():  # ATen takes no empty channel selection
             return _batch_norm_formula(x, weight, bias, running_mean, running_var, True, momentum, eps)
-        good, bad = (torch.from_numpy(np.flatnonzero(t)) for t in (trusted, ~trusted))
+        good, bad = (torch.nonzero(t).reshape(-1) for t in (trusted, ~trusted))
         y, new_mean, new_var, *_ = native(good)
         parts = _batch_norm_formula(
             xc.index_select(1, bad), w[bad], b[bad], running_mean[bad], running_var[bad], True, momentum, eps
