@@ -13,7 +13,7 @@ import torch
 from harness import implements
 from impl_torch import _native
 from impl_torch._common import apply, as_dtype, clamp_straight_through, patch_rows, upcast
-from impl_torch._decisions import eager_cpu, kernel_serves
+from impl_torch._decisions import compiled_cpu, eager_cpu, kernel_serves
 
 
 def _limit_shift(xc: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,22 +27,46 @@ def _limit_shift(xc: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tenso
     return torch.where(top == -math.inf, 0.0, z), top
 
 
-def _softmax_formula(xc: torch.Tensor, axis: int) -> torch.Tensor:
-    # Rows holding an infinity take their limit instead of NaN: +inf entries share the mass,
-    # an all -inf row is uniform. NaN rows stay NaN (amax propagates NaN).
-    z, _ = _limit_shift(xc, axis)
+def _softmax_plain(z: torch.Tensor, axis: int) -> torch.Tensor:
+    """Softmax of rows shifted by their maximum (or their limit's)."""
     e = torch.exp(z)
     # e / sum(e) with sum(e) >= e (rounded sums of non-negatives only grow): never above 1.
     return e / e.sum(dim=axis, keepdim=True)
 
 
-def _log_softmax_formula(xc: torch.Tensor, axis: int) -> torch.Tensor:
-    z, _ = _limit_shift(xc, axis)
+def _log_softmax_plain(z: torch.Tensor, axis: int) -> torch.Tensor:
+    """Log-softmax of rows shifted by their maximum (or their limit's)."""
     # z <= 0 and log(sum(exp(z))) >= 0 (the row's maximum contributes exp(0) = 1): never above 0.
     return z - torch.log(torch.exp(z).sum(dim=axis, keepdim=True))
 
 
-def _guarded(x: torch.Tensor, axis: int, native: Any, formula: Any) -> torch.Tensor:
+def _softmax_formula(xc: torch.Tensor, axis: int) -> torch.Tensor:
+    # Rows holding an infinity take their limit instead of NaN: +inf entries share the mass,
+    # an all -inf row is uniform. NaN rows stay NaN (amax propagates NaN).
+    return _softmax_plain(_limit_shift(xc, axis)[0], axis)
+
+
+def _log_softmax_formula(xc: torch.Tensor, axis: int) -> torch.Tensor:
+    return _log_softmax_plain(_limit_shift(xc, axis)[0], axis)
+
+
+def _compiled(xc: torch.Tensor, axis: int, plain: Any, formula: Any) -> torch.Tensor:
+    """Under torch.compile on the CPU: ``plain`` (the fused formula on rows shifted by their
+    maximum) where every row's maximum is finite, the limits formula otherwise, chosen by
+    torch.cond after the row maxima, which the fast side takes (see impl_torch/_decisions.py,
+    compiled_cpu)."""
+    top = torch.amax(xc, dim=axis, keepdim=True).detach()
+
+    def fast(xc: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        return plain(xc - top, axis)
+
+    def rare(xc: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        return formula(xc, axis)
+
+    return torch.cond(torch.isfinite(top).all(), fast, rare, (xc, top))
+
+
+def _guarded(x: torch.Tensor, axis: int, native: Any, formula: Any, plain: Any) -> torch.Tensor:
     """ATen's fused ``native`` (softmax or log_softmax) where it is the declared map, else ``formula``.
 
     ATen's kernel is the declaration on every row without an infinity, derivatives included
@@ -57,6 +81,8 @@ def _guarded(x: torch.Tensor, axis: int, native: Any, formula: Any) -> torch.Ten
     if x.shape[axis] == 0:
         return x.clone()
     xc = upcast(x)
+    if compiled_cpu(xc):
+        return _compiled(xc, axis, plain, formula).to(x.dtype)
     if not eager_cpu(xc):
         return formula(xc, axis).to(x.dtype)
     y = native(xc, axis)
@@ -85,12 +111,12 @@ def _has_nan_row(y: torch.Tensor, axis: int) -> bool:
 
 @implements("softmax", "torch")
 def softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
-    return _guarded(x, axis, torch.softmax, _softmax_formula)
+    return _guarded(x, axis, torch.softmax, _softmax_formula, _softmax_plain)
 
 
 @implements("log_softmax", "torch")
 def log_softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
-    return _guarded(x, axis, torch.log_softmax, _log_softmax_formula)
+    return _guarded(x, axis, torch.log_softmax, _log_softmax_formula, _log_softmax_plain)
 
 
 def _sorted_threshold(zs: torch.Tensor, axis: int) -> torch.Tensor:
