@@ -295,6 +295,8 @@ def batch_norm(
     and invstd show it got right (the guard of layer_norm, see _trusted_rows), the prescaled
     formula on the others. It updates copies of the running statistics with PyTorch's meaning,
     which is ours (momentum weights the new batch; the running variance is unbiased)."""
+    if training and compiled_cpu(x):
+        return _batch_norm_compiled(x, weight, bias, running_mean, running_var, momentum, eps)
     if not (training and eager_cpu(x)):
         return _batch_norm_formula(x, weight, bias, running_mean, running_var, training, momentum, eps)
     xc, w, b = upcast(x), upcast(weight), upcast(bias)
@@ -324,6 +326,69 @@ def batch_norm(
     return as_dtype(y, x.dtype), as_dtype(new_mean, running_mean.dtype), as_dtype(new_var, running_var.dtype)
 
 
+def _running_update(
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    momentum: float,
+    count: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The new running statistics from the batch's mean and biased variance over ``count``
+    values, with PyTorch's meaning: momentum weights the new batch; the running variance is
+    unbiased. The batch statistics are detached: the running ones never require grad."""
+    new_mean = (1.0 - momentum) * upcast(running_mean) + momentum * mean.detach()
+    new_var = (1.0 - momentum) * upcast(running_var) + momentum * (var.detach() * (count / (count - 1)))
+    return new_mean.to(running_mean.dtype), new_var.to(running_var.dtype)
+
+
+def _batch_norm_compiled(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    momentum: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training mode under torch.compile on the CPU: the plain normalization by the batch's
+    statistics where every channel passes the trust rule (_trusted_rows), the prescaled formula
+    otherwise, chosen by torch.cond after the statistics (see _layer_norm_compiled). The running
+    statistics are updated outside the branch, from the statistics the branch taken returns:
+    the module writes them in place afterwards, and a branch's saved inputs must not change."""
+    xc = upcast(x)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    var, mean = torch.var_mean(xc, dim=(0, *range(2, x.ndim)), correction=0)
+    invstd = torch.rsqrt(var + eps)
+
+    def fast(*operands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        xc, weight, bias, mean, var, invstd = operands
+        xhat = (xc - mean.reshape(shape)) * invstd.reshape(shape)
+        y = torch.addcmul(upcast(bias).reshape(shape), xhat, upcast(weight).reshape(shape))
+        return y, mean.detach() * 1.0, var.detach() * 1.0  # fresh tensors: a branch returns no input
+
+    def rare(*operands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        xc, weight, bias, *_ = operands
+        return _batch_norm_training(xc, weight, bias, eps)
+
+    untrusted = ~_trusted_rows(mean, invstd, eps)
+    y, mean, var = torch.cond(untrusted.any(), rare, fast, (xc, weight, bias, mean, var, invstd))
+    count = x.numel() // x.shape[1]
+    return y.to(x.dtype), *_running_update(running_mean, running_var, mean, var, momentum, count)
+
+
+def _batch_norm_training(
+    xc: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The declared batch norm of ``xc`` by its batch statistics (prescaled, see _standardize:
+    exact for constant channels, non-finite statistics for a channel holding an infinity), in
+    the compute dtype, and those statistics (mean, biased variance), detached."""
+    shape = (1, -1) + (1,) * (xc.ndim - 2)
+    xhat, *statistics = _standardize(xc, (0, *range(2, xc.ndim)), eps)
+    mean, var = (s.detach().reshape(-1) for s in _statistics(*statistics))
+    return torch.addcmul(upcast(bias).reshape(shape), xhat, upcast(weight).reshape(shape)), mean, var
+
+
 def _batch_norm_formula(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -338,21 +403,14 @@ def _batch_norm_formula(
     _standardize), exact for constant channels, non-finite statistics for a channel holding an
     infinity."""
     xc = upcast(x)
-    shape = (1, -1) + (1,) * (x.ndim - 2)
     if training:
-        dims = (0, *range(2, x.ndim))
+        y, mean, var = _batch_norm_training(xc, weight, bias, eps)
         count = x.numel() // x.shape[1]
-        xhat, *statistics = _standardize(xc, dims, eps)
-        mean, var = (s.detach().reshape(-1) for s in _statistics(*statistics))
-        # PyTorch's meaning: momentum weights the new batch; the running variance is unbiased.
-        new_mean = (1.0 - momentum) * upcast(running_mean) + momentum * mean
-        new_var = (1.0 - momentum) * upcast(running_var) + momentum * (var * (count / (count - 1)))
-        new_mean, new_var = new_mean.to(running_mean.dtype), new_var.to(running_var.dtype)
-    else:
-        xhat = (xc - upcast(running_mean).reshape(shape)) / torch.sqrt(upcast(running_var).reshape(shape) + eps)
-        new_mean, new_var = running_mean, running_var
+        return y.to(x.dtype), *_running_update(running_mean, running_var, mean, var, momentum, count)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    xhat = (xc - upcast(running_mean).reshape(shape)) / torch.sqrt(upcast(running_var).reshape(shape) + eps)
     y = xhat * upcast(weight).reshape(shape) + upcast(bias).reshape(shape)
-    return y.to(x.dtype), new_mean, new_var
+    return y.to(x.dtype), running_mean, running_var
 
 
 def _ones(num_features: int, dtype: str) -> nn.Parameter:
