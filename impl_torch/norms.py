@@ -133,7 +133,8 @@ def _trusted_rows(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> torch.T
     sqrt(floor + eps), which is False for NaN; an infinite mean makes the floor infinite, an
     overflowed variance rstd 0. float64 holds the square of any float32 mean, so nothing
     overflows on the way."""
-    k, floor = _trust_rule(mean.dtype, eps)
+    # Uncached: torch.compile traces this (the compiled guards), and dynamo warns of a cache.
+    k, floor = _trust_rule.__wrapped__(mean.dtype, eps)
     m, r = mean.detach().double(), rstd.detach().double()
     limit = 1.0 / torch.sqrt(torch.clamp_min(k * (m * m), floor) + eps)
     return (r > 0) & (r < limit)
