@@ -92,14 +92,6 @@ def may_write_in_place() -> bool:
     return plain_eager()
 
 
-def guard_always() -> bool:
-    """Whether rounding guards apply without asking whether rounding needs them: under
-    torch.compile. Fused into the kernel the clamp costs nothing there, and the Python decision
-    (numpy arithmetic on the parameters) would break the graph, or fail on parameters that
-    dynamo traces as symbols (torch 2.11 on CUDA)."""
-    return compiling()
-
-
 def kernel_serves(x: torch.Tensor) -> bool:
     """Whether the C kernels (``_native``) compute smooth_clamp, scaled_sigmoid, scaled_tanh,
     soft_clip, leaky_clamp and sparsemax's threshold for ``x``: eager, CPU, float32, where they

@@ -25,7 +25,7 @@ from impl_torch._common import (
     save_input,
     upcast,
 )
-from impl_torch._decisions import block_size, guard_always, kernel_serves, may_write_in_place, tracks_grad
+from impl_torch._decisions import block_size, kernel_serves, may_write_in_place, tracks_grad
 
 
 @implements("sigmoid", "torch")
@@ -36,6 +36,22 @@ def sigmoid(x: torch.Tensor) -> torch.Tensor:
 @implements("tanh", "torch")
 def tanh(x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(x)
+
+
+# Whether a formula's output needs its final clamp to the bounds: the declaration's answer for
+# the parameters (rounding can step past a bound, or not). Under torch.compile each runs once, at
+# trace time, and its answer enters the graph as a constant (assume_constant_result; floats in,
+# as dynamo converts only constants): traced, its numpy arithmetic would become tensor ops and a
+# branch on them a graph break. The clamp it saves is not free there: inductor's clamp keeps NaN
+# with extra selects, 0.3-0.4 of a sigmoid's time (smooth_clamp at 2^22).
+@torch.compiler.assume_constant_result
+def _affine_guard(lo: float, hi: float, dtype: str) -> bool:
+    return affine_needs_guard(lo, hi, dtype)
+
+
+@torch.compiler.assume_constant_result
+def _smooth_clamp_guard(lo: float, hi: float, r: float, b_lo: float, b_hi: float, dtype: str) -> bool:
+    return smooth_clamp_needs_guard(lo, hi, SmoothClampParts(r, b_lo, b_hi), dtype)
 
 
 def _scaled_sigmoid_derivative(x: torch.Tensor, grad: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
@@ -60,7 +76,7 @@ def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torc
     # against 1.75 at 2^22, measured); autograd keeps it for the sigmoid's backward.
     in_place = may_write_in_place() and not tracks_grad(xc)
     y = (s.mul_(hi - lo) if in_place else s.mul(hi - lo)).add_(lo)
-    if guard_always() or affine_needs_guard(lo, hi, str(xc.dtype).removeprefix("torch.")):
+    if _affine_guard(lo, hi, str(xc.dtype).removeprefix("torch.")):
         y = clamp_straight_through(y, lo, hi, fresh=True)
     return y.to(x.dtype)
 
@@ -242,12 +258,14 @@ def _smooth_clamp_values(x: torch.Tensor, lo: float, hi: float, parts: SmoothCla
 def _smooth_clamp_fused(x: torch.Tensor, lo: float, hi: float, parts: SmoothClampParts) -> torch.Tensor:
     """The same formula out of place, wherever writing in place is not allowed (torch.compile,
     which fuses it into one kernel; torch.func transforms; forward AD; tracing), with its
-    rounding guard always applied (no value in [lo, hi] changes)."""
+    rounding guard where the declaration says rounding needs it, as above."""
     r, b_lo, b_hi = parts
     xc = upcast(x)
     m = torch.clamp(xc, b_lo, b_hi)
     y = m + (2.0 * r) * (torch.sigmoid((xc - m) * parts.steepness) - 0.5)
-    return as_dtype(torch.clamp(y, lo, hi), x.dtype)
+    if _smooth_clamp_guard(lo, hi, r, b_lo, b_hi, str(xc.dtype).removeprefix("torch.")):
+        y = torch.clamp(y, lo, hi)
+    return as_dtype(y, x.dtype)
 
 
 def _smooth_clamp_slope(x: torch.Tensor, parts: SmoothClampParts) -> torch.Tensor:

@@ -50,3 +50,31 @@ def test_compiled_module_matches_eager(name: str) -> None:
         scale = vjp_scale(eager[mode]) if mode != "forward" else 0.0
         result = compare(compiled[mode], eager[mode], COMPILED, scale)
         assert result.ok, f"torch.compile {mode} differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
+
+
+GUARDED = {  # parameters whose float32 rounding needs the final clamp (the declarations say so)
+    "smooth_clamp": {"lo": 1.879621435201635, "hi": 6.356984467045865, "linear_fraction": 0.0},
+    "scaled_sigmoid": {"lo": -1.1290112879370873, "hi": -1.079659169907192},
+}
+
+
+@pytest.mark.parametrize("name", sorted(GUARDED))
+def test_compiled_rounding_guards_hold_where_the_declaration_needs_them(name: str) -> None:
+    """Compiled, the final clamp is taken or left by the declaration's rule at trace time; where
+    the rule needs it, the output stays inside the bounds at the extremes."""
+    from impl_torch import squashes
+
+    params = GUARDED[name]
+    module = torch.compile(harness.build(name, "torch", **params))
+    big = float(np.finfo(np.float32).max)
+    x = torch.tensor([np.inf, -np.inf, big, -big, 1e10, -1e10, 0.0], dtype=torch.float32)
+    with torch.no_grad():
+        y = module(x).numpy()
+    lo, hi = np.float32(params["lo"]), np.float32(params["hi"])
+    assert ((y >= lo) & (y <= hi)).all(), f"{name} compiled left [{lo}, {hi}]: {y}"
+    assert not counters["graph_break"], f"torch.compile breaks the graph: {next(iter(counters['graph_break']))}"
+    if name == "smooth_clamp":
+        r, b_lo, b_hi = squashes.smooth_clamp_parts(params["lo"], params["hi"], params["linear_fraction"])
+        assert squashes._smooth_clamp_guard(params["lo"], params["hi"], r, b_lo, b_hi, "float32")
+    else:
+        assert squashes._affine_guard(params["lo"], params["hi"], "float32")
