@@ -42,3 +42,45 @@ def test_the_fast_threshold_equals_the_sorted_rule(framework: str, n: int, dtype
     module = harness.build("sparsemax", framework, axis=0)
     y, _ = run(framework, module, np.ascontiguousarray(rows.T), dtype)
     assert compare(y.T, spec.reference(rows, {"axis": -1}), tolerance("sparsemax", dtype, "value")).ok
+
+
+@pytest.mark.parametrize("steps", [None, 1], ids=["iteration", "sorted-fallback"])
+def test_the_compiled_threshold_equals_the_sorted_rule(steps: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torch.compile (CPU): Michelot's unrolled steps where every row stopped within them,
+    the sort-based rule where a row did not (forced here by unrolling one step: rows of 1024 with
+    normal spreads stop within 2 to 8); both against the float64 reference, infinities and NaN
+    rows included."""
+    pytest.importorskip("torch")
+    import torch
+    import torch._dynamo
+
+    from impl_torch import simplex
+
+    if steps is not None:
+        monkeypatch.setattr(simplex, "_COMPILED_STEPS", steps)
+    rng = np.random.default_rng(5)
+    rows = np.concatenate([rng.normal(size=(4, 1024)) * s for s in SPREADS]).astype(np.float32)
+    rows[1, 3], rows[2, 0], rows[3, 7] = np.inf, -np.inf, np.nan
+    z, _ = simplex._limit_shift(torch.from_numpy(rows), -1)
+    finite = z[~torch.isnan(z).any(dim=-1)].numpy().astype(np.float64)
+    assert (_michelot_steps(finite) > simplex._COMPILED_STEPS) == (steps is not None)  # the path intended
+    torch._dynamo.reset()
+    with torch.no_grad():
+        y = torch.compile(harness.build("sparsemax", "torch"))(torch.from_numpy(rows)).numpy()
+    torch._dynamo.reset()
+    expected = harness.get("sparsemax").reference(rows.astype(np.float64), {"axis": -1})
+    result = compare(y, expected, tolerance("sparsemax", "float32", "value"))
+    assert result.ok, f"error {result.max_rel:.3e} at {result.worst_index} {result.problem or ''}"
+
+
+def _michelot_steps(z: np.ndarray) -> int:
+    """The most steps any row takes from the lower bound until it stops rising (float64)."""
+    t = np.maximum((z.sum(axis=-1, keepdims=True) - 1.0) / z.shape[-1], -1.0)
+    for steps in range(z.shape[-1] + 1):
+        above = z > t
+        count = np.maximum(above.sum(axis=-1, keepdims=True), 1)
+        following = (np.where(above, z, 0.0).sum(axis=-1, keepdims=True) - 1.0) / count
+        if not (following > t).any():
+            return steps
+        t = np.where(following > t, following, t)
+    return steps
