@@ -67,7 +67,7 @@ LAYER_NORM = TechniqueSpec(
     bounds_doc="unbounded; [-sqrt(n-1), sqrt(n-1)] without affine",
     family=Family.NORMS,
     formula="(x - mean) / sqrt(var + eps) * weight + bias over the last axis (biased variance, two-pass)",
-    gradient_convention="smooth; no kinks",
+    gradient_convention="smooth; no kinks; a group holding an infinity takes its limit and passes zero gradient",
     params=module_params(
         (_eps(1e-5), Param("elementwise_affine", "bool", True, "learn weight (init 1) and bias (init 0)"))
     ),
@@ -106,7 +106,7 @@ RMS_NORM = TechniqueSpec(
     family=Family.NORMS,
     formula="x / sqrt(mean(x^2) + eps) * weight over the last axis",
     bounds_doc="unbounded; [-sqrt(n), sqrt(n)] without affine",
-    gradient_convention="smooth; no kinks",
+    gradient_convention="smooth; no kinks; a group holding an infinity takes its limit and passes zero gradient",
     params=module_params(
         (
             Param(
@@ -148,7 +148,7 @@ BATCH_NORM = TechniqueSpec(
         "running = (1 - momentum) * running + momentum * batch (variance unbiased); "
         "eval: (x - running_mean) / sqrt(running_var + eps) * weight + bias"
     ),
-    gradient_convention="smooth; no kinks",
+    gradient_convention="smooth; no kinks; a group holding an infinity takes its limit and passes zero gradient",
     params=module_params(
         (_eps(1e-5), Param("momentum", "float", 0.1, "weight of the new batch in the running statistics", _momentum))
     ),

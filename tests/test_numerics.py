@@ -88,6 +88,28 @@ def test_a_constant_groups_gradient_matches_finite_differences(case: Case, rng) 
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", params(GROUPED))
+def test_a_group_holding_an_infinity_passes_zero_gradient(case: Case, dtype: str, rng) -> None:
+    """Its value is its limit, a constant, so each of its entries gets zero gradient; the other
+    groups keep finite ones. Both frameworks run a branch of their own for such a group (the
+    fast path's guard rejects it), in the value and in the derivative alike."""
+    spec = case.spec()
+    resolved = case.resolved(dtype)
+    shape = input_shape(spec, resolved)
+    axes = spec.reduction_axes(len(shape), resolved)
+    group = np.zeros(shape, bool)
+    group[tuple(slice(None) if a in axes else 0 for a in range(len(shape)))] = True
+    x, cotangent = rng.normal(size=shape), rng.normal(size=shape)
+    entries = np.flatnonzero(group)
+    x.flat[entries[len(entries) // 2]] = np.inf  # away from the first entry, which guards may read
+    for framework in FRAMEWORKS:
+        y, dx, _ = harness.backend(framework).vjp(case.build(framework, dtype), x, cotangent, dtype)
+        assert not np.isnan(y).any(), f"{framework}: the limit is not NaN"
+        np.testing.assert_array_equal(dx[group], 0.0, err_msg=f"{framework}: the group holding an infinity")
+        assert np.isfinite(dx[~group]).all(), f"{framework}: the other groups"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_running_statistics_of_large_channels_are_finite_and_right(framework: str, dtype: str, rng) -> None:
     """Finite channels at large magnitudes keep finite running statistics: scaled back one factor
