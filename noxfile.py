@@ -27,6 +27,8 @@ NATIVE_TECHNIQUES = (
     "smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "softsign", "sparsemax", "layer_norm",
     "batch_norm",
 )  # fmt: skip
+# The techniques with a Triton kernel on eager CUDA (impl_torch/_native/fused.py).
+FUSED_TECHNIQUES = ("smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "softsign")
 # The benchmark machinery: a local package of its own (bench/pyproject.toml), outside the wheel.
 BENCH = "./bench"
 
@@ -86,6 +88,14 @@ def tests(session: nox.Session) -> None:
         session.run("pytest", "-q", "-k", f"({kernels}) and not compile", env={**env, **fallback})
     # The benchmark files once, with timing disabled, so they cannot rot (outputs still checked).
     session.run("pytest", "bench/test_bench.py", "--quick", "--benchmark-disable", "-q", env=env)
+    # Again through the Triton kernels of the eager CUDA path (impl_torch/_native/fused.py), in
+    # Triton's interpreter on the CPU: no GPU needed. Installed last, so that the passes above run
+    # as on a CPU-only install, without Triton.
+    if not session.posargs and _can_install(session):
+        session.install(*CONSTRAINTS, "triton")
+        fused = {"OUTPUT_LIMITS_TRITON_CPU": "1", "TRITON_INTERPRET": "1", "OUTPUT_LIMITS_PARITY_DIR": ".parity/triton"}
+        kernels = " or ".join(FUSED_TECHNIQUES)
+        session.run("pytest", "-q", "-k", f"({kernels}) and not compile", env={**env, **fused})
 
 
 @nox.session(default=False)

@@ -15,7 +15,16 @@ import torch
 import harness
 from harness.build import RECORD_ATTRIBUTE, retyped
 from impl_torch import _native
-from impl_torch._decisions import block_size, compiling, may_write_in_place, plain_eager, tracing, tracks_grad
+from impl_torch._decisions import (
+    block_size,
+    compiling,
+    may_write_in_place,
+    plain_eager,
+    runs_triton,
+    tracing,
+    tracks_grad,
+)
+from impl_torch._native import fused
 from impl_torch._native import node as _node
 from impl_torch.adapter import check_array, dtype_name
 
@@ -248,28 +257,34 @@ def patch_rows(
 Derivative = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _run_kernel(kernel: _native.Elementwise, x: torch.Tensor, derivative: bool) -> tuple[torch.Tensor, ...]:
-    """(output, derivative dy/dx or None) of ``kernel`` on ``x``, fresh and contiguous."""
+def _run_kernel(native: NativeKernel, x: torch.Tensor, derivative: bool) -> tuple[torch.Tensor, ...]:
+    """(output, derivative dy/dx or None) of ``native`` on ``x``, fresh and contiguous: the C
+    kernel on the CPU, the Triton one on CUDA (see _decisions.elementwise_serves)."""
     x = x.contiguous()
     y = torch.empty_like(x)
     d = torch.empty_like(x) if derivative else None
     if x.numel():
-        kernel(x.data_ptr(), y.data_ptr(), None if d is None else d.data_ptr(), x.numel(), torch.get_num_threads())
+        if runs_triton(x):
+            fused.run(native.name, native.params, x, y, d)
+        else:
+            native.kernel(x.data_ptr(), y.data_ptr(), None if d is None else d.data_ptr(), x.numel(),
+                          torch.get_num_threads())  # fmt: skip
     return y, d
 
 
 class _NativeElementwise(torch.autograd.Function):
-    """An elementwise technique whose forward is an ``_native`` kernel that also writes the
-    derivative dy/dx, so that the backward is one multiplication (where the kernel's exp, or two
-    exp and two log1p, would run again). Only plain eager CPU float32 tensors reach it
-    (``kernel_serves``), so it is written in the classic form and needs no forward-mode or vmap
-    rule; ``rule(x, grad)``, the technique's derivative in differentiable ATen ops, takes over
-    where the backward is itself differentiated (second order): x is kept for it."""
+    """An elementwise technique whose forward is a one-pass kernel (``_native`` on the CPU,
+    ``_native.fused`` on CUDA) that also writes the derivative dy/dx, so that the backward is one
+    multiplication (where the kernel's exp, or two exp and two log1p, would run again). Only
+    plain eager float32 tensors reach it (``elementwise_serves``), so it is written in the
+    classic form and needs no forward-mode or vmap rule; ``rule(x, grad)``, the technique's
+    derivative in differentiable ATen ops, takes over where the backward is itself
+    differentiated (second order): x is kept for it."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, kernel: _native.Elementwise, rule: Derivative) -> torch.Tensor:
-        y, d = _run_kernel(kernel, x, derivative=True)
-        ctx.rule = rule
+    def forward(ctx: Any, x: torch.Tensor, native: NativeKernel) -> torch.Tensor:
+        y, d = _run_kernel(native, x, derivative=True)
+        ctx.rule = native.rule
         ctx.save_for_backward(x, d)
         return y
 
@@ -277,36 +292,40 @@ class _NativeElementwise(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, d = ctx.saved_tensors
         if torch.is_grad_enabled():
-            return ctx.rule(x, grad), None, None
-        return grad * d, None, None
+            return ctx.rule(x, grad), None
+        return grad * d, None
 
 
 class NativeKernel(NamedTuple):
-    """An ``_native`` elementwise kernel with its parameters fixed, the technique's derivative
-    ``rule(x, grad)`` in differentiable ATen ops (second order), and the number that stands for
-    that rule in the C++ node (``_node``). Each technique makes one per parameters and keeps it
-    (``functools.lru_cache``): made per call, the rule's partial, the parameters' derivation and
-    the kernel's lookup cost 1-2 us, a tenth of a 2^16-element clamp."""
+    """An elementwise kernel with its parameters fixed: technique ``name`` (of
+    ``_native.ELEMENTWISE``) with ``params``; the C kernel (None where it did not build); the
+    technique's derivative ``rule(x, grad)`` in differentiable ATen ops (second order); and the
+    number that stands for that rule in the C++ node (``_node``). Each technique makes one per
+    parameters and keeps it (``functools.lru_cache``): made per call, the rule's partial, the
+    parameters' derivation and the kernel's lookup cost 1-2 us, a tenth of a 2^16-element clamp."""
 
-    kernel: _native.Elementwise
+    kernel: _native.Elementwise | None
     rule: Derivative
     number: int
+    name: str
+    params: tuple[float, ...]
 
 
 def native_kernel(name: str, params: tuple[float, ...], rule: Derivative) -> NativeKernel:
     """The kernel of technique ``name`` (of ``_native.ELEMENTWISE``) with ``params``, and its rule."""
-    return NativeKernel(_native.elementwise(name, params), rule, _node.number(rule))
+    kernel = _native.elementwise(name, params) if _native.available() else None
+    return NativeKernel(kernel, rule, _node.number(rule), name, params)
 
 
 def native_elementwise(x: torch.Tensor, native: NativeKernel) -> torch.Tensor:
-    """``native`` on ``x``, for which ``kernel_serves(x)``: one pass forward (with the derivative
-    beside the output where autograd records the call) and one multiplication back, where its
-    ATen formula takes several passes each way. The autograd node is the C++ one where it built,
-    else ``_NativeElementwise``; without autograd the kernel runs from here (ctypes: 0.5 us less
-    than a call through torch.ops)."""
-    if torch.is_grad_enabled() and x.requires_grad:  # kernel_serves(x) said: plainly eager
-        op = _node.node().op
+    """``native`` on ``x``, for which ``elementwise_serves(x)``: one pass forward (with the
+    derivative beside the output where autograd records the call) and one multiplication back,
+    where its ATen formula takes several passes each way. The autograd node is the C++ one where
+    it built (CPU), else ``_NativeElementwise``; without autograd the kernel runs from here
+    (ctypes: 0.5 us less than a call through torch.ops)."""
+    if torch.is_grad_enabled() and x.requires_grad:  # elementwise_serves(x) said: plainly eager
+        op = None if runs_triton(x) else _node.node().op
         if op is not None:
             return op(x, native.kernel.address, native.kernel.params_address, native.number)
-        return _NativeElementwise.apply(x, native.kernel, native.rule)
-    return _run_kernel(native.kernel, x, derivative=False)[0]
+        return _NativeElementwise.apply(x, native)
+    return _run_kernel(native, x, derivative=False)[0]

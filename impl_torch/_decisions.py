@@ -7,14 +7,21 @@ about the call at hand; only the C kernel's build is made once per process (``_n
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.autograd import forward_ad
 
 from impl_torch import _native
+from impl_torch._native import fused
 
 # torch.func's own switch: no public function says whether a transform is active. Without it,
 # every call counts as transformed (the declared rules always run: right, only slower).
 _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)
+
+# The tests' way to run the Triton kernels without a GPU, in Triton's interpreter (with
+# TRITON_INTERPRET=1): eager CPU float32 then takes them instead of the C kernels.
+_TRITON_ON_CPU = os.environ.get("OUTPUT_LIMITS_TRITON_CPU") == "1"
 
 # Elements per block on CPU: a block's temporaries stay in cache, so a formula of several passes
 # costs about one trip to memory (see bench/speed_ratios.py for the measured effect).
@@ -112,3 +119,31 @@ def kernel_serves(x: torch.Tensor) -> bool:
         return x.untyped_storage().data_ptr() != 0
     except RuntimeError:  # "Cannot access storage of TensorWrapper" (torch.func) and the like
         return False
+
+
+def triton_serves(x: torch.Tensor) -> bool:
+    """Whether the Triton kernels (``_native/fused.py``) compute the elementwise composites of
+    kernel_serves for ``x``: eager, CUDA, float32, where Triton is installed. ATen takes two to
+    ten launches for those formulas, a trip to memory each; under torch.compile inductor fuses.
+    A plain tensor only, as for kernel_serves."""
+    if x.dtype != torch.float32 or type(x) not in (torch.Tensor, torch.nn.Parameter):
+        return False
+    if not (x.is_cuda or (_TRITON_ON_CPU and x.is_cpu)) or not plain_eager() or not fused.available():
+        return False
+    try:
+        return x.untyped_storage().data_ptr() != 0
+    except RuntimeError:
+        return False
+
+
+def elementwise_serves(x: torch.Tensor) -> bool:
+    """Whether a one-pass kernel computes an elementwise composite for ``x``: the C kernels on
+    the CPU (kernel_serves), the Triton kernels on CUDA (triton_serves)."""
+    if x.is_cpu and not _TRITON_ON_CPU:
+        return kernel_serves(x)
+    return triton_serves(x)
+
+
+def runs_triton(x: torch.Tensor) -> bool:
+    """For a tensor that elementwise_serves: whether the Triton kernels take it (else the C ones)."""
+    return not x.is_cpu or _TRITON_ON_CPU

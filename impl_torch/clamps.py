@@ -23,7 +23,7 @@ from impl_torch._common import (
     save_input,
     upcast,
 )
-from impl_torch._decisions import kernel_serves, plain_eager, tracks_grad
+from impl_torch._decisions import elementwise_serves, plain_eager, tracks_grad
 from impl_torch._native import node as _node
 
 
@@ -151,7 +151,7 @@ def _leaky_clamp_kernel(lo: float, hi: float, slope: float) -> NativeKernel:
 
 @implements("leaky_clamp", "torch")
 def leaky_clamp(x: torch.Tensor, *, lo: float, hi: float, slope: float) -> torch.Tensor:
-    if kernel_serves(x):
+    if elementwise_serves(x):
         # One pass each way, the memory traffic of a clamp: ATen takes two forward and two back.
         return native_elementwise(x, _leaky_clamp_kernel(lo, hi, slope))
     return apply(_LeakyClamp, x, lo, hi, slope) if tracks_grad(x) else _leaky_clamp_values(x, lo, hi, slope)

@@ -25,7 +25,7 @@ from impl_torch._common import (
     save_input,
     upcast,
 )
-from impl_torch._decisions import block_size, kernel_serves, may_write_in_place, tracks_grad
+from impl_torch._decisions import block_size, elementwise_serves, may_write_in_place, tracks_grad
 
 
 @implements("sigmoid", "torch")
@@ -66,7 +66,7 @@ def _scaled_sigmoid_kernel(lo: float, hi: float, slope: float) -> NativeKernel:
 
 
 def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
-    if kernel_serves(x):
+    if elementwise_serves(x):
         # One pass: ATen's sigmoid, scale and shift take three (1.5-1.75 sigmoids at 2^22).
         return native_elementwise(x, _scaled_sigmoid_kernel(lo, hi, slope))
     xc = upcast(x)
@@ -142,7 +142,7 @@ class _Softsign(torch.autograd.Function):
 
 @implements("softsign", "torch")
 def softsign(x: torch.Tensor) -> torch.Tensor:
-    if kernel_serves(x):
+    if elementwise_serves(x):
         # One pass each way, the same operations in the same order: the formula takes four
         # forward (F.softsign's own composite three) and four back.
         return native_elementwise(x, _softsign_kernel())
@@ -192,7 +192,7 @@ def _soft_clip_kernel(lo: float, hi: float, c: float) -> NativeKernel:
 
 @implements("soft_clip", "torch")
 def soft_clip(x: torch.Tensor, *, lo: float, hi: float, hinge_softness: float) -> torch.Tensor:
-    if kernel_serves(x):
+    if elementwise_serves(x):
         # One pass with two exp and two log1p: the formula takes about ten ATen passes.
         return native_elementwise(x, _soft_clip_kernel(lo, hi, hinge_softness))
     c, w = hinge_softness, hi - lo
@@ -343,7 +343,7 @@ def _smooth_clamp_kernel(lo: float, hi: float, linear_fraction: float) -> Native
 
 @implements("smooth_clamp", "torch")
 def smooth_clamp(x: torch.Tensor, *, lo: float, hi: float, linear_fraction: float) -> torch.Tensor:
-    if kernel_serves(x):
+    if elementwise_serves(x):
         # One pass each way: the ATen formula takes six per block forward and five back.
         return native_elementwise(x, _smooth_clamp_kernel(lo, hi, linear_fraction))
     parts = smooth_clamp_parts(lo, hi, linear_fraction)

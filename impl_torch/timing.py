@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from impl_torch import _native
+from impl_torch._native import fused
 from impl_torch._native import node as _node
 from impl_torch.adapter import from_numpy
 
@@ -65,10 +66,11 @@ def copy_callable(x: np.ndarray, device: str) -> Callable[[], torch.Tensor]:
 
 
 def native_kernels() -> dict[str, object]:
-    """Which C kernels this side's eager CPU path runs here, for the benchmark record: the float32
-    kernels (``_native``) or the ATen formula and why, and their autograd node (``_node``: C++,
-    or a Python Function and why)."""
+    """Which kernels this side's eager path runs here, for the benchmark record: on the CPU the
+    float32 C kernels (``_native``) or the ATen formula and why, and their autograd node
+    (``_node``: C++, or a Python Function and why); on CUDA the Triton kernels or why not."""
     record = _native.build().record()
     if record["on"]:
         record["autograd_node"] = _node.node().note
+    record["cuda_kernels"] = fused.status()[1]  # eager CUDA's elementwise composites (Triton)
     return record

@@ -59,7 +59,7 @@ def _points(p: dict[str, float], rng: np.random.Generator) -> np.ndarray:
 
 def _aten(monkeypatch: pytest.MonkeyPatch) -> None:
     for family in (squashes, clamps):
-        monkeypatch.setattr(family, "kernel_serves", lambda x: False)
+        monkeypatch.setattr(family, "elementwise_serves", lambda x: False)
 
 
 def _kernel_and_aten(

@@ -1,0 +1,64 @@
+"""Triton kernels for PyTorch's eager CUDA path: the elementwise composites of ``squashes.c`` in
+one launch each, where their ATen formulas take two to ten (a launch and a trip to memory each).
+
+Each kernel follows its C twin term by term (read the comments there): the output, and on request
+the derivative dy/dx beside it, so that the backward is one multiplication. NaN propagates, an
+infinity takes the formula's limit, and every bounded output is clamped to its bounds last (a
+GPU's exp and division may round differently from the CPU's, and here the clamp is free). The
+declarations are in ``harness/squashes.py`` and ``harness/clamps.py``.
+
+Off (the ATen formula runs) where Triton is not installed (PyTorch's CUDA wheels ship it; CPU
+wheels do not) or ``OUTPUT_LIMITS_TRITON=0`` or ``OUTPUT_LIMITS_NATIVE=0`` is set. Tests run these
+kernels without a GPU in Triton's interpreter: ``TRITON_INTERPRET=1`` with
+``OUTPUT_LIMITS_TRITON_CPU=1``, which routes eager CPU float32 here instead of the C kernels
+(``impl_torch/_decisions.py``, ``triton_serves``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import torch
+
+# The kinds, in the order of the kernel's constexpr switch; the names are _native.ELEMENTWISE's.
+KINDS = ("scaled_sigmoid", "smooth_clamp", "smooth_clamp_open", "soft_clip", "leaky_clamp", "softsign")
+_BLOCK = 1024
+
+
+@functools.cache
+def status() -> tuple[bool, str]:
+    """(on, why): whether the kernels can run here, once per process."""
+    if os.environ.get("OUTPUT_LIMITS_NATIVE", "1") == "0" or os.environ.get("OUTPUT_LIMITS_TRITON", "1") == "0":
+        return False, "off: OUTPUT_LIMITS_TRITON=0 or OUTPUT_LIMITS_NATIVE=0; the ATen formula runs"
+    try:
+        _kernel()
+    except ImportError as error:
+        return False, f"off: Triton is not installed ({error}); the ATen formula runs"
+    return True, "on: Triton kernels for the elementwise composites"
+
+
+def available() -> bool:
+    return status()[0]
+
+
+@functools.cache
+def _kernel() -> Any:
+    """The Triton kernel (``fused_kernels.py``), imported at first use: importing Triton costs a
+    second, and TRITON_INTERPRET is read when a kernel is defined."""
+    import triton
+
+    from impl_torch._native import fused_kernels
+
+    return triton.cdiv, fused_kernels.elementwise
+
+
+def run(name: str, params: tuple[float, ...], x: torch.Tensor, y: torch.Tensor, d: torch.Tensor | None) -> None:
+    """Write technique ``name`` (of KINDS) with ``params`` of the contiguous float32 ``x`` to
+    ``y``, and its derivative dy/dx to ``d`` unless it is None."""
+    cdiv, kernel = _kernel()
+    p = (*(float(v) for v in params), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)[:6]
+    n = x.numel()
+    kernel[(cdiv(n, _BLOCK),)](x, y, y if d is None else d, n, *p, KIND=KINDS.index(name), DERIVATIVE=d is not None,
+                               BLOCK=_BLOCK)  # fmt: skip

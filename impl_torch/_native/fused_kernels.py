@@ -1,0 +1,72 @@
+"""The Triton kernel of ``fused.py``, in a module of its own: Triton finds a kernel's helpers
+among its module's globals, and importing Triton (about a second) waits for the first call."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def clamp(v, lo, hi):
+    # min(max(v, lo), hi), torch.clamp's order; NaN stays NaN (its comparisons are false).
+    v = tl.where(v < lo, lo, v)
+    return tl.where(v > hi, hi, v)
+
+
+@triton.jit
+def sigmoid_from(t, q):
+    # sigmoid(t) from q = exp(-|t|), on the side where it does not cancel (vmath.h).
+    return tl.math.div_rn(tl.where(t >= 0.0, 1.0, q), 1.0 + q)
+
+
+@triton.jit
+def log1p_unit(q):
+    # log(1 + q) for q in [0, 1], the rounding of 1 + q corrected (Goldberg's form).
+    u = 1.0 + q
+    return tl.where(u == 1.0, q, tl.log(u) * tl.math.div_rn(q, u - 1.0))
+
+
+@triton.jit
+def softplus_c(v, c):
+    u = tl.math.div_rn(v, c)
+    q = tl.exp(-tl.abs(u))
+    return c * (tl.where(u > 0.0, u, 0.0) + log1p_unit(q)), q, u
+
+
+@triton.jit
+def elementwise(x_ptr, y_ptr, d_ptr, n, p0, p1, p2, p3, p4, p5, KIND: tl.constexpr, DERIVATIVE: tl.constexpr,
+                BLOCK: tl.constexpr):  # fmt: skip
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inside = offsets < n
+    x = tl.load(x_ptr + offsets, mask=inside, other=0.0)
+    if KIND == 0:  # scaled_sigmoid: p = (lo, hi, k, hi - lo)
+        t = x * p2
+        s = sigmoid_from(t, tl.exp(-tl.abs(t)))
+        d = tl.where(t == t, p3 * (1.0 - s) * s * p2, t)
+        y = tl.where(t == t, clamp(s * p3 + p0, p0, p1), t)
+    elif KIND == 1 or KIND == 2:  # smooth_clamp(_open): p = (lo, hi, b_lo, b_hi, r, k)
+        m = clamp(x, p2, p3)
+        e = x - m
+        q = tl.exp(-(tl.abs(e) * p5))
+        s = tl.math.div_rn(q, 1.0 + q)
+        d = tl.where(e == e, (s - s * s) * 4.0, e)
+        tail = tl.math.div_rn(p4 * (1.0 - q), 1.0 + q)
+        y = m + tl.where(e < 0.0, -tail, tail)
+        if KIND == 1:
+            y = clamp(y, p0, p1)
+    elif KIND == 3:  # soft_clip: p = (lo, hi, c, shrink, hi - lo)
+        inner, q1, u1 = softplus_c(x - p0, p2)
+        outer, q2, u2 = softplus_c(p4 - inner, p2)
+        d = tl.where(x == x, p3 * sigmoid_from(u2, q2) * sigmoid_from(u1, q1), x)
+        y = tl.where(x == x, clamp(p1 - outer * p3, p0, p1), x)
+    elif KIND == 4:  # leaky_clamp: p = (lo, hi, slope)
+        m = clamp(x, p0, p1)
+        d = tl.where((x <= p0) | (x >= p1), p2, 1.0)
+        y = m + p2 * (x - m)
+    else:  # softsign
+        xf = clamp(x, -3.4028234663852886e38, 3.4028234663852886e38)
+        t = tl.abs(xf) + 1.0
+        d = tl.math.div_rn(tl.math.div_rn(1.0, t), t)
+        y = tl.math.div_rn(xf, t)
+    tl.store(y_ptr + offsets, y, mask=inside)
+    if DERIVATIVE:
+        tl.store(d_ptr + offsets, d, mask=inside)

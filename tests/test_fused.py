@@ -1,0 +1,61 @@
+"""The Triton kernels of PyTorch's eager CUDA path (impl_torch/_native/fused.py): which tensors
+take them, and that the pass of ``nox -s tests`` that runs the generic tests through them (in
+Triton's interpreter, OUTPUT_LIMITS_TRITON_CPU=1 TRITON_INTERPRET=1) really does.
+
+Their values, derivatives, bounds, kinks and second order are the generic tests' and
+tests/test_native.py's, run in that pass against the ATen formulas.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import harness
+from impl_torch import _decisions
+from impl_torch._native import fused
+
+IN_TRITON_PASS = os.environ.get("OUTPUT_LIMITS_TRITON_CPU") == "1" and os.environ.get("TRITON_INTERPRET") == "1"
+# The techniques whose eager path has a one-pass kernel (the C one on the CPU, Triton on CUDA).
+FUSED = ("smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "softsign")
+
+
+def test_eager_cpu_takes_the_c_kernels_and_other_dtypes_neither(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_decisions, "_TRITON_ON_CPU", False)
+    x = torch.ones(4)
+    assert not _decisions.runs_triton(x)
+    assert not _decisions.triton_serves(x)
+    assert not _decisions.triton_serves(torch.ones(4, dtype=torch.float64))
+    assert _decisions.elementwise_serves(x) == _decisions.kernel_serves(x)
+
+
+def test_the_switch_turns_the_kernels_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTPUT_LIMITS_TRITON", "0")
+    fused.status.cache_clear()
+    try:
+        on, note = fused.status()
+        assert not on and "OUTPUT_LIMITS_TRITON=0" in note
+        assert not fused.available()
+    finally:
+        monkeypatch.undo()
+        fused.status.cache_clear()
+
+
+@pytest.mark.skipif(not IN_TRITON_PASS, reason="the Triton pass of nox -s tests (interpreter on the CPU) runs this")
+@pytest.mark.parametrize("name", FUSED)
+def test_the_triton_pass_runs_the_triton_kernels(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fused.available(), fused.status()[1]
+    calls = []
+    run = fused.run
+    monkeypatch.setattr(fused, "run", lambda *args: calls.append(args[0]) or run(*args))
+    x = (torch.linspace(-6.0, 6.0, 101) * 2.0).requires_grad_(True)
+    y = harness.build(name, "torch")(x)
+    assert type(y.grad_fn).__name__ == "_NativeElementwiseBackward", y.grad_fn
+    (dx,) = torch.autograd.grad(y.sum(), x)
+    with torch.no_grad():
+        harness.build(name, "torch")(x)
+    kind = "scaled_sigmoid" if name == "scaled_tanh" else name
+    assert [c.removesuffix("_open") for c in calls] == [kind, kind], calls  # with autograd, then without
+    assert torch.isfinite(dx).all()
