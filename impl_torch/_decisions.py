@@ -19,9 +19,10 @@ from impl_torch._native import fused
 # every call counts as transformed (the declared rules always run: right, only slower).
 _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)
 
-# The tests' way to run the Triton kernels without a GPU, in Triton's interpreter (with
-# TRITON_INTERPRET=1): eager CPU float32 then takes them instead of the C kernels.
-_TRITON_ON_CPU = os.environ.get("OUTPUT_LIMITS_TRITON_CPU") == "1"
+# The tests' way to run the Triton kernels without a GPU, in Triton's interpreter (both variables
+# set; compiled Triton code cannot take CPU memory): eager CPU float32 then takes them instead of
+# the C kernels.
+_TRITON_ON_CPU = os.environ.get("OUTPUT_LIMITS_TRITON_CPU") == "1" and os.environ.get("TRITON_INTERPRET") == "1"
 
 # Elements per block on CPU: a block's temporaries stay in cache, so a formula of several passes
 # costs about one trip to memory (see bench/speed_ratios.py for the measured effect).

@@ -16,6 +16,7 @@ kernels without a GPU in Triton's interpreter: ``TRITON_INTERPRET=1`` with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from typing import Any
@@ -60,5 +61,9 @@ def run(name: str, params: tuple[float, ...], x: torch.Tensor, y: torch.Tensor, 
     cdiv, kernel = _kernel()
     p = (*(float(v) for v in params), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)[:6]
     n = x.numel()
-    kernel[(cdiv(n, _BLOCK),)](x, y, y if d is None else d, n, *p, KIND=KINDS.index(name), DERIVATIVE=d is not None,
-                               BLOCK=_BLOCK)  # fmt: skip
+    # Triton launches on the current device, not the tensor's. enable_fp_fusion=False: each
+    # product rounds before the sum that uses it, as in ATen's passes and the C kernels
+    # (-ffp-contract=off; contracted, soft_clip(-inf) lands above lo instead of on it).
+    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+        kernel[(cdiv(n, _BLOCK),)](x, y, y if d is None else d, n, *p, KIND=KINDS.index(name),
+                                   DERIVATIVE=d is not None, BLOCK=_BLOCK, enable_fp_fusion=False)  # fmt: skip
