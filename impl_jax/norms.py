@@ -102,14 +102,6 @@ def _plain_statistics(xc: jax.Array, dims: tuple[int, ...], eps: float) -> tuple
     return mean, var, trusted
 
 
-def _formula(xc: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.Array, ...]:
-    """The prescaled formula of _standardize as (xhat, rstd, usual, mean, var): see _normalized."""
-    xhat, mean, var, scale, finite = _standardize(xc, dims, eps)
-    rstd = 1.0 / (scale * jnp.sqrt(var + jnp.maximum(eps / (scale * scale), jnp.finfo(xc.dtype).tiny)))
-    # A NaN group's derivative is NaN, as its value.
-    return (xhat, rstd, finite | jnp.isnan(mean), *_statistics(mean, var, scale, finite))
-
-
 def _normalized(
     xc: jax.Array, dims: tuple[int, ...], eps: float, finish: Callable[[jax.Array], jax.Array] = lambda v: v
 ) -> tuple[jax.Array, ...]:
@@ -132,46 +124,24 @@ def _normalized(
         return finish((xc - mean) * rstd), rstd, jnp.ones(mean.shape, bool), mean, var
 
     def formula(_: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
-        xhat, *rest = _formula(xc, dims, eps)
-        return finish(xhat), *rest
+        xhat, mean, var, scale, finite = _standardize(xc, dims, eps)
+        rstd = 1.0 / (scale * jnp.sqrt(var + jnp.maximum(eps / (scale * scale), jnp.finfo(xc.dtype).tiny)))
+        # A NaN group's derivative is NaN, as its value.
+        return (finish(xhat), rstd, finite | jnp.isnan(mean), *_statistics(mean, var, scale, finite))
 
     return jax.lax.cond(trusted, fast, formula, (mean, var))
 
 
-def _standardized_tangent(xhat: jax.Array, rstd: jax.Array, dx: jax.Array, dims: tuple[int, ...]) -> jax.Array:
-    """The tangent of (x - mean) rstd: rstd (dx - mean(dx) - xhat mean(xhat dx))."""
-    mean_dx = dx.mean(axis=dims, keepdims=True)
-    return rstd * (dx - mean_dx - xhat * (xhat * dx).mean(axis=dims, keepdims=True))
-
-
-# Each branch of a tangent's cond saves only its inputs, and so recomputes xhat where its
-# derivative needs it: partial evaluation would otherwise hand xhat across as a residual (a
-# pass written and read back) where XLA:CPU fuses the recomputation into the backward's passes.
-_recompute = functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
-
-
 def _normalized_tangent(
-    xc: jax.Array, dx: jax.Array, dims: tuple[int, ...], eps: float, finish: Callable[..., jax.Array], extra: Any
+    xhat: jax.Array, rstd: jax.Array, usual: jax.Array, dx: jax.Array, dims: tuple[int, ...]
 ) -> jax.Array:
-    """``finish(xhat, dxhat, extra)``: the tangent dxhat of xhat = (x - mean) rstd written out,
-    never derived from the branch of _normalized that ran (linearizing a ``lax.cond`` makes both
-    branches hand out their residuals, the untaken one zero-filled: 5.6x flax's layer norm
-    forward+backward, measured). Its own ``lax.cond`` on the same guard as the value: the plain
-    formula, or the prescaled one with zero in a group that held an infinity (a select, which
-    would split XLA's fused passes if the common branch had it). ``extra`` holds the arrays
-    ``finish`` needs (weights and their tangents), passed through the cond."""
-    mean, var, trusted = _plain_statistics(xc, dims, eps)
-
-    def fast(xc: jax.Array, mean: jax.Array, var: jax.Array, dx: jax.Array, extra: Any) -> jax.Array:
-        rstd = jax.lax.rsqrt(var + eps)
-        xhat = (xc - mean) * rstd
-        return finish(xhat, _standardized_tangent(xhat, rstd, dx, dims), extra)
-
-    def formula(xc: jax.Array, mean: jax.Array, var: jax.Array, dx: jax.Array, extra: Any) -> jax.Array:
-        xhat, rstd, usual, *_ = _formula(xc, dims, eps)
-        return finish(xhat, jnp.where(usual, _standardized_tangent(xhat, rstd, dx, dims), 0.0), extra)
-
-    return jax.lax.cond(trusted, _recompute(fast), _recompute(formula), xc, mean, var, dx, extra)
+    """The tangent of (x - mean) rstd: rstd (dx - mean(dx) - xhat mean(xhat dx)), zero in a group
+    that held an infinity. Written out, not derived from the branch that ran: linearizing a
+    ``lax.cond`` makes both branches hand out their residuals (the untaken one zero-filled), which
+    cost 5.6x flax's layer norm forward+backward (measured) against about 1.1 for this."""
+    mean_dx = dx.mean(axis=dims, keepdims=True)
+    mean_xdx = (xhat * dx).mean(axis=dims, keepdims=True)
+    return jnp.where(usual, rstd * (dx - mean_dx - xhat * mean_xdx), 0.0)
 
 
 def layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, *, eps: float) -> jax.Array:
@@ -185,23 +155,14 @@ def _layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, 
     return _normalized(upcast(x), (-1,), eps, lambda v: _layer_norm_tail(v, weight, bias).astype(x.dtype))[0]
 
 
-def _affine_tangent(xhat: jax.Array, dxhat: jax.Array, extra: tuple[Any, ...], shape: tuple[int, ...]) -> jax.Array:
-    """The tangent of xhat * weight + bias (weights reshaped to ``shape``); ``extra`` holds
-    (weight, its tangent, the bias's tangent), or Nones without weights."""
-    weight, dweight, dbias = extra
-    if weight is None:
-        # Without weights, the bound's clamp passes the gradient straight through.
-        return dxhat
-    return dxhat * upcast(weight).reshape(shape) + xhat * upcast(dweight).reshape(shape) + upcast(dbias).reshape(shape)
-
-
 @_layer_norm.defjvp
 def _layer_norm_jvp(eps: float, primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[jax.Array, jax.Array]:
     (x, weight, bias), (dx, dweight, dbias) = primals, tangents
-    finish = functools.partial(_affine_tangent, shape=(-1,))
-    extra = (weight, dweight, dbias) if weight is not None else (None, None, None)
-    dy = _normalized_tangent(upcast(x), upcast(dx), (-1,), eps, finish, extra)
-    return _layer_norm(x, weight, bias, eps), dy.astype(x.dtype)
+    xhat, rstd, usual, *_ = _normalized(upcast(x), (-1,), eps)
+    dxhat = _normalized_tangent(xhat, rstd, usual, upcast(dx), (-1,))
+    # Without weights, the bound's clamp passes the gradient straight through.
+    dy = dxhat if weight is None else dxhat * upcast(weight) + xhat * upcast(dweight) + upcast(dbias)
+    return _layer_norm_tail(xhat, weight, bias).astype(x.dtype), dy.astype(x.dtype)
 
 
 def _layer_norm_tail(xhat: jax.Array, weight: jax.Array | None, bias: jax.Array | None) -> jax.Array:
@@ -229,54 +190,43 @@ def _rms_norm_tail(y: jax.Array, weight: jax.Array | None, dtype: Any) -> jax.Ar
     return (y * upcast(weight)).astype(dtype)
 
 
-def _rms_formula(xc: jax.Array, eps: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _rms_normalized(
+    x: jax.Array, eps: float, finish: Callable[[jax.Array], jax.Array] = lambda v: v
+) -> tuple[jax.Array, ...]:
     """x / sqrt(mean(x^2) + eps), 1 / sqrt(mean(x^2) + eps) and the rows whose derivative is the
-    usual one, on rows prescaled as in _standardize."""
-    scaled, scale, _, _, finite = _prescale(xc, (-1,))
-    tiny = jnp.finfo(xc.dtype).tiny
-    root = jnp.sqrt((scaled * scaled).mean(axis=-1, keepdims=True) + jnp.maximum(eps / (scale * scale), tiny))
-    return scaled / root, 1.0 / (scale * root), finite | jnp.isnan(root)
-
-
-def _rms_normalized(xc: jax.Array, eps: float, finish: Callable[[jax.Array], jax.Array]) -> jax.Array:
-    """``finish(x / sqrt(mean(x^2) + eps))``: the plain formula where every row's mean square is
-    finite (no infinity, NaN or overflowed square), the prescaled one of _rms_formula otherwise
-    (``lax.cond``, as in _normalized, ``finish`` too)."""
+    usual one: the plain formula where every row's mean square is finite (no infinity, NaN or
+    overflowed square), the prescaled one of _standardize otherwise (``lax.cond``, as in
+    _normalized, ``finish`` too)."""
+    xc = upcast(x)
     ms = (xc * xc).mean(axis=-1, keepdims=True)
-    fast = lambda ms: finish(xc * jax.lax.rsqrt(ms + eps))  # noqa: E731
-    return jax.lax.cond(jnp.all(jnp.isfinite(ms)), fast, lambda _: finish(_rms_formula(xc, eps)[0]), ms)
+
+    def fast(ms: jax.Array) -> tuple[jax.Array, ...]:
+        rstd = jax.lax.rsqrt(ms + eps)
+        return finish(xc * rstd), rstd, jnp.ones(ms.shape, bool)
+
+    def formula(_: jax.Array) -> tuple[jax.Array, ...]:
+        scaled, scale, _, _, finite = _prescale(xc, (-1,))
+        tiny = jnp.finfo(xc.dtype).tiny
+        root = jnp.sqrt((scaled * scaled).mean(axis=-1, keepdims=True) + jnp.maximum(eps / (scale * scale), tiny))
+        return finish(scaled / root), 1.0 / (scale * root), finite | jnp.isnan(root)
+
+    return jax.lax.cond(jnp.all(jnp.isfinite(ms)), fast, formula, ms)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _rms_norm(x: jax.Array, weight: jax.Array | None, eps: float) -> jax.Array:
-    return _rms_normalized(upcast(x), eps, lambda v: _rms_norm_tail(v, weight, x.dtype))
-
-
-def _rms_tangent(yhat: jax.Array, rstd: jax.Array, dx: jax.Array, extra: tuple[Any, ...]) -> jax.Array:
-    """The tangent of x rstd * weight: rstd (dx - yhat mean(yhat dx)) * weight + yhat dweight."""
-    weight, dweight = extra
-    dyhat = rstd * (dx - yhat * (yhat * dx).mean(axis=-1, keepdims=True))
-    return dyhat if weight is None else dyhat * upcast(weight) + yhat * upcast(dweight)
+    return _rms_normalized(x, eps, lambda v: _rms_norm_tail(v, weight, x.dtype))[0]
 
 
 @_rms_norm.defjvp
 def _rms_norm_jvp(eps: float, primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[jax.Array, jax.Array]:
     (x, weight), (dx, dweight) = primals, tangents
-    xc = upcast(x)
-    ms = (xc * xc).mean(axis=-1, keepdims=True)
-
-    # As _normalized_tangent: a cond on the value's guard, each branch recomputing what it needs.
-    def fast(xc: jax.Array, ms: jax.Array, dx: jax.Array, extra: tuple[Any, ...]) -> jax.Array:
-        rstd = jax.lax.rsqrt(ms + eps)
-        return _rms_tangent(xc * rstd, rstd, dx, extra)
-
-    def formula(xc: jax.Array, ms: jax.Array, dx: jax.Array, extra: tuple[Any, ...]) -> jax.Array:
-        yhat, rstd, usual = _rms_formula(xc, eps)
-        return jnp.where(usual, _rms_tangent(yhat, rstd, dx, extra), 0.0)
-
-    extra = (weight, dweight) if weight is not None else (None, None)
-    dy = jax.lax.cond(jnp.all(jnp.isfinite(ms)), _recompute(fast), _recompute(formula), xc, ms, upcast(dx), extra)
-    return _rms_norm(x, weight, eps), dy.astype(x.dtype)
+    yhat, rstd, usual = _rms_normalized(x, eps)
+    dxc = upcast(dx)
+    # The tangent of x rstd, written out (see _normalized_tangent): rstd (dx - yhat mean(yhat dx)).
+    dyhat = jnp.where(usual, rstd * (dxc - yhat * (yhat * dxc).mean(axis=-1, keepdims=True)), 0.0)
+    dy = dyhat if weight is None else dyhat * upcast(weight) + yhat * upcast(dweight)
+    return _rms_norm_tail(yhat, weight, x.dtype), dy.astype(x.dtype)
 
 
 def batch_norm(
@@ -334,12 +284,10 @@ def _batch_norm_training_jvp(
 ) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
     (x, weight, bias, running_mean, running_var), (dx, dweight, dbias, _, _) = primals, tangents
     dims = (0, *range(2, x.ndim))
-    # Not _normalized_tangent: a channel is a column here, and XLA:CPU's passes over axis 0 fuse
-    # worse when xhat is recomputed in the derivative than when the value's cond hands it across
-    # (measured: 1.6-2.0x flax's BatchNorm forward+backward, against 1.3-1.4).
     xhat, rstd, usual, mean, var = _normalized(upcast(x), dims, eps)
-    dxhat = jnp.where(usual, _standardized_tangent(xhat, rstd, upcast(dx), dims), 0.0)
-    dy = _affine_tangent(xhat, dxhat, (weight, dweight, dbias), (1, -1) + (1,) * (x.ndim - 2))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    dxhat = _normalized_tangent(xhat, rstd, usual, upcast(dx), dims)
+    dy = dxhat * upcast(weight).reshape(shape) + xhat * upcast(dweight).reshape(shape) + upcast(dbias).reshape(shape)
     new_mean, new_var = _running(x, mean, var, running_mean, running_var, momentum)
     # The running statistics are not differentiated (stop_gradient, as PyTorch's buffers).
     outputs = (_batch_norm_tail(x, xhat, weight, bias), new_mean, new_var)

@@ -46,12 +46,6 @@ def _log_softmax_tangent(z: jax.Array, t: jax.Array, axis: int) -> jax.Array:
     return t - (_softmax_plain(z, axis) * t).sum(axis=axis, keepdims=True)
 
 
-# Each branch of the tangent's cond saves only its inputs: partial evaluation would otherwise
-# hand the softmax across as a residual (written, then read back), where XLA:CPU fuses the
-# whole recomputed VJP into one pass, as for jax.nn.softmax's.
-_recompute = functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable, static_argnums=(3,))
-
-
 def _guarded_map(
     plain: Callable[[jax.Array, int], jax.Array], tangent: Callable[[jax.Array, jax.Array, int], jax.Array]
 ) -> Callable[[jax.Array, int], jax.Array]:
@@ -60,15 +54,18 @@ def _guarded_map(
     uniform, a NaN row stays NaN; the derivative ``tangent`` on the same shifted rows, zero on
     rows that held an infinity (their limit is constant).
 
-    Guards, so that the common call costs what jax.nn's own op does (XLA fuses each side into
-    one pass, and a select in it splits that pass in several):
+    Written so that XLA fuses each side into one pass, as it does jax.nn's own op; a select on
+    full-size values splits that pass in several (the branch-free limits form cost 1.3 of
+    jax.nn.softmax forward and 1.5-1.6 forward+backward at 2^22, measured):
     - value: the plain formula, then its first entry per row. A row whose maximum is not finite
       (+inf, an all -inf row, NaN) is NaN throughout (inf - inf in the shift) and a finite row
       never is, so one entry per row tells; ``lax.cond`` recomputes on the limits only then.
-    - derivative: the row maxima decide (the value is not at hand in reverse mode, and the
-      tangent's cond must not depend on the tangent), the fast branch takes them as its shift.
-    Measured at 2^22 (rows of 1024, float32, one thread, this project's 2-core EPYC): forward
-    1.07 of jax.nn's, forward+backward 1.05-1.07; the branch-free limits form cost 1.3 and 1.5-1.6.
+    - derivative: no cond (under vmap a cond whose predicate is batched becomes selects that
+      stop_gradient its operands, the tangent among them, and reverse mode then fails): the
+      tangent of rows shifted by a row-level amount and bounded by a row-level max and min, which
+      leave finite rows alone and make every other row's entries finite (the +inf entries 0, the
+      rest far below; an all -inf row 0), times the rows' finiteness (0 there, and NaN rows stay
+      NaN).
     """
 
     def value(xc: jax.Array, axis: int) -> jax.Array:
@@ -78,21 +75,19 @@ def _guarded_map(
 
     guarded = jax.custom_jvp(value, nondiff_argnums=(1,))
 
-    @_recompute
-    def fast(xc: jax.Array, top: jax.Array, t: jax.Array, axis: int) -> jax.Array:
-        return tangent(xc - top, t, axis)
-
-    @_recompute
-    def limits(xc: jax.Array, top: jax.Array, t: jax.Array, axis: int) -> jax.Array:
-        # NaN rows keep their NaN (NaN * 0).
-        return tangent(_limit_shift(xc, axis, top)[0], t, axis) * jnp.isfinite(top).astype(t.dtype)
-
     @guarded.defjvp
     def _(axis: int, primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
         (xc,), (t,) = primals, tangents
         top = jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True))
-        branches = (lambda *a: fast(*a, axis)), (lambda *a: limits(*a, axis))
-        return value(xc, axis), jax.lax.cond(jnp.all(jnp.isfinite(top)), *branches, xc, top, t)
+        finite = jnp.isfinite(top)
+        big = float(jnp.finfo(xc.dtype).max)
+        shift = jnp.where(finite, top, jnp.where(top > 0.0, big, 0.0))
+        # Row-level bounds, infinite on finite rows: a bound an entry can reach (the maximum at 0)
+        # would take half its derivative there, which second order sees.
+        floor = jnp.where(top == -math.inf, 0.0, -math.inf)
+        ceiling = jnp.where(finite, math.inf, 0.0)
+        z = jnp.minimum(jnp.maximum(xc - shift, floor), ceiling)
+        return value(xc, axis), tangent(z, t, axis) * finite.astype(t.dtype)
 
     return guarded
 

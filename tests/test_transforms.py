@@ -238,3 +238,20 @@ def test_forward_mode_of_vmap_equals_vmap_of_forward_mode(case: Case, rng) -> No
     _, outer = torch.func.jvp(torch.func.vmap(module), (x,), (t,))
     _, inner = torch.func.vmap(lambda a, b: torch.func.jvp(module, (a,), (b,)))(x, t)
     np.testing.assert_allclose(outer.detach().numpy(), inner.detach().numpy(), rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("case", params(DEFAULTS))
+def test_reverse_mode_of_vmap_equals_vmap_of_reverse_mode(case: Case, rng) -> None:
+    """Nested transforms compose (JAX): the VJP of a vmapped module, a batch mapped inside a
+    differentiated loss, is the vmap of its VJP. A lax.cond whose operands include the tangent
+    breaks this: under vmap its predicate is batched and it becomes selects that stop_gradient
+    their operands, which reverse mode cannot transpose."""
+    import jax
+
+    xs, cs, _ = _draw(case, "float64", rng, batch=(2,))
+    module = _module(case, "jax", "float64")
+    backend = harness.backend("jax")
+    x, c = backend.from_numpy(xs, "float64"), backend.from_numpy(cs, "float64")
+    outer = jax.vjp(jax.vmap(module), x)[1](c)[0]
+    inner = jax.vmap(lambda a, b: jax.vjp(module, a)[1](b)[0])(x, c)
+    np.testing.assert_allclose(np.asarray(outer), np.asarray(inner), rtol=1e-12, atol=1e-300)
