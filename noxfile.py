@@ -23,12 +23,9 @@ CONSTRAINTS = ("-c", "constraints-cpu.txt")
 EXAMPLE_PLUGINS = ("./examples/erf_plugin", "./examples/interval_softsign_plugin")
 # The techniques whose PyTorch eager CPU path runs C (impl_torch/_native): float32 kernels, and the
 # norms' guard (layer_norm, batch_norm).
-NATIVE_TECHNIQUES = (
-    "smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "softsign", "sparsemax", "layer_norm",
-    "batch_norm",
-)  # fmt: skip
-# The techniques with a Triton kernel on eager CUDA (impl_torch/_native/fused.py).
+# The elementwise ones also have a Triton kernel on eager CUDA (impl_torch/_native/fused.py).
 FUSED_TECHNIQUES = ("smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "softsign")
+NATIVE_TECHNIQUES = (*FUSED_TECHNIQUES, "sparsemax", "layer_norm", "batch_norm")
 # The benchmark machinery: a local package of its own (bench/pyproject.toml), outside the wheel.
 BENCH = "./bench"
 

@@ -16,11 +16,10 @@ from harness import implements
 from impl_jax._common import clamp_straight_through, upcast
 
 
-def _limit_shift(xc: jax.Array, axis: int, top: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def _limit_shift(xc: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
     """x - max along axis, with rows holding an infinity replaced by their limit (the +inf
     entries at 0, the rest at -inf; an all -inf row at 0), and the row maxima."""
-    if top is None:
-        top = jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True))
+    top = jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True))
     z = xc - jnp.where(jnp.isfinite(top), top, 0.0)
     z = jnp.where(top == math.inf, jnp.where(xc == math.inf, 0.0, -math.inf), z)
     return jnp.where(top == -math.inf, 0.0, z), top

@@ -114,8 +114,10 @@ def kernel_serves(x: torch.Tensor) -> bool:
     # 2^16-element clamp).
     if x.dtype != torch.float32 or not x.is_cpu or type(x) not in (torch.Tensor, torch.nn.Parameter):
         return False
-    if not plain_eager() or not _native.available():
-        return False
+    return plain_eager() and _native.available() and _has_memory(x)
+
+
+def _has_memory(x: torch.Tensor) -> bool:
     try:
         return x.untyped_storage().data_ptr() != 0
     except RuntimeError:  # "Cannot access storage of TensorWrapper" (torch.func) and the like
@@ -129,12 +131,9 @@ def triton_serves(x: torch.Tensor) -> bool:
     A plain tensor only, as for kernel_serves."""
     if x.dtype != torch.float32 or type(x) not in (torch.Tensor, torch.nn.Parameter):
         return False
-    if not (x.is_cuda or (_TRITON_ON_CPU and x.is_cpu)) or not plain_eager() or not fused.available():
+    if not (x.is_cuda or (_TRITON_ON_CPU and x.is_cpu)):
         return False
-    try:
-        return x.untyped_storage().data_ptr() != 0
-    except RuntimeError:
-        return False
+    return plain_eager() and fused.available() and _has_memory(x)
 
 
 def elementwise_serves(x: torch.Tensor) -> bool:

@@ -235,8 +235,8 @@ class _Sparsemax(torch.autograd.Function):
         y, finite_rows = ctx.saved_tensors
         # sign(y) is (y > 0) for y >= 0, and NaN only in NaN rows, which are not finite_rows.
         # Not the comparison: torch.compile would save its boolean result for the backward, and
-        # inductor's CPU store of a boolean tensor costs 10x the whole forward (measured: 38 ms
-        # for 2^22 values, where the rest of the training forward took 12).
+        # inductor's CPU store of a boolean tensor costs three times the rest of the training
+        # forward (measured: 38 ms for 2^22 values, against 12).
         on = torch.where(finite_rows, y.sign(), 0.0).to(v.dtype)
         mean = (v * on).sum(dim=ctx.axis, keepdim=True) / on.sum(dim=ctx.axis, keepdim=True).clamp_min(1.0)
         return (v - mean) * on

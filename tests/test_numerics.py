@@ -91,8 +91,8 @@ def test_a_constant_groups_gradient_matches_finite_differences(case: Case, rng) 
 @pytest.mark.parametrize("case", params(GROUPED))
 def test_a_group_holding_an_infinity_passes_zero_gradient(case: Case, dtype: str, rng) -> None:
     """Its value is its limit, a constant, so each of its entries gets zero gradient; the other
-    groups keep finite ones. Both frameworks run a branch of their own for such a group (the
-    fast path's guard rejects it), in the value and in the derivative alike."""
+    groups keep finite ones. The fast paths' guards reject such a group, so this runs the rare
+    side of each framework's guard."""
     spec = case.spec()
     resolved = case.resolved(dtype)
     shape = input_shape(spec, resolved)

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-# The kinds, in the order of the kernel's constexpr switch; the names are _native.ELEMENTWISE's.
-KINDS = ("scaled_sigmoid", "smooth_clamp", "smooth_clamp_open", "soft_clip", "leaky_clamp", "softsign")
+from impl_torch._native import ELEMENTWISE
+
 _BLOCK = 1024
 
 
@@ -56,7 +56,7 @@ def _kernel() -> Any:
 
 
 def run(name: str, params: tuple[float, ...], x: torch.Tensor, y: torch.Tensor, d: torch.Tensor | None) -> None:
-    """Write technique ``name`` (of KINDS) with ``params`` of the contiguous float32 ``x`` to
+    """Write technique ``name`` (of ``_native.ELEMENTWISE``) with ``params`` of the contiguous float32 ``x`` to
     ``y``, and its derivative dy/dx to ``d`` unless it is None."""
     cdiv, kernel = _kernel()
     p = (*(float(v) for v in params), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)[:6]
@@ -65,5 +65,5 @@ def run(name: str, params: tuple[float, ...], x: torch.Tensor, y: torch.Tensor, 
     # product rounds before the sum that uses it, as in ATen's passes and the C kernels
     # (-ffp-contract=off; contracted, soft_clip(-inf) lands above lo instead of on it).
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        kernel[(cdiv(n, _BLOCK),)](x, y, y if d is None else d, n, *p, KIND=KINDS.index(name),
+        kernel[(cdiv(n, _BLOCK),)](x, y, y if d is None else d, n, *p, KIND=ELEMENTWISE.index(name),
                                    DERIVATIVE=d is not None, BLOCK=_BLOCK, enable_fp_fusion=False)  # fmt: skip

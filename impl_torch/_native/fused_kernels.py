@@ -38,12 +38,8 @@ def elementwise(x_ptr, y_ptr, d_ptr, n, p0, p1, p2, p3, p4, p5, KIND: tl.constex
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = offsets < n
     x = tl.load(x_ptr + offsets, mask=inside, other=0.0)
-    if KIND == 0:  # scaled_sigmoid: p = (lo, hi, k, hi - lo)
-        t = x * p2
-        s = sigmoid_from(t, tl.exp(-tl.abs(t)))
-        d = tl.where(t == t, p3 * (1.0 - s) * s * p2, t)
-        y = tl.where(t == t, clamp(s * p3 + p0, p0, p1), t)
-    elif KIND == 1 or KIND == 2:  # smooth_clamp(_open): p = (lo, hi, b_lo, b_hi, r, k)
+    # KIND: the index of the technique in _native.ELEMENTWISE.
+    if KIND == 0 or KIND == 1:  # smooth_clamp(_open): p = (lo, hi, b_lo, b_hi, r, k)
         m = clamp(x, p2, p3)
         e = x - m
         q = tl.exp(-(tl.abs(e) * p5))
@@ -51,8 +47,13 @@ def elementwise(x_ptr, y_ptr, d_ptr, n, p0, p1, p2, p3, p4, p5, KIND: tl.constex
         d = tl.where(e == e, (s - s * s) * 4.0, e)
         tail = tl.math.div_rn(p4 * (1.0 - q), 1.0 + q)
         y = m + tl.where(e < 0.0, -tail, tail)
-        if KIND == 1:
+        if KIND == 0:
             y = clamp(y, p0, p1)
+    elif KIND == 2:  # scaled_sigmoid: p = (lo, hi, k, hi - lo)
+        t = x * p2
+        s = sigmoid_from(t, tl.exp(-tl.abs(t)))
+        d = tl.where(t == t, p3 * (1.0 - s) * s * p2, t)
+        y = tl.where(t == t, clamp(s * p3 + p0, p0, p1), t)
     elif KIND == 3:  # soft_clip: p = (lo, hi, c, shrink, hi - lo)
         inner, q1, u1 = softplus_c(x - p0, p2)
         outer, q2, u2 = softplus_c(p4 - inner, p2)
