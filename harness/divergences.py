@@ -45,9 +45,11 @@ DIVERGENCES: tuple[Divergence, ...] = (
         name="max-drops-nan-on-xla-cpu",
         what="XLA's max reduction on CPU, vectorized, can drop a NaN; ATen's amax propagates it.",
         evidence="jax 0.10.2, float32 rows of normal values with one NaN: jnp.max along rows of 8 and 100 gives "
-        "NaN, along rows of 1024 and 4096 the largest other value (eagerly and under jit).",
-        handling="No technique relies on a row maximum to spread NaN: JAX's sparsemax takes a NaN row's mask "
-        "from the row's sum (tests/test_sparsemax_threshold.py, rows of 1024); softmax's and the norms' sums "
-        "spread it themselves.",
+        "NaN, along rows of 1024 and 4096 the largest other value (eagerly and under jit); along rows of 2^17, "
+        "-inf for a row whose NaN is last and for an all-NaN row.",
+        handling="No technique relies on a row maximum to spread NaN: where JAX's side reads a maximum or minimum "
+        "to pick a limit (the softmaxes' and sparsemax's infinite rows, the norms' prescaling) it tells NaN rows by "
+        "any(isnan) of their own, else an all-NaN row passed for an all -inf one; sums spread NaN themselves "
+        "(tests/test_bounds.py, groups of 2^17; tests/test_sparsemax_threshold.py, rows of 1024).",
     ),
 )

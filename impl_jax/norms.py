@@ -46,7 +46,11 @@ def _prescale(x: jax.Array, dims: tuple[int, ...]) -> _Prescaled:
     """
     top = jax.lax.stop_gradient(jnp.max(x, axis=dims, keepdims=True))
     bottom = jax.lax.stop_gradient(jnp.min(x, axis=dims, keepdims=True))
-    amax = jnp.maximum(top, -bottom)
+    # XLA:CPU's max and min can drop a NaN, or give -inf for a long group holding one
+    # (harness/divergences.py): a NaN group is told apart by a reduction of its own, so that it
+    # stays NaN instead of taking an infinity's limit.
+    nan = jnp.any(jnp.isnan(x), axis=dims, keepdims=True)
+    amax = jnp.where(nan, jnp.nan, jnp.maximum(top, -bottom))
     finite = jnp.isfinite(amax)
     big = finite & (amax > 1.0)
     power = jnp.where(big, jnp.floor(jnp.log2(jnp.where(big, amax, 1.0))) - 1.0, 0.0).astype(jnp.int32)

@@ -18,8 +18,12 @@ from impl_jax._common import clamp_straight_through, upcast
 
 def _limit_shift(xc: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
     """x - max along axis, with rows holding an infinity replaced by their limit (the +inf
-    entries at 0, the rest at -inf; an all -inf row at 0), and the row maxima."""
+    entries at 0, the rest at -inf; an all -inf row at 0), and the row maxima (NaN for a row
+    holding a NaN)."""
     top = jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True))
+    # XLA:CPU's max can drop a NaN, or give -inf for a long row holding one, which would pass
+    # for an all -inf row (harness/divergences.py): NaN rows are told by a reduction of their own.
+    top = jnp.where(jnp.any(jnp.isnan(xc), axis=axis, keepdims=True), jnp.nan, top)
     z = xc - jnp.where(jnp.isfinite(top), top, 0.0)
     z = jnp.where(top == math.inf, jnp.where(xc == math.inf, 0.0, -math.inf), z)
     return jnp.where(top == -math.inf, 0.0, z), top
@@ -191,5 +195,6 @@ def sparsemax(x: jax.Array, *, axis: int) -> jax.Array:
     y = _sparsemax(z, axis % x.ndim, jnp.isfinite(top))
     # The largest output is max(z) - tau <= 1 in exact arithmetic; this guards the rounding.
     y = clamp_straight_through(y, 0.0, 1.0)
-    # NaN rows stay NaN: sorting and counting would otherwise hide the NaN.
-    return jnp.where(jnp.isnan(top), top, y).astype(x.dtype)
+    # NaN rows stay NaN, and so do their derivatives (a select would pass zero): the threshold's
+    # counting would otherwise hide the NaN.
+    return (y * jnp.where(jnp.isnan(top), jnp.nan, 1.0)).astype(x.dtype)

@@ -255,8 +255,9 @@ def sparsemax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
     y = apply(_Sparsemax, z, axis % x.ndim, torch.isfinite(top))
     # The largest output is max(z) - tau <= 1 in exact arithmetic; this guards the rounding.
     y = clamp_straight_through(y, 0.0, 1.0, fresh=True)
-    # NaN rows stay NaN: sorting and counting would otherwise hide the NaN.
+    # NaN rows stay NaN, and so do their derivatives (a select would pass zero): the threshold's
+    # counting would otherwise hide the NaN.
     nan_rows = torch.isnan(top)
     if not eager_cpu(xc) or bool(nan_rows.any()):
-        y = torch.where(nan_rows, top, y)
+        y = y * torch.where(nan_rows, math.nan, 1.0)
     return y.to(x.dtype)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from cases import CASES, FRAMEWORKS, TRAIN_CASES, Case, params, run
 
+import harness
 from harness.sampling import extreme_values, input_shape, round_to, sample_input
 from harness.tolerances import compare, tolerance
 
@@ -71,6 +72,47 @@ def test_nan_spreads_exactly_along_reduced_axes(case: Case, rng: np.random.Gener
     for framework in FRAMEWORKS:
         y, _ = run(framework, case.build(framework, "float32"), x, "float32")
         np.testing.assert_array_equal(np.isnan(y), expected, err_msg=f"{framework}: NaN pattern")
+
+
+# Groups long enough for XLA:CPU's vectorized max to drop a NaN, or to give -inf for a row
+# holding one (harness/divergences.py, max-drops-nan-on-xla-cpu).
+LONG = 2**17
+
+
+def _long_groups(case: Case, rng: np.random.Generator) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(parameters, input, which outputs must be NaN): four groups of LONG values along the
+    reduced axes, the first all NaN, the next two with one NaN (early, last), the fourth with a
+    NaN and a +inf; a fifth group stays clean."""
+    spec = case.spec()
+    width = LONG if spec.feature_axis == -1 else 5
+    given = {**case.params(), **({"num_features": width} if spec.takes_num_features else {})}
+    reduced = spec.reduction_axes(2, spec.resolve(given))
+    assert len(reduced) == 1, "a long group along one of two axes"
+    x = sample_input(spec, spec.resolve(given), (5, LONG), rng)
+    x[0] = np.nan
+    x[1, 5] = np.nan
+    x[2, -1] = np.nan
+    x[3, [7, LONG // 2]] = [np.inf, np.nan]
+    expected = np.zeros(x.shape, dtype=bool)
+    expected[:4] = True
+    if reduced[0] == 0:  # groups along axis 0 (batch_norm's channels)
+        x, expected = x.T.copy(), expected.T.copy()
+    return given, x, expected
+
+
+@pytest.mark.parametrize(
+    "case", params([c for c in TRAIN_CASES if not c.given and c.spec().reduction_axes(2, c.resolved())])
+)
+def test_nan_spreads_through_long_groups(case: Case, rng: np.random.Generator) -> None:
+    """A NaN anywhere in a group of 2^17 values makes the whole group NaN, value and input VJP,
+    whatever the framework's max reduction does with it."""
+    given, x, expected = _long_groups(case, rng)
+    cotangent = rng.normal(size=x.shape)
+    for framework in FRAMEWORKS:
+        backend = harness.backend(framework)
+        y, dx, _ = backend.vjp(harness.build(case.name, framework, **given), x, cotangent, "float32")
+        np.testing.assert_array_equal(np.isnan(y), expected, err_msg=f"{framework}: NaN pattern of the value")
+        np.testing.assert_array_equal(np.isnan(dx), expected, err_msg=f"{framework}: NaN pattern of the VJP")
 
 
 def _shapes(case: Case) -> list[tuple[int, ...]]:
