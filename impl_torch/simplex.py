@@ -13,7 +13,7 @@ import torch
 from harness import implements
 from impl_torch import _native
 from impl_torch._common import apply, as_dtype, clamp_straight_through, patch_rows, upcast
-from impl_torch._decisions import compiled_cpu, eager_cpu, kernel_serves
+from impl_torch._decisions import compiled_cpu, eager_cpu, kernel_serves, tracks_grad
 
 
 def _limit_shift(xc: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,12 +50,14 @@ def _log_softmax_formula(xc: torch.Tensor, axis: int) -> torch.Tensor:
     return _log_softmax_plain(_limit_shift(xc, axis)[0], axis)
 
 
-def _compiled(xc: torch.Tensor, axis: int, plain: Any, formula: Any) -> torch.Tensor:
-    """Under torch.compile on the CPU: ``plain`` (the fused formula on rows shifted by their
-    maximum) where every row's maximum is finite, the limits formula otherwise, chosen by
-    torch.cond after the row maxima, which the fast side takes (see impl_torch/_decisions.py,
-    compiled_cpu)."""
+def _compiled(xc: torch.Tensor, axis: int, log: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Under torch.compile on the CPU: softmax (or log_softmax) by the plain fused formula on rows
+    shifted by their maximum where every row's maximum is finite, by the limits formula
+    otherwise, chosen by torch.cond after the row maxima, which the fast side takes (see
+    impl_torch/_decisions.py, compiled_cpu); and the rows' finiteness (their maximum's)."""
+    plain, formula = (_log_softmax_plain, _log_softmax_formula) if log else (_softmax_plain, _softmax_formula)
     top = torch.amax(xc, dim=axis, keepdim=True).detach()
+    finite = torch.isfinite(top)
 
     def fast(xc: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
         return plain(xc - top, axis)
@@ -63,10 +65,42 @@ def _compiled(xc: torch.Tensor, axis: int, plain: Any, formula: Any) -> torch.Te
     def rare(xc: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
         return formula(xc, axis)
 
-    return torch.cond(torch.isfinite(top).all(), fast, rare, (xc, top))
+    return torch.cond(finite.all(), fast, rare, (xc, top)), finite
 
 
-def _guarded(x: torch.Tensor, axis: int, native: Any, formula: Any, plain: Any) -> torch.Tensor:
+class _CompiledMap(torch.autograd.Function):
+    """softmax or log_softmax under torch.compile with autograd (CPU): the value by _compiled,
+    the derivative written from the output as ATen's, y (g - sum(g y)) and g - exp(y) sum(g),
+    times the rows' finiteness (zero where a row held an infinity; NaN rows stay NaN).
+
+    Not torch.cond's own derivative: it runs the branch again in the backward (the exp and its
+    sum: 1.2-1.5x compiled torch.softmax forward+backward), and torch 2.13's inductor let that
+    backward's subgraph write its result into the grad_output it was given (pytorch#192840): the
+    cotangent a caller passed to autograd.grad came back overwritten, and a gradient that add's
+    backward hands to two branches would reach the other one wrong."""
+
+    @staticmethod
+    def forward(xc: torch.Tensor, axis: int, log: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        return _compiled(xc, axis, log)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
+        _, ctx.axis, ctx.log = inputs
+        y, finite = output
+        ctx.mark_non_differentiable(finite)
+        ctx.save_for_backward(y, finite)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor, None, None]:
+        y, finite = ctx.saved_tensors
+        if ctx.log:
+            dx = grad - torch.exp(y) * grad.sum(dim=ctx.axis, keepdim=True)
+        else:
+            dx = y * (grad - (grad * y).sum(dim=ctx.axis, keepdim=True))
+        return dx * finite.to(dx.dtype), None, None
+
+
+def _guarded(x: torch.Tensor, axis: int, native: Any, formula: Any, log: bool) -> torch.Tensor:
     """ATen's fused ``native`` (softmax or log_softmax) where it is the declared map, else ``formula``.
 
     ATen's kernel is the declaration on every row without an infinity, derivatives included
@@ -82,7 +116,8 @@ def _guarded(x: torch.Tensor, axis: int, native: Any, formula: Any, plain: Any) 
         return x.clone()
     xc = upcast(x)
     if compiled_cpu(xc):
-        return _compiled(xc, axis, plain, formula).to(x.dtype)
+        y = apply(_CompiledMap, xc, axis, log)[0] if tracks_grad(xc) else _compiled(xc, axis, log)[0]
+        return y.to(x.dtype)
     if not eager_cpu(xc):
         return formula(xc, axis).to(x.dtype)
     y = native(xc, axis)
@@ -111,12 +146,12 @@ def _has_nan_row(y: torch.Tensor, axis: int) -> bool:
 
 @implements("softmax", "torch")
 def softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
-    return _guarded(x, axis, torch.softmax, _softmax_formula, _softmax_plain)
+    return _guarded(x, axis, torch.softmax, _softmax_formula, log=False)
 
 
 @implements("log_softmax", "torch")
 def log_softmax(x: torch.Tensor, *, axis: int) -> torch.Tensor:
-    return _guarded(x, axis, torch.log_softmax, _log_softmax_formula, _log_softmax_plain)
+    return _guarded(x, axis, torch.log_softmax, _log_softmax_formula, log=True)
 
 
 def _sorted_threshold(zs: torch.Tensor, axis: int) -> torch.Tensor:
