@@ -18,7 +18,15 @@ from torch import nn
 import harness
 from harness.numerics import trusted_variance_floor
 from impl_torch import _native
-from impl_torch._common import InputCheck, as_dtype, clamp_straight_through, follow_dtype, patch_rows, upcast
+from impl_torch._common import (
+    InputCheck,
+    apply,
+    as_dtype,
+    clamp_straight_through,
+    follow_dtype,
+    patch_rows,
+    upcast,
+)
 from impl_torch._decisions import compiled_cpu, eager_cpu
 from impl_torch.adapter import FRAMEWORK_DTYPES
 
@@ -73,9 +81,21 @@ def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[to
     mean = mean + torch.where(prescaled.constant, prescaled.minimum - mean, 0.0).detach()
     centred = scaled - mean
     var = (centred * centred).mean(dim=dims, keepdim=True)
-    # eps / scale^2 underflows for huge groups; the smallest normal keeps 0 / 0 away.
-    xhat = centred / torch.sqrt(var + torch.clamp_min(eps / (scale * scale), torch.finfo(x.dtype).tiny))
+    xhat = centred / _root(var, scale, eps)
     return xhat, mean, var, scale, prescaled.finite
+
+
+def _records(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd records a call on these tensors (under torch.compile, where no torch.func
+    transform runs: see _decisions.transforming): a norm's weights may want gradients where its
+    input does not."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _root(var: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """sqrt(var + eps / scale^2): the denominator of prescaled groups (see _standardize). eps /
+    scale^2 underflows for huge groups; the smallest normal keeps 0 / 0 away."""
+    return torch.sqrt(var + torch.clamp_min(eps / (scale * scale), torch.finfo(var.dtype).tiny))
 
 
 def _statistics(
@@ -146,19 +166,111 @@ def _layer_norm_compiled(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     pass the trust rule (_trusted_rows), the prescaled formula otherwise, chosen by torch.cond.
     The statistics come before the branch, so that the guard reads them and the fast side takes
     them: a statistics pass and an output pass, as compiled F.layer_norm takes (1.0x its time at
-    2^22, against 4-6x for the formula alone)."""
+    2^22, against 4-6x for the formula alone). With autograd, see _CompiledNorm."""
     xc, w, b = upcast(x), upcast(weight), upcast(bias)
+    y = (
+        apply(_CompiledNorm, xc, w, b, "layer_norm", eps)[0]
+        if _records(xc, w, b)
+        else _layer_norm_cond(xc, w, b, eps)[0]
+    )
+    return y.to(x.dtype)
+
+
+def _layer_norm_cond(xc: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
+    """(output, *_GroupRule) of _layer_norm_compiled."""
     var, mean = torch.var_mean(xc, dim=-1, correction=0, keepdim=True)
     rstd = torch.rsqrt(var + eps)
 
-    def fast(xc: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(b, (xc - mean) * rstd, w)
+    def fast(xc: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.addcmul(b, (xc - mean) * rstd, w), *_plain_rule(mean, rstd)
 
-    def rare(xc: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
-        return _layer_norm_formula(xc, w, b, eps)
+    def rare(xc: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        xhat, mean, var, scale, finite = _standardize(xc, (-1,), eps)
+        return torch.addcmul(b, xhat, w), *_prescaled_rule(mean, var, scale, finite, eps)
 
     untrusted = ~_trusted_rows(mean, rstd, eps)
-    return torch.cond(untrusted.any(), rare, fast, (xc, mean, rstd)).to(x.dtype)
+    return torch.cond(untrusted.any(), rare, fast, (xc, mean, rstd))
+
+
+class _GroupRule(NamedTuple):
+    """Per group, what a compiled norm's backward rebuilds the normalized input from: xhat =
+    (v - mean) rstd with v = x / scale, or, in a group that held an infinity (``limit``), its
+    limit values (sign(x) at the infinities, 0 elsewhere), whose derivative is zero."""
+
+    scale: torch.Tensor
+    mean: torch.Tensor  # rms_norm: 0
+    rstd: torch.Tensor
+    limit: torch.Tensor
+
+
+def _plain_rule(mean: torch.Tensor, rstd: torch.Tensor) -> _GroupRule:
+    # Fresh tensors: a torch.cond branch returns none of its inputs.
+    return _GroupRule(torch.ones_like(rstd), mean * 1.0, rstd * 1.0, torch.zeros_like(rstd, dtype=torch.bool))
+
+
+def _prescaled_rule(
+    mean: torch.Tensor, var: torch.Tensor, scale: torch.Tensor, finite: torch.Tensor, eps: float
+) -> _GroupRule:
+    # A NaN group is not a limit: its derivative is NaN, as its value.
+    return _GroupRule(scale, mean, 1.0 / _root(var, scale, eps), ~finite & ~torch.isnan(var))
+
+
+class _CompiledNorm(torch.autograd.Function):
+    """layer_norm, rms_norm or batch_norm (training) under torch.compile with autograd (CPU):
+    the value by the technique's torch.cond (``_<name>_cond``), which also returns each group's
+    _GroupRule; the derivative written out from x and that rule, as the JAX side's is: rstd / scale
+    (g' - mean(g') - xhat mean(xhat g')) with g' = g weight (no mean(g') term for rms_norm), zero
+    in a group that held an infinity; weight and bias gradients sum(g xhat) and sum(g).
+
+    Not torch.cond's own derivative: it runs the branch again in the backward; the gradient of
+    the statistics computed before the branch came out NaN for a group holding an infinity or
+    the largest finite values (0 times inf - inf in var_mean's backward), where the declaration
+    says zero and eager gives it; and torch 2.13's inductor let that backward write into the
+    grad_output it was given (pytorch#192840)."""
+
+    @staticmethod
+    def forward(xc: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, name: str, eps: float) -> tuple:
+        if name == "layer_norm":
+            return _layer_norm_cond(xc, w, b, eps)
+        if name == "rms_norm":
+            return _rms_norm_cond(xc, w, eps)
+        return _batch_norm_cond(xc, w, b, eps)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
+        xc, w, _, ctx.name, _ = inputs
+        rule = output[1:5]
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(xc, w, *rule)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        x, w, *rule = ctx.saved_tensors
+        scale, mean, rstd, limit = rule
+        batch = ctx.name == "batch_norm"
+        dims = (0, *range(2, x.ndim)) if batch else (-1,)  # the groups' axes
+        shape = (1, -1) + (1,) * (x.ndim - 2) if batch else (-1,)  # a per-feature tensor's
+        # The input gradient from x as it is (inf - inf in a group that held an infinity, whose
+        # gradient is zero), and the limit values only where the weight gradient needs them: a
+        # normalized input of several selects, read by the reductions and the output pass alike,
+        # is written out to memory first (inductor, batch_norm: 1.5x compiled nn.BatchNorm1d).
+        # A product by the reciprocal of a power of two (exact), not a division per element.
+        inverse = 1.0 / scale
+        xhat = (x * inverse - mean) * rstd
+        g = grad if w is None else grad * w.reshape(shape)
+        inner = g - xhat * (xhat * g).mean(dim=dims, keepdim=True)
+        if ctx.name != "rms_norm":
+            inner = inner - g.mean(dim=dims, keepdim=True)
+        dx = torch.where(limit, 0.0, (rstd * inverse) * inner)
+        features = tuple(d for d in range(x.ndim) if d != (1 if batch else x.ndim - 1))  # summed for weights
+        dw = db = None
+        if ctx.needs_input_grad[1]:
+            # abs() == inf, not isinf: inductor's CPU code runs isinf one element at a time.
+            limits = torch.where(x.abs() == math.inf, torch.sign(x), 0.0)
+            dw = (grad * torch.where(limit, (limits - mean) * rstd, xhat)).sum(dim=features)
+        if ctx.needs_input_grad[2]:
+            db = grad.sum(dim=features)
+        return dx, dw, db, None, None
 
 
 def _nonpositive_count(rstd: torch.Tensor) -> int:
@@ -257,15 +369,24 @@ def _native_rms_norm(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tu
 def _rms_norm_compiled(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> torch.Tensor:
     """Under torch.compile on the CPU: the composite x * rsqrt(mean(x^2) + eps) * weight where
     every row's rstd is positive (as in eager), the prescaled formula otherwise, chosen by
-    torch.cond after the mean squares, which the fast side takes (see _layer_norm_compiled)."""
+    torch.cond after the mean squares, which the fast side takes (see _layer_norm_compiled;
+    with autograd, _CompiledNorm)."""
+    return apply(_CompiledNorm, xc, w, None, "rms_norm", eps)[0] if _records(xc, w) else _rms_norm_cond(xc, w, eps)[0]
+
+
+def _rms_norm_cond(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, ...]:
+    """(output, *_GroupRule) of _rms_norm_compiled."""
     rstd = torch.rsqrt((xc * xc).mean(dim=-1, keepdim=True) + eps)
 
-    def fast(xc: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
+    def fast(xc: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
         y = xc * rstd
-        return y if w is None else y * w
+        return (y if w is None else y * w), *_plain_rule(torch.zeros_like(rstd), rstd)
 
-    def rare(xc: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
-        return _rms_norm_formula(xc, w, eps)
+    def rare(xc: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        scaled, scale, *_, finite = _prescale(xc, (-1,))
+        ms = (scaled * scaled).mean(dim=-1, keepdim=True)
+        y = scaled / _root(ms, scale, eps)
+        return (y if w is None else y * w), *_prescaled_rule(torch.zeros_like(ms), ms, scale, finite, eps)
 
     return torch.cond((~(rstd.detach() > 0)).any(), rare, fast, (xc, rstd))
 
@@ -275,7 +396,7 @@ def _rms_norm_formula(xc: torch.Tensor, weight: torch.Tensor | None, eps: float)
     the largest values, limits for rows holding an infinity)."""
     scaled, scale, *_ = _prescale(xc, (-1,))
     ms = (scaled * scaled).mean(dim=-1, keepdim=True)
-    y = scaled / torch.sqrt(ms + torch.clamp_min(eps / (scale * scale), torch.finfo(xc.dtype).tiny))
+    y = scaled / _root(ms, scale, eps)
     return y if weight is None else y * weight
 
 
@@ -354,40 +475,49 @@ def _batch_norm_compiled(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Training mode under torch.compile on the CPU: the plain normalization by the batch's
     statistics where every channel passes the trust rule (_trusted_rows), the prescaled formula
-    otherwise, chosen by torch.cond after the statistics (see _layer_norm_compiled). The running
-    statistics are updated outside the branch, from the statistics the branch taken returns:
-    the module writes them in place afterwards, and a branch's saved inputs must not change."""
-    xc = upcast(x)
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    var, mean = torch.var_mean(xc, dim=(0, *range(2, x.ndim)), correction=0)
-    invstd = torch.rsqrt(var + eps)
-
-    def fast(*operands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        xc, weight, bias, mean, var, invstd = operands
-        xhat = (xc - mean.reshape(shape)) * invstd.reshape(shape)
-        y = torch.addcmul(upcast(bias).reshape(shape), xhat, upcast(weight).reshape(shape))
-        return y, mean.detach() * 1.0, var.detach() * 1.0  # fresh tensors: a branch returns no input
-
-    def rare(*operands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        xc, weight, bias, *_ = operands
-        return _batch_norm_training(xc, weight, bias, eps)
-
-    untrusted = ~_trusted_rows(mean, invstd, eps)
-    y, mean, var = torch.cond(untrusted.any(), rare, fast, (xc, weight, bias, mean, var, invstd))
+    otherwise, chosen by torch.cond after the statistics (see _layer_norm_compiled; with
+    autograd, _CompiledNorm). The running statistics are updated outside the branch, from the
+    statistics the branch taken returns: the module writes them in place afterwards, and a
+    branch's saved inputs must not change."""
+    xc, w, b = upcast(x), upcast(weight), upcast(bias)
+    if _records(xc, w, b):
+        y, *_, mean, var = apply(_CompiledNorm, xc, w, b, "batch_norm", eps)
+    else:
+        y, *_, mean, var = _batch_norm_cond(xc, w, b, eps)
     count = x.numel() // x.shape[1]
     return y.to(x.dtype), *_running_update(running_mean, running_var, mean, var, momentum, count)
 
 
+def _batch_norm_cond(xc: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
+    """(output, *_GroupRule, batch mean, batch biased variance) of _batch_norm_compiled."""
+    shape = (1, -1) + (1,) * (xc.ndim - 2)
+    var, mean = torch.var_mean(xc, dim=(0, *range(2, xc.ndim)), correction=0, keepdim=True)
+    rstd = torch.rsqrt(var + eps)
+
+    def fast(xc: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = torch.addcmul(b.reshape(shape), (xc - mean) * rstd, w.reshape(shape))
+        return y, *_plain_rule(mean, rstd), mean.reshape(-1) * 1.0, var.reshape(-1) * 1.0
+
+    def rare(xc: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y, mean, var, rule = _batch_norm_training(xc, w, b, eps)
+        return y, *rule, mean, var
+
+    untrusted = ~_trusted_rows(mean, rstd, eps)
+    return torch.cond(untrusted.any(), rare, fast, (xc, mean, var, rstd))
+
+
 def _batch_norm_training(
     xc: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, _GroupRule]:
     """The declared batch norm of ``xc`` by its batch statistics (prescaled, see _standardize:
     exact for constant channels, non-finite statistics for a channel holding an infinity), in
-    the compute dtype, and those statistics (mean, biased variance), detached."""
+    the compute dtype, those statistics (mean, biased variance), detached, and the channels'
+    _GroupRule."""
     shape = (1, -1) + (1,) * (xc.ndim - 2)
-    xhat, *statistics = _standardize(xc, (0, *range(2, xc.ndim)), eps)
-    mean, var = (s.detach().reshape(-1) for s in _statistics(*statistics))
-    return torch.addcmul(upcast(bias).reshape(shape), xhat, upcast(weight).reshape(shape)), mean, var
+    xhat, mean, var, scale, finite = _standardize(xc, (0, *range(2, xc.ndim)), eps)
+    raw_mean, raw_var = (s.detach().reshape(-1) for s in _statistics(mean, var, scale, finite))
+    y = torch.addcmul(upcast(bias).reshape(shape), xhat, upcast(weight).reshape(shape))
+    return y, raw_mean, raw_var, _prescaled_rule(mean.detach(), var.detach(), scale, finite, eps)
 
 
 def _batch_norm_formula(
@@ -405,7 +535,7 @@ def _batch_norm_formula(
     infinity."""
     xc = upcast(x)
     if training:
-        y, mean, var = _batch_norm_training(xc, weight, bias, eps)
+        y, mean, var, _ = _batch_norm_training(xc, weight, bias, eps)
         count = x.numel() // x.shape[1]
         return y.to(x.dtype), *_running_update(running_mean, running_var, mean, var, momentum, count)
     shape = (1, -1) + (1,) * (x.ndim - 2)

@@ -78,3 +78,37 @@ def test_compiled_rounding_guards_hold_where_the_declaration_needs_them(name: st
         assert squashes._smooth_clamp_guard(params["lo"], params["hi"], r, b_lo, b_hi, "float32")
     else:
         assert squashes._affine_guard(params["lo"], params["hi"], "float32")
+
+
+@pytest.mark.parametrize("name", harness.names())
+def test_compiled_limits_match_eager(name: str) -> None:
+    """Compiled, rows holding infinities, NaN, the largest finite values or one constant take
+    the rare branch of a guarded technique (its torch.cond) and must give eager's values and
+    VJPs (input and parameters) there too: NaN exactly where eager has it, the rest within COMPILED. The
+    cotangent comes back untouched (torch 2.13's inductor let a torch.cond backward write into
+    it: pytorch#192840)."""
+    from cases import Case
+    from test_bounds import _extreme_input
+
+    case = Case(name, {})
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(_extreme_input(case, "float32", rng)).float()
+    cotangent = torch.from_numpy(rng.normal(size=tuple(x.shape))).float()
+    results = {}
+    for style in ("eager", "compile"):
+        module = case.build("torch", "float32")
+        fn = torch.compile(module) if style == "compile" else module
+        leaf = x.clone().requires_grad_(True)
+        y = fn(leaf)
+        given = cotangent.clone()
+        grads = torch.autograd.grad(y, [leaf, *module.parameters()], given)
+        assert torch.equal(given, cotangent), f"{style}: the backward wrote into the cotangent it was given"
+        results[style] = [y.detach().numpy(), *(g.numpy() for g in grads)]
+    assert not counters["graph_break"], f"torch.compile breaks the graph: {next(iter(counters['graph_break']))}"
+    names = ["value", "input VJP", *(f"{name}'s VJP" for name, _ in case.build("torch").named_parameters())]
+    for what, eager, compiled in zip(names, results["eager"], results["compile"], strict=True):
+        np.testing.assert_array_equal(np.isnan(compiled), np.isnan(eager), err_msg=f"{what}: NaN pattern")
+        keep = ~np.isnan(eager)
+        scale = vjp_scale(eager[keep]) if what != "value" else 0.0
+        result = compare(compiled[keep], eager[keep], COMPILED, scale)
+        assert result.ok, f"torch.compile's {what} differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
