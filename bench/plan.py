@@ -114,7 +114,7 @@ BUILTINS: dict[str, Builtin] = {
         Builtin("sparsemax", "a softmax of the same rows (torch.softmax, jax.nn.softmax)", _simplex_reference),
         Builtin("layer_norm", "nn.LayerNorm, nnx.LayerNorm (eps 1e-5, exact variance)"),
         Builtin("rms_norm", "nn.RMSNorm, nnx.RMSNorm"),
-        Builtin("batch_norm", "nn.BatchNorm1d, nnx.BatchNorm (momentum 0.9 = PyTorch's 0.1), training"),
+        Builtin("batch_norm", "nn.BatchNorm1d, nnx.BatchNorm (momentum 0.9 = PyTorch's 0.1, exact variance), training"),
     )
 }
 

@@ -74,9 +74,16 @@ def _rms_norm(*, num_features: int, eps: float | None, elementwise_affine: bool,
 
 
 def _batch_norm(*, num_features: int, eps: float, momentum: float, dtype: str, seed: int) -> nnx.Module:
-    # flax's momentum weights the old statistics: PyTorch's 0.1 is flax's 0.9.
+    # flax's momentum weights the old statistics: PyTorch's 0.1 is flax's 0.9. Its default fast
+    # variance, mean(x^2) - mean(x)^2, cancels where PyTorch's (and ours) does not: set to the
+    # exact one, as for LayerNorm.
     return nnx.BatchNorm(
-        num_features, momentum=1.0 - momentum, epsilon=eps, use_running_average=False, rngs=nnx.Rngs(seed)
+        num_features,
+        momentum=1.0 - momentum,
+        epsilon=eps,
+        use_running_average=False,
+        use_fast_variance=False,
+        rngs=nnx.Rngs(seed),
     )
 
 
