@@ -254,16 +254,17 @@ class _CompiledNorm(torch.autograd.Function):
         # gradient is zero), and the limit values only where the weight gradient needs them: a
         # normalized input of several selects, read by the reductions and the output pass alike,
         # is written out to memory first (inductor, batch_norm: 1.5x compiled nn.BatchNorm1d).
-        # A product by the reciprocal of a power of two (exact), not a division per element.
-        inverse = 1.0 / scale
-        xhat = (x * inverse - mean) * rstd
-        g = grad if w is None else grad * w.reshape(shape)
-        inner = g - xhat * (xhat * g).mean(dim=dims, keepdim=True)
-        if ctx.name != "rms_norm":
-            inner = inner - g.mean(dim=dims, keepdim=True)
-        dx = torch.where(limit, 0.0, (rstd * inverse) * inner)
+        # x / scale as the forward's prescaling divides (not x times 1 / scale: that is 2^-127
+        # for a group at the largest float32, a subnormal that flush-to-zero would make 0).
+        xhat = (x / scale - mean) * rstd
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            g = grad if w is None else grad * w.reshape(shape)
+            inner = g - xhat * (xhat * g).mean(dim=dims, keepdim=True)
+            if ctx.name != "rms_norm":
+                inner = inner - g.mean(dim=dims, keepdim=True)
+            dx = torch.where(limit, 0.0, (rstd / scale) * inner)
         features = tuple(d for d in range(x.ndim) if d != (1 if batch else x.ndim - 1))  # summed for weights
-        dw = db = None
         if ctx.needs_input_grad[1]:
             # abs() == inf, not isinf: inductor's CPU code runs isinf one element at a time.
             limits = torch.where(x.abs() == math.inf, torch.sign(x), 0.0)

@@ -71,7 +71,8 @@ def _compiled(xc: torch.Tensor, axis: int, log: bool) -> tuple[torch.Tensor, tor
 class _CompiledMap(torch.autograd.Function):
     """softmax or log_softmax under torch.compile with autograd (CPU): the value by _compiled,
     the derivative written from the output as ATen's, y (g - sum(g y)) and g - exp(y) sum(g),
-    times the rows' finiteness (zero where a row held an infinity; NaN rows stay NaN).
+    times the finiteness of the row's maximum: zero for a row whose limit was taken (a +inf, or
+    all -inf), NaN for a NaN row; a -inf entry under a finite maximum is an ordinary row.
 
     Not torch.cond's own derivative: it runs the branch again in the backward (the exp and its
     sum: 1.2-1.5x compiled torch.softmax forward+backward), and torch 2.13's inductor let that

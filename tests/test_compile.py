@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch._dynamo
+from cases import TRAIN_CASES, Case
 from torch._dynamo.utils import counters
 
 import harness
@@ -80,19 +81,19 @@ def test_compiled_rounding_guards_hold_where_the_declaration_needs_them(name: st
         assert squashes._affine_guard(params["lo"], params["hi"], "float32")
 
 
-@pytest.mark.parametrize("name", harness.names())
-def test_compiled_limits_match_eager(name: str) -> None:
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in TRAIN_CASES])
+def test_compiled_limits_match_eager(case: Case) -> None:
     """Compiled, rows holding infinities, NaN, the largest finite values or one constant take
     the rare branch of a guarded technique (its torch.cond) and must give eager's values and
-    VJPs (input and parameters) there too: NaN exactly where eager has it, the rest within COMPILED. The
-    cotangent comes back untouched (torch 2.13's inductor let a torch.cond backward write into
-    it: pytorch#192840)."""
-    from cases import Case
+    VJPs (input and parameters) there too: NaN exactly where eager has it, the rest within
+    COMPILED. The cotangent comes back untouched (torch 2.13's inductor let a torch.cond
+    backward write into it: pytorch#192840)."""
     from test_bounds import _extreme_input
 
-    case = Case(name, {})
     rng = np.random.default_rng(0)
-    x = torch.from_numpy(_extreme_input(case, "float32", rng)).float()
+    extremes = _extreme_input(case, "float32", rng)
+    extremes.reshape(-1)[-1] = np.nan  # a NaN group too (the extremes hold none)
+    x = torch.from_numpy(extremes).float()
     cotangent = torch.from_numpy(rng.normal(size=tuple(x.shape))).float()
     results = {}
     for style in ("eager", "compile"):
@@ -106,6 +107,7 @@ def test_compiled_limits_match_eager(name: str) -> None:
         results[style] = [y.detach().numpy(), *(g.numpy() for g in grads)]
     assert not counters["graph_break"], f"torch.compile breaks the graph: {next(iter(counters['graph_break']))}"
     names = ["value", "input VJP", *(f"{name}'s VJP" for name, _ in case.build("torch").named_parameters())]
+    assert np.isnan(results["eager"][0]).any(), "the input has no NaN group: the case tests less than it says"
     for what, eager, compiled in zip(names, results["eager"], results["compile"], strict=True):
         np.testing.assert_array_equal(np.isnan(compiled), np.isnan(eager), err_msg=f"{what}: NaN pattern")
         keep = ~np.isnan(eager)
