@@ -72,8 +72,10 @@ class InputCheck:
         """``x`` as ``spec``'s technique takes it (``autocast_input``), once the check passed."""
         passed = self._passed
         # Not while torch.jit.trace records: its shapes are traced values, and comparing them
-        # would freeze the comparison into the trace.
-        fresh = not (passed and spec is passed[2] and isinstance(x, torch.Tensor)) or tracing()
+        # would freeze the comparison into the trace. compiling() first: dynamo cannot trace
+        # tracing()'s torch._C call, and a module called eagerly once (a check passed) then
+        # compiled broke its graph there (an error under fullgraph=True).
+        fresh = not (passed and spec is passed[2] and isinstance(x, torch.Tensor)) or compiling() or tracing()
         if not fresh and (x.dtype, x.shape) == passed[:2]:
             return autocast_input(x, spec)
         check_array(x, spec.name)

@@ -114,3 +114,16 @@ def test_compiled_limits_match_eager(case: Case) -> None:
         scale = vjp_scale(eager[keep]) if what != "value" else 0.0
         result = compare(compiled[keep], eager[keep], COMPILED, scale)
         assert result.ok, f"torch.compile's {what} differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
+
+
+@pytest.mark.parametrize("name", ["clamp", "softmax", "layer_norm", "batch_norm"])
+def test_a_module_called_eagerly_first_compiles_whole(name: str) -> None:
+    """A module called eagerly (which remembers its passed input check) and then compiled with
+    fullgraph=True compiles without a graph break, and gives eager's output."""
+    x, _, params = benchplan.inputs(name, 2**10)
+    module = harness.build(name, "torch", **params)
+    xt = torch.from_numpy(x).float()
+    with torch.no_grad():
+        eager = module(xt)
+        compiled = torch.compile(module, fullgraph=True)(xt)
+    assert compare(compiled.numpy(), eager.numpy(), COMPILED).ok
