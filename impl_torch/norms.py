@@ -65,7 +65,7 @@ def _prescale(x: torch.Tensor, dims: tuple[int, ...]) -> _Prescaled:
     return _Prescaled(scaled, scale, bottom / scale, constant, finite)
 
 
-def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[torch.Tensor, ...]:
+def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float | torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(x - mean) / sqrt(var + eps) over ``dims``, with mean and biased variance (two-pass), on
     prescaled groups (see :func:`_prescale`); the eps term is scaled to match, which leaves the
     result unchanged. Also returns the prescaled groups' mean and variance, and the groups'
@@ -92,7 +92,7 @@ def _records(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _root(var: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+def _root(var: torch.Tensor, scale: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
     """sqrt(var + eps / scale^2): the denominator of prescaled groups (see _standardize). eps /
     scale^2 underflows for huge groups; the smallest normal keeps 0 / 0 away."""
     return torch.sqrt(var + torch.clamp_min(eps / (scale * scale), torch.finfo(var.dtype).tiny))
@@ -184,12 +184,21 @@ def _layer_norm_cond(xc: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: fl
     def fast(xc: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return torch.addcmul(b, (xc - mean) * rstd, w), *_plain_rule(mean, rstd)
 
+    eps_t = _operand(eps, xc)
+
     def rare(xc: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        xhat, mean, var, scale, finite = _standardize(xc, (-1,), eps)
-        return torch.addcmul(b, xhat, w), *_prescaled_rule(mean, var, scale, finite, eps)
+        xhat, mean, var, scale, finite = _standardize(xc, (-1,), eps_t)
+        return torch.addcmul(b, xhat, w), *_prescaled_rule(mean, var, scale, finite, eps_t)
 
     untrusted = ~_trusted_rows(mean, rstd, eps)
     return torch.cond(untrusted.any(), rare, fast, (xc, mean, rstd))
+
+
+def _operand(eps: float, like: torch.Tensor) -> torch.Tensor:
+    """eps as a 0-d tensor for a torch.cond branch to close over: with dynamic shapes (dynamo's
+    automatic dynamic, after a second batch size) a module's float attribute becomes a symbolic
+    float, which a branch cannot take as an operand (tensors and ints only)."""
+    return torch.full((), eps, dtype=like.dtype, device=like.device)
 
 
 class _GroupRule(NamedTuple):
@@ -209,7 +218,7 @@ def _plain_rule(mean: torch.Tensor, rstd: torch.Tensor) -> _GroupRule:
 
 
 def _prescaled_rule(
-    mean: torch.Tensor, var: torch.Tensor, scale: torch.Tensor, finite: torch.Tensor, eps: float
+    mean: torch.Tensor, var: torch.Tensor, scale: torch.Tensor, finite: torch.Tensor, eps: float | torch.Tensor
 ) -> _GroupRule:
     # A NaN group is not a limit: its derivative is NaN, as its value.
     return _GroupRule(scale, mean, 1.0 / _root(var, scale, eps), ~finite & ~torch.isnan(var))
@@ -383,11 +392,13 @@ def _rms_norm_cond(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tupl
         y = xc * rstd
         return (y if w is None else y * w), *_plain_rule(torch.zeros_like(rstd), rstd)
 
+    eps_t = _operand(eps, xc)
+
     def rare(xc: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
         scaled, scale, *_, finite = _prescale(xc, (-1,))
         ms = (scaled * scaled).mean(dim=-1, keepdim=True)
-        y = scaled / _root(ms, scale, eps)
-        return (y if w is None else y * w), *_prescaled_rule(torch.zeros_like(ms), ms, scale, finite, eps)
+        y = scaled / _root(ms, scale, eps_t)
+        return (y if w is None else y * w), *_prescaled_rule(torch.zeros_like(ms), ms, scale, finite, eps_t)
 
     return torch.cond((~(rstd.detach() > 0)).any(), rare, fast, (xc, rstd))
 
@@ -499,8 +510,10 @@ def _batch_norm_cond(xc: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: fl
         y = torch.addcmul(b.reshape(shape), (xc - mean) * rstd, w.reshape(shape))
         return y, *_plain_rule(mean, rstd), mean.reshape(-1) * 1.0, var.reshape(-1) * 1.0
 
+    eps_t = _operand(eps, xc)
+
     def rare(xc: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        y, mean, var, rule = _batch_norm_training(xc, w, b, eps)
+        y, mean, var, rule = _batch_norm_training(xc, w, b, eps_t)
         return y, *rule, mean, var
 
     untrusted = ~_trusted_rows(mean, rstd, eps)
@@ -508,7 +521,7 @@ def _batch_norm_cond(xc: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: fl
 
 
 def _batch_norm_training(
-    xc: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+    xc: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, _GroupRule]:
     """The declared batch norm of ``xc`` by its batch statistics (prescaled, see _standardize:
     exact for constant channels, non-finite statistics for a channel holding an infinity), in
