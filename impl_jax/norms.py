@@ -78,9 +78,14 @@ def _standardize(x: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[jax.A
     mean = mean + jax.lax.stop_gradient(jnp.where(constant, minimum - mean, 0.0))
     centred = scaled - mean
     var = (centred * centred).mean(axis=dims, keepdims=True)
-    # eps / scale^2 underflows for huge groups; the smallest normal keeps 0 / 0 away.
-    xhat = centred / jnp.sqrt(var + jnp.maximum(eps / (scale * scale), jnp.finfo(x.dtype).tiny))
+    xhat = centred / _root(var, scale, eps)
     return xhat, mean, var, scale, finite
+
+
+def _root(var: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+    """sqrt(var + eps / scale^2): the denominator of prescaled groups (see _standardize). eps /
+    scale^2 underflows for huge groups; the smallest normal keeps 0 / 0 away."""
+    return jnp.sqrt(var + jnp.maximum(eps / (scale * scale), jnp.finfo(var.dtype).tiny))
 
 
 def _statistics(mean: jax.Array, var: jax.Array, scale: jax.Array, finite: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -129,7 +134,7 @@ def _normalized(
 
     def formula(_: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, ...]:
         xhat, mean, var, scale, finite = _standardize(xc, dims, eps)
-        rstd = 1.0 / (scale * jnp.sqrt(var + jnp.maximum(eps / (scale * scale), jnp.finfo(xc.dtype).tiny)))
+        rstd = 1.0 / (scale * _root(var, scale, eps))
         # A NaN group's derivative is NaN, as its value.
         return (finish(xhat), rstd, finite | jnp.isnan(mean), *_statistics(mean, var, scale, finite))
 
@@ -210,8 +215,7 @@ def _rms_normalized(
 
     def formula(_: jax.Array) -> tuple[jax.Array, ...]:
         scaled, scale, _, _, finite = _prescale(xc, (-1,))
-        tiny = jnp.finfo(xc.dtype).tiny
-        root = jnp.sqrt((scaled * scaled).mean(axis=-1, keepdims=True) + jnp.maximum(eps / (scale * scale), tiny))
+        root = _root((scaled * scaled).mean(axis=-1, keepdims=True), scale, eps)
         return finish(scaled / root), 1.0 / (scale * root), finite | jnp.isnan(root)
 
     return jax.lax.cond(jnp.all(jnp.isfinite(ms)), fast, formula, ms)

@@ -60,11 +60,16 @@ def plain_eager() -> bool:
     return not compiling() and not tracing() and not (_functorch_active() or forward_ad._current_level >= 0)
 
 
-def tracks_grad(x: torch.Tensor) -> bool:
-    """Whether a derivative of this call may be asked for: autograd records it for ``x``, or a
+def tracks_grad(x: torch.Tensor, *more: torch.Tensor | None) -> bool:
+    """Whether a derivative of this call may be asked for: autograd records it for ``x`` (or for
+    one of ``more``, a norm's weights, which may want gradients where its input does not), or a
     transform or forward-mode AD is active. Only then does a custom Function, which adds the
     declared derivative rules, run; without it the plain fused op does."""
-    return (torch.is_grad_enabled() and x.requires_grad) or transforming()
+    # ``more`` read only when given: this runs on every call of the elementwise techniques.
+    recorded = torch.is_grad_enabled() and (
+        x.requires_grad or (bool(more) and any(t is not None and t.requires_grad for t in more))
+    )
+    return recorded or transforming()
 
 
 def compiled_cpu(x: torch.Tensor) -> bool:

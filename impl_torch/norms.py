@@ -27,7 +27,7 @@ from impl_torch._common import (
     patch_rows,
     upcast,
 )
-from impl_torch._decisions import compiled_cpu, eager_cpu
+from impl_torch._decisions import compiled_cpu, eager_cpu, tracks_grad
 from impl_torch.adapter import FRAMEWORK_DTYPES
 
 
@@ -83,13 +83,6 @@ def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float | torch.Tens
     var = (centred * centred).mean(dim=dims, keepdim=True)
     xhat = centred / _root(var, scale, eps)
     return xhat, mean, var, scale, prescaled.finite
-
-
-def _records(*tensors: torch.Tensor | None) -> bool:
-    """Whether autograd records a call on these tensors (under torch.compile, where no torch.func
-    transform runs: see _decisions.transforming): a norm's weights may want gradients where its
-    input does not."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _root(var: torch.Tensor, scale: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
@@ -170,7 +163,7 @@ def _layer_norm_compiled(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     xc, w, b = upcast(x), upcast(weight), upcast(bias)
     y = (
         apply(_CompiledNorm, xc, w, b, "layer_norm", eps)[0]
-        if _records(xc, w, b)
+        if tracks_grad(xc, w, b)
         else _layer_norm_cond(xc, w, b, eps)[0]
     )
     return y.to(x.dtype)
@@ -347,13 +340,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
                 xc,
                 torch.from_numpy((rstd.detach().numpy() > 0).reshape(-1)),
                 lambda rows: _native_rms_norm(rows, None, eps)[0],
-                lambda rows: _rms_norm_formula(rows, None, eps),
+                lambda rows: _rms_norm_formula(rows, None, eps)[0],
             )
             y = y if w is None else y * w
     elif compiled_cpu(xc):
         y = _rms_norm_compiled(xc, w, eps)
     else:
-        y = _rms_norm_formula(xc, w, eps)
+        y = _rms_norm_formula(xc, w, eps)[0]
     if weight is None:
         # Declared bound sqrt(n); eps keeps the exact value inside, this guards rounding.
         bound = math.sqrt(x.shape[-1])
@@ -381,7 +374,9 @@ def _rms_norm_compiled(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> 
     every row's rstd is positive (as in eager), the prescaled formula otherwise, chosen by
     torch.cond after the mean squares, which the fast side takes (see _layer_norm_compiled;
     with autograd, _CompiledNorm)."""
-    return apply(_CompiledNorm, xc, w, None, "rms_norm", eps)[0] if _records(xc, w) else _rms_norm_cond(xc, w, eps)[0]
+    if tracks_grad(xc, w):
+        return apply(_CompiledNorm, xc, w, None, "rms_norm", eps)[0]
+    return _rms_norm_cond(xc, w, eps)[0]
 
 
 def _rms_norm_cond(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, ...]:
@@ -395,21 +390,22 @@ def _rms_norm_cond(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tupl
     eps_t = _operand(eps, xc)
 
     def rare(xc: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        scaled, scale, *_, finite = _prescale(xc, (-1,))
-        ms = (scaled * scaled).mean(dim=-1, keepdim=True)
-        y = scaled / _root(ms, scale, eps_t)
-        return (y if w is None else y * w), *_prescaled_rule(torch.zeros_like(ms), ms, scale, finite, eps_t)
+        y, rule = _rms_norm_formula(xc, w, eps_t)
+        return y, *rule
 
     return torch.cond((~(rstd.detach() > 0)).any(), rare, fast, (xc, rstd))
 
 
-def _rms_norm_formula(xc: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+def _rms_norm_formula(
+    xc: torch.Tensor, weight: torch.Tensor | None, eps: float | torch.Tensor
+) -> tuple[torch.Tensor, _GroupRule]:
     """x / sqrt(mean(x^2) + eps) * weight on rows prescaled as in _standardize (no overflow at
-    the largest values, limits for rows holding an infinity)."""
-    scaled, scale, *_ = _prescale(xc, (-1,))
+    the largest values, limits for rows holding an infinity), and the rows' _GroupRule."""
+    scaled, scale, *_, finite = _prescale(xc, (-1,))
     ms = (scaled * scaled).mean(dim=-1, keepdim=True)
     y = scaled / _root(ms, scale, eps)
-    return y if weight is None else y * weight
+    rule = _prescaled_rule(torch.zeros_like(ms), ms.detach(), scale, finite, eps)
+    return (y if weight is None else y * weight), rule
 
 
 def batch_norm(
@@ -492,7 +488,7 @@ def _batch_norm_compiled(
     statistics the branch taken returns: the module writes them in place afterwards, and a
     branch's saved inputs must not change."""
     xc, w, b = upcast(x), upcast(weight), upcast(bias)
-    if _records(xc, w, b):
+    if tracks_grad(xc, w, b):
         y, *_, mean, var = apply(_CompiledNorm, xc, w, b, "batch_norm", eps)
     else:
         y, *_, mean, var = _batch_norm_cond(xc, w, b, eps)
