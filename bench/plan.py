@@ -83,7 +83,8 @@ def _sigmoid_reference(x: np.ndarray, p: Mapping[str, Any]) -> np.ndarray:
 @dataclass(frozen=True)
 class Builtin:
     """The framework's own op set beside ``technique``: of the same meaning, or (``reference``
-    given, its numpy formula) of the same cost, the floor a fused implementation would reach."""
+    given, its numpy formula) of the same cost, the floor a fused implementation would reach.
+    PyTorch's is called through a module, as ours is (``impl_torch.baselines._Op``)."""
 
     technique: str
     description: str

@@ -130,7 +130,7 @@ def overhead_and_seed_results(techniques: tuple[str, ...] | None) -> list[dict]:
         for framework, style in (("torch", "eager"), ("jax", "jit")):
             backend = harness.backend(framework)
             module = harness.build(name, framework, **params)
-            bare = backend.baselines.BUILTINS[name](**params)
+            bare = backend.baselines.bare(name, **params)
             array = backend.from_numpy(x, "float32")
             # The module called as a model calls it; the bare op as the benchmark times it.
             reference = backend.bench_callable(bare, x, cot, "forward", style, "cpu")

@@ -109,3 +109,10 @@ BUILTINS: dict[str, Callable[..., Any]] = {
     "rms_norm": _rms_norm,
     "batch_norm": _batch_norm,
 }
+
+
+def bare(name: str, **params: Any) -> Any:
+    """JAX's own op of the same meaning as ``name``: the built-in itself. Under jit a module
+    call costs nothing at run time, so the built-ins need no module around them (unlike
+    PyTorch's, impl_torch/baselines.py)."""
+    return BUILTINS[name](**params)
