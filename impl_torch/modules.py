@@ -18,7 +18,7 @@ from torch import nn
 
 import harness
 from harness.build import check_head_input
-from impl_torch._common import InputCheck, autocast_input, follow_dtype
+from impl_torch._common import LOW, InputCheck, autocast_input, follow_dtype
 from impl_torch.adapter import FRAMEWORK_DTYPES, check_array, dtype_name, from_numpy
 
 
@@ -37,10 +37,15 @@ class Limit(nn.Module):
         self._fast_dtypes = frozenset(
             t for name, t in FRAMEWORK_DTYPES.items() if spec.dtype_problem(params, name) is None
         )
+        # ... and of those, the ones autocast never changes: nothing to check or cast.
+        self._direct = frozenset() if self._check_shape else self._fast_dtypes - set(LOW)
         self._input = InputCheck(self.params)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._check_shape or getattr(x, "dtype", None) not in self._fast_dtypes:
+        dtype = getattr(x, "dtype", None)
+        if dtype in self._direct:
+            return self._fn(x)
+        if self._check_shape or dtype not in self._fast_dtypes:
             return self._fn(self._input(x, self._spec))
         return self._fn(autocast_input(x, self._spec))
 
