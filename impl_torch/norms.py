@@ -164,24 +164,26 @@ def _layer_norm_compiled(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     y = (
         apply(_CompiledNorm, xc, w, b, "layer_norm", eps)[0]
         if tracks_grad(xc, w, b)
-        else _layer_norm_cond(xc, w, b, eps)[0]
+        else _layer_norm_cond(xc, w, b, eps, rule=False)[0]
     )
     return y.to(x.dtype)
 
 
-def _layer_norm_cond(xc: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
-    """(output, *_GroupRule) of _layer_norm_compiled."""
+def _layer_norm_cond(
+    xc: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float, rule: bool = True
+) -> tuple[torch.Tensor, ...]:
+    """(output, *_GroupRule) of _layer_norm_compiled; (output,) without ``rule``."""
     var, mean = torch.var_mean(xc, dim=-1, correction=0, keepdim=True)
     rstd = torch.rsqrt(var + eps)
 
     def fast(xc: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return torch.addcmul(b, (xc - mean) * rstd, w), *_plain_rule(mean, rstd)
+        return torch.addcmul(b, (xc - mean) * rstd, w), *(_plain_rule(mean, rstd) if rule else ())
 
     eps_t = _operand(eps, xc)
 
     def rare(xc: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
         xhat, mean, var, scale, finite = _standardize(xc, (-1,), eps_t)
-        return torch.addcmul(b, xhat, w), *_prescaled_rule(mean, var, scale, finite, eps_t)
+        return torch.addcmul(b, xhat, w), *(_prescaled_rule(mean, var, scale, finite, eps_t) if rule else ())
 
     untrusted = ~_trusted_rows(mean, rstd, eps)
     return torch.cond(untrusted.any(), rare, fast, (xc, mean, rstd))
@@ -376,22 +378,22 @@ def _rms_norm_compiled(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> 
     with autograd, _CompiledNorm)."""
     if tracks_grad(xc, w):
         return apply(_CompiledNorm, xc, w, None, "rms_norm", eps)[0]
-    return _rms_norm_cond(xc, w, eps)[0]
+    return _rms_norm_cond(xc, w, eps, rule=False)[0]
 
 
-def _rms_norm_cond(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, ...]:
-    """(output, *_GroupRule) of _rms_norm_compiled."""
+def _rms_norm_cond(xc: torch.Tensor, w: torch.Tensor | None, eps: float, rule: bool = True) -> tuple[torch.Tensor, ...]:
+    """(output, *_GroupRule) of _rms_norm_compiled; (output,) without ``rule``."""
     rstd = torch.rsqrt((xc * xc).mean(dim=-1, keepdim=True) + eps)
 
     def fast(xc: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
         y = xc * rstd
-        return (y if w is None else y * w), *_plain_rule(torch.zeros_like(rstd), rstd)
+        return (y if w is None else y * w), *(_plain_rule(torch.zeros_like(rstd), rstd) if rule else ())
 
     eps_t = _operand(eps, xc)
 
     def rare(xc: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        y, rule = _rms_norm_formula(xc, w, eps_t)
-        return y, *rule
+        y, group_rule = _rms_norm_formula(xc, w, eps_t)
+        return y, *(group_rule if rule else ())
 
     return torch.cond((~(rstd.detach() > 0)).any(), rare, fast, (xc, rstd))
 
