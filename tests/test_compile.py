@@ -112,7 +112,8 @@ def test_compiled_limits_match_eager(case: Case) -> None:
         results["compile"].insert(1, torch.compile(case.build("torch", "float32"))(x).numpy())
     results["eager"].insert(1, results["eager"][0])
     assert not counters["graph_break"], f"torch.compile breaks the graph: {next(iter(counters['graph_break']))}"
-    names = ["value", "value without autograd", "input VJP", *(f"{name}'s VJP" for name, _ in case.build("torch").named_parameters())]
+    parameters = [f"{name}'s VJP" for name, _ in case.build("torch").named_parameters()]
+    names = ["value", "value without autograd", "input VJP", *parameters]
     assert np.isnan(results["eager"][0]).any(), "the input has no NaN group: the case tests less than it says"
     for what, eager, compiled in zip(names, results["eager"], results["compile"], strict=True):
         np.testing.assert_array_equal(np.isnan(compiled), np.isnan(eager), err_msg=f"{what}: NaN pattern")
