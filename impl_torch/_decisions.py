@@ -63,10 +63,7 @@ def plain_eager() -> bool:
     # One expression rather than the three calls: it runs on every eager call, and on this
     # project's CPU machine each Python call costs 0.1-0.2 us against a 10 us clamp.
     return not (
-        torch.compiler.is_compiling()
-        or torch._C._is_tracing()
-        or _functorch_active()
-        or forward_ad._current_level >= 0
+        torch.compiler.is_compiling() or torch._C._is_tracing() or _functorch_active() or forward_ad._current_level >= 0
     )
 
 
