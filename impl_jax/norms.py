@@ -137,9 +137,9 @@ def _rebuilt(x: jax.Array, linear: _Linear, limits: bool = False) -> jax.Array:
     read back: 1.6-1.7x flax's layer norm forward+backward, measured).
 
     In a group that held an infinity the clip keeps the values finite (an infinity times the
-    slope's zero would be NaN), and that zero then zeroes them; with ``limits``, that group's limit values instead
-    (sign(x) at the infinities, 0 elsewhere, normalized: what the output is made of, which the
-    weight's derivative needs). NaN stays NaN."""
+    slope's zero would be NaN), and that zero then zeroes them; with ``limits``, that group's
+    limit values instead (sign(x) at the infinities, 0 elsewhere, normalized: what the output is
+    made of, which the weight's derivative needs). NaN stays NaN."""
     v = jnp.minimum(jnp.maximum(x * linear.down[0] * linear.down[1], -linear.bound), linear.bound)
     if limits:
         v = jnp.where(linear.limit, jnp.where(jnp.isinf(x), jnp.sign(x), 0.0), v)
