@@ -18,7 +18,8 @@ from torch import nn
 
 import harness
 from harness.build import check_head_input
-from impl_torch._common import LOW, InputCheck, autocast_input, follow_dtype
+from impl_torch import _common
+from impl_torch._common import InputCheck, autocast_input, follow_dtype
 from impl_torch.adapter import FRAMEWORK_DTYPES, check_array, dtype_name, from_numpy
 
 
@@ -38,7 +39,7 @@ class Limit(nn.Module):
             t for name, t in FRAMEWORK_DTYPES.items() if spec.dtype_problem(params, name) is None
         )
         # ... and of those, the ones autocast never changes: nothing to check or cast.
-        self._direct = frozenset() if self._check_shape else self._fast_dtypes - set(LOW)
+        self._direct = frozenset() if self._check_shape else self._fast_dtypes - set(_common.LOW)
         self._input = InputCheck(self.params)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
