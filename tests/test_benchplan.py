@@ -62,3 +62,20 @@ def test_shapes_hold_n_elements_and_ideal_bytes_count_inputs_and_outputs() -> No
             spec.resolve(extra)  # the implied parameters are valid
     assert benchplan.ideal_bytes(1024, "forward") == 2 * 1024 * 4
     assert benchplan.ideal_bytes(1024, "forward+backward") == 3 * 1024 * 4
+
+
+@pytest.mark.parametrize("name", sorted(benchplan.BUILTINS))
+def test_pytorch_builtins_are_modules_computing_the_bare_op(name: str) -> None:
+    """PyTorch's built-in rows are timed as ours are, through a module (a module call costs what
+    a fifth of a 2^16-element clamp does), and compute exactly the bare op that the module-call
+    overhead target times against."""
+    import torch
+
+    from impl_torch import baselines
+
+    x, _, params = benchplan.inputs(name, 2**10)
+    xt = torch.from_numpy(x).float()
+    module, bare = baselines.BUILTINS[name](**params), baselines.bare(name, **params)
+    assert isinstance(module, torch.nn.Module)
+    with torch.no_grad():
+        assert torch.equal(module(xt), bare(xt))
