@@ -190,3 +190,43 @@ def test_smooth_clamp_stays_inside_when_its_rounded_joins_cross(framework: str) 
     x = np.array([-np.inf, -1e308, -1.0, -0.04, 0.0, 0.2, 1.0, np.inf])
     y, _ = run(framework, case.build(framework, "float64"), x, "float64")
     assert ((y >= given["lo"]) & (y <= given["hi"])).all(), y
+
+
+_REDUCING = [c for c in TRAIN_CASES if not c.given and c.spec().reduction_axes(2, c.resolved())]
+# JAX's softmaxes zero such a group's derivative by a product with the rows' finiteness (a select
+# costs the fused pass a pass of its own), so an infinite or NaN cotangent there comes out NaN.
+_ZERO_BY_PRODUCT = {("softmax", "jax"), ("log_softmax", "jax")}
+
+
+@pytest.mark.parametrize(
+    ("case", "framework"),
+    [
+        pytest.param(
+            c,
+            f,
+            id=f"{c.id}-{f}",
+            marks=[pytest.mark.xfail(strict=True, reason="zero by a product")]
+            if (c.name, f) in _ZERO_BY_PRODUCT
+            else [],
+        )
+        for c in _REDUCING
+        for f in FRAMEWORKS
+    ],
+)
+def test_a_group_that_held_an_infinity_passes_zero_whatever_the_cotangent(case: Case, framework: str) -> None:
+    """The declarations' "a group holding an infinity takes its limit and passes zero gradient":
+    exactly zero, for an infinite and a NaN cotangent in that group too; the other groups'
+    input VJP stays finite."""
+    spec, resolved = case.spec(), case.resolved("float32")
+    x = sample_input(spec, resolved, input_shape(spec, resolved), np.random.default_rng(0))
+    reduced = spec.reduction_axes(x.ndim, resolved)
+    group = np.zeros(x.shape, dtype=bool)
+    group[tuple(slice(None) if a in reduced else 0 for a in range(x.ndim))] = True
+    cells = np.argwhere(group)
+    assert len(cells) >= 3, "the group is too small to hold an infinity and two special cotangents"
+    x[tuple(cells[0])] = np.inf
+    cotangent = np.random.default_rng(1).normal(size=x.shape)
+    cotangent[tuple(cells[1])], cotangent[tuple(cells[2])] = np.inf, np.nan
+    _, dx, _ = harness.backend(framework).vjp(case.build(framework, "float32"), x, cotangent, "float32")
+    np.testing.assert_array_equal(dx[group], 0.0, err_msg=f"{framework}: the limit group's input VJP")
+    assert np.isfinite(dx[~group]).all(), f"{framework}: a group without an infinity got a non-finite VJP"
