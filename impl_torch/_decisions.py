@@ -151,12 +151,8 @@ def triton_serves(x: torch.Tensor) -> bool:
 def elementwise_serves(x: torch.Tensor) -> bool:
     """Whether a one-pass kernel computes an elementwise composite for ``x``: the C kernels on
     the CPU (kernel_serves), the Triton kernels on CUDA (triton_serves)."""
-    if x.dtype is not torch.float32 or type(x) not in _PLAIN:
-        return False
     if x.is_cpu and not _TRITON_ON_CPU:
-        # kernel_serves, its checks above and in its order written out: a 2^16-element
-        # forward takes 10 us, and the calls cost half a microsecond of it.
-        return plain_eager() and _native.available() and _has_memory(x)
+        return kernel_serves(x)
     return triton_serves(x)
 
 
