@@ -117,7 +117,7 @@ def kernel_serves(x: torch.Tensor) -> bool:
     soft_clip, leaky_clamp and sparsemax's threshold for ``x``: eager, CPU, float32, where they
     built. ATen has no fused op for those formulas, and its passes cost up to several times the
     kernel's one (smooth_clamp: about 2.7 sigmoids against 1.1; README, speed targets); under
-    torch.compile inductor fuses.
+    torch.compile inductor fuses (except where compiled_kernel_serves says otherwise).
 
     Only a plain tensor with memory behind it: under torch.func transforms and vmap tensors are
     wrappers without storage, fake tensors (torch.export, FakeTensorMode) have a null one, and
@@ -127,6 +127,32 @@ def kernel_serves(x: torch.Tensor) -> bool:
     if x.dtype is not torch.float32 or not x.is_cpu or type(x) not in _PLAIN:
         return False
     return plain_eager() and _native.available() and _has_memory(x)
+
+
+# Once per process, and a constant to dynamo: traced, the build's ctypes would break the graph.
+_built = torch.compiler.assume_constant_result(_native.available)
+
+
+# Elements from which a compiled graph calls a C kernel (the op of _native/compiled.py) rather
+# than inductor's code: the op costs a fixed 20-30 us a call (Python, two allocations), which
+# smooth_clamp's kernel saves back from about 2^17 elements (at 2^16, 1.4-1.6 sigmoids through
+# the op against 1.3 for inductor's code; at 2^22, 1.1 against 1.5; measured in one process).
+COMPILED_KERNEL_MIN = 1 << 17
+
+
+def compiled_kernel_serves(x: torch.Tensor) -> bool:
+    """Whether the C kernels may run inside a torch.compile'd graph, as the op of
+    ``_native/compiled.py``: compiling (not exporting: an exported program keeps to ATen ops),
+    CPU, float32, at least COMPILED_KERNEL_MIN elements, where they built. A technique asks
+    only where the kernel measured faster than inductor's code for its formula."""
+    return (
+        torch.compiler.is_compiling()
+        and not torch.compiler.is_exporting()
+        and x.is_cpu
+        and x.dtype is torch.float32
+        and x.numel() >= COMPILED_KERNEL_MIN
+        and _built()
+    )
 
 
 def _has_memory(x: torch.Tensor) -> bool:

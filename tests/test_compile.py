@@ -19,6 +19,7 @@ from torch._dynamo.utils import counters
 import harness
 from bench import plan as benchplan
 from harness.tolerances import COMPILED, compare, vjp_scale
+from impl_torch._decisions import COMPILED_KERNEL_MIN
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +36,9 @@ def _fresh_dynamo():
 
 @pytest.mark.parametrize("name", harness.names())
 def test_compiled_module_matches_eager(name: str) -> None:
-    x, cot, params = benchplan.inputs(name, 2**12)
+    # As many elements as make a compiled graph call the C kernels where a technique does
+    # (impl_torch._decisions.COMPILED_KERNEL_MIN); the tests below, on fewer, take inductor's code.
+    x, cot, params = benchplan.inputs(name, COMPILED_KERNEL_MIN)
     backend = harness.backend("torch")
     results = {}
     for style in ("eager", "compile"):
@@ -53,6 +56,28 @@ def test_compiled_module_matches_eager(name: str) -> None:
         scale = vjp_scale(eager[mode]) if mode != "forward" else 0.0
         result = compare(compiled[mode], eager[mode], COMPILED, scale)
         assert result.ok, f"torch.compile {mode} differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
+
+
+@pytest.mark.parametrize("name", harness.names())
+def test_compiled_second_order_is_refused_or_right(name: str) -> None:
+    """A second derivative through a compiled module, beside a term of its own (x^3 here):
+    AOT autograd refuses double backward; where it does not, the result is eager's. Never the
+    other term's alone: a compiled backward that reads no input (a saved derivative times the
+    cotangent) is cut off from the graph, and the engine would skip it without an error."""
+    x, _, params = benchplan.inputs(name, COMPILED_KERNEL_MIN)
+    xt = torch.from_numpy(x).float()
+    module = harness.build(name, "torch", **params)
+    results = []
+    for fn in (torch.compile(module), module):
+        leaf = xt.clone().requires_grad_(True)
+        (first,) = torch.autograd.grad((fn(leaf) + leaf**3).sum(), leaf, create_graph=True)
+        try:
+            (second,) = torch.autograd.grad(first.sum(), leaf)
+        except RuntimeError as error:
+            assert fn is not module and "double backward" in str(error), error
+            return
+        results.append(second.numpy())
+    assert compare(results[0], results[1], COMPILED, vjp_scale(results[1])).ok
 
 
 GUARDED = {  # parameters whose float32 rounding needs the final clamp (the declarations say so)
