@@ -134,9 +134,10 @@ _built = torch.compiler.assume_constant_result(_native.available)
 
 
 # Elements from which a compiled graph calls a C kernel (the op of _native/compiled.py) rather
-# than inductor's code: the op costs a fixed 20-30 us a call (Python, two allocations), which
-# smooth_clamp's kernel saves back from about 2^17 elements (at 2^16, 1.4-1.6 sigmoids through
-# the op against 1.3 for inductor's code; at 2^22, 1.1 against 1.5; measured in one process).
+# than inductor's code: the op has a fixed cost per call (Python, two allocations), which
+# smooth_clamp's kernel saves back from about 2^17 elements. Its forward in compiled sigmoids,
+# through the op against inductor's code: 1.42-1.64 and 1.28-1.35 at 2^16, 1.38-1.41 and 1.41
+# at 2^17, 1.27 and 1.43-1.47 at 2^18, 1.10-1.15 and 1.5-1.6 at 2^22 (one process each).
 COMPILED_KERNEL_MIN = 1 << 17
 
 

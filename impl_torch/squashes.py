@@ -381,7 +381,7 @@ def smooth_clamp(x: torch.Tensor, *, lo: float, hi: float, linear_fraction: floa
         return native_elementwise(x, _smooth_clamp_kernel(lo, hi, linear_fraction))
     if compiled_kernel_serves(x):
         # Inductor's code for the formula below costs 1.5-1.6 sigmoids at 2^22 (forward and
-        # forward+backward); the kernel through the custom op about 1.2 and 1.1 (measured in one
+        # forward+backward); the kernel through the op 1.10-1.15 and 1.21-1.25 (measured in one
         # process against a compiled torch.sigmoid; README, speed targets).
         # float(): dynamo hands a module's float attributes on lazily, and converts them for
         # assume_constant_result only once something has read them.

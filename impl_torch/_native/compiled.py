@@ -11,7 +11,8 @@ number: inductor caches compiled graphs across processes, and an address would n
 kernel there. The kernel is made here at the first call with those values.
 
 A bare ``Library`` op, not ``torch.library.custom_op``: that one's Python layers (its autograd
-wrapper, a dynamo-disable frame) cost 15-60 us a call, more than the kernel at 2^16 elements.
+wrapper, a dynamo-disable frame) cost 15 us a call eagerly and about 50 compiled (measured at 2^16
+elements, where the kernel takes 45).
 So the op has no autograd formula of its own: a technique's custom Function calls it and states
 the derivative (``squashes._SmoothClampCompiled``), which dynamo traces into the graph. Under
 vmap it maps over the batch as it is (elementwise). Only compiled graphs call it
