@@ -80,6 +80,23 @@ def test_compiled_second_order_is_refused_or_right(name: str) -> None:
     assert compare(results[0], results[1], COMPILED, vjp_scale(results[1])).ok
 
 
+def test_compiled_torch_func_gradient_matches_eager() -> None:
+    """torch.func.vmap of torch.func.grad, compiled whole, gives eager's per-row gradients for
+    smooth_clamp (the technique whose compiled graph calls its C kernel) at a size where it
+    would: dynamo differentiates a custom Function's forward as written there, so the kernel's
+    op, which has no derivative rule, must not run (it did, and the gradient came out wrong
+    without an error). Other techniques: README, "Derivative modes and transforms"."""
+    x, cot, params = benchplan.inputs("smooth_clamp", 2 * COMPILED_KERNEL_MIN)  # rows of that size
+    module = harness.build("smooth_clamp", "torch", **params)
+    xt, ct = (torch.from_numpy(a).float() for a in (x, cot))
+    rows, cts = xt.reshape(2, -1), ct.reshape(2, -1)
+    per_row = torch.func.vmap(torch.func.grad(lambda v, c: (module(v) * c).sum()))
+    eager = per_row(rows, cts)
+    compiled = torch.compile(per_row)(rows, cts)
+    eager, compiled = eager.detach().numpy(), compiled.detach().numpy()
+    assert compare(compiled, eager, COMPILED, vjp_scale(eager)).ok
+
+
 GUARDED = {  # parameters whose float32 rounding needs the final clamp (the declarations say so)
     "smooth_clamp": {"lo": 1.879621435201635, "hi": 6.356984467045865, "linear_fraction": 0.0},
     "scaled_sigmoid": {"lo": -1.1290112879370873, "hi": -1.079659169907192},

@@ -13,16 +13,16 @@ kernel there. The kernel is made here at the first call with those values.
 A bare ``Library`` op, not ``torch.library.custom_op``: that one's Python layers (its autograd
 wrapper, a dynamo-disable frame) cost 15 us a call eagerly and about 50 compiled (measured at 2^16
 elements, where the kernel takes 45).
-So the op has no autograd formula of its own: a technique's custom Function calls it and states
-the derivative (``squashes._SmoothClampCompiled``), which dynamo traces into the graph. Under
-vmap it maps over the batch as it is (elementwise). Only compiled graphs call it
-(``_decisions.compiled_kernel_serves``), and torch.export keeps to the ATen formula.
+So the op has no autograd formula or batching rule of its own: a technique's custom Function
+calls it and states the derivative (``squashes._SmoothClampCompiled``), which dynamo traces into
+the graph, and only compiled graphs without torch.func transforms call it
+(``_decisions.compiled_kernel_serves``; there dynamo differentiates a Function's forward as
+written, and this op has no rule for that). torch.export keeps to the ATen formula.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import torch
 
@@ -57,12 +57,6 @@ _LIBRARY.impl("elementwise", _elementwise, "CPU")
 def _(x: torch.Tensor, name: str, params: list[float], derivative: bool) -> tuple[torch.Tensor, torch.Tensor]:
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     return y, x.new_empty(x.shape if derivative else (0,))
-
-
-@torch.library.register_vmap("output_limits::elementwise", lib=_LIBRARY)
-def _(info: Any, in_dims: tuple[Any, ...], x: torch.Tensor, name: str, params: list[float], derivative: bool) -> Any:
-    # Elementwise: the batched tensor is mapped as it is, its batch axis where it was.
-    return elementwise(x, name, params, derivative), (in_dims[0], in_dims[0] if derivative else None)
 
 
 # grad * d with the input x as a third operand it does not read. A backward that reads no input
