@@ -77,7 +77,27 @@ def test_compiled_second_order_is_refused_or_right(name: str) -> None:
             assert fn is not module and "double backward" in str(error), error
             return
         results.append(second.numpy())
-    assert compare(results[0], results[1], COMPILED, vjp_scale(results[1])).ok
+    result = compare(results[0], results[1], COMPILED, vjp_scale(results[1]))
+    assert result.ok, f"compiled second derivative differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
+
+
+def test_compiled_smooth_clamp_runs_its_kernel_op() -> None:
+    """At COMPILED_KERNEL_MIN elements a compiled smooth_clamp calls its C kernel's op, forward
+    and forward+backward (so the tests above at that size test the op, not inductor's code)."""
+    from impl_torch import _native
+    from impl_torch._native import compiled
+
+    if not _native.available():
+        pytest.skip("the C kernels did not build here (or OUTPUT_LIMITS_NATIVE=0)")
+    x, cot, params = benchplan.inputs("smooth_clamp", COMPILED_KERNEL_MIN)
+    backend = harness.backend("torch")
+    for mode in ("forward", "forward+backward"):
+        run = backend.bench_callable(harness.build("smooth_clamp", "torch", **params), x, cot, mode, "compile", "cpu")
+        run()
+        before = compiled._kernel.cache_info()
+        run()
+        after = compiled._kernel.cache_info()
+        assert after.hits + after.misses > before.hits + before.misses, f"{mode}: the compiled graph ran no C kernel"
 
 
 def test_compiled_torch_func_gradient_matches_eager() -> None:
@@ -94,7 +114,8 @@ def test_compiled_torch_func_gradient_matches_eager() -> None:
     eager = per_row(rows, cts)
     compiled = torch.compile(per_row)(rows, cts)
     eager, compiled = eager.detach().numpy(), compiled.detach().numpy()
-    assert compare(compiled, eager, COMPILED, vjp_scale(eager)).ok
+    result = compare(compiled, eager, COMPILED, vjp_scale(eager))
+    assert result.ok, f"compiled vmap(grad) differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
 
 
 GUARDED = {  # parameters whose float32 rounding needs the final clamp (the declarations say so)

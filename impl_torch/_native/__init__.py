@@ -6,10 +6,10 @@ it, the C++ autograd node of the elementwise kernels, builds against torch). PyT
 float32 smooth_clamp, scaled_sigmoid, scaled_tanh, soft_clip, leaky_clamp and softsign use them
 (``impl_torch/squashes.py``, ``impl_torch/clamps.py``): ATen has no fused op for their formulas,
 and the two to ten ATen passes each takes cost up to several times the framework op they are
-measured against (README, speed targets); XLA fuses the JAX side itself. Compiled, smooth_clamp
-on large float32 tensors calls its kernel too, as an op of the graph (``compiled.py``). So does sparsemax's
+measured against (README, speed targets); XLA fuses the JAX side itself. So does sparsemax's
 threshold (``impl_torch/simplex.py``): Michelot's iteration on rows held in the cache, where each
-ATen pass over the whole tensor costs most of a softmax.
+ATen pass over the whole tensor costs most of a softmax. Compiled, smooth_clamp on large float32
+tensors calls its kernel too, as an op of the graph (``compiled.py``).
 
 The kernels compute the technique's declaration as the ATen formula does (same parameters in the
 same dtype, the exact linear middle, NaN and infinities alike), and the parity tests run both.
