@@ -325,9 +325,18 @@ def native_elementwise(x: torch.Tensor, native: NativeKernel) -> torch.Tensor:
     where its ATen formula takes several passes each way. The autograd node is the C++ one where
     it built (CPU), else ``_NativeElementwise``; without autograd the kernel runs from here
     (ctypes: 0.5 us less than a call through torch.ops)."""
+    if torch.compiler.is_compiling():
+        # elementwise_serves said plainly eager, yet dynamo traces this frame: it skipped the
+        # frames that decided (after torch.compile under vmap, say, it skips them for good) and
+        # compiles their callees alone. Traced, the kernel's buffer addresses went stale and
+        # the output came out NaN without an error; run outside the graph instead.
+        return _native_elementwise_outside(x, native)
     if torch.is_grad_enabled() and x.requires_grad:  # elementwise_serves(x) said: plainly eager
         op = None if runs_triton(x) else _node.node().op
         if op is not None:
             return op(x, native.kernel.address, native.kernel.params_address, native.number)
         return _NativeElementwise.apply(x, native)
     return _run_kernel(native, x, derivative=False)[0]
+
+
+_native_elementwise_outside = torch.compiler.disable(native_elementwise)
