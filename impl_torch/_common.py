@@ -329,7 +329,9 @@ def native_elementwise(x: torch.Tensor, native: NativeKernel) -> torch.Tensor:
         # elementwise_serves said plainly eager, yet dynamo traces this frame: it skipped the
         # frames that decided (after torch.compile under vmap, say, it skips them for good) and
         # compiles their callees alone. Traced, the kernel's buffer addresses went stale and
-        # the output came out NaN without an error; run outside the graph instead.
+        # the output came out NaN without an error; run outside the graph instead. A check
+        # here, not torch.compiler.disable on the function: its wrapper would cost every eager
+        # call, where this costs a tenth of a microsecond.
         return _native_elementwise_outside(x, native)
     if torch.is_grad_enabled() and x.requires_grad:  # elementwise_serves(x) said: plainly eager
         op = None if runs_triton(x) else _node.node().op
@@ -339,4 +341,6 @@ def native_elementwise(x: torch.Tensor, native: NativeKernel) -> torch.Tensor:
     return _run_kernel(native, x, derivative=False)[0]
 
 
-_native_elementwise_outside = torch.compiler.disable(native_elementwise)
+_native_elementwise_outside = torch.compiler.disable(
+    native_elementwise, reason="an eager-only C kernel reached from a frame dynamo compiles alone"
+)

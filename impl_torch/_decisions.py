@@ -148,11 +148,11 @@ COMPILED_KERNEL_MIN = 1 << 17
 def compiled_kernel_serves(x: torch.Tensor) -> bool:
     """Whether the C kernels may run inside a torch.compile'd graph, as the op of
     ``_native/compiled.py``: compiling (not exporting: an exported program keeps to ATen ops),
-    CPU, float32, at least COMPILED_KERNEL_MIN elements, no torch.func transform inside the
-    compiled function (dynamo then differentiates a custom Function's forward as written, and
-    the op has no derivative rule: compiled vmap(grad(...)) of smooth_clamp gave a wrong gradient
-    without an error), where they built. A technique asks only where the kernel measured faster
-    than inductor's code for its formula."""
+    CPU, float32, at least COMPILED_KERNEL_MIN elements, no torch.func transform or forward-mode
+    AD inside the compiled function (dynamo then differentiates a custom Function's forward as
+    written, and the op has no derivative rule: compiled vmap(grad(...)) of smooth_clamp gave a
+    wrong gradient, and forward_ad no tangent, without an error), where they built. A technique
+    asks only where the kernel measured faster than inductor's code for its formula."""
     return (
         torch.compiler.is_compiling()
         and not torch.compiler.is_exporting()
@@ -160,6 +160,7 @@ def compiled_kernel_serves(x: torch.Tensor) -> bool:
         and x.dtype is torch.float32
         and x.numel() >= COMPILED_KERNEL_MIN
         and not _functorch_active()
+        and forward_ad._current_level < 0
         and _built()
     )
 

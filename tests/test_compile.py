@@ -15,6 +15,7 @@ import torch
 import torch._dynamo
 from cases import TRAIN_CASES, Case
 from torch._dynamo.utils import counters
+from torch.autograd import forward_ad
 
 import harness
 from bench import plan as benchplan
@@ -101,8 +102,8 @@ def test_compiled_smooth_clamp_runs_its_kernel_op() -> None:
 
 
 def test_compiled_torch_func_gradient_matches_eager() -> None:
-    """torch.func.vmap of torch.func.grad, compiled whole, gives eager's per-row gradients for
-    smooth_clamp (the technique whose compiled graph calls its C kernel) at a size where it
+    """torch.func.vmap of torch.func.grad, and forward-mode AD, compiled whole, give eager's
+    derivatives for smooth_clamp (the technique whose compiled graph calls its C kernel) at a size where it
     would: dynamo differentiates a custom Function's forward as written there, so the kernel's
     op, which has no derivative rule, must not run (it did, and the gradient came out wrong
     without an error). Other techniques: README, "Derivative modes and transforms"."""
@@ -111,11 +112,18 @@ def test_compiled_torch_func_gradient_matches_eager() -> None:
     xt, ct = (torch.from_numpy(a).float() for a in (x, cot))
     rows, cts = xt.reshape(2, -1), ct.reshape(2, -1)
     per_row = torch.func.vmap(torch.func.grad(lambda v, c: (module(v) * c).sum()))
-    eager = per_row(rows, cts)
-    compiled = torch.compile(per_row)(rows, cts)
-    eager, compiled = eager.detach().numpy(), compiled.detach().numpy()
-    result = compare(compiled, eager, COMPILED, vjp_scale(eager))
-    assert result.ok, f"compiled vmap(grad) differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
+
+    def tangent(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with forward_ad.dual_level():
+            return forward_ad.unpack_dual(module(forward_ad.make_dual(v, t))).tangent
+
+    for what, fn, args in (("vmap(grad)", per_row, (rows, cts)), ("forward_ad", tangent, (xt, ct))):
+        eager = fn(*args).detach().numpy()
+        compiled = torch.compile(fn)(*args)
+        assert compiled is not None, f"compiled {what} lost the derivative"
+        compiled = compiled.detach().numpy()
+        result = compare(compiled, eager, COMPILED, vjp_scale(eager))
+        assert result.ok, f"compiled {what} differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
 
 
 @pytest.mark.parametrize("name", harness.names())
