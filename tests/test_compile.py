@@ -255,3 +255,25 @@ def test_a_compiled_module_takes_a_second_batch_size(name: str) -> None:
             np.testing.assert_array_equal(np.isnan(compiled_result), np.isnan(eager_result))
             keep = ~np.isnan(eager_result)
             assert compare(compiled_result[keep], eager_result[keep], COMPILED, vjp_scale(eager_result[keep])).ok
+
+
+@pytest.mark.parametrize("name", harness.names())
+def test_a_second_input_size_compiles_whole(name: str) -> None:
+    """Every technique, compiled with fullgraph=True and dynamic shapes left to dynamo: a second
+    and a third input size (its automatic dynamic shapes, which make a module's float parameters
+    symbolic too, see the test above) compile without a graph break and give eager's output
+    and input VJP."""
+    module = harness.build(name, "torch", **benchplan.inputs(name, 2**10)[2])
+    compiled = torch.compile(module, fullgraph=True)
+    for n in (2**10, 2**11, 2**12):
+        x, cot, _ = benchplan.inputs(name, n)
+        xt, ct = (torch.from_numpy(a).float() for a in (x, cot))
+        results = []
+        for fn in (compiled, module):
+            leaf = xt.clone().requires_grad_(True)
+            y = fn(leaf)
+            (vjp,) = torch.autograd.grad(y, leaf, ct)
+            results.append([y.detach().numpy(), vjp.numpy()])
+        for what, got, want in zip(("value", "input VJP"), *results, strict=True):
+            result = compare(got, want, COMPILED, vjp_scale(want) if what != "value" else 0.0)
+            assert result.ok, f"{n} elements: compiled {what} differs by {result.max_rel:.2e} ({result.problem or ''})"
