@@ -139,9 +139,9 @@ def _built() -> bool:
 # Elements from which a compiled graph calls a C kernel (the op of _native/compiled.py) rather
 # than inductor's code: the op has a fixed cost per call (Python, two allocations), which
 # smooth_clamp's kernel saves back at about 2^17 elements (a tie there, a clear gain at 2^18 and
-# above). Its forward in compiled sigmoids,
-# through the op against inductor's code: 1.42-1.64 and 1.28-1.35 at 2^16, 1.38-1.41 and 1.41
-# at 2^17, 1.27 and 1.43-1.47 at 2^18, 1.10-1.15 and 1.5-1.6 at 2^22 (one process each).
+# above). Its forward in compiled sigmoids, through the op against inductor's code: 1.42-1.64
+# and 1.28-1.35 at 2^16, 1.38-1.41 and 1.41 at 2^17, 1.27 and 1.43-1.47 at 2^18, 1.10-1.15 and
+# 1.5-1.6 at 2^22 (one process each).
 COMPILED_KERNEL_MIN = 1 << 17
 
 

@@ -35,6 +35,13 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
+def _assert_matches(compiled: np.ndarray, eager: np.ndarray, what: str, scale: float = 0.0) -> None:
+    """``compiled`` equals ``eager`` within COMPILED (norm-wise at ``scale``: vjp_scale for a
+    derivative, 0 for a value)."""
+    result = compare(compiled, eager, COMPILED, scale)
+    assert result.ok, f"{what} differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
+
+
 @pytest.mark.parametrize("name", harness.names())
 def test_compiled_module_matches_eager(name: str) -> None:
     # As many elements as make a compiled graph call the C kernels where a technique does
@@ -55,8 +62,7 @@ def test_compiled_module_matches_eager(name: str) -> None:
     assert np.abs(eager["forward+backward"]).max() > 0, "the eager VJP is zero: the case tests nothing"
     for mode in ("forward", "forward+backward"):
         scale = vjp_scale(eager[mode]) if mode != "forward" else 0.0
-        result = compare(compiled[mode], eager[mode], COMPILED, scale)
-        assert result.ok, f"torch.compile {mode} differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
+        _assert_matches(compiled[mode], eager[mode], f"torch.compile {mode}", scale)
 
 
 @pytest.mark.parametrize("name", harness.names())
@@ -78,8 +84,7 @@ def test_compiled_second_order_is_refused_or_right(name: str) -> None:
             assert fn is not module and "double backward" in str(error), error
             return
         results.append(second.numpy())
-    result = compare(results[0], results[1], COMPILED, vjp_scale(results[1]))
-    assert result.ok, f"compiled second derivative differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
+    _assert_matches(results[0], results[1], "compiled second derivative", vjp_scale(results[1]))
 
 
 def test_compiled_smooth_clamp_runs_its_kernel_op() -> None:
@@ -122,8 +127,7 @@ def test_compiled_torch_func_gradient_matches_eager() -> None:
         compiled = torch.compile(fn)(*args)
         assert compiled is not None, f"compiled {what} lost the derivative"
         compiled = compiled.detach().numpy()
-        result = compare(compiled, eager, COMPILED, vjp_scale(eager))
-        assert result.ok, f"compiled {what} differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
+        _assert_matches(compiled, eager, f"compiled {what}", vjp_scale(eager))
 
 
 @pytest.mark.parametrize("name", harness.names())
@@ -147,8 +151,7 @@ def test_compiling_after_a_vmap_of_the_compiled_module_matches_eager(name: str) 
         (vjp,) = torch.autograd.grad(fn(leaf), leaf, ct)
         results.append([value.numpy(), vjp.numpy()])
     for what, compiled, eager in zip(("value", "input VJP"), *results, strict=True):
-        result = compare(compiled, eager, COMPILED, vjp_scale(eager) if what != "value" else 0.0)
-        assert result.ok, f"{what} after vmap(compile) differs by {result.max_rel:.2e} ({result.problem or ''})"
+        _assert_matches(compiled, eager, f"{what} after vmap(compile)", vjp_scale(eager) if what != "value" else 0.0)
 
 
 GUARDED = {  # parameters whose float32 rounding needs the final clamp (the declarations say so)
@@ -215,8 +218,7 @@ def test_compiled_limits_match_eager(case: Case) -> None:
         np.testing.assert_array_equal(np.isnan(compiled), np.isnan(eager), err_msg=f"{what}: NaN pattern")
         keep = ~np.isnan(eager)
         scale = vjp_scale(eager[keep]) if what != "value" else 0.0
-        result = compare(compiled[keep], eager[keep], COMPILED, scale)
-        assert result.ok, f"torch.compile's {what} differs from eager by {result.max_rel:.2e} ({result.problem or ''})"
+        _assert_matches(compiled[keep], eager[keep], f"torch.compile's {what}", scale)
 
 
 @pytest.mark.parametrize("name", ["clamp", "softmax", "layer_norm", "batch_norm"])
@@ -275,5 +277,4 @@ def test_a_second_input_size_compiles_whole(name: str) -> None:
             (vjp,) = torch.autograd.grad(y, leaf, ct)
             results.append([y.detach().numpy(), vjp.numpy()])
         for what, got, want in zip(("value", "input VJP"), *results, strict=True):
-            result = compare(got, want, COMPILED, vjp_scale(want) if what != "value" else 0.0)
-            assert result.ok, f"{n} elements: compiled {what} differs by {result.max_rel:.2e} ({result.problem or ''})"
+            _assert_matches(got, want, f"{n} elements: compiled {what}", vjp_scale(want) if what != "value" else 0.0)

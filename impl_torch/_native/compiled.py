@@ -15,9 +15,9 @@ wrapper, a dynamo-disable frame) cost 15 us a call eagerly and about 50 compiled
 2^16 elements, where the kernel takes 45). So the op has no autograd formula or batching rule of
 its own: a technique's custom Function calls it and states the derivative
 (``squashes._SmoothClampCompiled``), which dynamo traces into the graph, and only compiled graphs
-without torch.func transforms or forward-mode AD call it (``_decisions.compiled_kernel_serves``; there dynamo
-differentiates a Function's forward as written, and this op has no rule for that). torch.export
-keeps to the ATen formula.
+without torch.func transforms or forward-mode AD call it (``_decisions.compiled_kernel_serves``;
+there dynamo differentiates a Function's forward as written, and this op has no rule for that).
+torch.export keeps to the ATen formula.
 """
 
 from __future__ import annotations
