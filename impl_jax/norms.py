@@ -104,24 +104,27 @@ class _Linear(NamedTuple):
     """Per group, what a derivative rebuilds the normalized input from, so that no copy of it
     is kept (see :func:`_rebuilt`): the prescaling factors (1 for a plain group), the mean and
     rstd of the prescaled values; ``slope``, d xhat / dx's factor rstd / scale; ``limit``, the
-    groups that held an infinity (their value is a constant limit, their derivative zero)."""
+    groups that held an infinity (their value is a constant limit, their derivative zero);
+    ``plain``, a scalar: whether every group took the plain formula (ones for the factors, no
+    limit)."""
 
     down: tuple[jax.Array, jax.Array]
     mean: jax.Array  # rms_norm: 0
     rstd: jax.Array
     slope: jax.Array
     limit: jax.Array
+    plain: jax.Array
 
 
 def _plain_linear(mean: jax.Array, rstd: jax.Array) -> _Linear:
     one = jnp.ones_like(rstd)
-    return _Linear((one, one), mean, rstd, rstd, jnp.zeros(rstd.shape, bool))
+    return _Linear((one, one), mean, rstd, rstd, jnp.zeros(rstd.shape, bool), jnp.array(True))
 
 
 def _prescaled_linear(mean: jax.Array, root: jax.Array, prescaled: _Prescaled) -> _Linear:
     # A NaN group is not a limit: its derivative is NaN, as its value.
     limit = ~prescaled.finite & ~jnp.isnan(root)
-    return _Linear(prescaled.down, mean, 1.0 / root, 1.0 / (prescaled.scale * root), limit)
+    return _Linear(prescaled.down, mean, 1.0 / root, 1.0 / (prescaled.scale * root), limit, jnp.array(False))
 
 
 def _rebuilt(x: jax.Array, linear: _Linear, limits: bool = False) -> jax.Array:
@@ -187,22 +190,62 @@ def _normalized(
 
 
 def _normalized_tangent(
-    xc: jax.Array, linear: _Linear, dx: jax.Array, dims: tuple[int, ...], centred: bool = True
+    xc: jax.Array,
+    linear: _Linear,
+    dx: jax.Array,
+    dims: tuple[int, ...],
+    centred: bool = True,
+    weight: jax.Array | None = None,
 ) -> jax.Array:
-    """The tangent of (x - mean) rstd: slope (dx - mean(dx) - xhat mean(xhat dx)) (rms_norm,
-    not ``centred``: no mean(dx) term), zero in a group that held an infinity. Written out, not
-    derived from the branch that ran: linearizing a ``lax.cond`` makes both branches hand out
-    their residuals (the untaken one zero-filled), which cost 5.6x flax's layer norm
-    forward+backward (measured). The zero is a select, exact whatever the cotangent (an
-    infinite or NaN one too, as PyTorch's): the slope's zero alone would make 0 * inf = NaN.
-    Transposed, the select meets the cotangent before the fused reductions and costs a pass of
-    its own (layer_norm forward+backward at 2^22: 0.06 to 0.14 of flax's time, measured in one
-    process against the product)."""
-    xhat = _rebuilt(xc, linear)
-    inner = dx - xhat * (xhat * dx).mean(axis=dims, keepdims=True)
-    if centred:
-        inner = inner - dx.mean(axis=dims, keepdims=True)
-    return jnp.where(linear.limit, 0.0, linear.slope * inner)
+    """The tangent of (x - mean) rstd, times ``weight`` if given: slope (dx - mean(dx) - xhat
+    mean(xhat dx)) (rms_norm, not ``centred``: no mean(dx) term), zero in a group that held an
+    infinity. Written out, not derived from the branch of _normalized that ran: linearizing that
+    ``lax.cond`` makes both branches hand out their residuals (the untaken one zero-filled), which
+    cost 5.6x flax's layer norm forward+backward (measured).
+
+    A ``lax.cond`` of its own instead, on whether every group took the plain formula, over two
+    linear branches that take only x and group-level values (transposed, a cond of their
+    transposes):
+    - plain: flax's arithmetic, which XLA fuses with the cotangent's reductions into one pass.
+    - otherwise: xhat rebuilt (see _rebuilt) and the zero of limit groups made by a select, exact
+      whatever the cotangent (an infinite or NaN one too, as PyTorch's): a zero slope alone would
+      make 0 * inf = NaN. Transposed, the select meets the cotangent before the fused reductions
+      and costs a pass of its own, so only this branch has it.
+    ``weight`` is applied inside, where its product fuses too (outside, the cotangent times the
+    weight was written to memory before the cond). ``jax.checkpoint`` keeps xhat out of the
+    residuals: without it, each branch's xhat was a residual written to memory (rms_norm 4.7x
+    flax's). Together: layer
+    norm forward+backward at 2^22 1.02-1.08 of flax's, rms_norm 1.03-1.09 (1.54-1.68 and
+    1.68-1.87 with the select on every call; measured in one process). The predicate goes through
+    :func:`_everywhere`, so that under vmap it stays unbatched: a cond whose predicate is batched
+    becomes selects that stop_gradient their operands, the tangent among them, and reverse mode
+    of the vmapped function fails."""
+
+    def branch(plain: bool) -> Callable[[tuple[Any, ...]], jax.Array]:
+        def run(operands: tuple[Any, ...]) -> jax.Array:
+            xc, linear, dx, weight = operands
+            xhat = (xc - linear.mean) * linear.rstd if plain else _rebuilt(xc, linear)
+            inner = dx - xhat * (xhat * dx).mean(axis=dims, keepdims=True)
+            if centred:
+                inner = inner - dx.mean(axis=dims, keepdims=True)
+            out = linear.slope * inner if plain else jnp.where(linear.limit, 0.0, linear.slope * inner)
+            return out if weight is None else out * weight
+
+        return jax.checkpoint(run)
+
+    return jax.lax.cond(_everywhere(linear.plain), branch(True), branch(False), (xc, linear, dx, weight))
+
+
+@jax.custom_batching.custom_vmap
+def _everywhere(flag: jax.Array) -> jax.Array:
+    """``flag`` (a scalar), unbatched under vmap: true where it holds for every element of the
+    batch. For a cond predicate where both branches give the same result and one is faster."""
+    return flag
+
+
+@_everywhere.def_vmap
+def _everywhere_vmap(axis_size: int, in_batched: list[bool], flag: jax.Array) -> tuple[jax.Array, bool]:
+    return (jnp.all(flag) if in_batched[0] else flag), False
 
 
 def layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, *, eps: float) -> jax.Array:
@@ -221,11 +264,11 @@ def _layer_norm_jvp(eps: float, primals: tuple[Any, ...], tangents: tuple[Any, .
     (x, weight, bias), (dx, dweight, dbias) = primals, tangents
     xc = upcast(x)
     y, linear, *_ = _normalized(xc, (-1,), eps, lambda v: _layer_norm_tail(v, weight, bias).astype(x.dtype))
-    dxhat = _normalized_tangent(xc, linear, upcast(dx), (-1,))
+    dxhat = _normalized_tangent(xc, linear, upcast(dx), (-1,), weight=None if weight is None else upcast(weight))
     # Without weights, the bound's clamp passes the gradient straight through.
     if weight is None:
         return y, dxhat.astype(x.dtype)
-    dy = dxhat * upcast(weight) + _rebuilt(xc, linear, limits=True) * upcast(dweight) + upcast(dbias)
+    dy = dxhat + _rebuilt(xc, linear, limits=True) * upcast(dweight) + upcast(dbias)
     return y, dy.astype(x.dtype)
 
 
@@ -287,8 +330,10 @@ def _rms_norm_jvp(eps: float, primals: tuple[Any, ...], tangents: tuple[Any, ...
     y, linear = _rms_normalized(x, eps, lambda v: _rms_norm_tail(v, weight, x.dtype))
     xc = upcast(x)
     # The tangent of x rstd, written out (see _normalized_tangent): slope (dx - yhat mean(yhat dx)).
-    dyhat = _normalized_tangent(xc, linear, upcast(dx), (-1,), centred=False)
-    dy = dyhat if weight is None else dyhat * upcast(weight) + _rebuilt(xc, linear, limits=True) * upcast(dweight)
+    dyhat = _normalized_tangent(
+        xc, linear, upcast(dx), (-1,), centred=False, weight=None if weight is None else upcast(weight)
+    )
+    dy = dyhat if weight is None else dyhat + _rebuilt(xc, linear, limits=True) * upcast(dweight)
     return y, dy.astype(x.dtype)
 
 
@@ -350,9 +395,9 @@ def _batch_norm_training_jvp(
     xc = upcast(x)
     y, linear, mean, var = _normalized(xc, dims, eps, lambda v: _batch_norm_tail(x, v, weight, bias))
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    dxhat = _normalized_tangent(xc, linear, upcast(dx), dims)
+    dxhat = _normalized_tangent(xc, linear, upcast(dx), dims, weight=upcast(weight).reshape(shape))
     xhat = _rebuilt(xc, linear, limits=True)
-    dy = dxhat * upcast(weight).reshape(shape) + xhat * upcast(dweight).reshape(shape) + upcast(dbias).reshape(shape)
+    dy = dxhat + xhat * upcast(dweight).reshape(shape) + upcast(dbias).reshape(shape)
     new_mean, new_var = _running(x, mean, var, running_mean, running_var, momentum)
     # The running statistics are not differentiated (stop_gradient, as PyTorch's buffers).
     outputs = (y, new_mean, new_var)
