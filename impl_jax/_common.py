@@ -66,3 +66,15 @@ def _clamp_straight_through_jvp(
 ) -> tuple[jax.Array, jax.Array]:
     (x,), (t,) = primals, tangents
     return jnp.clip(x, lo, hi), t
+
+
+@jax.custom_batching.custom_vmap
+def everywhere(flag: jax.Array) -> jax.Array:
+    """``flag`` (a scalar), unbatched under vmap: true where it holds for every element of the
+    batch. For a cond predicate where both branches give the same result and one is faster."""
+    return flag
+
+
+@everywhere.def_vmap
+def _everywhere_vmap(axis_size: int, in_batched: list[bool], flag: jax.Array) -> tuple[jax.Array, bool]:
+    return (jnp.all(flag) if in_batched[0] else flag), False

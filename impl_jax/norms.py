@@ -21,7 +21,7 @@ from flax import nnx
 
 import harness
 from harness.numerics import trusted_variance_floor
-from impl_jax._common import clamp_straight_through, jitted, upcast
+from impl_jax._common import clamp_straight_through, everywhere, jitted, upcast
 from impl_jax.adapter import FRAMEWORK_DTYPES, check_array, dtype_name
 
 
@@ -214,12 +214,14 @@ def _normalized_tangent(
     ``weight`` is applied inside, where its product fuses too (outside, the cotangent times the
     weight was written to memory before the cond). ``jax.checkpoint`` keeps xhat out of the
     residuals: without it, each branch's xhat was a residual written to memory (rms_norm 4.7x
-    flax's). Together: layer
-    norm forward+backward at 2^22 1.02-1.08 of flax's, rms_norm 1.03-1.09 (1.54-1.68 and
-    1.68-1.87 with the select on every call; measured in one process). The predicate goes through
-    :func:`_everywhere`, so that under vmap it stays unbatched: a cond whose predicate is batched
-    becomes selects that stop_gradient their operands, the tangent among them, and reverse mode
-    of the vmapped function fails."""
+    flax's). Forward+backward at 2^22 against flax's, in alternating processes against the select
+    on every call: layer_norm 1.23-1.24 against 1.65-1.76, rms_norm 1.21 against 1.57-1.73 (in an
+    earlier, quieter hour 1.02-1.09 against 1.54-1.87). What remains is the statistics pass
+    before the cond, which flax's single-pass VJP does not have.
+
+    The predicate goes through :func:`impl_jax._common.everywhere`, so that under vmap it stays
+    unbatched: a cond whose predicate is batched becomes selects that stop_gradient their
+    operands, the tangent among them, and reverse mode of the vmapped function fails."""
 
     def branch(plain: bool) -> Callable[[tuple[Any, ...]], jax.Array]:
         def run(operands: tuple[Any, ...]) -> jax.Array:
@@ -233,19 +235,7 @@ def _normalized_tangent(
 
         return jax.checkpoint(run)
 
-    return jax.lax.cond(_everywhere(linear.plain), branch(True), branch(False), (xc, linear, dx, weight))
-
-
-@jax.custom_batching.custom_vmap
-def _everywhere(flag: jax.Array) -> jax.Array:
-    """``flag`` (a scalar), unbatched under vmap: true where it holds for every element of the
-    batch. For a cond predicate where both branches give the same result and one is faster."""
-    return flag
-
-
-@_everywhere.def_vmap
-def _everywhere_vmap(axis_size: int, in_batched: list[bool], flag: jax.Array) -> tuple[jax.Array, bool]:
-    return (jnp.all(flag) if in_batched[0] else flag), False
+    return jax.lax.cond(everywhere(linear.plain), branch(True), branch(False), (xc, linear, dx, weight))
 
 
 def layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, *, eps: float) -> jax.Array:

@@ -193,25 +193,11 @@ def test_smooth_clamp_stays_inside_when_its_rounded_joins_cross(framework: str) 
 
 
 _REDUCING = [c for c in TRAIN_CASES if not c.given and c.spec().reduction_axes(2, c.resolved())]
-# JAX's softmaxes zero such a group's derivative by a product with the rows' finiteness (a select
-# costs the fused pass a pass of its own), so an infinite or NaN cotangent there comes out NaN.
-_ZERO_BY_PRODUCT = {("softmax", "jax"), ("log_softmax", "jax")}
 
 
 @pytest.mark.parametrize(
     ("case", "framework"),
-    [
-        pytest.param(
-            c,
-            f,
-            id=f"{c.id}-{f}",
-            marks=[pytest.mark.xfail(strict=True, reason="zero by a product")]
-            if (c.name, f) in _ZERO_BY_PRODUCT
-            else [],
-        )
-        for c in _REDUCING
-        for f in FRAMEWORKS
-    ],
+    [pytest.param(c, f, id=f"{c.id}-{f}") for c in _REDUCING for f in FRAMEWORKS],
 )
 def test_a_group_that_held_an_infinity_passes_zero_whatever_the_cotangent(case: Case, framework: str) -> None:
     """The declarations' "a group holding an infinity takes its limit and passes zero gradient":
