@@ -77,4 +77,6 @@ def everywhere(flag: jax.Array) -> jax.Array:
 
 @everywhere.def_vmap
 def _everywhere_vmap(axis_size: int, in_batched: list[bool], flag: jax.Array) -> tuple[jax.Array, bool]:
-    return (jnp.all(flag) if in_batched[0] else flag), False
+    # Called again on the reduced flag: under nested vmaps it is still batched along the outer
+    # axes, whose rules then reduce those in turn.
+    return (everywhere(jnp.all(flag)) if in_batched[0] else flag), False

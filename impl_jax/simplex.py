@@ -67,9 +67,9 @@ def _guarded_map(
       (+inf, an all -inf row, NaN) is NaN throughout (inf - inf in the shift) and a finite row
       never is, so one entry per row tells; ``lax.cond`` recomputes on the limits only then.
     - derivative: a ``lax.cond`` of its own on whether every row's maximum is finite, between
-      two linear branches that take x and the row maxima (transposed, a cond of their
-      transposes; ``jax.checkpoint`` keeps their exponentials out of the residuals): jax.nn's
-      arithmetic on the shifted rows, which XLA fuses with the cotangent's reductions into one
+      two linear branches of x's tangent (transposed, a cond of their transposes;
+      ``jax.checkpoint`` keeps their exponentials out of the residuals): jax.nn's arithmetic on
+      the shifted rows, which XLA fuses with the cotangent's reductions into one
       pass, and otherwise ``tangent`` on the rows' limits (_limit_shift) with a select that zeroes
       the rows that held an infinity, exact for an infinite or NaN cotangent too (PyTorch's
       is). The maximum is a pass of its own before the cond; the branch-free form it replaced
@@ -98,7 +98,7 @@ def _guarded_map(
         def any_rows(operands: tuple[jax.Array, ...]) -> jax.Array:
             # _limit_shift tells NaN rows by a reduction of their own (XLA:CPU's max can give
             # -inf for one): they stay NaN, where a row that held an infinity passes zero.
-            z, top = _limit_shift(operands[0], axis)
+            z, top = _limit_shift(operands[0], axis)  # its own maxima, NaN for a NaN row
             return jnp.where(jnp.isinf(top), 0.0, tangent(z, operands[2], axis))
 
         finite = everywhere(jnp.all(jnp.isfinite(top)))

@@ -260,20 +260,25 @@ def test_reverse_mode_of_vmap_equals_vmap_of_reverse_mode(case: Case, rng) -> No
 _REDUCING = [c for c in DEFAULTS if not c.spec().stateful and c.spec().reduction_axes(2, c.resolved())]
 
 
+@pytest.mark.parametrize("nested", [False, True], ids=["vmap", "vmap-of-vmap"])
 @pytest.mark.parametrize("case", params(_REDUCING))
-def test_reverse_mode_of_vmap_with_one_element_holding_an_infinity(case: Case, rng) -> None:
-    """As above, with the batch's second element holding an infinity in its first group: that
-    element's derivative takes its limit branch, the first element's the plain one. A cond whose
-    predicate is kept unbatched under vmap (impl_jax.norms._everywhere) then runs one branch
-    for both: each element must still get what a call of its own gives."""
+def test_reverse_mode_of_vmap_with_one_element_holding_an_infinity(case: Case, nested: bool, rng) -> None:
+    """As above, with the batch's last element holding an infinity in its first group: that
+    element's derivative takes its limit branch, the others' the plain one. A cond whose
+    predicate is kept unbatched under vmap, nested vmaps too (impl_jax._common.everywhere),
+    then runs one branch for all: each element must still get what a call of its own gives."""
     import jax
 
-    xs, cs, _ = _draw(case, "float64", rng, batch=(2,))
-    xs[(1,) + (0,) * (xs.ndim - 1)] = np.inf
+    batch = (2, 2) if nested else (2,)
+    xs, cs, _ = _draw(case, "float64", rng, batch=batch)
+    xs[(1,) * len(batch) + (0,) * (xs.ndim - len(batch))] = np.inf
     module = _module(case, "jax", "float64")
     backend = harness.backend("jax")
     x, c = backend.from_numpy(xs, "float64"), backend.from_numpy(cs, "float64")
-    outer = jax.vjp(jax.vmap(module), x)[1](c)[0]
-    each = [jax.vjp(module, x[i])[1](c[i])[0] for i in range(2)]
-    assert np.isfinite(np.asarray(each[0])).all(), "the element without an infinity got a non-finite VJP"
-    np.testing.assert_allclose(np.asarray(outer), np.stack([np.asarray(e) for e in each]), rtol=1e-12, atol=1e-300)
+    mapped = jax.vmap(jax.vmap(module)) if nested else jax.vmap(module)
+    outer = np.asarray(jax.vjp(mapped, x)[1](c)[0])
+    shape = (-1, *xs.shape[len(batch) :])
+    flat_x, flat_c = x.reshape(shape), c.reshape(shape)
+    each = np.stack([np.asarray(jax.vjp(module, a)[1](b)[0]) for a, b in zip(flat_x, flat_c, strict=True)])
+    assert np.isfinite(each[:-1]).all(), "an element without an infinity got a non-finite VJP"
+    np.testing.assert_allclose(outer.reshape(each.shape), each, rtol=1e-12, atol=1e-300)
