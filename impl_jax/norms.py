@@ -103,7 +103,7 @@ def _statistics(mean: jax.Array, var: jax.Array, scale: jax.Array, finite: jax.A
 class _Linear(NamedTuple):
     """Per group, what a derivative rebuilds the normalized input from, so that no copy of it
     is kept (see :func:`_rebuilt`): the prescaling factors (1 for a plain group), the mean and
-    rstd of the prescaled values; ``slope``, d xhat / dx's factor rstd / scale; ``limit``, the
+    rstd of the prescaled values (d xhat / dx is rstd / scale); ``limit``, the
     groups that held an infinity (their value is a constant limit, their derivative zero);
     ``plain``, a scalar: whether every group took the plain formula (ones for the factors, no
     limit)."""
@@ -111,20 +111,19 @@ class _Linear(NamedTuple):
     down: tuple[jax.Array, jax.Array]
     mean: jax.Array  # rms_norm: 0
     rstd: jax.Array
-    slope: jax.Array
     limit: jax.Array
     plain: jax.Array
 
 
 def _plain_linear(mean: jax.Array, rstd: jax.Array) -> _Linear:
     one = jnp.ones_like(rstd)
-    return _Linear((one, one), mean, rstd, rstd, jnp.zeros(rstd.shape, bool), jnp.array(True))
+    return _Linear((one, one), mean, rstd, jnp.zeros(rstd.shape, bool), jnp.array(True))
 
 
 def _prescaled_linear(mean: jax.Array, root: jax.Array, prescaled: _Prescaled) -> _Linear:
     # A NaN group is not a limit: its derivative is NaN, as its value.
     limit = ~prescaled.finite & ~jnp.isnan(root)
-    return _Linear(prescaled.down, mean, 1.0 / root, 1.0 / (prescaled.scale * root), limit, jnp.array(False))
+    return _Linear(prescaled.down, mean, 1.0 / root, limit, jnp.array(False))
 
 
 def _rebuilt(x: jax.Array, linear: _Linear, limits: bool = False) -> jax.Array:
@@ -197,18 +196,18 @@ def _normalized_tangent(
     centred: bool = True,
     weight: jax.Array | None = None,
 ) -> jax.Array:
-    """The tangent of (x - mean) rstd, times ``weight`` if given: slope (dx - mean(dx) - xhat
-    mean(xhat dx)) (rms_norm, not ``centred``: no mean(dx) term), zero in a group that held an
-    infinity. Written out, not derived from the branch of _normalized that ran: linearizing that
-    ``lax.cond`` makes both branches hand out their residuals (the untaken one zero-filled), which
-    cost 5.6x flax's layer norm forward+backward (measured).
+    """The tangent of (x - mean) rstd, times ``weight`` if given: rstd (dx' - mean(dx') - xhat
+    mean(xhat dx')) with dx' = dx / scale (rms_norm, not ``centred``: no mean(dx') term), zero
+    in a group that held an infinity. Written out, not derived from the branch of _normalized
+    that ran: linearizing that ``lax.cond`` makes both branches hand out their residuals (the
+    untaken one zero-filled), which cost 5.6x flax's layer norm forward+backward (measured).
 
     A ``lax.cond`` of its own instead, on whether every group took the plain formula, over two
     linear branches that take only x and group-level values (transposed, a cond of their
     transposes):
     - plain: flax's arithmetic, which XLA fuses with the cotangent's reductions into one pass.
     - otherwise: xhat rebuilt (see _rebuilt) and the zero of limit groups made by a select, exact
-      whatever the cotangent (an infinite or NaN one too, as PyTorch's): a zero slope alone would
+      whatever the cotangent (an infinite or NaN one too, as PyTorch's): a zero factor alone would
       make 0 * inf = NaN. Transposed, the select meets the cotangent before the fused reductions
       and costs a pass of its own, so only this branch has it.
     ``weight`` is applied inside, where its product fuses too (outside, the cotangent times the
@@ -226,11 +225,15 @@ def _normalized_tangent(
     def branch(plain: bool) -> Callable[[tuple[Any, ...]], jax.Array]:
         def run(operands: tuple[Any, ...]) -> jax.Array:
             xc, linear, dx, weight = operands
+            if not plain:
+                # dx / scale first, in prescaled units: the factor rstd / scale of huge groups
+                # (2^-600 at 2^600) times a derivative of its own underflowed in second order.
+                dx = dx * linear.down[0] * linear.down[1]
             xhat = (xc - linear.mean) * linear.rstd if plain else _rebuilt(xc, linear)
             inner = dx - xhat * (xhat * dx).mean(axis=dims, keepdims=True)
             if centred:
                 inner = inner - dx.mean(axis=dims, keepdims=True)
-            out = linear.slope * inner if plain else jnp.where(linear.limit, 0.0, linear.slope * inner)
+            out = linear.rstd * inner if plain else jnp.where(linear.limit, 0.0, linear.rstd * inner)
             return out if weight is None else out * weight
 
         return jax.checkpoint(run)
@@ -319,7 +322,7 @@ def _rms_norm_jvp(eps: float, primals: tuple[Any, ...], tangents: tuple[Any, ...
     (x, weight), (dx, dweight) = primals, tangents
     y, linear = _rms_normalized(x, eps, lambda v: _rms_norm_tail(v, weight, x.dtype))
     xc = upcast(x)
-    # The tangent of x rstd, written out (see _normalized_tangent): slope (dx - yhat mean(yhat dx)).
+    # The tangent of x rstd, written out (see _normalized_tangent): rstd (dx' - yhat mean(yhat dx')).
     dyhat = _normalized_tangent(
         xc, linear, upcast(dx), (-1,), centred=False, weight=None if weight is None else upcast(weight)
     )

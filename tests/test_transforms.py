@@ -14,6 +14,7 @@ from cases import FRAMEWORKS, TRAIN_CASES, Case, around_kinks, params
 
 import harness
 from harness.sampling import input_shape, machine_epsilon, round_to, sample_cotangent, sample_input
+from harness.spec import Family
 from harness.tolerances import SECOND_ORDER, compare, tolerance, vjp_scale
 
 KINKED = [c for c in TRAIN_CASES if c.spec().kinks(**c.given)]
@@ -115,8 +116,30 @@ def test_second_order_matches_finite_differences_of_the_first(case: Case, rng) -
     """The Hessian of <v, f(x)> along t (double backward in PyTorch, forward over reverse in JAX)
     equals the central difference of each framework's own input VJP along t, and the two agree:
     a first derivative that is not differentiable, or whose second-order term is dropped, fails."""
+    _check_second_order(case, *_draw(case, "float64", rng))
+
+
+# Norms whose statistics overflow take the prescaled formula (and JAX's derivative its other
+# branch, see impl_jax.norms._normalized_tangent): their second order is checked there too.
+_OVERFLOWING = [c for c in DEFAULTS if c.spec().family == Family.NORMS and not c.spec().stateful]
+
+
+@pytest.mark.parametrize("case", params(_OVERFLOWING))
+def test_second_order_where_the_squares_overflow(case: Case, rng) -> None:
+    """As above, on inputs scaled by 2^600, whose squares overflow float64 in every group, along
+    a direction scaled alike (the Hessian scales as 2^-1200 and would underflow to zero alone)."""
     x, v, t = _draw(case, "float64", rng)
-    h = 1e-5 * (1.0 + float(np.abs(x).max()))
+    second = _check_second_order(case, np.ldexp(x, 600), v, np.ldexp(t, 600), 1e-5 * (1.0 + float(np.abs(x).max())))
+    for framework, hvp in second.items():
+        assert np.abs(hvp).max() > 0, f"{framework}: a second order of zero"
+
+
+def _check_second_order(
+    case: Case, x: np.ndarray, v: np.ndarray, t: np.ndarray, h: float | None = None
+) -> dict[str, np.ndarray]:
+    """Both frameworks' second order along t against the central difference with step h (relative
+    to x by default) of their own VJP, and against each other; each framework's result."""
+    h = 1e-5 * (1.0 + float(np.abs(x).max())) if h is None else h
     second = {}
     for framework in FRAMEWORKS:
         backend = harness.backend(framework)
@@ -124,6 +147,7 @@ def test_second_order_matches_finite_differences_of_the_first(case: Case, rng) -
         hvp = backend.second_order(module, x, v, t, "float64")
         above, below = (backend.vjp(module, x + s * h * t, v, "float64")[1] for s in (1.0, -1.0))
         difference = (above - below) / (2.0 * h)
+        assert np.isfinite(hvp).all(), f"{framework}: a non-finite second order"
         # Truncation h^2 and rounding eps/h, against the larger of the two results.
         result = compare(hvp, difference, SECOND_ORDER, vjp_scale(hvp, difference))
         assert result.ok, f"{framework}: second order off its finite difference by {result.max_rel:.3e}"
@@ -131,6 +155,7 @@ def test_second_order_matches_finite_differences_of_the_first(case: Case, rng) -
     a, b = (second[fw] for fw in FRAMEWORKS)
     result = compare(a, b, tolerance(case.name, "float64", "vjp"), vjp_scale(a))
     assert result.ok, f"second-order terms differ by {result.max_rel:.3e} at {result.worst_index}"
+    return second
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
