@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -50,6 +51,16 @@ def affine_needs_guard(lo: float, hi: float, dtype: str) -> bool:
 # in the rounding of var + eps (about eps * 2^-23), so it cannot tell either.
 _CANCELLATION_ULPS = 64.0
 _TINY_VARIANCE = 2.0**-18
+
+
+def trusted_rstd_low(dtype: str) -> float:
+    """The smallest rstd (1 / sqrt(var + eps)) a norm's fast path is trusted with, for statistics
+    computed in ``dtype``: the power of two nearest above tiny^(1/4) (2^-31 in float32, 2^-255 in
+    float64). Below it the fast formula's values hold, but its second-order terms (rstd^3 times
+    the group's spread) underflow: layer_norm's and rms_norm's second order came out zero, inf or
+    NaN in PyTorch and up to 110% off in JAX at 2^45 in float32. Those groups take the prescaled
+    formula, whose derivatives work on values below 4. One rule for both frameworks."""
+    return math.ldexp(1.0, math.ceil(math.log2(finfo(dtype)["tiny"]) / 4))
 
 
 def trusted_variance_floor(dtype: str, eps: float) -> tuple[float, float]:

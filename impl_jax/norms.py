@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import harness
-from harness.numerics import trusted_variance_floor
+from harness.numerics import trusted_rstd_low, trusted_variance_floor
 from impl_jax._common import clamp_straight_through, everywhere, jitted, upcast
 from impl_jax.adapter import FRAMEWORK_DTYPES, check_array, dtype_name
 
@@ -151,13 +151,22 @@ def _plain_statistics(xc: jax.Array, dims: tuple[int, ...], eps: float) -> tuple
     """Mean and biased variance (two-pass) of each group, unscaled, as flax computes them, and
     whether every group is one the fast path gets right: finite statistics (no infinity, NaN or
     overflowed square) clear of cancellation (harness.numerics.trusted_variance_floor, the rule
-    PyTorch's side applies to ATen's statistics)."""
+    PyTorch's side applies to ATen's statistics), with rstd above trusted_rstd_low (see
+    _variance_high)."""
     mean = xc.mean(axis=dims, keepdims=True)
     centred = xc - mean
     var = (centred * centred).mean(axis=dims, keepdims=True)
     k, floor = trusted_variance_floor(jnp.dtype(xc.dtype).name, eps)
-    trusted = jnp.all(jnp.isfinite(var) & (jax.lax.stop_gradient(var) > jnp.maximum(k * (mean * mean), floor)))
+    v = jax.lax.stop_gradient(var)
+    trusted = jnp.all((v < _variance_high(xc.dtype)) & (v > jnp.maximum(k * (mean * mean), floor)))
     return mean, var, trusted
+
+
+def _variance_high(dtype: Any) -> float:
+    """The variance (or mean square) below which rstd stays above harness.numerics.
+    trusted_rstd_low, as PyTorch's side requires of ATen's rstd: 1 / low^2 (2^62 in float32).
+    Above it the fast formula's second order underflows."""
+    return trusted_rstd_low(jnp.dtype(dtype).name) ** -2.0
 
 
 def _normalized(
@@ -294,7 +303,8 @@ def _rms_normalized(
     x: jax.Array, eps: float, finish: Callable[[jax.Array], jax.Array] = lambda v: v
 ) -> tuple[jax.Array, ...]:
     """x / sqrt(mean(x^2) + eps) and the rows' _Linear: the plain formula where every row's mean
-    square is finite (no infinity, NaN or overflowed square), the prescaled one of _standardize
+    square is finite (no infinity, NaN or overflowed square) and below _variance_high, the
+    prescaled one of _standardize
     otherwise (``lax.cond``, as in _normalized, ``finish`` too)."""
     xc = upcast(x)
     ms = (xc * xc).mean(axis=-1, keepdims=True)
@@ -309,7 +319,8 @@ def _rms_normalized(
         root = _root((scaled * scaled).mean(axis=-1, keepdims=True), prescaled.scale, eps)
         return finish(scaled / root), _prescaled_linear(jnp.zeros_like(root), root, prescaled)
 
-    return jax.lax.cond(jnp.all(jnp.isfinite(ms)), fast, formula, ms)
+    # NaN and inf fail the comparison too.
+    return jax.lax.cond(jnp.all(jax.lax.stop_gradient(ms) < _variance_high(xc.dtype)), fast, formula, ms)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))

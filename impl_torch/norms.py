@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import harness
-from harness.numerics import trusted_variance_floor
+from harness.numerics import trusted_rstd_low, trusted_variance_floor
 from impl_torch import _native
 from impl_torch._common import (
     InputCheck,
@@ -132,25 +132,27 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
 
 
 @functools.lru_cache(maxsize=64)
-def _trust_rule(dtype: torch.dtype, eps: float) -> tuple[float, float]:
-    return trusted_variance_floor(str(dtype).removeprefix("torch."), eps)
+def _trust_rule(dtype: torch.dtype, eps: float) -> tuple[float, float, float]:
+    name = str(dtype).removeprefix("torch.")
+    return (*trusted_variance_floor(name, eps), trusted_rstd_low(name))
 
 
 def _trusted_rows(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> torch.Tensor:
     """Rows where ATen's fused layer norm is the declared one, from the per-row mean and rstd it
     returns anyway (2/n of a pass): finite statistics (no infinity, NaN or overflowed variance)
-    and a variance clear of cancellation (harness.numerics.trusted_variance_floor). NaN rows
-    fall to the formula too, which also gives NaN.
+    and a variance clear of cancellation (harness.numerics.trusted_variance_floor), not so large
+    that the second order underflows (trusted_rstd_low). NaN rows fall to the formula too, which
+    also gives NaN.
 
     In float64, as guards.c computes it (see _untrusted_count): var > floor is rstd < 1 /
     sqrt(floor + eps), which is False for NaN; an infinite mean makes the floor infinite, an
     overflowed variance rstd 0. float64 holds the square of any float32 mean, so nothing
     overflows on the way."""
     # Uncached: torch.compile traces this (the compiled guards), and dynamo warns of a cache.
-    k, floor = _trust_rule.__wrapped__(mean.dtype, eps)
+    k, floor, low = _trust_rule.__wrapped__(mean.dtype, eps)
     m, r = mean.detach().double(), rstd.detach().double()
     limit = 1.0 / torch.sqrt(torch.clamp_min(k * (m * m), floor) + eps)
-    return (r > 0) & (r < limit)
+    return (r > low) & (r < limit)
 
 
 def _layer_norm_compiled(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
@@ -278,15 +280,24 @@ class _CompiledNorm(torch.autograd.Function):
         return dx, dw, db, None, None
 
 
-def _nonpositive_count(rstd: torch.Tensor) -> int:
-    """How many of rms_norm's rstd are not > 0 (NaN included): the C guard with the rule on rstd
-    alone where the kernels built (k = floor = eps = 0 leaves 0 < rstd < inf, and rsqrt(mean
-    square + eps) is finite), numpy otherwise."""
+def _untrusted_rms_count(rstd: torch.Tensor) -> int:
+    """How many of rms_norm's rstd are not above trusted_rstd_low (see _rms_norm_trusted), NaN
+    included: the C guard with the rule on rstd alone where the kernels built (k = floor = eps = 0
+    leaves low < rstd < inf, and rsqrt(mean square + eps) is finite), numpy otherwise."""
     r = _contiguous(rstd)
+    low = _trust_rule(r.dtype, 0.0)[2]
     if not _native.available():
-        return int((~(r.detach().numpy() > 0)).sum())
+        return int((~(r.detach().numpy() > low)).sum())
     double = r.dtype == torch.float64
-    return _native.untrusted_rows(None, r.data_ptr(), r.numel(), double=double, k=0.0, floor=0.0, eps=0.0)
+    return _native.untrusted_rows(None, r.data_ptr(), r.numel(), double=double, k=0.0, floor=0.0, eps=0.0, low=low)
+
+
+def _rms_norm_trusted(rstd: torch.Tensor) -> torch.Tensor:
+    """The rows where ATen's RMSNorm is the declared one: rstd above trusted_rstd_low. It fails
+    exactly where the formula is needed: a mean square that overflowed (the largest finite
+    inputs) or held an infinity gives 0, a NaN row NaN, and a huge row's second order would
+    underflow. Tiny rows need no care: their squares underflow where eps dominates anyway."""
+    return rstd.detach() > _trust_rule.__wrapped__(rstd.dtype, 0.0)[2]
 
 
 def _untrusted_count(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> int:
@@ -295,10 +306,12 @@ def _untrusted_count(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> int:
     layer norm of 64 rows (about 20 us against 1 here); those otherwise."""
     if not _native.available():
         return int((~_trusted_rows(mean, rstd, eps)).sum())
-    k, floor = _trust_rule(mean.dtype, eps)
+    k, floor, low = _trust_rule(mean.dtype, eps)
     m, r = _contiguous(mean), _contiguous(rstd)
     double = m.dtype == torch.float64
-    return _native.untrusted_rows(m.data_ptr(), r.data_ptr(), m.numel(), double=double, k=k, floor=floor, eps=eps)
+    return _native.untrusted_rows(
+        m.data_ptr(), r.data_ptr(), m.numel(), double=double, k=k, floor=floor, eps=eps, low=low
+    )
 
 
 def _contiguous(t: torch.Tensor) -> torch.Tensor:
@@ -334,13 +347,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
     w = None if weight is None else upcast(weight)
     if eager_cpu(xc):
         y, rstd = _native_rms_norm(xc, w, eps)
-        # rstd > 0 fails exactly where the formula is needed: a mean square that overflowed (the
-        # largest finite inputs) or held an infinity gives 0, a NaN row NaN. Tiny rows need no
-        # care: their squares underflow where eps dominates anyway.
-        if _nonpositive_count(rstd):
+        if _untrusted_rms_count(rstd):  # rare: see _rms_norm_trusted
             y = patch_rows(
                 xc,
-                torch.from_numpy((rstd.detach().numpy() > 0).reshape(-1)),
+                _rms_norm_trusted(rstd).reshape(-1),
                 lambda rows: _native_rms_norm(rows, None, eps)[0],
                 lambda rows: _rms_norm_formula(rows, None, eps)[0],
             )
@@ -395,7 +405,7 @@ def _rms_norm_cond(xc: torch.Tensor, w: torch.Tensor | None, eps: float, rule: b
         y, group_rule = _rms_norm_formula(xc, w, eps_t)
         return y, *(group_rule if rule else ())
 
-    return torch.cond((~(rstd.detach() > 0)).any(), rare, fast, (xc, rstd))
+    return torch.cond((~_rms_norm_trusted(rstd)).any(), rare, fast, (xc, rstd))
 
 
 def _rms_norm_formula(

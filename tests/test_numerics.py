@@ -204,7 +204,8 @@ def test_layer_norms_fast_path_takes_the_formula_exactly_on_the_rows_its_guard_r
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_layer_norm_and_batch_norm_guards_in_c_and_numpy_decide_alike(dtype: str, rng) -> None:
     """The C guard (_native.untrusted_rows) counts exactly the rows the numpy guard rejects, on
-    statistics at and one ulp either side of the trust limit, and at every special value."""
+    statistics at and one ulp either side of the trust limit, at and around the low bound of
+    rstd, and at every special value."""
     import torch
 
     from impl_torch import _native, norms
@@ -212,11 +213,12 @@ def test_layer_norm_and_batch_norm_guards_in_c_and_numpy_decide_alike(dtype: str
     if not _native.available():
         pytest.skip("native kernels off here: the numpy guard decides alone")
     eps = 1e-5
-    k, floor = norms._trust_rule(getattr(torch, dtype), eps)
+    k, floor, low = norms._trust_rule(getattr(torch, dtype), eps)
     m = np.concatenate([rng.normal(size=200), rng.normal(size=200) * 1e4, [0.0, np.inf, -np.inf, np.nan, 1.0, 1e30]])
     limit = 1.0 / np.sqrt(np.maximum(k * m * m, floor) + eps)
     cases = [limit, np.nextafter(limit, 0), np.nextafter(limit, np.inf), limit * rng.uniform(0.5, 2.0, m.size)]
     cases += [np.zeros_like(m), np.full_like(m, np.nan), np.full_like(m, np.inf)]
+    cases += [np.full_like(m, low), np.full_like(m, np.nextafter(low, 1.0)), low * rng.uniform(0.5, 2.0, m.size)]
     counts = []
     for r in cases:
         mean, rstd = (torch.from_numpy(np.asarray(a, dtype=dtype)) for a in (m, r))

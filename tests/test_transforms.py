@@ -119,19 +119,41 @@ def test_second_order_matches_finite_differences_of_the_first(case: Case, rng) -
     _check_second_order(case, *_draw(case, "float64", rng))
 
 
-# Norms whose statistics overflow take the prescaled formula (and JAX's derivative its other
-# branch, see impl_jax.norms._normalized_tangent): their second order is checked there too.
-_OVERFLOWING = [c for c in DEFAULTS if c.spec().family == Family.NORMS and not c.spec().stateful]
+# Norms of huge groups take the prescaled formula (and JAX's derivative its other branch, see
+# impl_jax.norms._normalized_tangent): where their squares overflow, and from where the plain
+# formula's second-order terms (rstd^3 ...) would underflow (harness.numerics.trusted_rstd_low).
+_HUGE = [c for c in DEFAULTS if c.spec().family == Family.NORMS and not c.spec().stateful]
 
 
-@pytest.mark.parametrize("case", params(_OVERFLOWING))
-def test_second_order_where_the_squares_overflow(case: Case, rng) -> None:
-    """As above, on inputs scaled by 2^600, whose squares overflow float64 in every group, along
-    a direction scaled alike (the Hessian scales as 2^-1200 and would underflow to zero alone)."""
+@pytest.mark.parametrize("power", [400, 600], ids=["2^400", "2^600"])
+@pytest.mark.parametrize("case", params(_HUGE))
+def test_second_order_of_huge_groups(case: Case, power: int, rng) -> None:
+    """As above, on inputs scaled by 2^400 (squares near 2^800: rstd^3 would underflow) and 2^600
+    (squares overflow float64), along a direction scaled alike (the Hessian scales as 2^-2 power
+    and would underflow to zero alone)."""
     x, v, t = _draw(case, "float64", rng)
-    second = _check_second_order(case, np.ldexp(x, 600), v, np.ldexp(t, 600), 1e-5 * (1.0 + float(np.abs(x).max())))
+    h = 1e-5 * (1.0 + float(np.abs(x).max()))
+    second = _check_second_order(case, np.ldexp(x, power), v, np.ldexp(t, power), h)
     for framework, hvp in second.items():
         assert np.abs(hvp).max() > 0, f"{framework}: a second order of zero"
+
+
+@pytest.mark.parametrize("case", params(_HUGE))
+def test_second_order_of_huge_groups_in_float32(case: Case, rng) -> None:
+    """In float32 the plain formula's second order underflowed from about 2^45 (PyTorch's zero,
+    inf or NaN, JAX's up to 110% off): scaled by 2^45 and 2^55, input and direction, the
+    second order times the scale is the unscaled one (eps's share aside)."""
+    x, v, t = _draw(case, "float32", rng)
+    for framework in FRAMEWORKS:
+        backend = harness.backend(framework)
+        module = _module(case, framework, "float32")
+        base = backend.second_order(module, x, v, t, "float32").astype(np.float64)
+        for power in (45, 55):
+            hvp = backend.second_order(module, np.ldexp(x, power), v, np.ldexp(t, power), "float32")
+            scaled = np.ldexp(hvp.astype(np.float64), power)
+            np.testing.assert_allclose(
+                scaled, base, rtol=0, atol=1e-3 * np.abs(base).max(), err_msg=f"{framework} 2^{power}"
+            )
 
 
 def _check_second_order(

@@ -108,7 +108,7 @@ def _declare(library: ctypes.CDLL) -> None:
     library.sparsemax_threshold_f32.restype = None
     for suffix in ("f32", "f64"):
         guard = getattr(library, f"untrusted_rows_{suffix}")
-        guard.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, *[ctypes.c_double] * 3]
+        guard.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, *[ctypes.c_double] * 4]
         guard.restype = ctypes.c_int64
         first = getattr(library, f"nan_in_first_{suffix}")
         first.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 3]
@@ -160,9 +160,10 @@ def _self_check(library: ctypes.CDLL) -> str | None:
     rows = (ctypes.c_float * 6)(0.0, -0.5, -3.0, math.nan, 0.0, -1.0)
     tau = (ctypes.c_float * 2)()
     library.sparsemax_threshold_f32(ctypes.addressof(rows), ctypes.addressof(tau), 2, 3, 1)
-    # The norms' guard: a trusted row, then a NaN mean, a zero rstd and an rstd above the limit.
-    mean, rstd = (ctypes.c_double * 4)(0.5, math.nan, 0.5, 0.5), (ctypes.c_double * 4)(1.0, 1.0, 0.0, 1e9)
-    count = library.untrusted_rows_f64(ctypes.addressof(mean), ctypes.addressof(rstd), 4, 1e-10, 1e-8, 1e-5)
+    # The norms' guard: a trusted row, then a NaN mean, an rstd below the low bound and one above
+    # the limit.
+    mean, rstd = (ctypes.c_double * 4)(0.5, math.nan, 0.5, 0.5), (ctypes.c_double * 4)(1.0, 1.0, 1e-3, 1e9)
+    count = library.untrusted_rows_f64(ctypes.addressof(mean), ctypes.addressof(rstd), 4, 1e-10, 1e-8, 1e-5, 1e-2)
     checks.append(("norm guard", [float(count)], [3.0]))
     # The softmaxes' guard on 2 x 3 x 2 values (axis in the middle): a NaN off the first entries
     # is not read, one on them is.
@@ -289,10 +290,12 @@ def nan_in_first(y: int, outer: int, n: int, inner: int, *, double: bool) -> boo
     return bool((library.nan_in_first_f64 if double else library.nan_in_first_f32)(y, outer, n, inner))
 
 
-def untrusted_rows(mean: int | None, rstd: int, rows: int, *, double: bool, k: float, floor: float, eps: float) -> int:
+def untrusted_rows(
+    mean: int | None, rstd: int, rows: int, *, double: bool, k: float, floor: float, eps: float, low: float
+) -> int:
     """How many of ``rows`` contiguous (mean, rstd) pairs, float32 or (``double``) float64, fail
     the norms' trust rule (guards.c; ``impl_torch/norms.py`` holds its numpy twin). Without
     ``mean`` (None), the rule on rstd alone."""
     library = _library()
     guard = library.untrusted_rows_f64 if double else library.untrusted_rows_f32
-    return guard(mean, rstd, rows, k, floor, eps)
+    return guard(mean, rstd, rows, k, floor, eps, low)
