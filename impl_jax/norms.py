@@ -177,8 +177,8 @@ def _normalized(
 
     Flax's plain two-pass formula where every group's statistics show it is the declared one
     (one fused check on group-sized values); the prescaled formula of _standardize otherwise
-    (``lax.cond``: only the rare call with a constant, infinite, NaN or overflowing group pays for
-    it; under vmap both branches run). ``finish`` (the affine step, the cast) is applied to the
+    (``lax.cond``: only the rare call with a constant, infinite, NaN, overflowing or huge group
+    pays for it; under vmap both branches run). ``finish`` (the affine step, the cast) is applied to the
     first result inside each branch, where XLA fuses it into the output pass."""
     mean, var, trusted = _plain_statistics(xc, dims, eps)
 

@@ -383,9 +383,9 @@ def _native_rms_norm(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tu
 
 def _rms_norm_compiled(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> torch.Tensor:
     """Under torch.compile on the CPU: the composite x * rsqrt(mean(x^2) + eps) * weight where
-    every row's rstd is positive (as in eager), the prescaled formula otherwise, chosen by
-    torch.cond after the mean squares, which the fast side takes (see _layer_norm_compiled;
-    with autograd, _CompiledNorm)."""
+    every row's rstd passes _rms_norm_trusted (as in eager), the prescaled formula otherwise,
+    chosen by torch.cond after the mean squares, which the fast side takes (see
+    _layer_norm_compiled; with autograd, _CompiledNorm)."""
     if tracks_grad(xc, w):
         return apply(_CompiledNorm, xc, w, None, "rms_norm", eps)[0]
     return _rms_norm_cond(xc, w, eps, rule=False)[0]

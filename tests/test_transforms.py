@@ -141,14 +141,15 @@ def test_second_order_of_huge_groups(case: Case, power: int, rng) -> None:
 @pytest.mark.parametrize("case", params(_HUGE))
 def test_second_order_of_huge_groups_in_float32(case: Case, rng) -> None:
     """In float32 the plain formula's second order underflowed from about 2^45 (PyTorch's zero,
-    inf or NaN, JAX's up to 110% off): scaled by 2^45 and 2^55, input and direction, the
-    second order times the scale is the unscaled one (eps's share aside)."""
+    inf or NaN, JAX's up to 110% off): scaled by 2^30 (the fast formula), 2^36 (just past the
+    trust rule's low bound of rstd), 2^45 and 2^55, input and direction, the second order times
+    the scale is the unscaled one (eps's share aside)."""
     x, v, t = _draw(case, "float32", rng)
     for framework in FRAMEWORKS:
         backend = harness.backend(framework)
         module = _module(case, framework, "float32")
         base = backend.second_order(module, x, v, t, "float32").astype(np.float64)
-        for power in (45, 55):
+        for power in (30, 36, 45, 55):
             hvp = backend.second_order(module, np.ldexp(x, power), v, np.ldexp(t, power), "float32")
             scaled = np.ldexp(hvp.astype(np.float64), power)
             np.testing.assert_allclose(

@@ -1,10 +1,10 @@
-/* The norms' guard (impl_torch/norms.py, _untrusted_rows): how many rows (or channels) of ATen's
- * fused layer norm or batch norm are not the declared result, read from the per-row mean and
- * rstd that the fused op returns anyway. A row is trusted where
+/* The norms' guard (impl_torch/norms.py, _untrusted_count and its twin _trusted_rows): how many
+ * rows (or channels) of ATen's fused layer norm or batch norm are not the declared result, read
+ * from the per-row mean and rstd that the fused op returns anyway. A row is trusted where
  *     low < rstd < 1 / sqrt(max(k mean^2, floor) + eps)
  * (harness.numerics: trusted_variance_floor gives k and floor, trusted_rstd_low low), computed
- * in double exactly as the numpy form beside the caller computes it, so that both decide alike; NaN anywhere is
- * untrusted. One call where numpy takes a dozen array operations on a row-sized array, which cost
+ * in double exactly as the numpy form beside the caller computes it, so that both decide alike;
+ * NaN anywhere is untrusted. One call where numpy takes a dozen array operations on a row-sized array, which cost
  * more than the fused op itself at 64 rows. */
 #include <math.h>
 #include <stdint.h>
