@@ -304,8 +304,7 @@ def _rms_normalized(
 ) -> tuple[jax.Array, ...]:
     """x / sqrt(mean(x^2) + eps) and the rows' _Linear: the plain formula where every row's mean
     square is finite (no infinity, NaN or overflowed square) and below _variance_high, the
-    prescaled one of _standardize
-    otherwise (``lax.cond``, as in _normalized, ``finish`` too)."""
+    prescaled one of _standardize otherwise (``lax.cond``, as in _normalized, ``finish`` too)."""
     xc = upcast(x)
     ms = (xc * xc).mean(axis=-1, keepdims=True)
 

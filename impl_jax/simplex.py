@@ -69,12 +69,12 @@ def _guarded_map(
     - derivative: a ``lax.cond`` of its own on whether every row's maximum is finite, between
       two linear branches of x's tangent (transposed, a cond of their transposes;
       ``jax.checkpoint`` keeps their exponentials out of the residuals): jax.nn's arithmetic on
-      the shifted rows, which XLA fuses with the cotangent's reductions into one
-      pass, and otherwise ``tangent`` on the rows' limits (_limit_shift) with a select that zeroes
-      the rows that held an infinity, exact for an infinite or NaN cotangent too (PyTorch's
-      is). The maximum is a pass of its own before the cond; the branch-free form it replaced
-      (row-level min, max and a product by the rows' finiteness, fused into one pass) cost
-      more: log_softmax forward+backward 1.29-1.40 of jax.nn's at 2^22 against 1.19-1.31, and
+      the shifted rows, which XLA fuses with the cotangent's reductions into one pass, and
+      otherwise ``tangent`` on the rows' limits (_limit_shift) with a select that zeroes the rows
+      that held an infinity, exact for an infinite or NaN cotangent too (PyTorch's is). The
+      maximum is a pass of its own before the cond; the branch-free form it replaced (row-level
+      min, max and a product by the rows' finiteness, fused into one pass) cost more:
+      log_softmax forward+backward 1.29-1.40 of jax.nn's at 2^22 against 1.19-1.31, and
       1.39-1.43 at 2^16 against 1.12-1.17 (measured in alternating processes). The predicate is
       kept unbatched under vmap (:func:`impl_jax._common.everywhere`).
     """
