@@ -103,10 +103,9 @@ def _statistics(mean: jax.Array, var: jax.Array, scale: jax.Array, finite: jax.A
 class _Linear(NamedTuple):
     """Per group, what a derivative rebuilds the normalized input from, so that no copy of it
     is kept (see :func:`_rebuilt`): the prescaling factors (1 for a plain group), the mean and
-    rstd of the prescaled values (d xhat / dx is rstd / scale); ``limit``, the
-    groups that held an infinity (their value is a constant limit, their derivative zero);
-    ``plain``, a scalar: whether every group took the plain formula (ones for the factors, no
-    limit)."""
+    rstd of the prescaled values (d xhat / dx is rstd / scale); ``limit``, the groups that held
+    an infinity (their value is a constant limit, their derivative zero); ``plain``, a scalar:
+    whether every group took the plain formula (ones for the factors, no limit)."""
 
     down: tuple[jax.Array, jax.Array]
     mean: jax.Array  # rms_norm: 0
@@ -178,8 +177,8 @@ def _normalized(
     Flax's plain two-pass formula where every group's statistics show it is the declared one
     (one fused check on group-sized values); the prescaled formula of _standardize otherwise
     (``lax.cond``: only the rare call with a constant, infinite, NaN, overflowing or huge group
-    pays for it; under vmap both branches run). ``finish`` (the affine step, the cast) is applied to the
-    first result inside each branch, where XLA fuses it into the output pass."""
+    pays for it; under vmap both branches run). ``finish`` (the affine step, the cast) is applied
+    to the first result inside each branch, where XLA fuses it into the output pass."""
     mean, var, trusted = _plain_statistics(xc, dims, eps)
 
     # The branches take the group statistics only: x - mean is recomputed inside, fused into the

@@ -283,12 +283,13 @@ class _CompiledNorm(torch.autograd.Function):
 def _untrusted_rms_count(rstd: torch.Tensor) -> int:
     """How many of rms_norm's rstd are not above trusted_rstd_low (see _rms_norm_trusted), NaN
     included: the C guard with the rule on rstd alone where the kernels built (k = floor = eps = 0
-    leaves low < rstd < inf, and rsqrt(mean square + eps) is finite), numpy otherwise."""
-    r = _contiguous(rstd)
-    low = _trust_rule(r.dtype, 0.0)[2]
+    leaves low < rstd < inf, and rsqrt(mean square + eps) is finite), its twin
+    _rms_norm_trusted otherwise."""
     if not _native.available():
-        return int((~(r.detach().numpy() > low)).sum())
+        return int((~_rms_norm_trusted(rstd)).sum())
+    r = _contiguous(rstd)
     double = r.dtype == torch.float64
+    low = _trust_rule(r.dtype, 0.0)[2]
     return _native.untrusted_rows(None, r.data_ptr(), r.numel(), double=double, k=0.0, floor=0.0, eps=0.0, low=low)
 
 
