@@ -153,15 +153,38 @@ def compiled_kernel_serves(x: torch.Tensor) -> bool:
     written, and the op has no derivative rule: compiled vmap(grad(...)) of smooth_clamp gave a
     wrong gradient, and forward_ad no tangent, without an error), where they built. A technique
     asks only where the kernel measured faster than inductor's code for its formula."""
+    return x.dtype is torch.float32 and x.numel() >= COMPILED_KERNEL_MIN and _extern_op_allowed(x) and _built()
+
+
+# Elements from which a compiled graph without autograd mends a norm's rejected rows after its
+# fast output (the op of _native/mend.py) rather than choosing by torch.cond before it. The saved pass
+# over the input pays only once the input no longer stays in cache between the two; below, the
+# op's fixed cost (Python, the guard's C call) and inductor's code for the fused form lose.
+# rms_norm forward against compiled nn.RMSNorm, float32, mend / torch.cond (alternating
+# processes): 1.52-1.77 / 1.21-1.58 at 2^16, 1.19-1.40 / 1.02-1.22 at 2^18, 1.04-1.52 /
+# 1.00-1.31 at 2^20, 0.89-1.46 (mostly 0.9-1.1) / 1.49-1.94 at 2^22.
+COMPILED_MEND_MIN = 1 << 21
+
+
+def compiled_mend_serves(x: torch.Tensor) -> bool:
+    """Whether a compiled graph computes a norm's fast output first and mends the rows its guard
+    rejects in place (``_native/mend.py``): compiling (not exporting), CPU, at least COMPILED_MEND_MIN
+    elements, no torch.func transform or forward-mode AD (the op has no batching or derivative
+    rule). The caller asks only where no derivative is recorded either."""
+    return x.numel() >= COMPILED_MEND_MIN and _extern_op_allowed(x)
+
+
+def _extern_op_allowed(x: torch.Tensor) -> bool:
+    """Whether a compiled graph may call one of this project's ops, opaque to inductor, on ``x``:
+    compiling but not exporting (an exported program keeps to ATen ops), on the CPU, and no
+    torch.func transform or forward-mode AD inside the compiled function (dynamo then
+    differentiates or batches the ops as written, and ours have no rules for that)."""
     return (
         torch.compiler.is_compiling()
         and not torch.compiler.is_exporting()
         and x.is_cpu
-        and x.dtype is torch.float32
-        and x.numel() >= COMPILED_KERNEL_MIN
         and not _functorch_active()
         and forward_ad._current_level < 0
-        and _built()
     )
 
 

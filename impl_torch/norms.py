@@ -27,7 +27,8 @@ from impl_torch._common import (
     patch_rows,
     upcast,
 )
-from impl_torch._decisions import compiled_cpu, eager_cpu, tracks_grad
+from impl_torch._decisions import compiled_cpu, compiled_mend_serves, eager_cpu, tracks_grad
+from impl_torch._native import mend as _mend
 from impl_torch.adapter import FRAMEWORK_DTYPES
 
 
@@ -389,7 +390,32 @@ def _rms_norm_compiled(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> 
     _layer_norm_compiled; with autograd, _CompiledNorm)."""
     if tracks_grad(xc, w):
         return apply(_CompiledNorm, xc, w, None, "rms_norm", eps)[0]
+    if compiled_mend_serves(xc):
+        # The fast output first, then the rows the guard rejects: see _native/mend.py.
+        y, rstd = _rms_norm_plain(xc, w, eps)
+        _mend.mend_(y, xc, w, None, [rstd], "rms_norm", eps)
+        return y
     return _rms_norm_cond(xc, w, eps, rule=False)[0]
+
+
+def _rms_norm_plain(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x * rsqrt(mean(x^2) + eps) * weight, rstd): the composite compiled F.rms_norm is."""
+    rstd = torch.rsqrt((xc * xc).mean(dim=-1, keepdim=True) + eps)
+    y = xc * rstd
+    return (y if w is None else y * w), rstd
+
+
+def _rms_norm_mend(
+    y: torch.Tensor, xc: torch.Tensor, w: torch.Tensor | None, _: None, stats: list[torch.Tensor], eps: float
+) -> None:
+    """_native.mend's mender: the rows of ``y`` whose rstd fails _rms_norm_trusted, by the formula."""
+    (rstd,) = stats
+    if _untrusted_rms_count(rstd):  # rare
+        bad = ~_rms_norm_trusted(rstd).squeeze(-1)
+        y[bad] = _rms_norm_formula(xc[bad], w, eps)[0].to(y.dtype)
+
+
+_mend.register("rms_norm", _rms_norm_mend)
 
 
 def _rms_norm_cond(xc: torch.Tensor, w: torch.Tensor | None, eps: float, rule: bool = True) -> tuple[torch.Tensor, ...]:

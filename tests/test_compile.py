@@ -20,7 +20,8 @@ from torch.autograd import forward_ad
 import harness
 from bench import plan as benchplan
 from harness.tolerances import COMPILED, compare, vjp_scale
-from impl_torch._decisions import COMPILED_KERNEL_MIN
+from impl_torch._decisions import COMPILED_KERNEL_MIN, COMPILED_MEND_MIN
+from impl_torch._native import mend as _mend
 
 
 @pytest.fixture(autouse=True)
@@ -128,6 +129,41 @@ def test_compiled_torch_func_gradient_matches_eager() -> None:
         assert compiled is not None, f"compiled {what} lost the derivative"
         compiled = compiled.detach().numpy()
         _assert_matches(compiled, eager, f"compiled {what}", vjp_scale(eager))
+
+
+@pytest.mark.parametrize("name", sorted(_mend._MENDERS))
+@pytest.mark.parametrize("affine", [True, False], ids=["weight", "no-weight"])
+def test_compiled_mend_rewrites_the_rejected_rows_as_eager(name: str, affine: bool) -> None:
+    """Without autograd, at COMPILED_MEND_MIN elements, a compiled norm computes its fast output
+    first and its op (impl_torch/_native/mend.py) mends the rows the guard rejects: rows holding an
+    infinity, a NaN, the largest finite values, huge or zero rows give eager's values (NaN
+    exactly where eager has it), and so does an input with none. The op runs in both cases."""
+    x, _, params = benchplan.inputs(name, COMPILED_MEND_MIN)
+    params = {**params, "elementwise_affine": affine}
+    xt = torch.from_numpy(x).float().reshape(-1, x.shape[-1])
+    extreme = xt.clone()
+    extreme[0, 3] = math.inf
+    extreme[1, :2] = torch.tensor([-math.inf, math.inf])
+    extreme[2, 5] = math.nan
+    extreme[3] = torch.finfo(torch.float32).max * torch.sign(extreme[3])
+    extreme[4] *= 2.0**50  # finite squares, but rstd below trusted_rstd_low
+    extreme[5] = 0.0
+    calls = []
+    mender = _mend._MENDERS[name]
+    _mend.register(name, lambda y, *rest: (calls.append(y.shape), mender(y, *rest)))
+    try:
+        for given in (xt, extreme):
+            module = harness.build(name, "torch", **params)
+            with torch.no_grad():
+                eager = module(given).numpy()
+                compiled = torch.compile(module)(given).numpy()
+            np.testing.assert_array_equal(np.isnan(compiled), np.isnan(eager), err_msg="NaN pattern")
+            keep = ~np.isnan(eager)
+            _assert_matches(compiled[keep], eager[keep], "torch.compile's value")
+        assert np.isfinite(eager[6:]).all() and np.isnan(eager[2]).all(), "the case tests less than it says"
+    finally:
+        _mend.register(name, mender)
+    assert len(calls) == 2, f"the compiled graph mended {len(calls)} times in 2 calls"
 
 
 @pytest.mark.parametrize("name", harness.names())

@@ -333,3 +333,32 @@ def test_reverse_mode_of_vmap_with_one_element_holding_an_infinity(case: Case, n
     each = np.stack([np.asarray(jax.vjp(module, a)[1](b)[0]) for a, b in zip(flat_x, flat_c, strict=True)])
     assert np.isfinite(each[:-1]).all(), "an element without an infinity got a non-finite VJP"
     np.testing.assert_allclose(outer.reshape(each.shape), each, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["vmap", "vmap-of-vmap"])
+def test_reverse_mode_of_vmap_of_training_batch_norm_with_one_element_holding_an_infinity(nested: bool, rng) -> None:
+    """The same for batch_norm in training mode (the function: the tests above keep stateful
+    modules in evaluation mode), whose derivative takes the same cond over its channels: the
+    batch's last element holds an infinity in its first channel."""
+    import jax
+
+    from impl_jax.norms import batch_norm
+
+    batch = (2, 2) if nested else (2,)
+    xs = rng.normal(size=(*batch, 8, 4, 3))
+    xs[(1,) * len(batch) + (0, 0, 0)] = np.inf
+    cs = rng.normal(size=xs.shape)
+    weight, bias = (jax.numpy.asarray(rng.normal(size=4)) for _ in range(2))
+    running = jax.numpy.zeros(4), jax.numpy.ones(4)
+
+    def output(v):
+        return batch_norm(v, weight, bias, *running, training=True, momentum=0.1, eps=1e-5)[0]
+
+    x, c = jax.numpy.asarray(xs), jax.numpy.asarray(cs)
+    mapped = jax.vmap(jax.vmap(output)) if nested else jax.vmap(output)
+    outer = np.asarray(jax.vjp(mapped, x)[1](c)[0])
+    flat_x, flat_c = x.reshape(-1, *xs.shape[len(batch) :]), c.reshape(-1, *xs.shape[len(batch) :])
+    each = np.stack([np.asarray(jax.vjp(output, a)[1](b)[0]) for a, b in zip(flat_x, flat_c, strict=True)])
+    assert np.isfinite(each[:-1]).all(), "an element without an infinity got a non-finite VJP"
+    assert (each[-1][:, 0] == 0).all() and np.isfinite(each[-1][:, 1:]).all(), "the limit channel's VJP is not zero"
+    np.testing.assert_allclose(outer.reshape(each.shape), each, rtol=1e-12, atol=1e-300)

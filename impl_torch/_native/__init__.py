@@ -9,7 +9,9 @@ and the two to ten ATen passes each takes cost up to several times the framework
 measured against (README, speed targets); XLA fuses the JAX side itself. So does sparsemax's
 threshold (``impl_torch/simplex.py``): Michelot's iteration on rows held in the cache, where each
 ATen pass over the whole tensor costs most of a softmax. Compiled, smooth_clamp on large float32
-tensors calls its kernel too, as an op of the graph (``compiled.py``).
+tensors calls its kernel too, as an op of the graph (``compiled.py``); ``mend.py`` holds the
+other op a compiled graph calls, which rewrites in place the rows of a norm's fast output that
+its guard rejects.
 
 The kernels compute the technique's declaration as the ATen formula does (same parameters in the
 same dtype, the exact linear middle, NaN and infinities alike), and the parity tests run both.
