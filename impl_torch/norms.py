@@ -378,31 +378,33 @@ def _native_rms_norm(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tu
     """(ATen's RMSNorm of the rows of ``xc``, their rstd)."""
     if _FUSED_RMS_NORM is not None:
         return _FUSED_RMS_NORM(xc, [xc.shape[-1]], w, eps)
-    rstd = torch.rsqrt(xc.square().mean(dim=-1, keepdim=True) + eps)
+    rstd = _rms_rstd(xc, eps)
+    return _rms_scaled(xc, rstd, w), rstd
+
+
+def _rms_rstd(xc: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.rsqrt((xc * xc).mean(dim=-1, keepdim=True) + eps)
+
+
+def _rms_scaled(xc: torch.Tensor, rstd: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
     y = xc * rstd
-    return (y if w is None else y * w), rstd
+    return y if w is None else y * w
 
 
 def _rms_norm_compiled(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> torch.Tensor:
     """Under torch.compile on the CPU: the composite x * rsqrt(mean(x^2) + eps) * weight where
-    every row's rstd passes _rms_norm_trusted (as in eager), the prescaled formula otherwise,
-    chosen by torch.cond after the mean squares, which the fast side takes (see
-    _layer_norm_compiled; with autograd, _CompiledNorm)."""
+    every row's rstd passes _rms_norm_trusted (as in eager), the prescaled formula on the others.
+    Without autograd on large inputs, the composite first and then those rows rewritten in place
+    (_native/mend.py); otherwise chosen by torch.cond after the mean squares, which the fast side
+    takes (see _layer_norm_compiled; with autograd, _CompiledNorm)."""
     if tracks_grad(xc, w):
         return apply(_CompiledNorm, xc, w, None, "rms_norm", eps)[0]
     if compiled_mend_serves(xc):
-        # The fast output first, then the rows the guard rejects: see _native/mend.py.
-        y, rstd = _rms_norm_plain(xc, w, eps)
+        rstd = _rms_rstd(xc, eps)
+        y = _rms_scaled(xc, rstd, w)
         _mend.mend_(y, xc, w, None, [rstd], "rms_norm", eps)
         return y
     return _rms_norm_cond(xc, w, eps, rule=False)[0]
-
-
-def _rms_norm_plain(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x * rsqrt(mean(x^2) + eps) * weight, rstd): the composite compiled F.rms_norm is."""
-    rstd = torch.rsqrt((xc * xc).mean(dim=-1, keepdim=True) + eps)
-    y = xc * rstd
-    return (y if w is None else y * w), rstd
 
 
 def _rms_norm_mend(
@@ -420,11 +422,10 @@ _mend.register("rms_norm", _rms_norm_mend)
 
 def _rms_norm_cond(xc: torch.Tensor, w: torch.Tensor | None, eps: float, rule: bool = True) -> tuple[torch.Tensor, ...]:
     """(output, *_GroupRule) of _rms_norm_compiled; (output,) without ``rule``."""
-    rstd = torch.rsqrt((xc * xc).mean(dim=-1, keepdim=True) + eps)
+    rstd = _rms_rstd(xc, eps)
 
     def fast(xc: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        y = xc * rstd
-        return (y if w is None else y * w), *(_plain_rule(torch.zeros_like(rstd), rstd) if rule else ())
+        return _rms_scaled(xc, rstd, w), *(_plain_rule(torch.zeros_like(rstd), rstd) if rule else ())
 
     eps_t = _operand(eps, xc)
 

@@ -131,39 +131,71 @@ def test_compiled_torch_func_gradient_matches_eager() -> None:
         _assert_matches(compiled, eager, f"compiled {what}", vjp_scale(eager))
 
 
-@pytest.mark.parametrize("name", sorted(_mend._MENDERS))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("affine", [True, False], ids=["weight", "no-weight"])
-def test_compiled_mend_rewrites_the_rejected_rows_as_eager(name: str, affine: bool) -> None:
-    """Without autograd, at COMPILED_MEND_MIN elements, a compiled norm computes its fast output
-    first and its op (impl_torch/_native/mend.py) mends the rows the guard rejects: rows holding an
-    infinity, a NaN, the largest finite values, huge or zero rows give eager's values (NaN
-    exactly where eager has it), and so does an input with none. The op runs in both cases."""
-    x, _, params = benchplan.inputs(name, COMPILED_MEND_MIN)
+def test_compiled_rms_norm_mends_exactly_the_rejected_rows(dtype: str, affine: bool) -> None:
+    """Without autograd, at COMPILED_MEND_MIN elements, compiled rms_norm computes its fast output
+    first and its op (impl_torch/_native/mend.py) rewrites exactly the rows the guard rejects,
+    by the formula, leaving the others as they were: rows holding an infinity or a NaN, of the
+    largest finite values, or so large that rstd is below trusted_rstd_low; a zero row and the
+    rest pass. An input without such rows is left untouched. Compiled whole, 2-D float32 and
+    3-D bfloat16 (in float32, mixed precision), the values equal eager's (NaN where it has it)."""
+    from impl_torch import norms
+
+    x, _, params = benchplan.inputs("rms_norm", COMPILED_MEND_MIN)
     params = {**params, "elementwise_affine": affine}
-    xt = torch.from_numpy(x).float().reshape(-1, x.shape[-1])
-    extreme = xt.clone()
+    clean = torch.from_numpy(x).float().reshape(-1, x.shape[-1]).to(getattr(torch, dtype))
+    extreme = clean.clone()
     extreme[0, 3] = math.inf
     extreme[1, :2] = torch.tensor([-math.inf, math.inf])
     extreme[2, 5] = math.nan
-    extreme[3] = torch.finfo(torch.float32).max * torch.sign(extreme[3])
-    extreme[4] *= 2.0**50  # finite squares, but rstd below trusted_rstd_low
+    extreme[3] = torch.finfo(extreme.dtype).max * torch.sign(extreme[3])
+    extreme[4] *= 2.0**50  # finite squares in float32, but rstd below trusted_rstd_low
     extreme[5] = 0.0
-    calls = []
-    mender = _mend._MENDERS[name]
-    _mend.register(name, lambda y, *rest: (calls.append(y.shape), mender(y, *rest)))
+    if dtype != "float32":
+        clean, extreme = (t.reshape(2, -1, t.shape[-1]) for t in (clean, extreme))
+    rejected = []
+    mender = _mend._MENDERS["rms_norm"]
+
+    def spy(y, x, weight, bias, stats, eps) -> None:
+        before = y.clone()
+        mender(y, x, weight, bias, stats, eps)
+        bad = ~norms._rms_norm_trusted(stats[0]).squeeze(-1)
+        rejected.append(bad.reshape(-1).nonzero().reshape(-1).tolist())
+        assert torch.equal(y[~bad], before[~bad]), "the op changed rows the guard accepts"
+        formula = norms._rms_norm_formula(x[bad], weight, eps)[0].to(y.dtype)
+        torch.testing.assert_close(y[bad], formula, rtol=0, atol=0, equal_nan=True)
+
+    _mend.register("rms_norm", spy)
     try:
-        for given in (xt, extreme):
-            module = harness.build(name, "torch", **params)
+        for given in (clean, extreme):
+            module = harness.build("rms_norm", "torch", **params)
             with torch.no_grad():
-                eager = module(given).numpy()
-                compiled = torch.compile(module)(given).numpy()
+                eager = module(given).float().numpy()
+                compiled = torch.compile(module, fullgraph=True)(given).float().numpy()
             np.testing.assert_array_equal(np.isnan(compiled), np.isnan(eager), err_msg="NaN pattern")
             keep = ~np.isnan(eager)
             _assert_matches(compiled[keep], eager[keep], "torch.compile's value")
-        assert np.isfinite(eager[6:]).all() and np.isnan(eager[2]).all(), "the case tests less than it says"
     finally:
-        _mend.register(name, mender)
-    assert len(calls) == 2, f"the compiled graph mended {len(calls)} times in 2 calls"
+        _mend.register("rms_norm", mender)
+    assert rejected == [[], [0, 1, 2, 3, 4]], f"rows the guard rejected, per call: {rejected}"
+    assert np.isfinite(eager.reshape(-1, x.shape[-1])[5:]).all(), "the case tests less than it says"
+
+
+def test_compiled_rms_norm_mend_takes_a_second_batch_size() -> None:
+    """The same path with dynamic shapes (dynamo's automatic dynamic after a second batch size),
+    where a module's eps is symbolic and reaches the op as a float argument (a torch.cond branch
+    could not close over it: test_a_compiled_module_takes_a_second_batch_size): compiled whole,
+    an infinite row mended, at two batch sizes of at least COMPILED_MEND_MIN elements."""
+    module = harness.build("rms_norm", "torch", num_features=1024, eps=1e-6)
+    compiled = torch.compile(module, dynamic=True, fullgraph=True)
+    for rows in (COMPILED_MEND_MIN // 1024, COMPILED_MEND_MIN // 512 + 8):
+        x = torch.randn(rows, 1024)
+        x[0, 0] = math.inf
+        with torch.no_grad():
+            results = [fn(x).numpy() for fn in (compiled, module)]
+        assert np.isfinite(results[1]).all() and (results[1][0, 1:] == 0).all(), "the case tests less than it says"
+        assert compare(*results, COMPILED).ok
 
 
 @pytest.mark.parametrize("name", harness.names())

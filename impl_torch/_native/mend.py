@@ -37,9 +37,10 @@ _MENDERS: dict[str, Mender] = {}
 
 
 def register(name: str, mender: Mender) -> None:
-    """Make ``mend_(..., name, ...)`` call ``mender(y, x, weight, bias, stats, eps)``, which
+    """Make ``mend_(..., name, eps)`` call ``mender(y, x, weight, bias, stats, eps)``, which
     rewrites in place the rows of ``y`` the guard rejects (and touches nothing where it rejects
-    none)."""
+    none). A float argument is fine with dynamic shapes (tests/test_compile.py), where a
+    torch.cond branch cannot close over one."""
     _MENDERS[name] = mender
 
 
