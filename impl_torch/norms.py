@@ -400,9 +400,13 @@ def _rms_norm_compiled(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> 
     if tracks_grad(xc, w):
         return apply(_CompiledNorm, xc, w, None, "rms_norm", eps)[0]
     if compiled_mend_serves(xc):
-        rstd = _rms_rstd(xc, eps)
-        y = _rms_scaled(xc, rstd, w)
-        _mend.mend_(y, xc, w, None, [rstd], "rms_norm", eps)
+        # The op takes the rows' sums of squares, not rstd: the reduction's own buffer, which
+        # inductor writes anyway. An rstd output of its own made inductor split its kernel into
+        # a loop over every row's sum, then one over the output: two reads of the input where
+        # compiled nn.RMSNorm reads each row once (1.3-1.6x its time at 2^22, against 1.0-1.1).
+        squares = (xc * xc).sum(dim=-1, keepdim=True)
+        y = _rms_scaled(xc, torch.rsqrt(squares / xc.shape[-1] + eps), w)
+        _mend.mend_(y, xc, w, None, [squares], "rms_norm", eps)
         return y
     return _rms_norm_cond(xc, w, eps, rule=False)[0]
 
@@ -410,8 +414,10 @@ def _rms_norm_compiled(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> 
 def _rms_norm_mend(
     y: torch.Tensor, xc: torch.Tensor, w: torch.Tensor | None, _: None, stats: list[torch.Tensor], eps: float
 ) -> None:
-    """_native.mend's mender: the rows of ``y`` whose rstd fails _rms_norm_trusted, by the formula."""
-    (rstd,) = stats
+    """_native.mend's mender: the rows of ``y`` whose rstd fails _rms_norm_trusted, by the
+    formula; ``stats`` holds the rows' sums of squares."""
+    (squares,) = stats
+    rstd = torch.rsqrt(squares / xc.shape[-1] + eps)
     if _untrusted_rms_count(rstd):  # rare
         bad = ~_rms_norm_trusted(rstd).squeeze(-1)
         y[bad] = _rms_norm_formula(xc[bad], w, eps)[0].to(y.dtype)

@@ -160,7 +160,7 @@ def test_compiled_rms_norm_mends_exactly_the_rejected_rows(dtype: str, affine: b
     def spy(y, x, weight, bias, stats, eps) -> None:
         before = y.clone()
         mender(y, x, weight, bias, stats, eps)
-        bad = ~norms._rms_norm_trusted(stats[0]).squeeze(-1)
+        bad = ~norms._rms_norm_trusted(torch.rsqrt(stats[0] / x.shape[-1] + eps)).squeeze(-1)  # sums of squares
         rejected.append(bad.reshape(-1).nonzero().reshape(-1).tolist())
         assert torch.equal(y[~bad], before[~bad]), "the op changed rows the guard accepts"
         formula = norms._rms_norm_formula(x[bad], weight, eps)[0].to(y.dtype)

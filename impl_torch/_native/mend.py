@@ -3,14 +3,16 @@
 Why: a guarded fast path chosen by ``torch.cond`` needs its guard before its output, so the
 statistics take a pass of their own: compiled rms_norm read its input twice where compiled
 nn.RMSNorm reads it once (1.5-1.9x its time at 2^22 float32 elements, measured with the op
-beside it: 0.9-1.1x). With this op the graph computes the fast output first, in inductor's one
+beside it: 1.1-1.2x). With this op the graph computes the fast output first, in inductor's one
 kernel, which also writes the per-row statistic, and then calls ``mend_``: it reads the
 group-sized statistic, and only where the guard rejects rows does it compute them again by the
 technique's formula and write them into the output. Inductor calls it as an extern op after
-the kernel and mutates the kernel's own buffer (no copy: checked in its output code). Below
+the kernel and mutates the kernel's own buffer (no copy: checked in its output code). Hand the
+op a reduction's own result (rms_norm: the sums of squares), not a value made from it: an
+output of its own made inductor split the kernel into two loops over the input. Below
 ``_decisions.COMPILED_MEND_MIN`` elements the input stays in cache between the two passes and
-torch.cond is as fast or faster; for layer_norm the op measured no faster at any size (the
-fused var_mean and output lose what the pass saves), so only rms_norm registers a mender.
+torch.cond is as fast; for layer_norm the op (taking mean and rstd) measured no faster at 2^16
+or 2^22, so only rms_norm registers a mender.
 
 A technique registers its mender here (:func:`register`) and calls :func:`mend_` where
 ``_decisions.compiled_mend_serves`` allows: an eager function behind the op may branch on data
