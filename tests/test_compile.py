@@ -135,11 +135,15 @@ def test_compiled_torch_func_gradient_matches_eager() -> None:
 @pytest.mark.parametrize("affine", [True, False], ids=["weight", "no-weight"])
 def test_compiled_rms_norm_mends_exactly_the_rejected_rows(dtype: str, affine: bool) -> None:
     """Without autograd, at COMPILED_MEND_MIN elements, compiled rms_norm computes its fast output
-    first and its op (impl_torch/_native/mend.py) rewrites exactly the rows the guard rejects,
-    by the formula, leaving the others as they were: rows holding an infinity or a NaN, of the
-    largest finite values, or so large that rstd is below trusted_rstd_low; a zero row and the
-    rest pass. An input without such rows is left untouched. Compiled whole, 2-D float32 and
-    3-D bfloat16 (in float32, mixed precision), the values equal eager's (NaN where it has it)."""
+    first and its op (impl_torch/_native/mend.py) rewrites exactly the rows eager's guard rejects
+    (on ATen's rstd), by the formula, leaving the others as they were: rows holding an infinity
+    or a NaN, of the largest finite values, so large that rstd is below trusted_rstd_low, or
+    just so; a zero row, one just inside the low bound and the rest pass. An input without such
+    rows is left untouched, and the op writes into the kernel's own output (no clone in the
+    generated code). Compiled whole, 2-D float32 and 3-D bfloat16 (in float32, mixed precision),
+    the values within COMPILED of eager's (NaN where it has it)."""
+    from torch._inductor.utils import run_and_get_code
+
     from impl_torch import norms
 
     x, _, params = benchplan.inputs("rms_norm", COMPILED_MEND_MIN)
@@ -152,6 +156,8 @@ def test_compiled_rms_norm_mends_exactly_the_rejected_rows(dtype: str, affine: b
     extreme[3] = torch.finfo(extreme.dtype).max * torch.sign(extreme[3])
     extreme[4] *= 2.0**50  # finite squares in float32, but rstd below trusted_rstd_low
     extreme[5] = 0.0
+    extreme[6] = 1.01 * 2.0**31  # rstd about 2^-31 / 1.01: just below the low bound
+    extreme[7] = 0.99 * 2.0**31  # just above it
     if dtype != "float32":
         clean, extreme = (t.reshape(2, -1, t.shape[-1]) for t in (clean, extreme))
     rejected = []
@@ -160,7 +166,8 @@ def test_compiled_rms_norm_mends_exactly_the_rejected_rows(dtype: str, affine: b
     def spy(y, x, weight, bias, stats, eps) -> None:
         before = y.clone()
         mender(y, x, weight, bias, stats, eps)
-        bad = ~norms._rms_norm_trusted(torch.rsqrt(stats[0] / x.shape[-1] + eps)).squeeze(-1)  # sums of squares
+        # The rows eager's rule rejects on ATen's own rstd, not on the op's.
+        bad = ~norms._rms_norm_trusted(norms._native_rms_norm(x, None, eps)[1]).squeeze(-1)
         rejected.append(bad.reshape(-1).nonzero().reshape(-1).tolist())
         assert torch.equal(y[~bad], before[~bad]), "the op changed rows the guard accepts"
         formula = norms._rms_norm_formula(x[bad], weight, eps)[0].to(y.dtype)
@@ -172,30 +179,40 @@ def test_compiled_rms_norm_mends_exactly_the_rejected_rows(dtype: str, affine: b
             module = harness.build("rms_norm", "torch", **params)
             with torch.no_grad():
                 eager = module(given).float().numpy()
-                compiled = torch.compile(module, fullgraph=True)(given).float().numpy()
+                compiled, code = run_and_get_code(torch.compile(module, fullgraph=True), given)
+            assert "output_limits.mend_" in code[0] and "clone" not in code[0], code[0]
+            compiled = compiled.float().numpy()
             np.testing.assert_array_equal(np.isnan(compiled), np.isnan(eager), err_msg="NaN pattern")
             keep = ~np.isnan(eager)
             _assert_matches(compiled[keep], eager[keep], "torch.compile's value")
     finally:
         _mend.register("rms_norm", mender)
-    assert rejected == [[], [0, 1, 2, 3, 4]], f"rows the guard rejected, per call: {rejected}"
+    assert rejected == [[], [0, 1, 2, 3, 4, 6]], f"rows the guard rejected, per call: {rejected}"
     assert np.isfinite(eager.reshape(-1, x.shape[-1])[5:]).all(), "the case tests less than it says"
 
 
 def test_compiled_rms_norm_mend_takes_a_second_batch_size() -> None:
-    """The same path with dynamic shapes (dynamo's automatic dynamic after a second batch size),
-    where a module's eps is symbolic and reaches the op as a float argument (a torch.cond branch
-    could not close over it: test_a_compiled_module_takes_a_second_batch_size): compiled whole,
-    an infinite row mended, at two batch sizes of at least COMPILED_MEND_MIN elements."""
-    module = harness.build("rms_norm", "torch", num_features=1024, eps=1e-6)
-    compiled = torch.compile(module, dynamic=True, fullgraph=True)
-    for rows in (COMPILED_MEND_MIN // 1024, COMPILED_MEND_MIN // 512 + 8):
-        x = torch.randn(rows, 1024)
-        x[0, 0] = math.inf
-        with torch.no_grad():
-            results = [fn(x).numpy() for fn in (compiled, module)]
-        assert np.isfinite(results[1]).all() and (results[1][0, 1:] == 0).all(), "the case tests less than it says"
-        assert compare(*results, COMPILED).ok
+    """The same path compiled with dynamic shapes (``dynamic=True``, as dynamo's automatic
+    dynamic makes them after a second batch size), where a module's eps is symbolic and reaches
+    the op as a float argument (a torch.cond branch could not close over it:
+    test_a_compiled_module_takes_a_second_batch_size): compiled whole, an infinite row mended,
+    at two batch sizes of at least COMPILED_MEND_MIN elements, the op run at each."""
+    calls = []
+    mender = _mend._MENDERS["rms_norm"]
+    _mend.register("rms_norm", lambda *args: (calls.append(1), mender(*args)))
+    try:
+        module = harness.build("rms_norm", "torch", num_features=1024, eps=1e-6)
+        compiled = torch.compile(module, dynamic=True, fullgraph=True)
+        for rows in (COMPILED_MEND_MIN // 1024, COMPILED_MEND_MIN // 512 + 8):
+            x = torch.randn(rows, 1024)
+            x[0, 0] = math.inf
+            with torch.no_grad():
+                results = [fn(x).numpy() for fn in (compiled, module)]
+            assert np.isfinite(results[1]).all() and (results[1][0, 1:] == 0).all(), "the case tests less"
+            assert compare(*results, COMPILED).ok
+    finally:
+        _mend.register("rms_norm", mender)
+    assert len(calls) == 2, f"the op ran {len(calls)} times in 2 compiled calls"
 
 
 @pytest.mark.parametrize("name", harness.names())

@@ -318,7 +318,6 @@ def test_reverse_mode_of_vmap_with_one_element_holding_an_infinity(case: Case, n
     element's derivative takes its limit branch, the others' the plain one. A cond whose
     predicate is kept unbatched under vmap, nested vmaps too (impl_jax._common.everywhere),
     then runs one branch for all: each element must still get what a call of its own gives."""
-    import jax
 
     batch = (2, 2) if nested else (2,)
     xs, cs, _ = _draw(case, "float64", rng, batch=batch)
@@ -326,13 +325,24 @@ def test_reverse_mode_of_vmap_with_one_element_holding_an_infinity(case: Case, n
     module = _module(case, "jax", "float64")
     backend = harness.backend("jax")
     x, c = backend.from_numpy(xs, "float64"), backend.from_numpy(cs, "float64")
-    mapped = jax.vmap(jax.vmap(module)) if nested else jax.vmap(module)
+    _check_vmapped_vjp(module, x, c, len(batch))
+
+
+def _check_vmapped_vjp(fn, x, c, batched: int) -> np.ndarray:
+    """The VJP of ``fn`` vmapped over the first ``batched`` axes (nested vmaps) equals each
+    element's own VJP, and is finite for all but the last; returns the elements' VJPs."""
+    import jax
+
+    mapped = fn
+    for _ in range(batched):
+        mapped = jax.vmap(mapped)
     outer = np.asarray(jax.vjp(mapped, x)[1](c)[0])
-    shape = (-1, *xs.shape[len(batch) :])
+    shape = (-1, *x.shape[batched:])
     flat_x, flat_c = x.reshape(shape), c.reshape(shape)
-    each = np.stack([np.asarray(jax.vjp(module, a)[1](b)[0]) for a, b in zip(flat_x, flat_c, strict=True)])
+    each = np.stack([np.asarray(jax.vjp(fn, a)[1](b)[0]) for a, b in zip(flat_x, flat_c, strict=True)])
     assert np.isfinite(each[:-1]).all(), "an element without an infinity got a non-finite VJP"
     np.testing.assert_allclose(outer.reshape(each.shape), each, rtol=1e-12, atol=1e-300)
+    return each
 
 
 @pytest.mark.parametrize("nested", [False, True], ids=["vmap", "vmap-of-vmap"])
@@ -354,11 +364,5 @@ def test_reverse_mode_of_vmap_of_training_batch_norm_with_one_element_holding_an
     def output(v):
         return batch_norm(v, weight, bias, *running, training=True, momentum=0.1, eps=1e-5)[0]
 
-    x, c = jax.numpy.asarray(xs), jax.numpy.asarray(cs)
-    mapped = jax.vmap(jax.vmap(output)) if nested else jax.vmap(output)
-    outer = np.asarray(jax.vjp(mapped, x)[1](c)[0])
-    flat_x, flat_c = x.reshape(-1, *xs.shape[len(batch) :]), c.reshape(-1, *xs.shape[len(batch) :])
-    each = np.stack([np.asarray(jax.vjp(output, a)[1](b)[0]) for a, b in zip(flat_x, flat_c, strict=True)])
-    assert np.isfinite(each[:-1]).all(), "an element without an infinity got a non-finite VJP"
+    each = _check_vmapped_vjp(output, jax.numpy.asarray(xs), jax.numpy.asarray(cs), len(batch))
     assert (each[-1][:, 0] == 0).all() and np.isfinite(each[-1][:, 1:]).all(), "the limit channel's VJP is not zero"
-    np.testing.assert_allclose(outer.reshape(each.shape), each, rtol=1e-12, atol=1e-300)
