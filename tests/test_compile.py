@@ -133,7 +133,7 @@ def test_compiled_torch_func_gradient_matches_eager() -> None:
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("affine", [True, False], ids=["weight", "no-weight"])
-def test_compiled_rms_norm_mends_exactly_the_rejected_rows(dtype: str, affine: bool) -> None:
+def test_compiled_rms_norm_mends_exactly_the_rejected_rows(dtype: str, affine: bool, monkeypatch) -> None:
     """Without autograd, at COMPILED_MEND_MIN elements, compiled rms_norm computes its fast output
     first and its op (impl_torch/_native/mend.py) rewrites exactly the rows eager's guard rejects
     (on ATen's rstd), by the formula, leaving the others as they were: rows holding an infinity
@@ -173,25 +173,22 @@ def test_compiled_rms_norm_mends_exactly_the_rejected_rows(dtype: str, affine: b
         formula = norms._rms_norm_formula(x[bad], weight, eps)[0].to(y.dtype)
         torch.testing.assert_close(y[bad], formula, rtol=0, atol=0, equal_nan=True)
 
-    _mend.register("rms_norm", spy)
-    try:
-        for given in (clean, extreme):
-            module = harness.build("rms_norm", "torch", **params)
-            with torch.no_grad():
-                eager = module(given).float().numpy()
-                compiled, code = run_and_get_code(torch.compile(module, fullgraph=True), given)
-            assert "output_limits.mend_" in code[0] and "clone" not in code[0], code[0]
-            compiled = compiled.float().numpy()
-            np.testing.assert_array_equal(np.isnan(compiled), np.isnan(eager), err_msg="NaN pattern")
-            keep = ~np.isnan(eager)
-            _assert_matches(compiled[keep], eager[keep], "torch.compile's value")
-    finally:
-        _mend.register("rms_norm", mender)
+    monkeypatch.setitem(_mend._MENDERS, "rms_norm", spy)
+    for given in (clean, extreme):
+        module = harness.build("rms_norm", "torch", **params)
+        with torch.no_grad():
+            eager = module(given).float().numpy()
+            compiled, code = run_and_get_code(torch.compile(module, fullgraph=True), given)
+        assert "output_limits.mend_" in code[0] and "clone" not in code[0], code[0]
+        compiled = compiled.float().numpy()
+        np.testing.assert_array_equal(np.isnan(compiled), np.isnan(eager), err_msg="NaN pattern")
+        keep = ~np.isnan(eager)
+        _assert_matches(compiled[keep], eager[keep], "torch.compile's value")
     assert rejected == [[], [0, 1, 2, 3, 4, 6]], f"rows the guard rejected, per call: {rejected}"
     assert np.isfinite(eager.reshape(-1, x.shape[-1])[5:]).all(), "the case tests less than it says"
 
 
-def test_compiled_rms_norm_mend_takes_a_second_batch_size() -> None:
+def test_compiled_rms_norm_mend_takes_a_second_batch_size(monkeypatch) -> None:
     """The same path compiled with dynamic shapes (``dynamic=True``, as dynamo's automatic
     dynamic makes them after a second batch size), where a module's eps is symbolic and reaches
     the op as a float argument (a torch.cond branch could not close over it:
@@ -199,19 +196,16 @@ def test_compiled_rms_norm_mend_takes_a_second_batch_size() -> None:
     at two batch sizes of at least COMPILED_MEND_MIN elements, the op run at each."""
     calls = []
     mender = _mend._MENDERS["rms_norm"]
-    _mend.register("rms_norm", lambda *args: (calls.append(1), mender(*args)))
-    try:
-        module = harness.build("rms_norm", "torch", num_features=1024, eps=1e-6)
-        compiled = torch.compile(module, dynamic=True, fullgraph=True)
-        for rows in (COMPILED_MEND_MIN // 1024, COMPILED_MEND_MIN // 512 + 8):
-            x = torch.randn(rows, 1024)
-            x[0, 0] = math.inf
-            with torch.no_grad():
-                results = [fn(x).numpy() for fn in (compiled, module)]
-            assert np.isfinite(results[1]).all() and (results[1][0, 1:] == 0).all(), "the case tests less"
-            assert compare(*results, COMPILED).ok
-    finally:
-        _mend.register("rms_norm", mender)
+    monkeypatch.setitem(_mend._MENDERS, "rms_norm", lambda *args: (calls.append(1), mender(*args)))
+    module = harness.build("rms_norm", "torch", num_features=1024, eps=1e-6)
+    compiled = torch.compile(module, dynamic=True, fullgraph=True)
+    for rows in (COMPILED_MEND_MIN // 1024, COMPILED_MEND_MIN // 512 + 8):
+        x = torch.randn(rows, 1024)
+        x[0, 0] = math.inf
+        with torch.no_grad():
+            results = [fn(x).numpy() for fn in (compiled, module)]
+        assert np.isfinite(results[1]).all() and (results[1][0, 1:] == 0).all(), "the case tests less"
+        assert compare(*results, COMPILED).ok
     assert len(calls) == 2, f"the op ran {len(calls)} times in 2 compiled calls"
 
 

@@ -4,8 +4,8 @@
  *     low < rstd < 1 / sqrt(max(k mean^2, floor) + eps)
  * (harness.numerics: trusted_variance_floor gives k and floor, trusted_rstd_low low), computed
  * in double exactly as the numpy form beside the caller computes it, so that both decide alike;
- * NaN anywhere is untrusted. One call where numpy takes a dozen array operations on a row-sized array, which cost
- * more than the fused op itself at 64 rows. */
+ * NaN anywhere is untrusted. One call where numpy takes a dozen array operations on a row-sized
+ * array, which cost more than the fused op itself at 64 rows. */
 #include <math.h>
 #include <stdint.h>
 
