@@ -24,7 +24,7 @@ from impl_torch._decisions import (
     tracing,
     tracks_grad,
 )
-from impl_torch._native import fused
+from impl_torch._native import compiled, fused
 from impl_torch._native import node as _node
 from impl_torch.adapter import check_array, dtype_name
 
@@ -344,3 +344,31 @@ def native_elementwise(x: torch.Tensor, native: NativeKernel) -> torch.Tensor:
 _native_elementwise_outside = torch.compiler.disable(
     native_elementwise, reason="an eager-only C kernel reached from a frame dynamo compiles alone"
 )
+
+
+class _CompiledKernel(torch.autograd.Function):
+    """An elementwise C kernel inside a compiled graph (see compiled_elementwise): output and
+    derivative in one pass, the backward one product (``compiled.times``: AOT autograd then
+    refuses double backward, as it does for the ATen formulas)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, name: str, params: tuple[float, ...]) -> torch.Tensor:
+        y, d = compiled.elementwise(x, name, list(params), True)
+        ctx.save_for_backward(x, d)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, d = ctx.saved_tensors
+        return compiled.times(grad, d, x), None, None
+
+
+def compiled_elementwise(x: torch.Tensor, name: str, params: tuple[float, ...]) -> torch.Tensor:
+    """Technique ``name``'s C kernel (of ``_native.ELEMENTWISE``) with ``params`` on ``x`` inside
+    a compiled graph, where ``compiled_kernel_serves(x)``: the op of ``_native/compiled.py``,
+    with the derivative beside the output where autograd records the call. ``name`` and
+    ``params`` must be constants to dynamo: a technique derives them in a function under
+    ``torch.compiler.assume_constant_result``, from float() of its parameters."""
+    if tracks_grad(x):
+        return _CompiledKernel.apply(x, name, params)
+    return compiled.elementwise(x, name, list(params), False)[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -283,15 +284,13 @@ class _CompiledNorm(torch.autograd.Function):
 
 def _untrusted_rms_count(rstd: torch.Tensor) -> int:
     """How many of rms_norm's rstd are not above trusted_rstd_low (see _rms_norm_trusted), NaN
-    included: the C guard with the rule on rstd alone where the kernels built (k = floor = eps = 0
-    leaves low < rstd < inf, and rsqrt(mean square + eps) is finite), its twin
+    included: the C guard with the rule on rstd alone where the kernels built, its twin
     _rms_norm_trusted otherwise."""
-    if not _native.available():
+    guard = _row_guard(rstd.dtype, None)
+    if guard is None:
         return int((~_rms_norm_trusted(rstd)).sum())
     r = _contiguous(rstd)
-    double = r.dtype == torch.float64
-    low = _trust_rule(r.dtype, 0.0)[2]
-    return _native.untrusted_rows(None, r.data_ptr(), r.numel(), double=double, k=0.0, floor=0.0, eps=0.0, low=low)
+    return guard(None, r.data_ptr(), r.numel())
 
 
 def _rms_norm_trusted(rstd: torch.Tensor) -> torch.Tensor:
@@ -303,17 +302,28 @@ def _rms_norm_trusted(rstd: torch.Tensor) -> torch.Tensor:
 
 
 def _untrusted_count(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> int:
-    """How many rows _trusted_rows rejects: one C call (_native.untrusted_rows) where the kernels
+    """How many rows _trusted_rows rejects: one C call (_native.row_guard) where the kernels
     built, since a dozen tensor operations on a row-sized array cost more than ATen's whole
     layer norm of 64 rows (about 20 us against 1 here); those otherwise."""
-    if not _native.available():
+    guard = _row_guard(mean.dtype, eps)
+    if guard is None:
         return int((~_trusted_rows(mean, rstd, eps)).sum())
-    k, floor, low = _trust_rule(mean.dtype, eps)
     m, r = _contiguous(mean), _contiguous(rstd)
-    double = m.dtype == torch.float64
-    return _native.untrusted_rows(
-        m.data_ptr(), r.data_ptr(), m.numel(), double=double, k=k, floor=floor, eps=eps, low=low
-    )
+    return guard(m.data_ptr(), r.data_ptr(), m.numel())
+
+
+@functools.lru_cache(maxsize=64)
+def _row_guard(dtype: torch.dtype, eps: float | None) -> Callable[[int | None, int, int], int] | None:
+    """The C trust rule for statistics of ``dtype``, once per rule: layer_norm's and
+    batch_norm's with their ``eps``; rms_norm's on rstd alone with None (k = floor = eps = 0
+    leaves low < rstd < inf, and rsqrt(mean square + eps) is finite). None where the kernels
+    did not build."""
+    if not _native.available():
+        return None
+    k, floor, low = _trust_rule(dtype, 0.0 if eps is None else eps)
+    if eps is None:
+        k = floor = 0.0
+    return _native.row_guard(dtype == torch.float64, k, floor, eps or 0.0, low)
 
 
 def _contiguous(t: torch.Tensor) -> torch.Tensor:
@@ -345,7 +355,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
     if eps is None:
         # PyTorch's meaning: the machine epsilon of the dtype it computes in (float32 for float16
         # and bfloat16 inputs, as torch.nn.RMSNorm does), not of the input's.
-        eps = torch.finfo(xc.dtype).eps
+        eps = _machine_epsilon(xc.dtype)
     w = None if weight is None else upcast(weight)
     if eager_cpu(xc):
         y, rstd = _native_rms_norm(xc, w, eps)
@@ -370,8 +380,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
 
 # ATen's RMSNorm with its per-row rstd (torch 2.8 and later): on the CPU the composite below,
 # x * rsqrt(mean(x^2) + eps) * weight, bit for bit (tests/test_numerics.py), in one call
-# instead of five from Python. Its autograd is the composite's, second order included.
-_FUSED_RMS_NORM = getattr(torch.ops.aten, "_fused_rms_norm", None)
+# instead of five from Python. Its autograd is the composite's, second order included. The
+# overload, not the packet: calling the packet resolves the overload from the arguments each time.
+_FUSED_RMS_NORM = getattr(getattr(torch.ops.aten, "_fused_rms_norm", None), "default", None)
+
+
+@functools.cache
+def _machine_epsilon(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps
 
 
 def _native_rms_norm(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:

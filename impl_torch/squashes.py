@@ -19,6 +19,7 @@ from impl_torch._common import (
     as_dtype,
     blocks,
     clamp_straight_through,
+    compiled_elementwise,
     compute_dtype,
     native_elementwise,
     native_kernel,
@@ -32,7 +33,6 @@ from impl_torch._decisions import (
     may_write_in_place,
     tracks_grad,
 )
-from impl_torch._native import compiled
 
 
 @implements("sigmoid", "torch")
@@ -66,16 +66,28 @@ def _scaled_sigmoid_derivative(x: torch.Tensor, grad: torch.Tensor, lo: float, h
     return grad * (hi - lo) * (1.0 - s) * s * slope
 
 
+@torch.compiler.assume_constant_result
+def _scaled_sigmoid_native(lo: float, hi: float, slope: float) -> tuple[str, tuple[float, ...]]:
+    """The C kernel's name and parameters (a constant to dynamo)."""
+    return "scaled_sigmoid", (lo, hi, slope, hi - lo)
+
+
 @functools.lru_cache(maxsize=256)
 def _scaled_sigmoid_kernel(lo: float, hi: float, slope: float) -> NativeKernel:
     rule = functools.partial(_scaled_sigmoid_derivative, lo=lo, hi=hi, slope=slope)
-    return native_kernel("scaled_sigmoid", (lo, hi, slope, hi - lo), rule)
+    return native_kernel(*_scaled_sigmoid_native(lo, hi, slope), rule)
 
 
 def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
     if elementwise_serves(x):
         # One pass: ATen's sigmoid, scale and shift take three (1.5-1.75 sigmoids at 2^22).
         return native_elementwise(x, _scaled_sigmoid_kernel(lo, hi, slope))
+    if compiled_kernel_serves(x):
+        # Inductor's code for the formula recomputes the sigmoid from x in the backward (the
+        # built-in's backward reads its output): 1.32-1.57 sigmoids forward+backward at 2^22, the
+        # kernel through the op 1.03-1.15, forward 1.05 and 0.92-0.98 (scaled_tanh alike; one
+        # process, against a compiled torch.sigmoid).
+        return compiled_elementwise(x, *_scaled_sigmoid_native(float(lo), float(hi), float(slope)))
     xc = upcast(x)
     s = torch.sigmoid(xc * slope if slope != 1.0 else xc)
     # lo + (hi - lo) * s stays <= hi by monotone rounding whenever lo + (hi - lo) rounds to <= hi.
@@ -190,11 +202,17 @@ def _soft_clip_derivative(
     return grad * shrink * torch.sigmoid((w - inner) / c) * torch.sigmoid((x - lo) / c)
 
 
+@torch.compiler.assume_constant_result
+def _soft_clip_native(lo: float, hi: float, c: float) -> tuple[str, tuple[float, ...]]:
+    """The C kernel's name and parameters (a constant to dynamo)."""
+    return "soft_clip", (lo, hi, c, soft_clip_shrink(lo, hi, c), hi - lo)
+
+
 @functools.lru_cache(maxsize=256)
 def _soft_clip_kernel(lo: float, hi: float, c: float) -> NativeKernel:
     w, shrink = hi - lo, soft_clip_shrink(lo, hi, c)
     rule = functools.partial(_soft_clip_derivative, lo=lo, w=w, c=c, shrink=shrink)
-    return native_kernel("soft_clip", (lo, hi, c, shrink, w), rule)
+    return native_kernel(*_soft_clip_native(lo, hi, c), rule)
 
 
 @implements("soft_clip", "torch")
@@ -202,6 +220,11 @@ def soft_clip(x: torch.Tensor, *, lo: float, hi: float, hinge_softness: float) -
     if elementwise_serves(x):
         # One pass with two exp and two log1p: the formula takes about ten ATen passes.
         return native_elementwise(x, _soft_clip_kernel(lo, hi, hinge_softness))
+    if compiled_kernel_serves(x):
+        # Against the compiled softplus composition at 2^22, one process: inductor's code for
+        # the formula 1.07-1.11 forward and forward+backward, the kernel through the op 0.85-0.90
+        # and 0.62-0.66.
+        return compiled_elementwise(x, *_soft_clip_native(float(lo), float(hi), float(hinge_softness)))
     c, w = hinge_softness, hi - lo
     shrink = soft_clip_shrink(lo, hi, c)
     xc = upcast(x)
@@ -358,24 +381,6 @@ def _smooth_clamp_kernel(lo: float, hi: float, linear_fraction: float) -> Native
     return native_kernel(name, params, rule)
 
 
-class _SmoothClampCompiled(torch.autograd.Function):
-    """smooth_clamp inside a compiled graph on CPU float32 (compiled_kernel_serves): the C
-    kernel through ``_native.compiled``, output and derivative in one pass, the backward one
-    product (``compiled.times``: AOT autograd then refuses double backward, as it does for the
-    ATen formula)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, name: str, params: tuple[float, ...]) -> torch.Tensor:
-        y, d = compiled.elementwise(x, name, list(params), True)
-        ctx.save_for_backward(x, d)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, d = ctx.saved_tensors
-        return compiled.times(grad, d, x), None, None
-
-
 @implements("smooth_clamp", "torch")
 def smooth_clamp(x: torch.Tensor, *, lo: float, hi: float, linear_fraction: float) -> torch.Tensor:
     if elementwise_serves(x):
@@ -387,10 +392,7 @@ def smooth_clamp(x: torch.Tensor, *, lo: float, hi: float, linear_fraction: floa
         # process against a compiled torch.sigmoid; README, speed targets).
         # float(): dynamo hands a module's float attributes on lazily, and converts them for
         # assume_constant_result only once something has read them.
-        name, params = _smooth_clamp_native(float(lo), float(hi), float(linear_fraction))
-        if tracks_grad(x):
-            return _SmoothClampCompiled.apply(x, name, params)
-        return compiled.elementwise(x, name, list(params), False)[0]
+        return compiled_elementwise(x, *_smooth_clamp_native(float(lo), float(hi), float(linear_fraction)))
     parts = smooth_clamp_parts(lo, hi, linear_fraction)
     if tracks_grad(x):
         return apply(_SmoothClamp, x, lo, hi, *parts)

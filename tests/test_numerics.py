@@ -203,7 +203,7 @@ def test_layer_norms_fast_path_takes_the_formula_exactly_on_the_rows_its_guard_r
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_layer_norm_and_batch_norm_guards_in_c_and_numpy_decide_alike(dtype: str, rng) -> None:
-    """The C guard (_native.untrusted_rows) counts exactly the rows the numpy guard rejects, on
+    """The C guard (_native.row_guard) counts exactly the rows the numpy guard rejects, on
     statistics at and one ulp either side of the trust limit, at and around the low bound of
     rstd, and at every special value."""
     import torch

@@ -13,8 +13,8 @@ kernel there. The kernel is made here at the first call with those values.
 A bare ``Library`` op, not ``torch.library.custom_op``: that one's Python layers (its autograd
 wrapper, a dynamo-disable frame) cost 15 us a call eagerly and about 50 compiled (measured at
 2^16 elements, where the kernel takes 45). So the op has no autograd formula or batching rule of
-its own: a technique's custom Function calls it and states the derivative
-(``squashes._SmoothClampCompiled``), which dynamo traces into the graph, and only compiled graphs
+its own: a custom Function calls it and states the derivative
+(``_common.compiled_elementwise``), which dynamo traces into the graph, and only compiled graphs
 without torch.func transforms or forward-mode AD call it (``_decisions.compiled_kernel_serves``;
 there dynamo differentiates a Function's forward as written, and this op has no rule for that).
 torch.export keeps to the ATen formula.
@@ -27,6 +27,11 @@ import functools
 import torch
 
 from impl_torch import _native
+
+# The techniques whose compiled graph calls the op (from _decisions.COMPILED_KERNEL_MIN elements,
+# where _decisions.compiled_kernel_serves): each measured faster that way than inductor's code for its
+# formula, see the comment at its call. tests/test_compile.py checks that these and no others do.
+TECHNIQUES = ("smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp")
 
 _LIBRARY = torch.library.Library("output_limits", "DEF")
 _LIBRARY.define("elementwise(Tensor x, str name, float[] params, bool derivative) -> (Tensor, Tensor)")
