@@ -365,7 +365,7 @@ class _CompiledKernel(torch.autograd.Function):
 
 def compiled_elementwise(x: torch.Tensor, name: str, params: tuple[float, ...]) -> torch.Tensor:
     """Technique ``name``'s C kernel (of ``_native.ELEMENTWISE``) with ``params`` on ``x`` inside
-    a compiled graph, where ``compiled_kernel_serves(x)``: the op of ``_native/compiled.py``,
+    a compiled graph, where ``compiled_kernel_serves(x, name)``: the op of ``_native/compiled.py``,
     with the derivative beside the output where autograd records the call. ``name`` and
     ``params`` must be constants to dynamo: a technique derives them in a function under
     ``torch.compiler.assume_constant_result``, from float() of its parameters."""

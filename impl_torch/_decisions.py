@@ -144,16 +144,33 @@ def _built() -> bool:
 # 1.5-1.6 at 2^22 (one process each).
 COMPILED_KERNEL_MIN = 1 << 17
 
+# Which techniques' compiled graphs call their C kernel's op, and from how many elements, without
+# autograd ("forward") and with it ("forward+backward"): where it measured faster than inductor's
+# code for the formula (the comment at each call says by how much), since the op gives up fusion
+# with the ops around it. tests/test_compile.py checks that these and no others do.
+COMPILED_KERNELS: dict[str, dict[str, int]] = {
+    "smooth_clamp": {"forward": COMPILED_KERNEL_MIN, "forward+backward": COMPILED_KERNEL_MIN},
+    # The forward through the op against the formula in compiled sigmoids: 1.20-1.24 against
+    # 1.04-1.07 at 2^17, a tie at 2^18 (1.07-1.08 and 1.06-1.07), 1.02-1.04 against 1.06 at 2^19.
+    "scaled_sigmoid": {"forward": 1 << 19, "forward+backward": COMPILED_KERNEL_MIN},
+    "scaled_tanh": {"forward": 1 << 19, "forward+backward": COMPILED_KERNEL_MIN},
+    "soft_clip": {"forward": COMPILED_KERNEL_MIN, "forward+backward": COMPILED_KERNEL_MIN},
+    "leaky_clamp": {"forward+backward": COMPILED_KERNEL_MIN},
+}
 
-def compiled_kernel_serves(x: torch.Tensor) -> bool:
-    """Whether the C kernels may run inside a torch.compile'd graph, as the op of
-    ``_native/compiled.py``: compiling (not exporting: an exported program keeps to ATen ops),
-    CPU, float32, at least COMPILED_KERNEL_MIN elements, no torch.func transform or forward-mode
-    AD inside the compiled function (dynamo then differentiates a custom Function's forward as
-    written, and the op has no derivative rule: compiled vmap(grad(...)) of smooth_clamp gave a
-    wrong gradient, and forward_ad no tangent, without an error), where they built. A technique
-    asks only where the kernel measured faster than inductor's code for its formula."""
-    return x.dtype is torch.float32 and x.numel() >= COMPILED_KERNEL_MIN and _extern_op_allowed(x) and _built()
+
+def compiled_kernel_serves(x: torch.Tensor, name: str) -> bool:
+    """Whether technique ``name``'s C kernel runs inside a torch.compile'd graph, as the op of
+    ``_native/compiled.py``: from the elements COMPILED_KERNELS names for it with autograd or
+    without, compiling (not exporting: an exported program keeps to ATen ops), CPU, float32, no
+    torch.func transform or forward-mode AD inside the compiled function (dynamo then
+    differentiates a custom Function's forward as written, and the op has no derivative rule:
+    compiled vmap(grad(...)) of smooth_clamp gave a wrong gradient, and forward_ad no tangent,
+    without an error), where the kernels built."""
+    if x.dtype is not torch.float32:
+        return False
+    least = COMPILED_KERNELS.get(name, {}).get("forward+backward" if tracks_grad(x) else "forward")
+    return least is not None and x.numel() >= least and _extern_op_allowed(x) and _built()
 
 
 # Elements from which a compiled graph without autograd mends a norm's rejected rows after its

@@ -161,9 +161,11 @@ def leaky_clamp(x: torch.Tensor, *, lo: float, hi: float, slope: float) -> torch
     if elementwise_serves(x):
         # One pass each way, the memory traffic of a clamp: ATen takes two forward and two back.
         return native_elementwise(x, _leaky_clamp_kernel(lo, hi, slope))
-    if compiled_kernel_serves(x):
-        # Against a compiled clamp at 2^22, one process: forward the same as inductor's code for
-        # the formula (1.01-1.08), forward+backward 0.10-0.13 where that code took 1.14-1.42.
+    if compiled_kernel_serves(x, "leaky_clamp"):
+        # Against a compiled clamp at 2^22, one process: forward+backward 0.10-0.13 where
+        # inductor's code for the formula took 1.14-1.42. Forward alone a tie (1.02-1.08 against
+        # 1.01-1.07), so there inductor's code stays (_decisions.COMPILED_KERNELS), which can
+        # fuse with the ops around it.
         return compiled_elementwise(x, *_leaky_clamp_native(float(lo), float(hi), float(slope)))
     return apply(_LeakyClamp, x, lo, hi, slope) if tracks_grad(x) else _leaky_clamp_values(x, lo, hi, slope)
 

@@ -317,7 +317,7 @@ def _row_guard(dtype: torch.dtype, eps: float | None) -> Callable[[int | None, i
     """The C trust rule for statistics of ``dtype``, once per rule: layer_norm's and
     batch_norm's with their ``eps``; rms_norm's on rstd alone with None (k = floor = eps = 0
     leaves low < rstd < inf, and rsqrt(mean square + eps) is finite). None where the kernels
-    did not build."""
+    did not build, which is decided once per process (_native.build), as cached here."""
     if not _native.available():
         return None
     k, floor, low = _trust_rule(dtype, 0.0 if eps is None else eps)
@@ -355,7 +355,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
     if eps is None:
         # PyTorch's meaning: the machine epsilon of the dtype it computes in (float32 for float16
         # and bfloat16 inputs, as torch.nn.RMSNorm does), not of the input's.
-        eps = _machine_epsilon(xc.dtype)
+        eps = torch.finfo(xc.dtype).eps
     w = None if weight is None else upcast(weight)
     if eager_cpu(xc):
         y, rstd = _native_rms_norm(xc, w, eps)
@@ -383,11 +383,6 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
 # instead of five from Python. Its autograd is the composite's, second order included. The
 # overload, not the packet: calling the packet resolves the overload from the arguments each time.
 _FUSED_RMS_NORM = getattr(getattr(torch.ops.aten, "_fused_rms_norm", None), "default", None)
-
-
-@functools.cache
-def _machine_epsilon(dtype: torch.dtype) -> float:
-    return torch.finfo(dtype).eps
 
 
 def _native_rms_norm(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -561,26 +556,30 @@ def _batch_norm_compiled(
     if tracks_grad(xc, w, b):
         y, *_, mean, var = apply(_CompiledNorm, xc, w, b, "batch_norm", eps)
     else:
-        y, *_, mean, var = _batch_norm_cond(xc, w, b, eps)
+        y, mean, var = _batch_norm_cond(xc, w, b, eps, rule=False)
     count = x.numel() // x.shape[1]
     return y.to(x.dtype), *_running_update(running_mean, running_var, mean, var, momentum, count)
 
 
-def _batch_norm_cond(xc: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> tuple[torch.Tensor, ...]:
-    """(output, *_GroupRule, batch mean, batch biased variance) of _batch_norm_compiled."""
+def _batch_norm_cond(
+    xc: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float, rule: bool = True
+) -> tuple[torch.Tensor, ...]:
+    """(output, *_GroupRule, batch mean, batch biased variance) of _batch_norm_compiled; without
+    ``rule``, (output, batch mean, batch biased variance): a branch's outputs are computed even
+    where the caller drops them."""
     shape = (1, -1) + (1,) * (xc.ndim - 2)
     var, mean = torch.var_mean(xc, dim=(0, *range(2, xc.ndim)), correction=0, keepdim=True)
     rstd = torch.rsqrt(var + eps)
 
     def fast(xc: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
         y = torch.addcmul(b.reshape(shape), (xc - mean) * rstd, w.reshape(shape))
-        return y, *_plain_rule(mean, rstd), mean.reshape(-1) * 1.0, var.reshape(-1) * 1.0
+        return y, *(_plain_rule(mean, rstd) if rule else ()), mean.reshape(-1) * 1.0, var.reshape(-1) * 1.0
 
     eps_t = _operand(eps, xc)
 
     def rare(xc: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        y, mean, var, rule = _batch_norm_training(xc, w, b, eps_t)
-        return y, *rule, mean, var
+        y, mean, var, group_rule = _batch_norm_training(xc, w, b, eps_t)
+        return y, *(group_rule if rule else ()), mean, var
 
     untrusted = ~_trusted_rows(mean, rstd, eps)
     return torch.cond(untrusted.any(), rare, fast, (xc, mean, var, rstd))

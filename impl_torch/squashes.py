@@ -82,11 +82,12 @@ def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torc
     if elementwise_serves(x):
         # One pass: ATen's sigmoid, scale and shift take three (1.5-1.75 sigmoids at 2^22).
         return native_elementwise(x, _scaled_sigmoid_kernel(lo, hi, slope))
-    if compiled_kernel_serves(x):
+    if compiled_kernel_serves(x, "scaled_tanh" if slope == 2.0 else "scaled_sigmoid"):
         # Inductor's code for the formula recomputes the sigmoid from x in the backward (the
         # built-in's backward reads its output): 1.32-1.57 sigmoids forward+backward at 2^22, the
         # kernel through the op 1.03-1.15, forward 1.05 and 0.92-0.98 (scaled_tanh alike; one
-        # process, against a compiled torch.sigmoid).
+        # process, against a compiled torch.sigmoid). Forward only from 2^19 elements: see
+        # _decisions.COMPILED_KERNELS.
         return compiled_elementwise(x, *_scaled_sigmoid_native(float(lo), float(hi), float(slope)))
     xc = upcast(x)
     s = torch.sigmoid(xc * slope if slope != 1.0 else xc)
@@ -220,7 +221,7 @@ def soft_clip(x: torch.Tensor, *, lo: float, hi: float, hinge_softness: float) -
     if elementwise_serves(x):
         # One pass with two exp and two log1p: the formula takes about ten ATen passes.
         return native_elementwise(x, _soft_clip_kernel(lo, hi, hinge_softness))
-    if compiled_kernel_serves(x):
+    if compiled_kernel_serves(x, "soft_clip"):
         # Against the compiled softplus composition at 2^22, one process: inductor's code for
         # the formula 1.07-1.11 forward and forward+backward, the kernel through the op 0.85-0.90
         # and 0.62-0.66.
@@ -386,7 +387,7 @@ def smooth_clamp(x: torch.Tensor, *, lo: float, hi: float, linear_fraction: floa
     if elementwise_serves(x):
         # One pass each way: the ATen formula takes six per block forward and five back.
         return native_elementwise(x, _smooth_clamp_kernel(lo, hi, linear_fraction))
-    if compiled_kernel_serves(x):
+    if compiled_kernel_serves(x, "smooth_clamp"):
         # Inductor's code for the formula below costs 1.5-1.6 sigmoids at 2^22 (forward and
         # forward+backward); the kernel through the op 1.10-1.15 and 1.21-1.25 (measured in one
         # process against a compiled torch.sigmoid; README, speed targets).

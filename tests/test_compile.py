@@ -20,14 +20,12 @@ from torch.autograd import forward_ad
 import harness
 from bench import plan as benchplan
 from harness.tolerances import COMPILED, compare, vjp_scale
-from impl_torch._decisions import COMPILED_KERNEL_MIN, COMPILED_MEND_MIN
+from impl_torch._decisions import COMPILED_KERNEL_MIN, COMPILED_KERNELS, COMPILED_MEND_MIN
 from impl_torch._native import mend as _mend
 
 
 def _compiled_kernel_techniques() -> list[str]:
-    from impl_torch._native import compiled
-
-    return [name for name in compiled.TECHNIQUES if name in harness.names()]
+    return [name for name in COMPILED_KERNELS if name in harness.names()]
 
 
 @pytest.fixture(autouse=True)
@@ -94,26 +92,44 @@ def test_compiled_second_order_is_refused_or_right(name: str) -> None:
     _assert_matches(results[0], results[1], "compiled second derivative", vjp_scale(results[1]))
 
 
+def _runs_kernel_op(name: str, mode: str, log2: int) -> bool:
+    """Whether a compiled module of ``name`` on 2^log2 elements calls a C kernel's op in ``mode``."""
+    from impl_torch._native import compiled
+
+    x, cot, params = benchplan.inputs(name, 2**log2)
+    module = harness.build(name, "torch", **params)
+    run = harness.backend("torch").bench_callable(module, x, cot, mode, "compile", "cpu")
+    run()
+    before = compiled._kernel.cache_info()
+    run()
+    after = compiled._kernel.cache_info()
+    return after.hits + after.misses > before.hits + before.misses
+
+
 @pytest.mark.parametrize("name", harness.names())
 def test_compiled_kernel_op_runs_where_declared(name: str) -> None:
-    """At COMPILED_KERNEL_MIN elements a compiled module calls its C kernel's op, forward and
-    forward+backward, exactly where _native.compiled.TECHNIQUES says (so the tests above at
-    that size test the op there, and inductor's code elsewhere)."""
+    """A compiled module calls its C kernel's op exactly from the elements
+    _decisions.COMPILED_KERNELS names for it in each mode, checked at COMPILED_KERNEL_MIN and at
+    each declared minimum and the size below it (so the tests above at COMPILED_KERNEL_MIN
+    elements test the op where it runs there, and inductor's code elsewhere)."""
     from impl_torch import _native
-    from impl_torch._native import compiled
 
     if not _native.available():
         pytest.skip("the C kernels did not build here (or OUTPUT_LIMITS_NATIVE=0)")
-    x, cot, params = benchplan.inputs(name, COMPILED_KERNEL_MIN)
-    backend = harness.backend("torch")
+    declared = COMPILED_KERNELS.get(name, {})
     for mode in ("forward", "forward+backward"):
-        run = backend.bench_callable(harness.build(name, "torch", **params), x, cot, mode, "compile", "cpu")
-        run()
-        before = compiled._kernel.cache_info()
-        run()
-        after = compiled._kernel.cache_info()
-        ran = after.hits + after.misses > before.hits + before.misses
-        assert ran == (name in compiled.TECHNIQUES), f"{mode}: the compiled graph ran the C kernel: {ran}"
+        least = declared.get(mode)
+        sizes = {COMPILED_KERNEL_MIN.bit_length() - 1}
+        if least is not None:
+            sizes |= {least.bit_length() - 1, least.bit_length() - 2}
+        for log2 in sorted(sizes):
+            expected = least is not None and 2**log2 >= least
+            ran = _runs_kernel_op(name, mode, log2)
+            assert ran == expected, f"{mode} at 2^{log2}: the graph ran the C kernel: {ran}, declared {expected}"
+
+
+def test_compiled_kernel_techniques_are_registered() -> None:
+    assert set(COMPILED_KERNELS) <= set(harness.names()), "a name in _decisions.COMPILED_KERNELS is no technique"
 
 
 # Compiled vmap(grad) raises a dynamo error for these (README, "Derivative modes and
@@ -143,7 +159,7 @@ def test_compiled_torch_func_gradient_matches_eager(name: str) -> None:
     for what, fn, args in (("vmap(grad)", per_row, (rows, cts)), ("forward_ad", tangent, (xt, ct))):
         eager = fn(*args).detach().numpy()
         if what == "vmap(grad)" and name in _COMPILED_VMAP_RAISES:
-            with pytest.raises(Exception, match="vmap"):
+            with pytest.raises(torch._dynamo.exc.InternalTorchDynamoError, match="does not have vmap support"):
                 torch.compile(fn)(*args)
             continue
         compiled = torch.compile(fn)(*args)

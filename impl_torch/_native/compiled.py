@@ -28,11 +28,6 @@ import torch
 
 from impl_torch import _native
 
-# The techniques whose compiled graph calls the op (from _decisions.COMPILED_KERNEL_MIN elements,
-# where _decisions.compiled_kernel_serves): each measured faster that way than inductor's code for its
-# formula, see the comment at its call. tests/test_compile.py checks that these and no others do.
-TECHNIQUES = ("smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp")
-
 _LIBRARY = torch.library.Library("output_limits", "DEF")
 _LIBRARY.define("elementwise(Tensor x, str name, float[] params, bool derivative) -> (Tensor, Tensor)")
 
