@@ -78,11 +78,11 @@ def _scaled_sigmoid_kernel(lo: float, hi: float, slope: float) -> NativeKernel:
     return native_kernel(*_scaled_sigmoid_native(lo, hi, slope), rule)
 
 
-def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
+def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float, name: str) -> torch.Tensor:
     if elementwise_serves(x):
         # One pass: ATen's sigmoid, scale and shift take three (1.5-1.75 sigmoids at 2^22).
         return native_elementwise(x, _scaled_sigmoid_kernel(lo, hi, slope))
-    if compiled_kernel_serves(x, "scaled_tanh" if slope == 2.0 else "scaled_sigmoid"):
+    if compiled_kernel_serves(x, name):
         # Inductor's code for the formula recomputes the sigmoid from x in the backward (the
         # built-in's backward reads its output): 1.32-1.57 sigmoids forward+backward at 2^22, the
         # kernel through the op 1.03-1.15, forward 1.05 and 0.92-0.98 (scaled_tanh alike; one
@@ -103,13 +103,13 @@ def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float) -> torc
 
 @implements("scaled_sigmoid", "torch")
 def scaled_sigmoid(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
-    return _scaled_sigmoid(x, lo, hi, 1.0)
+    return _scaled_sigmoid(x, lo, hi, 1.0, "scaled_sigmoid")
 
 
 @implements("scaled_tanh", "torch")
 def scaled_tanh(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
     # (tanh(x) + 1) / 2 == sigmoid(2x); ATen's tanh is six times slower than its sigmoid on CPU.
-    return _scaled_sigmoid(x, lo, hi, 2.0)
+    return _scaled_sigmoid(x, lo, hi, 2.0, "scaled_tanh")
 
 
 def _softsign_values(x: torch.Tensor) -> torch.Tensor:

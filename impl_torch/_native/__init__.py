@@ -293,14 +293,13 @@ def nan_in_first(y: int, outer: int, n: int, inner: int, *, double: bool) -> boo
     return bool((library.nan_in_first_f64 if double else library.nan_in_first_f32)(y, outer, n, inner))
 
 
-@functools.lru_cache(maxsize=256)
 def row_guard(double: bool, k: float, floor: float, eps: float, low: float) -> Callable[[int | None, int, int], int]:
     """The norms' trust rule (guards.c; ``impl_torch/norms.py`` holds its numpy twin) for float32
     or (``double``) float64 statistics, its constants fixed: ``(mean, rstd, rows)`` -> how many
     of ``rows`` contiguous (mean, rstd) pairs at those addresses fail it; ``mean`` None is the
-    rule on rstd alone. Made once per rule: the lookups and keyword arguments at each call
-    measured 3-6 us above the bare ctypes call, after a 55 us RMSNorm of 64 rows (one process,
-    this project's CPU machine)."""
+    rule on rstd alone. Make it once per rule (norms._row_guard caches it): the lookups and
+    keyword arguments at each call measured 3-6 us above the bare ctypes call, after a 55 us
+    RMSNorm of 64 rows (one process, this project's CPU machine)."""
     library = _library()
     guard = library.untrusted_rows_f64 if double else library.untrusted_rows_f32
     return lambda mean, rstd, rows: guard(mean, rstd, rows, k, floor, eps, low)
