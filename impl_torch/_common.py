@@ -225,8 +225,9 @@ def clamp_inside(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
         # Function's own rule (values and gradients equal in all four dtypes, NaN included; the
         # kink tests pin both), in C++: the Function's Python costs 30-40 us a call, most of a
         # 2^16-element forward+backward. Only plainly eager: ATen's forward-mode rule for it is
-        # not ours, and under transforms the Function's rules must run.
-        return torch.ops.aten.hardtanh(x, lo, hi)
+        # not ours, and under transforms the Function's rules must run. Its binding, not
+        # torch.ops.aten.hardtanh: 1.2 us less a call (2.6 against 3.8 at 256 elements).
+        return torch._C._nn.hardtanh(x, lo, hi)
     return apply(_ClampInside, x, lo, hi)
 
 
