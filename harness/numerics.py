@@ -68,5 +68,12 @@ def trusted_rstd_low(dtype: str) -> float:
 def trusted_variance_floor(dtype: str, eps: float) -> tuple[float, float]:
     """(k, f) for statistics computed in ``dtype``: a group's fast-path result is the declared
     one where its variance is finite and above max(k mean^2, f). One rule for both frameworks."""
+    k, per_eps = trusted_variance_terms(dtype)
+    return k, per_eps * eps
+
+
+def trusted_variance_terms(dtype: str) -> tuple[float, float]:
+    """(k, t) with ``trusted_variance_floor(dtype, eps) == (k, t * eps)``: the part that depends
+    on the dtype alone, for a compiled graph that takes eps as a symbolic value."""
     c = _CANCELLATION_ULPS * finfo(dtype)["eps"]
-    return c * c, _TINY_VARIANCE * eps
+    return c * c, _TINY_VARIANCE

@@ -304,6 +304,12 @@ class TechniqueSpec:
         if problem is not None:
             raise ValueError(f"{self.name} on a {dtype} input: {problem}")
 
+    def takes_dtype(self, params: Mapping[str, Any], dtype: str) -> bool:
+        """Whether :meth:`check_input` accepts inputs of ``dtype`` (of a shape it accepts): the
+        dtype half of its rule, for a check that decides from a few attributes once made."""
+        in_module = "dtype" not in params or dtype in module_input_dtypes(params["dtype"])
+        return dtype in DTYPES and in_module and self.dtype_problem(params, dtype) is None
+
     def dtype_problem(self, params: Mapping[str, Any], dtype: str) -> str | None:
         """What ``dtype`` cannot hold of these parameters (see ``check_dtype``), or ``None``."""
         return self.check_dtype(params, dtype) if self.check_dtype is not None else None

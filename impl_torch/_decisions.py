@@ -10,10 +10,17 @@ from __future__ import annotations
 import os
 
 import torch
+from torch import is_grad_enabled
 from torch.autograd import forward_ad
+from torch.compiler import is_compiling, is_exporting
 
 from impl_torch import _native
 from impl_torch._native import fused
+
+# The functions a compiled frame traces call torch's by these names, not through the torch
+# module: dynamo guards on each module and attribute it reads, and on the torch module reached
+# from a second module's globals with a costlier check (one of those per module, each about as
+# costly as a dozen others, in a guard set checked at every call of a compiled module).
 
 # torch.func's own switch: no public function says whether a transform is active. Without it,
 # every call counts as transformed (the declared rules always run: right, only slower).
@@ -34,7 +41,7 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 def compiling() -> bool:
     """Whether torch.compile (dynamo) is tracing this call."""
-    return torch.compiler.is_compiling()
+    return is_compiling()
 
 
 def transforming() -> bool:
@@ -62,9 +69,7 @@ def plain_eager() -> bool:
     it allocates (see the three functions above for why each of them forbids it)."""
     # One expression rather than the three calls: it runs on every eager call, and on this
     # project's CPU machine each Python call costs 0.1-0.2 us against a 10 us clamp.
-    return not (
-        torch.compiler.is_compiling() or torch._C._is_tracing() or _functorch_active() or forward_ad._current_level >= 0
-    )
+    return not (is_compiling() or torch._C._is_tracing() or _functorch_active() or forward_ad._current_level >= 0)
 
 
 def tracks_grad(x: torch.Tensor, *more: torch.Tensor | None) -> bool:
@@ -73,7 +78,7 @@ def tracks_grad(x: torch.Tensor, *more: torch.Tensor | None) -> bool:
     transform or forward-mode AD is active. Only then does a custom Function, which adds the
     declared derivative rules, run; without it the plain fused op does."""
     # ``more`` read only when given: this runs on every call of the elementwise techniques.
-    recorded = torch.is_grad_enabled() and (
+    recorded = is_grad_enabled() and (
         x.requires_grad or (bool(more) and any(t is not None and t.requires_grad for t in more))
     )
     return recorded or transforming()
@@ -197,11 +202,7 @@ def _extern_op_allowed(x: torch.Tensor) -> bool:
     torch.func transform or forward-mode AD inside the compiled function (dynamo then
     differentiates or batches the ops as written, and ours have no rules for that)."""
     return (
-        torch.compiler.is_compiling()
-        and not torch.compiler.is_exporting()
-        and x.is_cpu
-        and not _functorch_active()
-        and forward_ad._current_level < 0
+        is_compiling() and not is_exporting() and x.is_cpu and not _functorch_active() and forward_ad._current_level < 0
     )
 
 

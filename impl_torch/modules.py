@@ -40,14 +40,14 @@ class Limit(nn.Module):
         )
         # ... and of those, the ones autocast never changes: nothing to check or cast.
         self._direct = frozenset() if self._check_shape else self._fast_dtypes - set(_common.LOW)
-        self._input = InputCheck(self.params)
+        self._input = InputCheck(spec, self.params)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = getattr(x, "dtype", None)
         if dtype in self._direct:
             return self._fn(x)
         if self._check_shape or dtype not in self._fast_dtypes:
-            return self._fn(self._input(x, self._spec))
+            return self._fn(self._input(x))
         return self._fn(autocast_input(x, self._spec))
 
     def extra_repr(self) -> str:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import harness
-from harness.numerics import trusted_rstd_low, trusted_variance_floor
+from harness.numerics import trusted_rstd_low, trusted_variance_terms
 from impl_torch import _native
 from impl_torch._common import (
     InputCheck,
@@ -28,7 +28,7 @@ from impl_torch._common import (
     patch_rows,
     upcast,
 )
-from impl_torch._decisions import compiled_cpu, compiled_mend_serves, eager_cpu, tracks_grad
+from impl_torch._decisions import compiled_cpu, compiled_mend_serves, compiling, eager_cpu, tracks_grad
 from impl_torch._native import mend as _mend
 from impl_torch.adapter import FRAMEWORK_DTYPES
 
@@ -53,17 +53,20 @@ def _prescale(x: torch.Tensor, dims: tuple[int, ...]) -> _Prescaled:
     group's maximum and minimum (two reading passes cost less than abs, which writes one), and
     they also tell which groups are constant.
     """
-    top = torch.amax(x, dim=dims, keepdim=True).detach()
-    bottom = torch.amin(x, dim=dims, keepdim=True).detach()
-    amax = torch.maximum(top, -bottom)
-    finite = torch.isfinite(amax)
+    # Tensor methods rather than torch functions here and in the other functions a compiled norm
+    # traces: dynamo guards on each torch function it reads (one check per call of the compiled
+    # module), never on a method.
+    top = x.amax(dim=dims, keepdim=True).detach()
+    bottom = x.amin(dim=dims, keepdim=True).detach()
+    amax = top.maximum(-bottom)
+    finite = amax.isfinite()
     big = finite & (amax > 1.0)
-    scale = torch.where(big, torch.exp2(torch.floor(torch.log2(torch.where(big, amax, 1.0))) - 1.0), 1.0).to(x.dtype)
+    scale = (amax.where(big, 1.0).log2().floor() - 1.0).exp2().where(big, 1.0).to(x.dtype)
     constant = (top == bottom) & finite
     if eager_cpu(x) and bool(finite.all()):
         # No infinity and no NaN in any group: the branch-free form below reduces to this.
         return _Prescaled(x / scale if bool(big.any()) else x, scale, bottom / scale, constant, finite)
-    scaled = torch.where(torch.isinf(amax), torch.where(torch.isinf(x), torch.sign(x), 0.0), x / scale)
+    scaled = x.sign().where(x.isinf(), 0.0).where(amax.isinf(), x / scale)
     return _Prescaled(scaled, scale, bottom / scale, constant, finite)
 
 
@@ -80,7 +83,7 @@ def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float | torch.Tens
     # (minimum - mean is exact, the two being that close), the gradient from the mean: the
     # centring term of a constant group's gradient stays.
     mean = scaled.mean(dim=dims, keepdim=True)
-    mean = mean + torch.where(prescaled.constant, prescaled.minimum - mean, 0.0).detach()
+    mean = mean + (prescaled.minimum - mean).where(prescaled.constant, 0.0).detach()
     centred = scaled - mean
     var = (centred * centred).mean(dim=dims, keepdim=True)
     xhat = centred / _root(var, scale, eps)
@@ -90,7 +93,7 @@ def _standardize(x: torch.Tensor, dims: tuple[int, ...], eps: float | torch.Tens
 def _root(var: torch.Tensor, scale: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
     """sqrt(var + eps / scale^2): the denominator of prescaled groups (see _standardize). eps /
     scale^2 underflows for huge groups; the smallest normal keeps 0 / 0 away."""
-    return torch.sqrt(var + torch.clamp_min(eps / (scale * scale), torch.finfo(var.dtype).tiny))
+    return (var + (eps / (scale * scale)).clamp_min(torch.finfo(var.dtype).tiny)).sqrt()
 
 
 def _statistics(
@@ -99,8 +102,8 @@ def _statistics(
     """The groups' mean and biased variance from those of :func:`_standardize`, non-finite for a
     group that held an infinity (as ATen's batch norm gives), never the finite statistics of its
     limit: an infinite mean (NaN where the signs balance) and a NaN variance."""
-    mean_scale = torch.where(finite, scale, math.inf)
-    var_scale = torch.where(finite, scale, math.nan)
+    mean_scale = scale.where(finite, math.inf)
+    var_scale = scale.where(finite, math.nan)
     # Scaled back one factor at a time: scale * scale overflows where the variance does not.
     return mean * mean_scale, (var * var_scale) * var_scale
 
@@ -135,8 +138,18 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
 
 @functools.lru_cache(maxsize=64)
 def _trust_rule(dtype: torch.dtype, eps: float) -> tuple[float, float, float]:
+    """(k, floor, low) of the trust rule for statistics of ``dtype`` (harness.numerics)."""
+    k, per_eps, low = _trust_terms(dtype)
+    return k, per_eps * eps, low
+
+
+# A constant to dynamo: traced, the rule's reads of harness.numerics (its constants, finfo, math)
+# made a dozen guards, which a compiled norm checks at every call. eps stays out: with dynamic
+# shapes it is symbolic, which this cannot take.
+@torch.compiler.assume_constant_result
+def _trust_terms(dtype: torch.dtype) -> tuple[float, float, float]:
     name = str(dtype).removeprefix("torch.")
-    return (*trusted_variance_floor(name, eps), trusted_rstd_low(name))
+    return (*trusted_variance_terms(name), trusted_rstd_low(name))
 
 
 def _trusted_rows(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> torch.Tensor:
@@ -150,10 +163,12 @@ def _trusted_rows(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> torch.T
     sqrt(floor + eps), which is False for NaN; an infinite mean makes the floor infinite, an
     overflowed variance rstd 0. float64 holds the square of any float32 mean, so nothing
     overflows on the way."""
-    # Uncached: torch.compile traces this (the compiled guards), and dynamo warns of a cache.
-    k, floor, low = _trust_rule.__wrapped__(mean.dtype, eps)
+    # Not _trust_rule: torch.compile traces this (the compiled guards), and dynamo warns of a
+    # cache.
+    k, per_eps, low = _trust_terms(mean.dtype)
+    floor = per_eps * eps
     m, r = mean.detach().double(), rstd.detach().double()
-    limit = 1.0 / torch.sqrt(torch.clamp_min(k * (m * m), floor) + eps)
+    limit = 1.0 / ((k * (m * m)).clamp_min(floor) + eps).sqrt()
     return (r > low) & (r < limit)
 
 
@@ -178,16 +193,16 @@ def _layer_norm_cond(
 ) -> tuple[torch.Tensor, ...]:
     """(output, *_GroupRule) of _layer_norm_compiled; (output,) without ``rule``."""
     var, mean = torch.var_mean(xc, dim=-1, correction=0, keepdim=True)
-    rstd = torch.rsqrt(var + eps)
+    rstd = (var + eps).rsqrt()
 
     def fast(xc: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return torch.addcmul(b, (xc - mean) * rstd, w), *(_plain_rule(mean, rstd) if rule else ())
+        return b.addcmul((xc - mean) * rstd, w), *(_plain_rule(mean, rstd) if rule else ())
 
     eps_t = _operand(eps, xc)
 
     def rare(xc: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
         xhat, mean, var, scale, finite = _standardize(xc, (-1,), eps_t)
-        return torch.addcmul(b, xhat, w), *(_prescaled_rule(mean, var, scale, finite, eps_t) if rule else ())
+        return b.addcmul(xhat, w), *(_prescaled_rule(mean, var, scale, finite, eps_t) if rule else ())
 
     untrusted = ~_trusted_rows(mean, rstd, eps)
     return torch.cond(untrusted.any(), rare, fast, (xc, mean, rstd))
@@ -197,7 +212,7 @@ def _operand(eps: float, like: torch.Tensor) -> torch.Tensor:
     """eps as a 0-d tensor for a torch.cond branch to close over: with dynamic shapes (dynamo's
     automatic dynamic, after a second batch size) a module's float attribute becomes a symbolic
     float, which a branch cannot take as an operand (tensors and ints only)."""
-    return torch.full((), eps, dtype=like.dtype, device=like.device)
+    return like.new_full((), eps)
 
 
 class _GroupRule(NamedTuple):
@@ -220,7 +235,7 @@ def _prescaled_rule(
     mean: torch.Tensor, var: torch.Tensor, scale: torch.Tensor, finite: torch.Tensor, eps: float | torch.Tensor
 ) -> _GroupRule:
     # A NaN group is not a limit: its derivative is NaN, as its value.
-    return _GroupRule(scale, mean, 1.0 / _root(var, scale, eps), ~finite & ~torch.isnan(var))
+    return _GroupRule(scale, mean, 1.0 / _root(var, scale, eps), ~finite & ~var.isnan())
 
 
 class _CompiledNorm(torch.autograd.Function):
@@ -298,7 +313,7 @@ def _rms_norm_trusted(rstd: torch.Tensor) -> torch.Tensor:
     exactly where the formula is needed: a mean square that overflowed (the largest finite
     inputs) or held an infinity gives 0, a NaN row NaN, and a huge row's second order would
     underflow. Tiny rows need no care: their squares underflow where eps dominates anyway."""
-    return rstd.detach() > _trust_rule.__wrapped__(rstd.dtype, 0.0)[2]
+    return rstd.detach() > _trust_terms(rstd.dtype)[2]
 
 
 def _untrusted_count(mean: torch.Tensor, rstd: torch.Tensor, eps: float) -> int:
@@ -388,14 +403,16 @@ _FUSED_RMS_NORM = getattr(torch, "_fused_rms_norm", None)
 
 def _native_rms_norm(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(ATen's RMSNorm of the rows of ``xc``, their rstd)."""
-    if _FUSED_RMS_NORM is not None:
+    # Not where dynamo traces this (a frame it compiles alone, see _common.native_elementwise):
+    # it cannot trace the binding, and the composite gives the same bits.
+    if _FUSED_RMS_NORM is not None and not compiling():
         return _FUSED_RMS_NORM(xc, [xc.shape[-1]], w, eps)
     rstd = _rms_rstd(xc, eps)
     return _rms_scaled(xc, rstd, w), rstd
 
 
 def _rms_rstd(xc: torch.Tensor, eps: float) -> torch.Tensor:
-    return torch.rsqrt((xc * xc).mean(dim=-1, keepdim=True) + eps)
+    return ((xc * xc).mean(dim=-1, keepdim=True) + eps).rsqrt()
 
 
 def _rms_scaled(xc: torch.Tensor, rstd: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
@@ -428,7 +445,7 @@ def _rms_norm_compiled(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> 
 def _rms_rstd_of_sums(squares: torch.Tensor, n: int, eps: float) -> torch.Tensor:
     """rsqrt(mean(x^2) + eps) from the rows' sums of squares: the bits of _rms_rstd (a mean is
     its sum divided by n)."""
-    return torch.rsqrt(squares / n + eps)
+    return (squares / n + eps).rsqrt()
 
 
 def _rms_norm_mend(
@@ -570,10 +587,10 @@ def _batch_norm_cond(
     where the caller drops them."""
     shape = (1, -1) + (1,) * (xc.ndim - 2)
     var, mean = torch.var_mean(xc, dim=(0, *range(2, xc.ndim)), correction=0, keepdim=True)
-    rstd = torch.rsqrt(var + eps)
+    rstd = (var + eps).rsqrt()
 
     def fast(xc: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        y = torch.addcmul(b.reshape(shape), (xc - mean) * rstd, w.reshape(shape))
+        y = b.reshape(shape).addcmul((xc - mean) * rstd, w.reshape(shape))
         return y, *(_plain_rule(mean, rstd) if rule else ()), mean.reshape(-1) * 1.0, var.reshape(-1) * 1.0
 
     eps_t = _operand(eps, xc)
@@ -640,7 +657,7 @@ class _Norm(nn.Module):
         super().__init__()
         self.params = params
         self._spec = harness.get(name)
-        self._input = InputCheck(params)
+        self._input = InputCheck(self._spec, params)
         # The module's dtype, also without parameters (elementwise_affine=False): a floating
         # tensor that every move converts, never saved (not in the state dict).
         self.register_buffer("_dtype", torch.empty(0, dtype=FRAMEWORK_DTYPES[params["dtype"]]), persistent=False)
@@ -667,7 +684,7 @@ class LayerNorm(_Norm):
             self.weight = self.bias = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return layer_norm(self._input(x, self._spec), self.weight, self.bias, eps=self.eps)
+        return layer_norm(self._input(x), self.weight, self.bias, eps=self.eps)
 
 
 @harness.implements("rms_norm", "torch")
@@ -684,7 +701,7 @@ class RMSNorm(_Norm):
         self.weight = _ones(num_features, dtype) if elementwise_affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(self._input(x, self._spec), self.weight, eps=self.eps)
+        return rms_norm(self._input(x), self.weight, eps=self.eps)
 
 
 @harness.implements("batch_norm", "torch")
@@ -702,7 +719,7 @@ class BatchNorm(_Norm):
         self.register_buffer("running_var", torch.ones(num_features, dtype=torch_dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._input(x, self._spec)
+        x = self._input(x)
         if self.training and x.numel() <= x.shape[1]:
             raise ValueError(
                 f"batch_norm needs more than one value per channel in training mode, got shape {tuple(x.shape)}; "

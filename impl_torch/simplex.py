@@ -19,17 +19,21 @@ from impl_torch._decisions import compiled_cpu, eager_cpu, kernel_serves, tracks
 def _limit_shift(xc: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x - max along axis, with rows holding an infinity replaced by their limit (the +inf
     entries at 0, the rest at -inf; an all -inf row at 0), and the row maxima."""
-    top = torch.amax(xc, dim=axis, keepdim=True).detach()
-    if eager_cpu(xc) and bool(torch.isfinite(top).all()):
+    # Tensor methods rather than torch functions here and in the other functions a compiled
+    # softmax traces: dynamo guards on each torch function it reads (a check at every call of
+    # the compiled module), never on a method.
+    top = xc.amax(dim=axis, keepdim=True).detach()
+    if eager_cpu(xc) and bool(top.isfinite().all()):
         return xc - top, top
-    z = xc - torch.where(torch.isfinite(top), top, 0.0)
-    z = torch.where(top == math.inf, torch.where(xc == math.inf, 0.0, -math.inf), z)
-    return torch.where(top == -math.inf, 0.0, z), top
+    z = xc - top.where(top.isfinite(), 0.0)
+    limit = xc.new_full((), -math.inf).where(xc != math.inf, 0.0)  # 0 at +inf, -inf elsewhere
+    z = limit.where(top == math.inf, z)
+    return z.where(top != -math.inf, 0.0), top
 
 
 def _softmax_plain(z: torch.Tensor, axis: int) -> torch.Tensor:
     """Softmax of rows shifted by their maximum (or their limit's)."""
-    e = torch.exp(z)
+    e = z.exp()
     # e / sum(e) with sum(e) >= e (rounded sums of non-negatives only grow): never above 1.
     return e / e.sum(dim=axis, keepdim=True)
 
@@ -37,7 +41,7 @@ def _softmax_plain(z: torch.Tensor, axis: int) -> torch.Tensor:
 def _log_softmax_plain(z: torch.Tensor, axis: int) -> torch.Tensor:
     """Log-softmax of rows shifted by their maximum (or their limit's)."""
     # z <= 0 and log(sum(exp(z))) >= 0 (the row's maximum contributes exp(0) = 1): never above 0.
-    return z - torch.log(torch.exp(z).sum(dim=axis, keepdim=True))
+    return z - z.exp().sum(dim=axis, keepdim=True).log()
 
 
 def _softmax_formula(xc: torch.Tensor, axis: int) -> torch.Tensor:
@@ -56,8 +60,8 @@ def _compiled(xc: torch.Tensor, axis: int, log: bool) -> tuple[torch.Tensor, tor
     otherwise, chosen by torch.cond after the row maxima, which the fast side takes (see
     impl_torch/_decisions.py, compiled_cpu); and the rows' finiteness (their maximum's)."""
     plain, formula = (_log_softmax_plain, _log_softmax_formula) if log else (_softmax_plain, _softmax_formula)
-    top = torch.amax(xc, dim=axis, keepdim=True).detach()
-    finite = torch.isfinite(top)
+    top = xc.amax(dim=axis, keepdim=True).detach()
+    finite = top.isfinite()
 
     def fast(xc: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
         return plain(xc - top, axis)
@@ -95,7 +99,7 @@ class _CompiledMap(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor, None, None]:
         y, finite = ctx.saved_tensors
         if ctx.log:
-            dx = grad - torch.exp(y) * grad.sum(dim=ctx.axis, keepdim=True)
+            dx = grad - y.exp() * grad.sum(dim=ctx.axis, keepdim=True)
         else:
             dx = y * (grad - (grad * y).sum(dim=ctx.axis, keepdim=True))
         return dx * finite.to(dx.dtype), None, None
