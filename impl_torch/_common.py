@@ -76,7 +76,7 @@ class InputCheck:
     Python, a tenth of a 64-row layer norm). ``forget`` after the module's parameters change
     (a dtype move).
 
-    Under torch.compile it decides from a few attributes made in advance (``_TracedRule``), and
+    Under torch.compile it decides from a few attributes made in advance (``rule``), and
     only an input that fails them runs the declaration's check, which raises its error. Every
     global and attribute that dynamo reads while tracing becomes a guard, checked at every call
     of the compiled module: with check_input traced, compiled rms_norm held 159 guards (143 with
@@ -87,7 +87,7 @@ class InputCheck:
     def __init__(self, spec: harness.TechniqueSpec, params: dict[str, Any]) -> None:
         self.spec, self.params = spec, params
         self._passed: tuple[torch.dtype, torch.Size] | None = None
-        self._traced = self._traced_rule()
+        self.rule = self._traced_rule()
 
     def _traced_rule(self) -> _TracedRule:
         spec, params = self.spec, self.params
@@ -103,7 +103,7 @@ class InputCheck:
         spec = self.spec
         if compiling():
             if self.traced_takes(x):
-                return x if x.dtype in self._traced.direct else autocast_input(x, spec)
+                return x if x.dtype in self.rule.direct else autocast_input(x, spec)
         elif (
             # Not while torch.jit.trace records: its shapes are traced values, and comparing them
             # would freeze the comparison into the trace. (compiling() came first: dynamo cannot
@@ -122,7 +122,7 @@ class InputCheck:
 
     def traced_takes(self, x: Any) -> bool:
         """Whether check_input accepts ``x``, as a compiled frame decides it (``_TracedRule``)."""
-        rule = self._traced
+        rule = self.rule
         # getattr, not isinstance(x, torch.Tensor): that would read this module's torch, one more
         # guard (a non-tensor fails here, and check_array raises).
         ndim = getattr(x, "ndim", -1)
@@ -136,7 +136,7 @@ class InputCheck:
     def forget(self) -> None:
         """After the module's dtype moved: what it takes moved with it."""
         self._passed = None
-        self._traced = self._traced_rule()
+        self.rule = self._traced_rule()
 
 
 def follow_dtype(module: torch.nn.Module, held: torch.Tensor) -> str:

@@ -18,7 +18,6 @@ from torch import nn
 
 import harness
 from harness.build import check_head_input
-from impl_torch import _common
 from impl_torch._common import InputCheck, autocast_input, follow_dtype
 from impl_torch.adapter import FRAMEWORK_DTYPES, check_array, dtype_name, from_numpy
 
@@ -33,14 +32,12 @@ class Limit(nn.Module):
         self._spec = spec
         self._fn = functools.partial(fn, **params)
         # Elementwise techniques take any float input: skip the shape check on the hot path, and
-        # decide now which dtypes can hold the parameters (the others raise in check_input).
-        self._check_shape = spec.min_rank > 0
-        self._fast_dtypes = frozenset(
-            t for name, t in FRAMEWORK_DTYPES.items() if spec.dtype_problem(params, name) is None
-        )
-        # ... and of those, the ones autocast never changes: nothing to check or cast.
-        self._direct = frozenset() if self._check_shape else self._fast_dtypes - set(_common.LOW)
+        # read which dtypes can hold the parameters from the input check's rule (the others raise
+        # in check_input), and of those, the ones autocast never changes: nothing to check or cast.
         self._input = InputCheck(spec, self.params)
+        self._check_shape = spec.min_rank > 0
+        self._fast_dtypes = self._input.rule.dtypes
+        self._direct = frozenset() if self._check_shape else self._input.rule.direct
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = getattr(x, "dtype", None)
