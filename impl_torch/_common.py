@@ -138,6 +138,14 @@ class InputCheck:
         self._passed = None
         self.rule = self._traced_rule()
 
+    # Pickled as the declaration and parameters only: the declaration comes back by name, as it
+    # is where the pickle loads, and the rule is made again from it, never carried over stale.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec": self.spec, "params": self.params}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["spec"], state["params"])
+
 
 def follow_dtype(module: torch.nn.Module, held: torch.Tensor) -> str:
     """After ``module`` moved to the dtype of ``held``, one of its tensors (``.double()``,

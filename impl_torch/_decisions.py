@@ -12,7 +12,7 @@ import os
 import torch
 from torch import is_grad_enabled
 from torch.autograd import forward_ad
-from torch.compiler import is_compiling, is_exporting
+from torch.compiler import is_compiling
 
 from impl_torch import _native
 from impl_torch._native import fused
@@ -21,6 +21,10 @@ from impl_torch._native import fused
 # module: dynamo guards on each module and attribute it reads, and on the torch module reached
 # from a second module's globals with a costlier check (one of those per module, each about as
 # costly as a dozen others, in a guard set checked at every call of a compiled module).
+
+# torch.compiler.is_exporting came with torch 2.6; before it, torch.export ran dynamo as
+# torch.compile does, and nothing says which.
+is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
 
 # torch.func's own switch: no public function says whether a transform is active. Without it,
 # every call counts as transformed (the declared rules always run: right, only slower).

@@ -29,15 +29,23 @@ class Limit(nn.Module):
         super().__init__()
         self.technique = spec.name
         self.params = dict(params)
-        self._spec = spec
         self._fn = functools.partial(fn, **params)
-        # Elementwise techniques take any float input: skip the shape check on the hot path, and
-        # read which dtypes can hold the parameters from the input check's rule (the others raise
-        # in check_input), and of those, the ones autocast never changes: nothing to check or cast.
         self._input = InputCheck(spec, self.params)
         self._check_shape = spec.min_rank > 0
-        self._fast_dtypes = self._input.rule.dtypes
-        self._direct = frozenset() if self._check_shape else self._input.rule.direct
+        self._read_rule()
+
+    def _read_rule(self) -> None:
+        # Elementwise techniques take any float input: skip the shape check on the hot path, and
+        # take from the input check's rule the dtypes that can hold the parameters (the others
+        # raise in check_input) and, of those, the ones autocast never changes: nothing to check
+        # or cast.
+        rule = self._input.rule
+        self._fast_dtypes = rule.dtypes
+        self._direct = frozenset() if self._check_shape else rule.direct
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._read_rule()  # the input check's rule was made again from the declaration as loaded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = getattr(x, "dtype", None)
@@ -45,7 +53,7 @@ class Limit(nn.Module):
             return self._fn(x)
         if self._check_shape or dtype not in self._fast_dtypes:
             return self._fn(self._input(x))
-        return self._fn(autocast_input(x, self._spec))
+        return self._fn(autocast_input(x, self._input.spec))
 
     def extra_repr(self) -> str:
         return ", ".join([self.technique, *(f"{k}={v!r}" for k, v in self.params.items())])

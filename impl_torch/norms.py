@@ -404,7 +404,8 @@ _FUSED_RMS_NORM = getattr(torch, "_fused_rms_norm", None)
 def _native_rms_norm(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(ATen's RMSNorm of the rows of ``xc``, their rstd)."""
     # Not where dynamo traces this (a frame it compiles alone, see _common.native_elementwise):
-    # it cannot trace the binding, and the composite gives the same bits.
+    # it cannot trace the binding. Compiled, the composite agrees with eager's fused kernel to
+    # rounding, as compiled torch.ops.aten._fused_rms_norm does (both within 1e-6 in float32).
     if _FUSED_RMS_NORM is not None and not compiling():
         return _FUSED_RMS_NORM(xc, [xc.shape[-1]], w, eps)
     rstd = _rms_rstd(xc, eps)
@@ -656,8 +657,7 @@ class _Norm(nn.Module):
     def __init__(self, name: str, params: dict[str, Any]) -> None:
         super().__init__()
         self.params = params
-        self._spec = harness.get(name)
-        self._input = InputCheck(self._spec, params)
+        self._input = InputCheck(harness.get(name), params)
         # The module's dtype, also without parameters (elementwise_affine=False): a floating
         # tensor that every move converts, never saved (not in the state dict).
         self.register_buffer("_dtype", torch.empty(0, dtype=FRAMEWORK_DTYPES[params["dtype"]]), persistent=False)

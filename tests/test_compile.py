@@ -471,3 +471,34 @@ def test_a_compiled_module_guards_on_no_declaration(name: str) -> None:
         compiled(torch.from_numpy(x).float())
     assert names, "no guards recorded: the filter was not called"
     assert not [n for n in names if "__import_harness_dot_spec" in n or "__import_harness_dot_numerics" in n]
+
+
+@pytest.mark.parametrize("name", ["layer_norm", "rms_norm", "batch_norm"])
+def test_a_compiled_module_moved_to_float64_refuses_float32_as_eager_does(name: str) -> None:
+    """The compiled input check's rule moves with the module (InputCheck.forget): after
+    .double(), a float32 input is refused with eager's error, not run on a stale rule."""
+    x, _, params = benchplan.inputs(name, 2**10)
+    module = harness.build(name, "torch", **params)
+    compiled = torch.compile(module)
+    compiled(torch.from_numpy(x).float())
+    module.double()
+    with pytest.raises(TypeError) as eager:
+        module(torch.from_numpy(x).float())
+    with pytest.raises(TypeError) as traced:
+        compiled(torch.from_numpy(x).float())
+    assert str(traced.value) == str(eager.value)
+    assert compiled(torch.from_numpy(x)).dtype == torch.float64
+
+
+def test_rms_norms_aten_kernel_compiled_alone_takes_the_composite() -> None:
+    """Where dynamo compiles _native_rms_norm as a frame of its own, it cannot trace ATen's
+    fused binding: the composite runs there, and agrees with eager's fused kernel."""
+    from impl_torch import norms
+
+    x = torch.from_numpy(benchplan.inputs("rms_norm", 2**12)[0]).float()
+    w = torch.linspace(0.5, 2.0, x.shape[-1])
+    torch._dynamo.reset()
+    got = torch.compile(norms._native_rms_norm, fullgraph=True)(x, w, 1e-6)
+    want = norms._native_rms_norm(x, w, 1e-6)
+    for g, e, what in zip(got, want, ("value", "rstd"), strict=True):
+        _assert_matches(g.numpy(), e.numpy(), f"compiled _native_rms_norm {what}")

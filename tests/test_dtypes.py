@@ -170,9 +170,8 @@ def test_autocast_runs_a_technique_in_float32_exactly_where_declared(case: Case,
     head = _head(case, "torch", "float32")
     if declared != "as declared":
         spec = replace(case.spec(), autocast_float32=frozenset({"cpu"}))
-        object.__setattr__(head.limit, "_spec", spec)
-        head.limit._input.spec = spec  # the module's input check holds the declaration too
-    in_float32 = "cpu" in head.limit._spec.autocast_float32
+        head.limit._input.spec = spec  # the module's declaration, held by its input check
+    in_float32 = "cpu" in head.limit._input.spec.autocast_float32
     x = TORCH.from_numpy(_x(case, _head_shape, "float32", rng), "float32")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = head(x)

@@ -97,3 +97,17 @@ def test_a_declaration_pickles_only_as_the_registered_one() -> None:
     for variant in (replace(spec, name="clamp_unregistered"), replace(spec, examples=())):
         with pytest.raises(pickle.PicklingError, match="not the registered declaration"):
             pickle.dumps(variant)
+
+
+@pytest.mark.parametrize("name", ["clamp", "softmax", "layer_norm"])
+def test_an_unpickled_module_makes_its_input_check_from_the_declaration(name: str) -> None:
+    """The input check's rule (what a compiled module accepts) is made again from the
+    declaration when a module loads, never carried in the pickle: a stale one does not survive."""
+    module = harness.build(name, "torch", **({"num_features": 8} if name == "layer_norm" else {}))
+    fresh = module._input.rule
+    module._input.rule = fresh._replace(dtypes=frozenset(), direct=frozenset())
+    for loaded in (pickle.loads(pickle.dumps(module)), copy.deepcopy(module)):
+        assert loaded._input.rule == fresh
+        assert loaded._input.params is loaded.params
+        if hasattr(loaded, "_direct"):  # Limit reads its fast dtypes from the rule
+            assert loaded._direct == (frozenset() if loaded._check_shape else fresh.direct)
