@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
+from torch import is_grad_enabled
+from torch.compiler import is_compiling
 
 import harness
 from harness.build import RECORD_ATTRIBUTE, retyped
@@ -383,9 +385,10 @@ def native_elementwise(x: torch.Tensor, native: NativeKernel) -> torch.Tensor:
     """``native`` on ``x``, for which ``elementwise_serves(x)``: one pass forward (with the
     derivative beside the output where autograd records the call) and one multiplication back,
     where its ATen formula takes several passes each way. The autograd node is the C++ one where
-    it built (CPU), else ``_NativeElementwise``; without autograd the kernel runs from here
-    (ctypes: 0.5 us less than a call through torch.ops)."""
-    if torch.compiler.is_compiling():
+    it built (CPU), else ``_NativeElementwise``; without autograd the node's values op runs the
+    kernel (its C++ entry: about 1 us less than allocating from Python and calling through
+    ctypes, which runs where the node is off)."""
+    if is_compiling():
         # elementwise_serves said plainly eager, yet dynamo traces this frame: it skipped the
         # frames that decided (after torch.compile under vmap, say, it skips them for good) and
         # compiles their callees alone. Traced, the kernel's buffer addresses went stale and
@@ -393,11 +396,13 @@ def native_elementwise(x: torch.Tensor, native: NativeKernel) -> torch.Tensor:
         # here, not torch.compiler.disable on the function: its wrapper would cost every eager
         # call, where this costs a tenth of a microsecond.
         return _native_elementwise_outside(x, native)
-    if torch.is_grad_enabled() and x.requires_grad:  # elementwise_serves(x) said: plainly eager
-        op = None if runs_triton(x) else _node.node().op
-        if op is not None:
-            return op(x, native.kernel.address, native.kernel.params_address, native.number)
+    node = None if runs_triton(x) else _node.node()
+    if is_grad_enabled() and x.requires_grad:  # elementwise_serves(x) said: plainly eager
+        if node is not None and node.op is not None:
+            return node.op(x, native.kernel.address, native.kernel.params_address, native.number)
         return _NativeElementwise.apply(x, native)
+    if node is not None and node.values is not None:
+        return node.values(x, native.kernel.address, native.kernel.params_address)
     return _run_kernel(native, x, derivative=False)[0]
 
 

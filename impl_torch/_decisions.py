@@ -30,6 +30,8 @@ is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
 # every call counts as transformed (the declared rules always run: right, only slower).
 _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)
 
+_is_tracing = torch._C._is_tracing  # bound once: plain_eager runs on every eager call
+
 # The tests' way to run the Triton kernels without a GPU, in Triton's interpreter (both variables
 # set; compiled Triton code cannot take CPU memory): eager CPU float32 then takes them instead of
 # the C kernels.
@@ -73,7 +75,7 @@ def plain_eager() -> bool:
     it allocates (see the three functions above for why each of them forbids it)."""
     # One expression rather than the three calls: it runs on every eager call, and on this
     # project's CPU machine each Python call costs 0.1-0.2 us against a 10 us clamp.
-    return not (is_compiling() or torch._C._is_tracing() or _functorch_active() or forward_ad._current_level >= 0)
+    return not (is_compiling() or _is_tracing() or _functorch_active() or forward_ad._current_level >= 0)
 
 
 def tracks_grad(x: torch.Tensor, *more: torch.Tensor | None) -> bool:

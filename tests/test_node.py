@@ -131,3 +131,24 @@ def test_kernel_addresses_are_the_kernels() -> None:
     kernel(x.data_ptr(), y.data_ptr(), None, x.numel(), 1)
     out = _node.node().op(x.clone().requires_grad_(True), kernel.address, kernel.params_address, 0)
     assert torch.equal(out.detach(), y)
+
+
+@pytest.mark.parametrize("name", TECHNIQUES)
+def test_the_values_op_is_the_kernel_without_autograd(
+    name: str, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without autograd, the output comes from the node's values op (the kernel's output alone):
+    the same bits as the kernel through ctypes where the op is off, for strided and empty inputs
+    too, and no autograd record."""
+    node = _node.node()
+    assert node.values is not None, node.note
+    module = harness.build(name, "torch")
+    x = _points(rng)
+    given = [x, x[::3], x[:0], x[:2048].reshape(-1, 2).t()]
+    with torch.no_grad():
+        got = [module(g) for g in given]
+        monkeypatch.setattr(_node, "node", lambda: node._replace(values=None))
+        want = [module(g) for g in given]
+    for g, a, b in zip(given, got, want, strict=True):
+        assert a.shape == g.shape and a.grad_fn is None
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()), name

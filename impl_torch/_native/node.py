@@ -36,12 +36,13 @@ _RULES: list[Rule] = []  # elementwise_rule's numbers index this list
 
 
 class Node(NamedTuple):
-    """The loaded nodes: ``op`` (the elementwise kernels' node) and ``hardsigmoid`` are None
+    """The loaded nodes: ``op`` (the elementwise kernels' node), ``hardsigmoid`` and ``values`` are None
     when they are off, and ``note`` says why."""
 
     op: Callable[..., torch.Tensor] | None
     note: str
     hardsigmoid: Callable[..., torch.Tensor] | None = None
+    values: Callable[..., torch.Tensor] | None = None  # the kernel's output alone, no autograd node
 
 
 def _compiler() -> list[str] | None:
@@ -117,12 +118,13 @@ def node() -> Node:
         ops = torch.ops.output_limits_native
         # ._op: the C++ entry, without torch.ops' Python layers (0.5-1 us a call).
         op, hardsigmoid = ops.elementwise.default._op, ops.hardsigmoid.default._op
+        values = ops.elementwise_values.default._op
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         failure = f"{type(error).__name__}: {error}"
         note = f"off: the C++ node did not build or load ({failure}); a Python autograd Function runs"
         warnings.warn(f"output-limits {note}", RuntimeWarning, stacklevel=2)
         return Node(None, note)
-    return Node(op, "on", hardsigmoid)
+    return Node(op, "on", hardsigmoid, values)
 
 
 _LIBRARIES: list[torch.library.Library] = []
