@@ -59,9 +59,10 @@ OVERHEAD_LIMIT = 2.0  # a module call at 1024 elements against the bare op
 SEED_LIMIT = 1.05  # never slower than the seed's naive code (5%: the noise of equal XLA programs here)
 
 
-# Each side's rounds together last at least this long: a check of 15 rounds of 5 ms took 75 ms
-# a side, short enough for a burst of the shared machine's load to move its median (one check
-# measured 1.12 in a run and 1.50 in the next; at 2^22, one call a round, fifteen calls in all).
+# Each side's rounds together last at least this long (up to 150 rounds): a check of 15 rounds
+# of 5 ms took 75 ms a side, short enough for a burst of the shared machine's load to move its
+# median (one check measured 1.12 in a run and 1.50 in the next; at 2^22, one call a round,
+# fifteen calls in all).
 SECONDS_PER_SIDE = 0.3
 
 
@@ -72,11 +73,16 @@ def _interleaved(
     least ``rounds`` rounds, and as many more as make each side's last SECONDS_PER_SIDE."""
     for fn in (ours, reference, ours, reference):
         block(fn())
-    start = time.perf_counter()
-    block(reference())
-    once = max(time.perf_counter() - start, 1e-7)
-    calls = max(1, int(5e-3 / once))
-    rounds = max(rounds, math.ceil(SECONDS_PER_SIDE / (calls * once)))
+    once = {}
+    for i, fn in enumerate((ours, reference)):
+        start = time.perf_counter()
+        for _ in range(3):
+            block(fn())
+        once[i] = max((time.perf_counter() - start) / 3, 1e-7)
+    calls = max(1, int(5e-3 / once[1]))
+    # Enough rounds for the faster side too, at most 150 (ours at a tenth of the reference's
+    # time: 1 s of the reference's rounds).
+    rounds = max(rounds, min(150, math.ceil(SECONDS_PER_SIDE / (calls * min(once.values())))))
     times: dict[int, list[float]] = {0: [], 1: []}
     for index in range(rounds):
         order = (0, 1) if index % 2 == 0 else (1, 0)

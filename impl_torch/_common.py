@@ -19,7 +19,6 @@ from harness.build import RECORD_ATTRIBUTE, retyped
 from impl_torch import _native
 from impl_torch._decisions import (
     block_size,
-    compiling,
     may_write_in_place,
     plain_eager,
     runs_triton,
@@ -103,12 +102,12 @@ class InputCheck:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` as the technique takes it (``autocast_input``), once the check passed."""
         spec = self.spec
-        if compiling():
+        if is_compiling():
             if self.traced_takes(x):
                 return x if x.dtype in self.rule.direct else autocast_input(x, spec)
         elif (
             # Not while torch.jit.trace records: its shapes are traced values, and comparing them
-            # would freeze the comparison into the trace. (compiling() came first: dynamo cannot
+            # would freeze the comparison into the trace. (is_compiling() came first: dynamo cannot
             # trace tracing()'s torch._C call.)
             self._passed is not None
             and not tracing()
@@ -118,7 +117,7 @@ class InputCheck:
             return autocast_input(x, spec)
         check_array(x, spec.name)
         spec.check_input(dtype_name(x), tuple(x.shape), self.params, framework="torch")
-        if not (compiling() or tracing()):
+        if not (is_compiling() or tracing()):
             self._passed = (x.dtype, x.shape)
         return autocast_input(x, spec)
 
@@ -197,7 +196,7 @@ def apply(function: type[torch.autograd.Function], *args: Any) -> torch.Tensor:
     binds its arguments through ``inspect.signature`` on every call: 45 us measured here, most of
     a 2^16-element op's time.
     """
-    if compiling():
+    if is_compiling():
         return function.apply(*args)
     if plain_eager():
         return _eager_only(function).apply(*args)

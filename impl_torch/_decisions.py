@@ -55,7 +55,7 @@ def transforming() -> bool:
     under them) or forward-mode AD (torch.autograd.forward_ad) is active. Then the plain op's own
     derivative rule would be ATen's convention, not the declaration's, a Python branch on tensor
     data fails (vmap) and an ``out=`` op has no batching or forward rule."""
-    if compiling():  # dynamo traces none of this; torch.compile's own AOT autograd takes the rules
+    if is_compiling():  # dynamo traces none of this; torch.compile's own AOT autograd takes the rules
         return False
     return _functorch_active() or forward_ad._current_level >= 0
 
@@ -95,7 +95,7 @@ def compiled_cpu(x: torch.Tensor) -> bool:
     ``torch.cond``: dynamo captures it without a graph break and inductor compiles a branch that
     runs one side only. On an accelerator the branch reads its predicate on the host, a
     synchronization per call, so the branch-free formula runs there."""
-    return compiling() and x.is_cpu
+    return is_compiling() and x.is_cpu
 
 
 def eager_cpu(x: torch.Tensor) -> bool:

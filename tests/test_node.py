@@ -137,18 +137,27 @@ def test_kernel_addresses_are_the_kernels() -> None:
 def test_the_values_op_is_the_kernel_without_autograd(
     name: str, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without autograd, the output comes from the node's values op (the kernel's output alone):
-    the same bits as the kernel through ctypes where the op is off, for strided and empty inputs
-    too, and no autograd record."""
+    """Without autograd (an input that requires grad under no_grad included), the output comes
+    from the node's values op, the kernel's output alone: the same bits as the kernel through
+    ctypes where the op is off, for strided and empty inputs too."""
     node = _node.node()
     assert node.values is not None, node.note
+    calls: list[int] = []
+
+    def counted(*args: object) -> torch.Tensor:
+        calls.append(1)
+        return node.values(*args)
+
     module = harness.build(name, "torch")
     x = _points(rng)
-    given = [x, x[::3], x[:0], x[:2048].reshape(-1, 2).t()]
+    given = [x, x[::3], x[:0], x[:2048].reshape(-1, 2).t(), x.clone().requires_grad_(True)]
     with torch.no_grad():
+        monkeypatch.setattr(_node, "node", lambda: node._replace(values=counted))
         got = [module(g) for g in given]
+        assert len(calls) == len(given), "the values op did not serve every call"
         monkeypatch.setattr(_node, "node", lambda: node._replace(values=None))
         want = [module(g) for g in given]
+    assert len(calls) == len(given)
     for g, a, b in zip(given, got, want, strict=True):
-        assert a.shape == g.shape and a.grad_fn is None
+        assert a.shape == g.shape and not a.requires_grad
         assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()), name

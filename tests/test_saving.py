@@ -106,8 +106,11 @@ def test_an_unpickled_module_makes_its_input_check_from_the_declaration(name: st
     module = harness.build(name, "torch", **({"num_features": 8} if name == "layer_norm" else {}))
     fresh = module._input.rule
     module._input.rule = fresh._replace(dtypes=frozenset(), direct=frozenset())
+    if hasattr(module, "_direct"):  # Limit's copies of the rule, stale too
+        module._direct = module._fast_dtypes = frozenset()
     for loaded in (pickle.loads(pickle.dumps(module)), copy.deepcopy(module)):
         assert loaded._input.rule == fresh
         assert loaded._input.params is loaded.params
-        if hasattr(loaded, "_direct"):  # Limit reads its fast dtypes from the rule
+        if hasattr(loaded, "_direct"):
+            assert loaded._fast_dtypes == fresh.dtypes
             assert loaded._direct == (frozenset() if loaded._check_shape else fresh.direct)

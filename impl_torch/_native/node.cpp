@@ -117,6 +117,7 @@ TORCH_LIBRARY_IMPL(output_limits_native, CompositeImplicitAutograd, m) {
     m.impl("hardsigmoid", hardsigmoid);
 }
 
-// No derivative: called only where autograd records nothing (the CPU key; with a tensor that
-// requires grad, autograd's fallback for ops without a formula warns or raises).
+// No derivative: called only where autograd records nothing (impl_torch/_common.py decides). On
+// a tensor that requires grad with grad mode on, autograd's fallback for an op without a formula
+// would warn and leave the input without a gradient: callers take `elementwise` there.
 TORCH_LIBRARY_IMPL(output_limits_native, CPU, m) { m.impl("elementwise_values", elementwise_values); }

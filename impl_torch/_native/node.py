@@ -119,7 +119,8 @@ def node() -> Node:
         # ._op: the C++ entry, without torch.ops' Python layers (0.5-1 us a call).
         op, hardsigmoid = ops.elementwise.default._op, ops.hardsigmoid.default._op
         values = ops.elementwise_values.default._op
-    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+    # AttributeError: a library without one of the ops (built from another source) is off too.
+    except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as error:
         failure = f"{type(error).__name__}: {error}"
         note = f"off: the C++ node did not build or load ({failure}); a Python autograd Function runs"
         warnings.warn(f"output-limits {note}", RuntimeWarning, stacklevel=2)
