@@ -468,7 +468,12 @@ def test_a_compiled_module_guards_on_no_declaration(name: str) -> None:
     module = harness.build(name, "torch", **params).requires_grad_(False)
     compiled = torch.compile(module, options={"guard_filter_fn": record})
     with torch.no_grad():
+        # float32 passes straight through; float16 takes autocast_input, which reads the
+        # declaration's autocast rule (where a technique takes float16: a module holding float16
+        # parameters for the norms).
         compiled(torch.from_numpy(x).float())
+        if module._input.rule.dtypes & {torch.float16}:
+            compiled(torch.from_numpy(x).half())
     assert names, "no guards recorded: the filter was not called"
     assert not [n for n in names if "__import_harness_dot_spec" in n or "__import_harness_dot_numerics" in n]
 
