@@ -15,6 +15,7 @@ from cases import Case
 import harness
 from impl_torch import _common
 from impl_torch import _native as native
+from impl_torch._decisions import runs_triton
 from impl_torch._native import node as _node
 
 pytestmark = pytest.mark.skipif(
@@ -140,6 +141,9 @@ def test_the_values_op_is_the_kernel_without_autograd(
     """Without autograd (an input that requires grad under no_grad included), the output comes
     from the node's values op, the kernel's output alone: the same bits as the kernel through
     ctypes where the op is off, for strided and empty inputs too."""
+    x = _points(rng)
+    if runs_triton(x):
+        pytest.skip("the Triton kernels take eager CPU float32 here (OUTPUT_LIMITS_TRITON_CPU=1)")
     node = _node.node()
     assert node.values is not None, node.note
     calls: list[int] = []
@@ -149,7 +153,6 @@ def test_the_values_op_is_the_kernel_without_autograd(
         return node.values(*args)
 
     module = harness.build(name, "torch")
-    x = _points(rng)
     given = [x, x[::3], x[:0], x[:2048].reshape(-1, 2).t(), x.clone().requires_grad_(True)]
     with torch.no_grad():
         monkeypatch.setattr(_node, "node", lambda: node._replace(values=counted))
