@@ -1,7 +1,9 @@
 """Every decision of the PyTorch side that depends on the environment rather than the formula.
 
-One small function per question (compiling or not, device, kernel available, gradient tracked),
-so the families ask here instead of each inspecting torch's state its own way. Each answer is
+One small function per question (device, kernel available, gradient tracked, compiled on the
+CPU), so the families ask here instead of each inspecting torch's state its own way; whether
+dynamo traces the call they ask torch's ``is_compiling`` by name (a wrapper would be one more
+guard of every compiled module). Each answer is
 about the call at hand; only the C kernel's build is made once per process (``_native.build``).
 """
 
@@ -43,11 +45,6 @@ CPU_BLOCK = 1 << 19
 
 # The tensor types whose memory a kernel may read by address (subclasses may hold none).
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
-
-
-def compiling() -> bool:
-    """Whether torch.compile (dynamo) is tracing this call."""
-    return is_compiling()
 
 
 def transforming() -> bool:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.compiler import is_compiling
 
 import harness
 from harness.numerics import trusted_rstd_low, trusted_variance_terms
@@ -28,7 +29,7 @@ from impl_torch._common import (
     patch_rows,
     upcast,
 )
-from impl_torch._decisions import compiled_cpu, compiled_mend_serves, compiling, eager_cpu, tracks_grad
+from impl_torch._decisions import compiled_cpu, compiled_mend_serves, eager_cpu, tracks_grad
 from impl_torch._native import mend as _mend
 from impl_torch.adapter import FRAMEWORK_DTYPES
 
@@ -406,7 +407,7 @@ def _native_rms_norm(xc: torch.Tensor, w: torch.Tensor | None, eps: float) -> tu
     # Not where dynamo traces this (a frame it compiles alone, see _common.native_elementwise):
     # it cannot trace the binding. Compiled, the composite agrees with eager's fused kernel to
     # rounding, as compiled torch.ops.aten._fused_rms_norm does (both within 1e-6 in float32).
-    if _FUSED_RMS_NORM is not None and not compiling():
+    if _FUSED_RMS_NORM is not None and not is_compiling():
         return _FUSED_RMS_NORM(xc, [xc.shape[-1]], w, eps)
     rstd = _rms_rstd(xc, eps)
     return _rms_scaled(xc, rstd, w), rstd
