@@ -3,6 +3,7 @@ is imported, identically for both frameworks, and recorded in the JSON's ``machi
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -37,6 +38,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         type=float,
         help="timed seconds per row (default 1.0, --quick 0.1); at least 7 rounds are timed whatever it says",
+    )
+    group.addoption(
+        "--stop-after",
+        default=None,
+        type=float,
+        help="seconds after which the rows not yet started are skipped, so that a run cut to fit a "
+        "lease still writes its JSON (order the rows that matter first with --sizes)",
     )
 
 
@@ -128,10 +136,29 @@ def pytest_configure(config: pytest.Config) -> None:
         "sizes": sizes,
         "techniques": techniques,
         "timer": "time.perf_counter, read after blocking on the last output (torch.cuda.synchronize on GPU)",
+        "stop_after_s": _stop_after(config),
     }
+    config.stash[DEADLINE] = time.monotonic() + (config.stash[SETTINGS]["stop_after_s"] or float("inf"))
+
+
+def _stop_after(config: pytest.Config) -> float | None:
+    value = config.getoption("stop_after")
+    if value is not None and not value > 0:
+        raise pytest.UsageError(f"--stop-after takes a positive number of seconds, got {value!r}")
+    return value
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # A row not started by the deadline is skipped, not cut short: the JSON is written at the
+    # end of the session, so a run killed from outside keeps nothing.
+    callspec = getattr(item, "callspec", None)
+    late = time.monotonic() > item.config.stash.get(DEADLINE, float("inf"))
+    if late and callspec is not None and "bench_case" in callspec.params:
+        pytest.skip(f"--stop-after {item.config.stash[SETTINGS]['stop_after_s']:g}: not started in time")
 
 
 SETTINGS = pytest.StashKey[dict]()
+DEADLINE = pytest.StashKey[float]()
 
 
 def _plan(config: pytest.Config) -> list[benchplan.BenchCase]:

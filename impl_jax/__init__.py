@@ -8,6 +8,7 @@ registers them all. Its other public names are the adapter every test and benchm
 from impl_jax import baselines, clamps, norms, simplex, squashes
 from impl_jax.adapter import (
     asarray,
+    device,
     dtype_name,
     from_numpy,
     get_state,
@@ -15,10 +16,12 @@ from impl_jax.adapter import (
     jacobians,
     jvp,
     per_sample_gradients,
+    place,
     second_order,
     set_state,
     set_training,
     to_numpy,
+    use_device,
     vjp,
     vmapped,
 )
@@ -33,6 +36,7 @@ __all__ = [
     "block",
     "clamps",
     "copy_callable",
+    "device",
     "device_name",
     "dtype_name",
     "from_numpy",
@@ -45,12 +49,14 @@ __all__ = [
     "native_kernels",
     "norms",
     "per_sample_gradients",
+    "place",
     "second_order",
     "set_state",
     "set_training",
     "simplex",
     "squashes",
     "to_numpy",
+    "use_device",
     "vjp",
     "vmapped",
 ]

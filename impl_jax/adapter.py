@@ -18,7 +18,38 @@ from flax import nnx
 
 from harness.state import check_state
 
+# JAX's name for the tests' --device (tests/conftest.py): its CUDA devices are platform "gpu".
+_PLATFORMS = {"cpu": "cpu", "cuda": "gpu"}
+
 FRAMEWORK_DTYPES: dict[str, Any] = {name: jnp.dtype(name) for name in ("float16", "bfloat16", "float32", "float64")}
+
+
+def use_device(name: str) -> None:
+    """Make arrays and place modules on ``name`` ("cpu" or "cuda") from now on (mirrors
+    ``impl_torch.adapter.use_device``): JAX's default device; raise, saying why, where JAX
+    sees no such device."""
+    if name not in _PLATFORMS:
+        raise ValueError(f"use_device takes 'cpu' or 'cuda', got {name!r}")
+    try:
+        target = jax.devices(_PLATFORMS[name])[0]
+    except RuntimeError as error:
+        raise RuntimeError(f"use_device({name!r}): jax {jax.__version__} sees no such device ({error})") from None
+    jax.config.update("jax_default_device", target)
+
+
+def _default_device() -> Any:
+    return jax.config.jax_default_device or jax.devices()[0]
+
+
+def device() -> str:
+    """The device arrays are made on: "cpu" or "cuda"."""
+    return "cuda" if _default_device().platform == "gpu" else "cpu"
+
+
+def place(module: nnx.Module) -> nnx.Module:
+    """``module`` with its state on the adapter's device (updated in place)."""
+    nnx.update(module, jax.device_put(nnx.state(module), _default_device()))
+    return module
 
 
 def dtype_name(x: jax.Array) -> str:

@@ -1,7 +1,8 @@
 """The only place tests and benchmarks touch PyTorch APIs (mirrors ``impl_jax/adapter.py``).
 
 Arrays cross as numpy: float64 and float32 as they are; float16 and bfloat16 are made from
-float32 (numpy has no bfloat16), so both frameworks round the same float32 values.
+float32 (numpy has no bfloat16), so both frameworks round the same float32 values. They are
+made on the device ``use_device`` chose (the CPU unless the tests were run with ``--device``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,32 @@ FRAMEWORK_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float64": torch.float64,
 }
+
+
+# Where from_numpy puts arrays and place puts modules: the tests' --device (tests/conftest.py).
+_device = torch.device("cpu")
+
+
+def use_device(name: str) -> None:
+    """Make arrays and place modules on ``name`` ("cpu" or "cuda") from now on (mirrors
+    ``impl_jax.adapter.use_device``); raise, saying why, where PyTorch sees no such device."""
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"use_device takes 'cpu' or 'cuda', got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise RuntimeError(f"use_device('cuda'): torch {torch.__version__} ({build}) sees no CUDA device")
+    global _device
+    _device = torch.device(name)
+
+
+def device() -> str:
+    """The device arrays are made on: "cpu" or "cuda"."""
+    return _device.type
+
+
+def place(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with its parameters and buffers on the adapter's device (moved in place)."""
+    return module.to(_device)
 
 
 def dtype_name(x: torch.Tensor) -> str:
@@ -51,7 +78,7 @@ def from_numpy(a: np.ndarray, dtype: str) -> torch.Tensor:
     # some kernels measurably (an unfair input for a benchmark).
     # np.require copies only an array from_numpy cannot view (negative strides, read-only).
     view = torch.from_numpy(np.require(source, requirements=["C_CONTIGUOUS", "WRITEABLE"]))
-    return view.to(FRAMEWORK_DTYPES[dtype], copy=True)
+    return view.to(_device, FRAMEWORK_DTYPES[dtype], copy=True)
 
 
 def asarray(a: np.ndarray) -> torch.Tensor:

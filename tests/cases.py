@@ -40,7 +40,7 @@ class Case:
         return self.spec().resolve(self.params(dtype))
 
     def build(self, framework: str, dtype: str = "float32") -> Any:
-        module = harness.build(self.name, framework, **self.params(dtype))
+        module = harness.backend(framework).place(harness.build(self.name, framework, **self.params(dtype)))
         if self.mode == "eval":
             module.eval()
         return module

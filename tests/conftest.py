@@ -5,6 +5,9 @@
 * TF32 is off in both frameworks and JAX matmuls run at full precision, so a GPU run compares
   like with like; JAX does not preallocate GPU memory next to PyTorch.
 * PyTorch uses one intra-op thread: on a shared 2-core machine two threads can be 40x slower.
+* ``--device cuda`` makes the adapters (``harness.backend(fw).from_numpy``, ``place``) put arrays
+  and modules on the GPU in both frameworks: the tests that go through them (tests/test_parity.py)
+  then compare the CUDA implementations. Tests that make tensors themselves stay on the CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import pytest
 import torch
 from hypothesis import settings
 
+import harness
+
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_default_matmul_precision", "highest")
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -37,6 +42,25 @@ settings.load_profile("ci")
 PARITY_DIR = Path(os.environ.get("OUTPUT_LIMITS_PARITY_DIR", ".parity"))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="where the adapters make arrays and place modules in both frameworks (default cpu); "
+        "cuda needs CUDA builds of torch and jax",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    device = config.getoption("device")
+    for framework in harness.FRAMEWORKS:
+        try:
+            harness.backend(framework).use_device(device)
+        except RuntimeError as error:
+            raise pytest.UsageError(f"--device {device}: {error}") from None
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     import flax
 
@@ -44,7 +68,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"output-limits: python {platform.python_version()}, torch {torch.__version__}, jax {jax.__version__}, "
         f"flax {flax.__version__}, numpy {np.__version__}",
         f"devices: jax {[str(d) for d in jax.devices()]}, torch cuda {torch.cuda.is_available()}, "
-        f"torch threads {torch.get_num_threads()}",
+        f"torch threads {torch.get_num_threads()}, adapters on --device {config.getoption('device')}",
     ]
 
 
@@ -61,9 +85,12 @@ _RECORDS: list[dict] = []
 def record_parity():
     """Record a comparison's measured error (the numbers are the product, pass or fail)."""
 
+    device = harness.backend("torch").device()
+
     def record(technique: str, case: str, dtype: str, quantity: str, comparison) -> None:
         _RECORDS.append(
             {
+                "device": device,
                 "technique": technique,
                 "case": case,
                 "dtype": dtype,
@@ -80,8 +107,11 @@ def record_parity():
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not _RECORDS:
         return
-    PARITY_DIR.mkdir(exist_ok=True)
-    (PARITY_DIR / "parity.json").write_text(json.dumps(_RECORDS, indent=1))
+    PARITY_DIR.mkdir(exist_ok=True, parents=True)
+    # One file per pytest-xdist worker, where there are workers: each has its own records.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    suffix = f"-{worker}" if worker else ""
+    (PARITY_DIR / f"parity{suffix}.json").write_text(json.dumps(_RECORDS, indent=1))
     worst: dict[tuple[str, str, str], dict] = {}
     for r in _RECORDS:
         key = (r["technique"], r["dtype"], r["quantity"])
@@ -90,7 +120,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     lines = ["| technique | dtype | quantity | worst scaled error | tolerance | case |", "|---|---|---|---|---|---|"]
     for (tech, dtype, quantity), r in sorted(worst.items()):
         lines.append(f"| {tech} | {dtype} | {quantity} | {r['max_rel']:.2e} | {r['rtol']:.0e} | {r['case']} |")
-    (PARITY_DIR / "parity.md").write_text("\n".join(lines) + "\n")
+    (PARITY_DIR / f"parity{suffix}.md").write_text("\n".join(lines) + "\n")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

@@ -18,6 +18,8 @@ from impl_torch import _decisions
 from impl_torch._native import fused
 
 IN_TRITON_PASS = os.environ.get("OUTPUT_LIMITS_TRITON_CPU") == "1" and os.environ.get("TRITON_INTERPRET") == "1"
+# pytest --device cuda: the kernels compiled for the GPU.
+ON_CUDA = harness.backend("torch").device() == "cuda"
 # The techniques whose eager path has a one-pass kernel (the C one on the CPU, Triton on CUDA).
 FUSED = ("smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "softsign")
 
@@ -43,19 +45,22 @@ def test_the_switch_turns_the_kernels_off(monkeypatch: pytest.MonkeyPatch) -> No
         fused.status.cache_clear()
 
 
-@pytest.mark.skipif(not IN_TRITON_PASS, reason="the Triton pass of nox -s tests (interpreter on the CPU) runs this")
+@pytest.mark.skipif(
+    not (IN_TRITON_PASS or ON_CUDA),
+    reason="the Triton pass of nox -s tests (interpreter on the CPU) and pytest --device cuda run this",
+)
 @pytest.mark.parametrize("name", FUSED)
 def test_the_triton_pass_runs_the_triton_kernels(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert fused.available(), fused.status()[1]
     calls = []
     run = fused.run
     monkeypatch.setattr(fused, "run", lambda *args: calls.append(args[0]) or run(*args))
-    x = (torch.linspace(-6.0, 6.0, 101) * 2.0).requires_grad_(True)
-    y = harness.build(name, "torch")(x)
+    x = (torch.linspace(-6.0, 6.0, 101, device="cuda" if ON_CUDA else "cpu") * 2.0).requires_grad_(True)
+    y = harness.build(name, "torch").to(x.device)(x)
     assert type(y.grad_fn).__name__ == "_NativeElementwiseBackward", y.grad_fn
     (dx,) = torch.autograd.grad(y.sum(), x)
     with torch.no_grad():
-        harness.build(name, "torch")(x)
+        harness.build(name, "torch").to(x.device)(x)
     kind = "scaled_sigmoid" if name == "scaled_tanh" else name
     assert [c.removesuffix("_open") for c in calls] == [kind, kind], calls  # with autograd, then without
     assert torch.isfinite(dx).all()

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The GPU run (issue 12) on a machine whose frameworks are installed and that has no package
+# index, cut to a time limit: the parity tests on CUDA, then `nox --no-venv -s bench` on CUDA
+# alone, sizes in the order given (the ones that matter first; rows not started when the time is
+# up are skipped, and the JSON keeps what ran).
+#
+#   bench/gpu_run.sh OUT [SECONDS] [SIZES]    e.g. bench/gpu_run.sh /tmp/gpu 560 24,20,16,26
+#
+# OUT receives env.txt, tests.log, parity.tar.gz, bench.log and bench.tar.gz (.bench/<stamp>/).
+# nox must be importable (pip install nox, or its wheels on PYTHONPATH).
+set -u
+out=${1:?usage: bench/gpu_run.sh OUT [SECONDS] [SIZES]}
+limit=${2:-560}
+sizes=${3:-24,20,16,26}
+python=${PYTHON:-python3}
+device=${DEVICE:-cuda}  # DEVICE=cpu tries the script out on a machine without a GPU
+mkdir -p "$out"
+# nox --no-venv runs `pytest` and `python` from PATH: the interpreter's own.
+PATH="$(dirname "$(command -v "$python")"):$PATH"
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+{
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+    for name in torch jax jaxlib flax numpy triton; do
+        "$python" -c "import $name; print('$name', $name.__version__)"
+    done
+    "$python" -c 'import torch, jax; print("torch cuda", torch.version.cuda, torch.cuda.is_available(), jax.devices())'
+    # One call of each framework on the device, before the minutes go into the runs below.
+    "$python" -c "import harness, numpy as np
+for fw in harness.FRAMEWORKS:
+    b = harness.backend(fw); b.use_device('$device')
+    print(fw, b.device(), b.vjp(b.place(harness.build('layer_norm', fw, num_features=4)), np.ones((2, 4)), np.ones((2, 4)), 'float32')[1].sum())"
+    echo "cores $(nproc)"
+} >"$out/env.txt" 2>&1
+
+# Parity on CUDA: values and VJPs of both frameworks on the GPU, and the Triton kernels' own test.
+# A quarter of the time at most; the measured errors land in parity*.json (one per worker) whatever
+# the outcome.
+export OUTPUT_LIMITS_PARITY_DIR=.parity/$device
+workers=()
+if "$python" -c "import xdist" 2>/dev/null; then workers=(-n "$(($(nproc) - 2 > 12 ? 12 : $(nproc) - 2))"); fi
+# SIGINT, not TERM: pytest then ends its session, and the records are written.
+timeout -s INT -k 20 $((limit / 4)) "$python" -m pytest tests/test_parity.py tests/test_fused.py --device "$device" -q -ra \
+    -p no:cacheprovider "${workers[@]}" >"$out/tests.log" 2>&1
+echo "pytest exit $?" >>"$out/tests.log"
+tar -czf "$out/parity.tar.gz" -C "$OUTPUT_LIMITS_PARITY_DIR" . 2>>"$out/tests.log"
+
+# The benchmark, in what is left of the time: rows stop starting 80 s before the end, which
+# leaves the row under way, the report and the copy their time.
+left=$((limit - SECONDS))
+timeout -s INT -k 20 $((left - 30)) "$python" -m nox --no-venv -s bench -- --devices "$device" --threads all --sizes "$sizes" \
+    --budget 0.1 --stop-after $((left - 80)) >"$out/bench.log" 2>&1
+echo "nox exit $?" >>"$out/bench.log"
+stamp=$(ls -t .bench | grep -v latest | head -1)
+tar -czf "$out/bench.tar.gz" -C .bench "$stamp"
