@@ -34,6 +34,7 @@ _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda
 
 _is_tracing = torch._C._is_tracing  # bound once: plain_eager runs on every eager call
 
+
 # The tests' way to run the Triton kernels without a GPU, in Triton's interpreter (both variables
 # set; compiled Triton code cannot take CPU memory): eager CPU float32 then takes them instead of
 # the C kernels.

@@ -50,11 +50,20 @@ def bounded_relu(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
 
 
 def _hardsigmoid_values(x: torch.Tensor) -> torch.Tensor:
-    # ATen's fused kernel computes min(max(x + 3, 0), 6) / 6, the declared formula, in one pass
-    # (low precision in float32, rounded once): bit for bit clamp(x + 3, 0, 6) / 6 in all four
-    # dtypes, NaN included. The reference, bounds and kink tests pin it, release after release.
-    # Its binding, not F.hardsigmoid: that one's Python wrapper costs a microsecond a call.
+    # ATen's fused CPU kernel computes min(max(x + 3, 0), 6) / 6, the declared formula, in one
+    # pass (low precision in float32, rounded once): bit for bit clamp(x + 3, 0, 6) / 6 in all
+    # four dtypes, NaN included. The reference, bounds and kink tests pin it, release after
+    # release. Its binding, not F.hardsigmoid: that one's Python wrapper costs a microsecond a call.
+    # ATen's CUDA kernel multiplies by 1/6 rounded to float32 instead, in float64 too: 3e-8 off
+    # the declaration there (pytest --device cuda, on an H200), so float64 off the CPU takes the
+    # formula. In float32 and below the product is within an ulp of the quotient.
+    if x.dtype is torch.float64 and not x.is_cpu:
+        return _hardsigmoid_formula(x)
     return torch._C._nn.hardsigmoid(x)
+
+
+def _hardsigmoid_formula(x: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(x + 3.0, 0.0, 6.0) / 6.0
 
 
 def _hardsigmoid_rule(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -15,11 +15,27 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.compiler import is_compiling
 
 import harness
 from harness.build import check_head_input
 from impl_torch._common import InputCheck, autocast_input, follow_dtype
 from impl_torch.adapter import FRAMEWORK_DTYPES, check_array, dtype_name, from_numpy
+
+# The parameters of every Limit built in this process, by their repr: what a compiled forward
+# reads them through (_constant_parameters).
+_PARAMETERS: dict[str, tuple[tuple[str, Any], ...]] = {}
+
+
+@torch.compiler.assume_constant_result
+def _constant_parameters(key: str) -> tuple[tuple[str, Any], ...]:
+    """The parameters filed under ``key``, as constants to dynamo. Read from the module instead,
+    each float is a value dynamo makes symbolic once a second Limit with another value of it
+    compiles (automatic dynamic: they share this forward's code), and the functions' choices by
+    parameter value (a rounding guard, a kernel's parameters) cannot take a symbol: torch 2.11
+    raised, torch 2.13 broke the graph (tests/test_compile.py). A string is always a constant;
+    the answer is a tuple, which dynamo takes as a constant where it does not take a dict."""
+    return _PARAMETERS[key]
 
 
 class Limit(nn.Module):
@@ -29,12 +45,15 @@ class Limit(nn.Module):
         super().__init__()
         self.technique = spec.name
         self.params = dict(params)
+        self._impl = fn
         self._fn = functools.partial(fn, **params)
+        self._key = repr(sorted(self.params.items()))
         self._input = InputCheck(spec, self.params)
         self._check_shape = spec.min_rank > 0
         self._read_rule()
 
     def _read_rule(self) -> None:
+        _PARAMETERS.setdefault(self._key, tuple(self.params.items()))  # again after unpickling, in a new process
         # Elementwise techniques take any float input: skip the shape check on the hot path, and
         # take from the input check's rule the dtypes that can hold the parameters (the others
         # raise in check_input) and, of those, the ones autocast never changes: nothing to check
@@ -48,12 +67,15 @@ class Limit(nn.Module):
         self._read_rule()  # the input check's rule was made again from the declaration as loaded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fn = self._fn
+        if is_compiling():
+            fn = functools.partial(self._impl, **dict(_constant_parameters(self._key)))
         dtype = getattr(x, "dtype", None)
         if dtype in self._direct:
-            return self._fn(x)
+            return fn(x)
         if self._check_shape or dtype not in self._fast_dtypes:
-            return self._fn(self._input(x))
-        return self._fn(autocast_input(x, self._input.spec))
+            return fn(self._input(x))
+        return fn(autocast_input(x, self._input.spec))
 
     def extra_repr(self) -> str:
         return ", ".join([self.technique, *(f"{k}={v!r}" for k, v in self.params.items())])

@@ -152,3 +152,20 @@ def test_known_divergences_still_exist_and_are_in_the_readme() -> None:
         rows[4, 1] = np.nan
         assert not np.isnan(np.asarray(jnp.max(jnp.asarray(rows), axis=-1))[4]), "XLA's max keeps NaN now"
     assert torch.isnan(torch.amax(torch.from_numpy(rows), dim=-1)[4])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_hardsigmoid_formula_off_the_cpu_is_atens_cpu_kernel_bit_for_bit(dtype: str, rng: np.random.Generator) -> None:
+    """Off the CPU, float64 hardsigmoid takes the formula (ATen's CUDA kernel multiplies by 1/6
+    rounded to float32); it must be what the CPU kernel computes, the declaration, bit for bit."""
+    from impl_torch.clamps import _hardsigmoid_formula
+
+    special = [-np.inf, np.inf, np.nan, -3.0, 3.0, 0.0, -0.0, -1e308 if dtype == "float64" else -3e38]
+    x = torch.from_numpy(np.concatenate([rng.normal(size=4096) * 4.0, special])).to(FRAMEWORK_DTYPES[dtype])
+    expected = torch._C._nn.hardsigmoid(x)
+    got = _hardsigmoid_formula(x)
+    assert torch.equal(got.isnan(), expected.isnan())
+    same = (got == expected) | got.isnan()
+    assert bool(same.all()), (
+        f"differs at {x[~same][:4].tolist()}: {got[~same][:4].tolist()} vs {expected[~same][:4].tolist()}"
+    )
