@@ -14,6 +14,10 @@ limit=${2:-560}
 sizes=${3:-24,20,16,26}
 python=${PYTHON:-python3}
 device=${DEVICE:-cuda}  # DEVICE=cpu tries the script out on a machine without a GPU
+if [ "$limit" -lt 200 ]; then
+    echo "bench/gpu_run.sh: SECONDS must be at least 200 (the tests, nox's start and the report), got $limit" >&2
+    exit 2
+fi
 mkdir -p "$out"
 # nox --no-venv runs `pytest` and `python` from PATH: the interpreter's own.
 PATH="$(dirname "$(command -v "$python")"):$PATH"
@@ -39,8 +43,10 @@ for fw in harness.FRAMEWORKS:
 # A quarter of the time at most; the measured errors land in parity*.json (one per worker) whatever
 # the outcome.
 export OUTPUT_LIMITS_PARITY_DIR=.parity/$device
+rm -rf "$OUTPUT_LIMITS_PARITY_DIR"  # this run's records only
 workers=()
-if "$python" -c "import xdist" 2>/dev/null; then workers=(-n "$(($(nproc) - 2 > 12 ? 12 : $(nproc) - 2))"); fi
+n=$(($(nproc) - 2))
+if "$python" -c "import xdist" 2>/dev/null; then workers=(-n "$((n > 12 ? 12 : (n < 1 ? 1 : n)))"); fi
 # SIGINT, not TERM: pytest then ends its session, and the records are written.
 timeout -s INT -k 20 $((limit / 4)) "$python" -m pytest tests/test_parity.py tests/test_fused.py --device "$device" -q -ra \
     -p no:cacheprovider "${workers[@]}" >"$out/tests.log" 2>&1
@@ -48,10 +54,16 @@ echo "pytest exit $?" >>"$out/tests.log"
 tar -czf "$out/parity.tar.gz" -C "$OUTPUT_LIMITS_PARITY_DIR" . 2>>"$out/tests.log"
 
 # The benchmark, in what is left of the time: rows stop starting 80 s before the end, which
-# leaves the row under way, the report and the copy their time.
+# leaves the row under way, the report and the copy their time (--stop-after counts from
+# pytest's start, after nox's and the imports, some 15 s of those 80).
+before=$(ls .bench 2>/dev/null)
 left=$((limit - SECONDS))
 timeout -s INT -k 20 $((left - 30)) "$python" -m nox --no-venv -s bench -- --devices "$device" --threads all --sizes "$sizes" \
     --budget 0.1 --stop-after $((left - 80)) >"$out/bench.log" 2>&1
 echo "nox exit $?" >>"$out/bench.log"
 stamp=$(ls -t .bench | grep -v latest | head -1)
+if [ -z "$stamp" ] || grep -qx "$stamp" <<<"$before"; then
+    echo "no new folder in .bench: the bench stopped before writing raw.json (bench.log)" >>"$out/bench.log"
+    exit 1
+fi
 tar -czf "$out/bench.tar.gz" -C .bench "$stamp"

@@ -34,7 +34,6 @@ _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda
 
 _is_tracing = torch._C._is_tracing  # bound once: plain_eager runs on every eager call
 
-
 # The tests' way to run the Triton kernels without a GPU, in Triton's interpreter (both variables
 # set; compiled Triton code cannot take CPU memory): eager CPU float32 then takes them instead of
 # the C kernels.
@@ -115,9 +114,10 @@ def may_write_in_place() -> bool:
     plainly eager. Under torch.func transforms or forward-mode AD ``out=`` ops have no batching
     or forward rule; a trace replays such writes badly; and under torch.compile torch 2.11 routes
     the gradient of such an output to the wrong slot and returns dx = 0 without an error
-    (pytorch#180642; this repository's GPU bench caught it), while inductor fuses the
-    out-of-place form into one kernel, so writing in place gains nothing. The same release does
-    the same to an output that aliases an intermediate: see ``_common.as_dtype``."""
+    (pytorch#180642; this repository's H100 run caught it: bench/results/cuda-h100-2026-11-26 as
+    of commit 3f95132), while inductor fuses the out-of-place form into one kernel, so writing in
+    place gains nothing. The same release does the same to an output that aliases an
+    intermediate: see ``_common.as_dtype``."""
     return plain_eager()
 
 

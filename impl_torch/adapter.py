@@ -83,7 +83,7 @@ def from_numpy(a: np.ndarray, dtype: str) -> torch.Tensor:
 
 def asarray(a: np.ndarray) -> torch.Tensor:
     """``a`` as a framework array of the same numpy dtype (for tests of rejected inputs)."""
-    return torch.from_numpy(np.array(a))
+    return torch.from_numpy(np.array(a)).to(_device)
 
 
 def to_numpy(x: torch.Tensor) -> np.ndarray:

@@ -45,7 +45,6 @@ class Limit(nn.Module):
         super().__init__()
         self.technique = spec.name
         self.params = dict(params)
-        self._impl = fn
         self._fn = functools.partial(fn, **params)
         self._key = repr(sorted(self.params.items()))
         self._input = InputCheck(spec, self.params)
@@ -69,7 +68,7 @@ class Limit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fn = self._fn
         if is_compiling():
-            fn = functools.partial(self._impl, **dict(_constant_parameters(self._key)))
+            fn = functools.partial(self._fn.func, **dict(_constant_parameters(self._key)))
         dtype = getattr(x, "dtype", None)
         if dtype in self._direct:
             return fn(x)

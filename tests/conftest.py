@@ -6,8 +6,9 @@
   like with like; JAX does not preallocate GPU memory next to PyTorch.
 * PyTorch uses one intra-op thread: on a shared 2-core machine two threads can be 40x slower.
 * ``--device cuda`` makes the adapters (``harness.backend(fw).from_numpy``, ``place``) put arrays
-  and modules on the GPU in both frameworks: the tests that go through them (tests/test_parity.py)
-  then compare the CUDA implementations. Tests that make tensors themselves stay on the CPU.
+  and modules on the GPU in both frameworks, and JAX's default device with them. It is meant for
+  the tests that go through the adapters alone: tests/test_parity.py, tests/test_fused.py and
+  test_compile.py's ``other_parameters`` (bench/gpu_run.sh); other tests make CPU tensors.
 """
 
 from __future__ import annotations
@@ -102,6 +103,14 @@ def record_parity():
         )
 
     return record
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Under pytest-xdist each worker writes its own file (below): a former run's, made with more
+    # workers, would be read with this run's. The controller clears them before any worker ends.
+    if not os.environ.get("PYTEST_XDIST_WORKER") and PARITY_DIR.is_dir():
+        for stale in PARITY_DIR.glob("parity-gw*.*"):
+            stale.unlink()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -76,6 +76,7 @@ def test_help_names_the_command_it_was_run_by(tmp_path: Path, command: tuple[str
         ("--devices=gpu", ("unknown device", "did you mean cuda?")),
         ("--techniques=softmaxx", ("unknown technique 'softmaxx'", "softmax")),
         ("--threads=0", ("--threads must be",)),
+        ("--stop-after=0", ("--stop-after takes a positive number of seconds",)),
     ],
 )
 def test_bench_options_are_checked_before_anything_is_allocated(option: str, words: tuple[str, ...]) -> None:
@@ -92,3 +93,13 @@ def test_a_broken_ratios_file_leaves_no_report_folder(tmp_path: Path) -> None:
     done = _cli(tmp_path, "report", str(run), "--ratios", str(tmp_path / "ratios.json"), "--out", "out")
     _one_line_error(done, "ratios.json", "not a JSON file")
     assert not (tmp_path / "out").exists()
+
+
+def test_rows_not_started_before_stop_after_are_skipped() -> None:
+    # A deadline already past: every row is skipped, none fails, and the session ends normally
+    # (pytest-benchmark then writes the JSON of what ran; here nothing did).
+    command = [sys.executable, "-m", "pytest", "bench/test_bench.py", "--techniques=clamp", "--sizes=10"]
+    done = _cli(ROOT, *("--stop-after=1e-9", "--benchmark-disable", "-p", "no:cacheprovider"), command=tuple(command))
+    assert done.returncode == 0 and " passed" not in done.stdout, done.stdout[-2000:]
+    skipped = [line for line in done.stdout.splitlines() if "--stop-after 1e-09: not started in time" in line]
+    assert skipped and skipped[0].startswith("SKIPPED ["), done.stdout[-2000:]

@@ -169,3 +169,17 @@ def test_hardsigmoid_formula_off_the_cpu_is_atens_cpu_kernel_bit_for_bit(dtype: 
     assert bool(same.all()), (
         f"differs at {x[~same][:4].tolist()}: {got[~same][:4].tolist()} vs {expected[~same][:4].tolist()}"
     )
+
+
+def test_float64_hardsigmoid_off_the_cpu_takes_the_formula(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dispatch of the test above, without a GPU: a float64 tensor that is not on the CPU
+    (``meta`` here, CUDA on a GPU) goes to the formula, float32 and CPU tensors to ATen's kernel."""
+    from impl_torch import clamps
+
+    taken = []
+    formula = clamps._hardsigmoid_formula
+    monkeypatch.setattr(clamps, "_hardsigmoid_formula", lambda x: taken.append((x.device.type, x.dtype)) or formula(x))
+    clamps._hardsigmoid_values(torch.zeros(4, dtype=torch.float64, device="meta"))
+    clamps._hardsigmoid_values(torch.zeros(4, dtype=torch.float32, device="meta"))
+    clamps._hardsigmoid_values(torch.zeros(4, dtype=torch.float64))
+    assert taken == [("meta", torch.float64)]

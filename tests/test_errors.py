@@ -161,3 +161,19 @@ def test_parameters_an_input_dtype_cannot_hold_are_rejected_at_the_call(name: st
 
     message = _same_error_in_both(call, ValueError)
     assert f"{name} on a {dtype} input" in message and "must" in message, message
+
+
+@pytest.mark.parametrize("framework", harness.FRAMEWORKS)
+def test_use_device_refuses_an_unknown_name_and_a_device_it_cannot_see(framework: str) -> None:
+    backend = harness.backend(framework)
+    before = backend.device()
+    with pytest.raises(ValueError, match="takes 'cpu' or 'cuda', got 'gpu'"):
+        backend.use_device("gpu")
+    import jax
+    import torch
+
+    if torch.cuda.is_available() or any(d.platform == "gpu" for d in jax.devices()):
+        pytest.skip("a GPU is here: use_device('cuda') would succeed")
+    with pytest.raises(RuntimeError, match=r"use_device\('cuda'\): .* sees no"):
+        backend.use_device("cuda")
+    assert backend.device() == before
