@@ -21,7 +21,7 @@ from typing import Any
 
 import harness
 from bench import plan as benchplan
-from harness.report import Row, load
+from harness.report import Row, copy_bandwidth, load
 
 SIZE = 1 << 24
 RATIO_LIMIT = 1.2
@@ -58,15 +58,18 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
                 )
                 value = pair[0].median / pair[1].median if pair else None
                 out.append(_record("ours / built-in", name, mode, style, value, RATIO_LIMIT, below=True))
-    # The copy of the same run: a later run of a few rows may have timed none.
-    copies = {(r.run, r.n): r.gbps for r in cuda if r.kind == "copy"}
+    # The copy of the same run (report labels tell runs of one machine apart by date): a later
+    # run of a few rows may have timed none.
+    copies = copy_bandwidth(cuda)
     for name in sorted(n for n in planned if _elementwise(n)):
         for style in BANDWIDTH_STYLES:
             found = [
-                r for r in cuda if (r.technique, r.mode, r.row) == (name, "forward", style) and (r.run, r.n) in copies
+                r
+                for r in cuda
+                if (r.technique, r.mode, r.row) == (name, "forward", style) and (r.machine, r.n) in copies
             ]
             row = max(found, key=lambda r: r.run) if found else None
-            share = row.gbps / copies[row.run, row.n] if row else None
+            share = row.gbps / copies[row.machine, row.n] if row else None
             out.append(_record("share of copy bandwidth", name, "forward", style, share, BANDWIDTH_SHARE, below=False))
     return out
 

@@ -55,12 +55,13 @@ def test_the_triton_pass_runs_the_triton_kernels(name: str, monkeypatch: pytest.
     calls = []
     run = fused.run
     monkeypatch.setattr(fused, "run", lambda *args: calls.append(args[0]) or run(*args))
-    x = (torch.linspace(-6.0, 6.0, 101, device="cuda" if ON_CUDA else "cpu") * 2.0).requires_grad_(True)
-    y = harness.build(name, "torch").to(x.device)(x)
+    backend = harness.backend("torch")  # on the GPU under --device cuda
+    x = (torch.linspace(-6.0, 6.0, 101, device=backend.device()) * 2.0).requires_grad_(True)
+    y = backend.place(harness.build(name, "torch"))(x)
     assert type(y.grad_fn).__name__ == "_NativeElementwiseBackward", y.grad_fn
     (dx,) = torch.autograd.grad(y.sum(), x)
     with torch.no_grad():
-        harness.build(name, "torch").to(x.device)(x)
+        backend.place(harness.build(name, "torch"))(x)
     kind = "scaled_sigmoid" if name == "scaled_tanh" else name
     assert [c.removesuffix("_open") for c in calls] == [kind, kind], calls  # with autograd, then without
     assert torch.isfinite(dx).all()
