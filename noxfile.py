@@ -25,6 +25,8 @@ EXAMPLE_PLUGINS = ("./examples/erf_plugin", "./examples/interval_softsign_plugin
 # norms' guard (layer_norm, batch_norm).
 # The elementwise ones also have a Triton kernel on eager CUDA (impl_torch/_native/fused.py).
 FUSED_TECHNIQUES = ("smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "softsign")
+# And these a Triton kernel per row each way (impl_torch/_native/rows.py).
+ROW_TECHNIQUES = ("layer_norm", "rms_norm", "softmax", "log_softmax")
 NATIVE_TECHNIQUES = (*FUSED_TECHNIQUES, "sparsemax", "layer_norm", "batch_norm")
 # The benchmark machinery: a local package of its own (bench/pyproject.toml), outside the wheel.
 BENCH = "./bench"
@@ -85,13 +87,13 @@ def tests(session: nox.Session) -> None:
         session.run("pytest", "-q", "-k", f"({kernels}) and not compile", env={**env, **fallback})
     # The benchmark files once, with timing disabled, so they cannot rot (outputs still checked).
     session.run("pytest", "bench/test_bench.py", "--quick", "--benchmark-disable", "-q", env=env)
-    # Again through the Triton kernels of the eager CUDA path (impl_torch/_native/fused.py), in
-    # Triton's interpreter on the CPU: no GPU needed. Installed last, so that the passes above run
-    # as on a CPU-only install, without Triton.
+    # Again through the Triton kernels of the eager CUDA path (impl_torch/_native/fused.py and
+    # rows.py), in Triton's interpreter on the CPU: no GPU needed. Installed last, so that the
+    # passes above run as on a CPU-only install, without Triton.
     if not session.posargs and _can_install(session):
         session.install(*CONSTRAINTS, "triton")
         fused = {"OUTPUT_LIMITS_TRITON_CPU": "1", "TRITON_INTERPRET": "1", "OUTPUT_LIMITS_PARITY_DIR": ".parity/triton"}
-        kernels = " or ".join(FUSED_TECHNIQUES)
+        kernels = " or ".join((*FUSED_TECHNIQUES, *ROW_TECHNIQUES))
         session.run("pytest", "-q", "-k", f"({kernels}) and not compile", env={**env, **fused})
 
 

@@ -17,7 +17,7 @@ from torch.autograd import forward_ad
 from torch.compiler import is_compiling
 
 from impl_torch import _native
-from impl_torch._native import fused
+from impl_torch._native import fused, rows
 
 # The functions a compiled frame traces call torch's by these names, not through the torch
 # module: dynamo guards on each module and attribute it reads, and on the torch module reached
@@ -227,6 +227,19 @@ def triton_serves(x: torch.Tensor) -> bool:
     if not (x.is_cuda or (_TRITON_ON_CPU and x.is_cpu)):
         return False
     return plain_eager() and fused.available() and _has_memory(x)
+
+
+def rows_serve(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+    """Whether the Triton row kernels (``_native/rows.py``) compute a norm or a softmax of ``x``
+    over its last axis, with weights ``params``: where triton_serves, rows of 1 to
+    ``rows.MAX_ROW`` elements, and weights that are plain float32 tensors beside ``x``. On CUDA
+    the formula they replace takes a dozen launches, and the CPU's guard (ATen's op, then a look
+    at its statistics) would synchronize the device at every call."""
+    if x.is_cpu and not _TRITON_ON_CPU:  # first: eager CPU asks at every call of a norm
+        return False
+    if not triton_serves(x) or x.ndim == 0 or x.numel() == 0 or x.shape[-1] > rows.MAX_ROW:
+        return False
+    return all(p is None or (p.dtype is torch.float32 and type(p) in _PLAIN and p.device == x.device) for p in params)
 
 
 def elementwise_serves(x: torch.Tensor) -> bool:

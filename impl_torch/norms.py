@@ -29,8 +29,9 @@ from impl_torch._common import (
     patch_rows,
     upcast,
 )
-from impl_torch._decisions import compiled_cpu, compiled_mend_serves, eager_cpu, tracks_grad
+from impl_torch._decisions import compiled_cpu, compiled_mend_serves, eager_cpu, rows_serve, tracks_grad
 from impl_torch._native import mend as _mend
+from impl_torch._native import rows as _rows
 from impl_torch.adapter import FRAMEWORK_DTYPES
 
 
@@ -111,7 +112,11 @@ def _statistics(
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *, eps: float) -> torch.Tensor:
     """The declared layer norm: ATen's fused op where its per-row statistics show it is (eager
-    CPU, see _trusted_rows), the prescaled formula for the other rows and everywhere else."""
+    CPU, see _trusted_rows), the prescaled formula for the other rows; on eager CUDA one Triton
+    kernel each way (_native/rows.py); the formula everywhere else."""
+    if rows_serve(x, weight, bias):
+        rowmap = _row_map("layer_norm", eps, x.shape[-1])
+        return _rows.apply(rowmap, x, weight, bias, tracks_grad(x, weight, bias))
     if compiled_cpu(x) and weight is not None:
         return _layer_norm_compiled(x, weight, bias, eps)
     if not eager_cpu(x):
@@ -135,6 +140,15 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
         bound = math.sqrt(n - 1)
         y = clamp_straight_through(y, -bound, bound, fresh=not y.requires_grad)
     return as_dtype(y, x.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _row_map(kind: str, eps: float, n: int) -> _rows.RowMap:
+    """The row kernels' record of layer_norm or rms_norm with ``eps`` on rows of ``n``: the
+    bound of the weightless norm, and the formula the second order differentiates."""
+    if kind == "layer_norm":
+        return _rows.RowMap(kind, eps, math.sqrt(n - 1), lambda x, w, b: _layer_norm_formula(x, w, b, eps))
+    return _rows.RowMap(kind, eps, math.sqrt(n), lambda x, w, b: _rms_norm_formula(x, w, eps)[0])
 
 
 @functools.lru_cache(maxsize=64)
@@ -366,13 +380,16 @@ def _layer_norm_formula(
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None) -> torch.Tensor:
     """x / sqrt(mean(x^2) + eps) * weight: ATen's own composite (F.rms_norm's on CPU) where its
-    per-row statistic shows it is the declared one (eager CPU), the prescaled formula elsewhere."""
+    per-row statistic shows it is the declared one (eager CPU), one Triton kernel each way on
+    eager CUDA (_native/rows.py), the prescaled formula elsewhere."""
     xc = upcast(x)
     if eps is None:
         # PyTorch's meaning: the machine epsilon of the dtype it computes in (float32 for float16
         # and bfloat16 inputs, as torch.nn.RMSNorm does), not of the input's.
         eps = torch.finfo(xc.dtype).eps
     w = None if weight is None else upcast(weight)
+    if rows_serve(x, weight):
+        return _rows.apply(_row_map("rms_norm", eps, x.shape[-1]), x, weight, None, tracks_grad(x, weight))
     if eager_cpu(xc):
         y, rstd = _native_rms_norm(xc, w, eps)
         if _untrusted_rms_count(rstd):  # rare: see _rms_norm_trusted

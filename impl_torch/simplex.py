@@ -13,7 +13,8 @@ import torch
 from harness import implements
 from impl_torch import _native
 from impl_torch._common import apply, as_dtype, clamp_straight_through, patch_rows, upcast
-from impl_torch._decisions import compiled_cpu, eager_cpu, kernel_serves, tracks_grad
+from impl_torch._decisions import compiled_cpu, eager_cpu, kernel_serves, rows_serve, tracks_grad
+from impl_torch._native import rows as _rows
 
 
 def _limit_shift(xc: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,6 +53,14 @@ def _softmax_formula(xc: torch.Tensor, axis: int) -> torch.Tensor:
 
 def _log_softmax_formula(xc: torch.Tensor, axis: int) -> torch.Tensor:
     return _log_softmax_plain(_limit_shift(xc, axis)[0], axis)
+
+
+# The row kernels' records of softmax and log_softmax (by ``log``), with the formulas the second
+# order differentiates.
+_SIMPLEX_ROWS = {
+    False: _rows.RowMap("softmax", 0.0, 1.0, lambda x, w, b: _softmax_formula(x, -1)),
+    True: _rows.RowMap("log_softmax", 0.0, 0.0, lambda x, w, b: _log_softmax_formula(x, -1)),
+}
 
 
 def _compiled(xc: torch.Tensor, axis: int, log: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,6 +128,8 @@ def _guarded(x: torch.Tensor, axis: int, native: Any, formula: Any, log: bool) -
     check would synchronize a device or break a trace)."""
     if x.shape[axis] == 0:
         return x.clone()
+    if rows_serve(x) and axis % x.ndim == x.ndim - 1:  # eager CUDA: one Triton kernel each way
+        return _rows.apply(_SIMPLEX_ROWS[log], x, None, None, tracks_grad(x))
     xc = upcast(x)
     if compiled_cpu(xc):
         y = apply(_CompiledMap, xc, axis, log)[0] if tracks_grad(xc) else _compiled(xc, axis, log)[0]

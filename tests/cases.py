@@ -6,6 +6,7 @@ generic test covers it with no new test code.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,10 @@ import harness
 
 FRAMEWORKS = harness.FRAMEWORKS
 NUM_FEATURES = 8
+# The pass of nox -s tests that runs PyTorch's eager CUDA kernels (Triton) in Triton's
+# interpreter on the CPU; and pytest --device cuda, which compiles them for the GPU.
+IN_TRITON_PASS = os.environ.get("OUTPUT_LIMITS_TRITON_CPU") == "1" and os.environ.get("TRITON_INTERPRET") == "1"
+ON_CUDA = harness.backend("torch").device() == "cuda"
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,14 @@ tests/test_native.py's, run in that pass against the ATen formulas.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from cases import IN_TRITON_PASS, ON_CUDA
 
 import harness
 from impl_torch import _decisions
 from impl_torch._native import fused
 
-IN_TRITON_PASS = os.environ.get("OUTPUT_LIMITS_TRITON_CPU") == "1" and os.environ.get("TRITON_INTERPRET") == "1"
-# pytest --device cuda: the kernels compiled for the GPU.
-ON_CUDA = harness.backend("torch").device() == "cuda"
 # The techniques whose eager path has a one-pass kernel (the C one on the CPU, Triton on CUDA).
 FUSED = ("smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "softsign")
 

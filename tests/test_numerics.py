@@ -172,7 +172,10 @@ def test_layer_norms_fast_path_takes_the_formula_exactly_on_the_rows_its_guard_r
     import torch
 
     from impl_torch import norms
+    from impl_torch._decisions import rows_serve
 
+    if rows_serve(torch.ones(1, dtype=getattr(torch, dtype))):
+        pytest.skip("the Triton row kernels take eager CPU float32 here (OUTPUT_LIMITS_TRITON_CPU=1)")
     big = finfo(dtype)["max"] / 4
     rows = [rng.normal(size=16), np.full(16, 1e9), np.full(16, -3.0), np.r_[np.inf, np.zeros(15)],
             np.r_[np.nan, np.ones(15)], np.r_[big, -big, rng.normal(size=14)], rng.normal(size=16) * 1e3]  # fmt: skip

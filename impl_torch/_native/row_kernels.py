@@ -1,0 +1,170 @@
+"""The Triton kernels of ``rows.py``, in a module of their own (as ``fused_kernels.py``): one
+program per row (norms' forward, both simplex maps) or per band of rows (norms' backward, whose
+weight and bias gradients it sums in registers), the row held in registers, so that the
+declaration's rules (prescaling, constant rows, infinity limits, NaN) cost no trip to memory.
+
+Each follows its ATen formula in ``impl_torch/norms.py`` or ``impl_torch/simplex.py`` term by
+term; the comments say where a GPU's reductions need more care than ATen's (Triton's max and
+min drop NaN on a GPU, where numpy's, in the interpreter, keep it: NaN is found by its own test).
+"""
+
+import triton
+import triton.language as tl
+
+# Constants a kernel reads must be constexpr (compiled Triton refuses other globals; the
+# interpreter would not say).
+INF = tl.constexpr(float("inf"))
+NAN = tl.constexpr(float("nan"))
+TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal
+
+
+@triton.jit
+def _row(ptr, row, n, offsets, inside, other):
+    # ``row`` is an int64 (or the interpreter's int): offsets past 2^31 elements stay right.
+    return tl.load(ptr + row * n + offsets, mask=inside, other=other)
+
+
+@triton.jit
+def _prescale(x, inside):
+    """(values, scale, minimum, constant, finite) of norms._prescale for one row; masked lanes
+    of ``x`` hold 0."""
+    has_nan = tl.sum(tl.where(x != x, 1, 0), axis=0) > 0
+    top = tl.max(tl.where(inside, x, -INF), axis=0)
+    bottom = tl.min(tl.where(inside, x, INF), axis=0)
+    amax = tl.where(has_nan, NAN, tl.maximum(top, -bottom))
+    finite = tl.abs(amax) < INF  # False for NaN
+    big = finite & (amax > 1.0)
+    # 2^(floor(log2 amax) - 1) from the exponent bits: exact, where a GPU's log2 and exp2 are
+    # approximations. (Just below a power of two, ATen's rounded log2 may name the next binade:
+    # a scale twice as large, which leaves the result the same to rounding.)
+    exponent = (amax.to(tl.int32, bitcast=True) >> 23) & 0xFF
+    scale = tl.where(big, ((exponent - 1) << 23).to(tl.float32, bitcast=True), 1.0)
+    limit_values = tl.where(tl.abs(x) == INF, tl.where(x > 0, 1.0, -1.0), 0.0)
+    values = tl.where(amax == INF, limit_values, tl.math.div_rn(x, scale))
+    constant = (top == bottom) & finite
+    return tl.where(inside, values, 0.0), scale, tl.math.div_rn(bottom, scale), constant, finite
+
+
+@triton.jit
+def norm_forward(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, rows, n, eps, bound, CENTRED: tl.constexpr,
+                 WEIGHT: tl.constexpr, BIAS: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    """layer_norm (CENTRED) or rms_norm of one row: the prescaled formula (norms._standardize,
+    norms._rms_norm_formula), times the weight plus the bias, or clamped to +-bound without a
+    weight. Writes the row's _GroupRule (scale, mean, rstd, limit) to stats[:, row]."""
+    row = tl.program_id(0).to(tl.int64)
+    offsets = tl.arange(0, BLOCK)
+    inside = offsets < n
+    x = _row(x_ptr, row, n, offsets, inside, 0.0)
+    v, scale, minimum, constant, finite = _prescale(x, inside)
+    mean = 0.0
+    if CENTRED:
+        # A constant row's mean is its value, exactly (see norms._standardize).
+        mean = tl.where(constant, minimum, tl.math.div_rn(tl.sum(v, axis=0), n * 1.0))
+    centred = tl.where(inside, v - mean, 0.0)
+    var = tl.math.div_rn(tl.sum(centred * centred, axis=0), n * 1.0)
+    root = tl.math.sqrt_rn(var + tl.maximum(tl.math.div_rn(eps, scale * scale), TINY))
+    y = tl.math.div_rn(centred, root)
+    if WEIGHT:
+        y = y * tl.load(w_ptr + offsets, mask=inside, other=0.0)
+        if BIAS:
+            y = y + tl.load(b_ptr + offsets, mask=inside, other=0.0)
+    else:
+        # Declared bound; the exact value lies inside, this guards rounding (NaN stays NaN).
+        y = tl.where(y < -bound, -bound, y)
+        y = tl.where(y > bound, bound, y)
+    tl.store(y_ptr + row * n + offsets, y, mask=inside)
+    # A NaN row is no limit: its derivative is NaN, as its value (norms._prescaled_rule).
+    limit = (~finite) & (var == var)
+    tl.store(stats_ptr + row, scale)
+    tl.store(stats_ptr + rows + row, mean)
+    tl.store(stats_ptr + 2 * rows + row, tl.math.div_rn(1.0, root))
+    tl.store(stats_ptr + 3 * rows + row, tl.where(limit, 1.0, 0.0))
+
+
+@triton.jit
+def norm_backward(x_ptr, w_ptr, g_ptr, stats_ptr, dx_ptr, dw_ptr, db_ptr, rows, n, band, CENTRED: tl.constexpr,
+                  WEIGHT: tl.constexpr, DX: tl.constexpr, DW: tl.constexpr, DB: tl.constexpr,
+                  BLOCK: tl.constexpr):  # fmt: skip
+    """The derivative of norm_forward for the rows of one band, as norms._CompiledNorm writes it:
+    dx = rstd / scale (g' - mean(g') - xhat mean(xhat g')), g' = g weight (no mean(g') term for
+    rms_norm), zero in a row that held an infinity; this band's sums of g xhat (the limit values'
+    xhat in such a row) and of g into dw[band] and db[band]."""
+    program = tl.program_id(0).to(tl.int64)
+    offsets = tl.arange(0, BLOCK)
+    inside = offsets < n
+    w = 1.0
+    if WEIGHT:
+        w = tl.load(w_ptr + offsets, mask=inside, other=0.0)
+    dw = tl.zeros([BLOCK], dtype=tl.float32)
+    db = tl.zeros([BLOCK], dtype=tl.float32)
+    for row in range(program * band, tl.minimum(program * band + band, rows)):
+        x = _row(x_ptr, row, n, offsets, inside, 0.0)
+        g = _row(g_ptr, row, n, offsets, inside, 0.0)
+        scale = tl.load(stats_ptr + row)
+        mean = tl.load(stats_ptr + rows + row)
+        rstd = tl.load(stats_ptr + 2 * rows + row)
+        limit = tl.load(stats_ptr + 3 * rows + row) != 0.0
+        xhat = tl.where(inside, (tl.math.div_rn(x, scale) - mean) * rstd, 0.0)
+        if DX:
+            gw = g * w
+            inner = gw - xhat * tl.math.div_rn(tl.sum(xhat * gw, axis=0), n * 1.0)
+            if CENTRED:
+                inner = inner - tl.math.div_rn(tl.sum(gw, axis=0), n * 1.0)
+            dx = tl.where(limit, 0.0, tl.math.div_rn(rstd, scale) * inner)
+            tl.store(dx_ptr + row * n + offsets, dx, mask=inside)
+        if DW:
+            limits = tl.where(tl.abs(x) == INF, tl.where(x > 0, 1.0, -1.0), 0.0)
+            dw += g * tl.where(limit, tl.where(inside, (limits - mean) * rstd, 0.0), xhat)
+        if DB:
+            db += g
+    if DW:
+        tl.store(dw_ptr + program * n + offsets, dw, mask=inside)
+    if DB:
+        tl.store(db_ptr + program * n + offsets, db, mask=inside)
+
+
+@triton.jit
+def simplex_forward(x_ptr, y_ptr, finite_ptr, n, LOG: tl.constexpr, BLOCK: tl.constexpr):
+    """softmax (or log_softmax, LOG) of one row shifted by its maximum, or its limit's
+    (simplex._limit_shift: +inf entries at 0 and the rest at -inf where the maximum is +inf, all
+    at 0 where it is -inf); to finite[row] 1.0 where the maximum is finite, 0.0 where the row took
+    its limit, NaN for a NaN row."""
+    row = tl.program_id(0).to(tl.int64)
+    offsets = tl.arange(0, BLOCK)
+    inside = offsets < n
+    x = _row(x_ptr, row, n, offsets, inside, -INF)
+    has_nan = tl.sum(tl.where(x != x, 1, 0), axis=0) > 0
+    top = tl.where(has_nan, NAN, tl.max(x, axis=0))
+    finite = tl.abs(top) < INF
+    limit = tl.where(top == INF, tl.where(x == INF, 0.0, -INF), 0.0)
+    z = tl.where(finite, x - tl.where(finite, top, 0.0), limit)
+    z = tl.where(has_nan, NAN, z)
+    e = tl.where(inside, tl.exp(z), 0.0)
+    total = tl.sum(e, axis=0)
+    if LOG:
+        # z <= 0 and log(sum) >= 0 (the maximum contributes exp(0) = 1): never above 0.
+        y = z - tl.log(total)
+    else:
+        # e / sum(e) with sum(e) >= e: never above 1.
+        y = tl.math.div_rn(e, total)
+    tl.store(y_ptr + row * n + offsets, y, mask=inside)
+    # NaN for a NaN row, whose derivative is NaN as its value.
+    tl.store(finite_ptr + row, tl.where(has_nan, NAN, tl.where(finite, 1.0, 0.0)))
+
+
+@triton.jit
+def simplex_backward(y_ptr, g_ptr, finite_ptr, dx_ptr, n, LOG: tl.constexpr, BLOCK: tl.constexpr):
+    """The derivative of simplex_forward from its output, as ATen's: y (g - sum(g y)), or
+    g - exp(y) sum(g); zero in a row whose limit was taken, whatever its cotangent."""
+    row = tl.program_id(0).to(tl.int64)
+    offsets = tl.arange(0, BLOCK)
+    inside = offsets < n
+    g = _row(g_ptr, row, n, offsets, inside, 0.0)
+    finite = tl.load(finite_ptr + row)
+    if LOG:
+        y = _row(y_ptr, row, n, offsets, inside, -INF)
+        dx = g - tl.exp(y) * tl.sum(g, axis=0)
+    else:
+        y = _row(y_ptr, row, n, offsets, inside, 0.0)
+        dx = y * (g - tl.sum(g * y, axis=0))
+    tl.store(dx_ptr + row * n + offsets, tl.where(finite == 0.0, 0.0, dx), mask=inside)

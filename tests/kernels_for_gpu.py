@@ -1,0 +1,90 @@
+"""Compile every Triton kernel of PyTorch's eager CUDA path for a GPU, without one: Triton's
+wheel ships NVIDIA's ptxas, and ``triton.compile`` takes an explicit target. Run by
+tests/test_rows.py in a process of its own (TRITON_INTERPRET unset: under it the kernels are
+the interpreter's functions, which compile nothing).
+
+Triton's interpreter, which runs the kernels in the tests, accepts code the compiler refuses (a
+global that is not constexpr, say); this catches that before a GPU session does. Prints one line
+per kernel variant and the PTX instructions that matter to the declarations (correctly rounded
+division and square root).
+
+Usage: python tests/kernels_for_gpu.py [compute capability, default 90]
+"""
+
+from __future__ import annotations
+
+import sys
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from impl_torch._native import fused_kernels, row_kernels
+
+P = "*fp32"
+# Each kernel with its runtime arguments' types and the constexpr variants the host code launches
+# (impl_torch/_native/fused.py and rows.py).
+KERNELS = {
+    fused_kernels.elementwise: (
+        {"x_ptr": P, "y_ptr": P, "d_ptr": P, "n": "i32", **{f"p{i}": "fp32" for i in range(6)}},
+        [{"KIND": k, "DERIVATIVE": d, "BLOCK": 1024} for k in range(6) for d in (True, False)],
+    ),
+    row_kernels.norm_forward: (
+        {
+            "x_ptr": P,
+            "w_ptr": P,
+            "b_ptr": P,
+            "y_ptr": P,
+            "stats_ptr": P,
+            "rows": "i32",
+            "n": "i32",
+            "eps": "fp32",
+            "bound": "fp32",
+        },
+        [{"CENTRED": c, "WEIGHT": w, "BIAS": w and c, "BLOCK": 1024} for c in (True, False) for w in (True, False)],
+    ),
+    row_kernels.norm_backward: (
+        {
+            "x_ptr": P,
+            "w_ptr": P,
+            "g_ptr": P,
+            "stats_ptr": P,
+            "dx_ptr": P,
+            "dw_ptr": P,
+            "db_ptr": P,
+            "rows": "i32",
+            "n": "i32",
+            "band": "i32",
+        },
+        [
+            {"CENTRED": c, "WEIGHT": w, "DX": True, "DW": w, "DB": w and c, "BLOCK": 1024}
+            for c in (True, False)
+            for w in (True, False)
+        ],
+    ),
+    row_kernels.simplex_forward: (
+        {"x_ptr": P, "y_ptr": P, "finite_ptr": P, "n": "i32"},
+        [{"LOG": log, "BLOCK": 1024} for log in (True, False)],
+    ),
+    row_kernels.simplex_backward: (
+        {"y_ptr": P, "g_ptr": P, "finite_ptr": P, "dx_ptr": P, "n": "i32"},
+        [{"LOG": log, "BLOCK": 1024} for log in (True, False)],
+    ),
+}
+
+
+def main(capability: int) -> None:
+    target = GPUTarget("cuda", capability, 32)
+    for kernel, (arguments, variants) in KERNELS.items():
+        for constants in variants:
+            signature = {**arguments, **dict.fromkeys(constants, "constexpr")}
+            source = ASTSource(
+                kernel, signature=signature, constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()}
+            )
+            ptx = triton.compile(source, target=target, options={"enable_fp_fusion": False}).asm["ptx"]
+            rounded = [op for op in ("div.rn.f32", "sqrt.rn.f32") if op in ptx]
+            print(kernel.fn.__name__, constants, "compiled;", " ".join(rounded) or "no rounded division")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 90)

@@ -1,0 +1,202 @@
+"""The Triton row kernels of PyTorch's eager CUDA path (impl_torch/_native/rows.py): which tensors
+take them, that they are the formula they replace (values, input and weight gradients, second
+order) on the rows the declaration singles out, and that the pass of ``nox -s tests`` that runs the
+generic tests through them (Triton's interpreter, OUTPUT_LIMITS_TRITON_CPU=1 TRITON_INTERPRET=1)
+really does. Their bounds, limits and parity with JAX are the generic tests', run in that pass.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from cases import IN_TRITON_PASS, NUM_FEATURES, ON_CUDA, Case
+
+import harness
+from harness.tolerances import NORMWISE, Tolerance, compare, tolerance
+from impl_torch import _decisions, norms, simplex
+from impl_torch._native import rows
+
+ROW_TECHNIQUES = ("layer_norm", "rms_norm", "softmax", "log_softmax")
+needs_kernels = pytest.mark.skipif(
+    not (IN_TRITON_PASS or ON_CUDA),
+    reason="the Triton pass of nox -s tests (interpreter on the CPU) and pytest --device cuda run this",
+)
+
+
+def _device() -> str:
+    return harness.backend("torch").device()
+
+
+def test_eager_cpu_takes_no_row_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_decisions, "_TRITON_ON_CPU", False)
+    assert not _decisions.rows_serve(torch.ones(2, 4))
+
+
+@needs_kernels
+def test_what_the_row_kernels_take() -> None:
+    x = torch.ones(3, 8, device=_device())
+    assert _decisions.rows_serve(x)
+    assert _decisions.rows_serve(x, torch.ones(8, device=_device()), None)
+    assert not _decisions.rows_serve(x.double())
+    assert not _decisions.rows_serve(x, torch.ones(8, dtype=torch.float64, device=_device()))
+    assert not _decisions.rows_serve(x[:0])  # no rows: nothing to launch
+    assert not _decisions.rows_serve(torch.ones((), device=_device()))
+    assert not _decisions.rows_serve(torch.ones(1, rows.MAX_ROW + 1, device=_device()))
+    assert _decisions.rows_serve(torch.ones(1, rows.MAX_ROW, device=_device()))
+    with torch.autograd.forward_ad.dual_level():  # forward mode: the formula's rules
+        assert not _decisions.rows_serve(x)
+
+
+def _rows_of_every_kind(n: int, count: int) -> torch.Tensor:
+    """``count`` rows of ``n``: ordinary ones, and each kind the declarations single out."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(count, n, generator=g) * 3.0
+    x[1] = 5.0  # constant
+    x[2, n // 2] = math.inf
+    x[3, 0] = math.nan
+    x[4] *= 1e37  # squares overflow: prescaled
+    x[5] = -math.inf
+    x[6, [0, n - 1]] = math.inf
+    x[7] = x[7] * 1e-30  # eps dominates
+    x[8] = 100.0 + x[8] / 3.0  # a mean large against the spread
+    return x.to(_device())
+
+
+def _formula(name: str):
+    eps = 1e-5
+    return {
+        "layer_norm": lambda x, w, b: norms._layer_norm_formula(x, w, b, eps),
+        "rms_norm": lambda x, w, b: norms._rms_norm_formula(x, w, eps)[0],
+        "softmax": lambda x, w, b: simplex._softmax_formula(x, -1),
+        "log_softmax": lambda x, w, b: simplex._log_softmax_formula(x, -1),
+    }[name]
+
+
+def _ours(name: str):
+    eps = 1e-5
+    return {
+        "layer_norm": lambda x, w, b: norms.layer_norm(x, w, b, eps=eps),
+        "rms_norm": lambda x, w, b: norms.rms_norm(x, w, eps=eps),
+        "softmax": lambda x, w, b: simplex.softmax(x, axis=-1),
+        "log_softmax": lambda x, w, b: simplex.log_softmax(x, axis=-1),
+    }[name]
+
+
+def _assert_close(ours: torch.Tensor, formula: torch.Tensor, name: str, quantity: str) -> None:
+    """Row by row (their scales lie 60 binades apart), norm-wise at the declared float32 rtol:
+    rounding apart. The kernels sum in another order, so every entry of a row carries an absolute
+    error at the row's scale (log_softmax's z - log(sum) near 0, a weight gradient's column sum
+    near 0), and a scale one binade apart near a power of two moves nothing but rounding."""
+    declared = tolerance(name, "float32", quantity)
+    tol = Tolerance(declared.rtol, "rounding apart, norm-wise per row", NORMWISE)
+    for row, (a, b) in enumerate(zip(ours.cpu().numpy(), formula.cpu().numpy(), strict=True)):
+        result = compare(a, b, tol)
+        assert result.ok, f"{name} {quantity}, row {row}: {result}"
+
+
+def _run(function, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, g: torch.Tensor) -> list:
+    """[output, dx, and dweight and dbias where given]."""
+    inputs = [t.clone().requires_grad_(True) for t in (x, w, b) if t is not None]
+    y = function(*inputs, *(None,) * (3 - len(inputs)))
+    return [y.detach(), *torch.autograd.grad(y, inputs, g)]
+
+
+@needs_kernels
+@pytest.mark.parametrize("affine", [True, False], ids=["weights", "none"])
+@pytest.mark.parametrize("n", [1, 37, 1024])
+@pytest.mark.parametrize("name", ROW_TECHNIQUES)
+def test_the_kernels_are_the_formula_on_every_kind_of_row(name: str, n: int, affine: bool) -> None:
+    """Values and every gradient against the formula the kernels replace, with more rows than
+    the backward has bands (its weight gradients summed across them)."""
+    if name in ("softmax", "log_softmax") and not affine:
+        pytest.skip("no weights")
+    if name == "rms_norm" and n == 1:
+        # x / sqrt(x^2 + eps): its derivative eps / (x^2 + eps)^1.5 comes out of a cancellation
+        # (1 - y^2) in the kernel and the formula alike, so the two differ by far more than
+        # rounding relative to it; a one-entry layer_norm row is the constant-row rule instead.
+        pytest.skip("ill-conditioned: a one-entry RMSNorm row's derivative cancels")
+    x = _rows_of_every_kind(n, 21) if n > 1 else torch.randn(21, 1, device=_device())
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(x.device)
+    weighted = affine and name in ("layer_norm", "rms_norm")
+    w = torch.randn(n, device=x.device) if weighted else None
+    b = torch.randn(n, device=x.device) if weighted and name == "layer_norm" else None
+    (y, dx, *dw), (y_formula, dx_formula, *dw_formula) = (_run(f, x, w, b, g) for f in (_ours(name), _formula(name)))
+    if not weighted and name in ("layer_norm", "rms_norm"):
+        # Without weights the norms clamp to their declared bound (rounding in the formula may
+        # step past it by an ulp; the straight-through gradient is the same).
+        bound = math.sqrt(n - 1) if name == "layer_norm" else math.sqrt(n)
+        y_formula = y_formula.clamp(-bound, bound)
+    _assert_close(y, y_formula, name, "value")
+    _assert_close(dx, dx_formula, name, "vjp")
+    if n > 1:  # the NaN row makes the weight's gradient NaN, as the formula's: their values without it
+        assert all(torch.equal(a.isnan(), b.isnan()) for a, b in zip(dw, dw_formula, strict=True))
+        keep = torch.arange(len(x)) != 3
+        _, _, *dw = _run(_ours(name), x[keep], w, b, g[keep])
+        _, _, *dw_formula = _run(_formula(name), x[keep], w, b, g[keep])
+    for ours, formula in zip(dw, dw_formula, strict=True):
+        _assert_close(ours[None], formula[None], name, "vjp")
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ROW_TECHNIQUES)
+def test_the_second_order_is_the_formulas(name: str) -> None:
+    """A backward that is itself differentiated takes the formula's derivative: the kernels'
+    per-row statistics are constants to autograd."""
+    x = torch.randn(5, 16, device=_device())
+    g, v = torch.randn_like(x), torch.randn_like(x)
+    seconds = []
+    for function in (_ours(name), _formula(name)):
+        leaf = x.clone().requires_grad_(True)
+        (dx,) = torch.autograd.grad(function(leaf, None, None), leaf, g, create_graph=True)
+        seconds.append(torch.autograd.grad(dx, leaf, v)[0])
+    _assert_close(*seconds, name, "vjp")
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ROW_TECHNIQUES)
+def test_the_triton_pass_runs_the_row_kernels(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    forward, backward = rows.forward, rows.backward
+    monkeypatch.setattr(rows, "forward", lambda *a: calls.append(("forward", a[0].kind)) or forward(*a))
+    monkeypatch.setattr(rows, "backward", lambda *a: calls.append(("backward", a[0].kind)) or backward(*a))
+    module = Case(name, {}).build("torch")
+    x = torch.randn(4, NUM_FEATURES, device=_device())
+    leaf = x.clone().requires_grad_(True)
+    y = module(leaf)
+    assert type(y.grad_fn).__name__ == "_RowsBackward", y.grad_fn
+    torch.autograd.grad(y, leaf, torch.randn_like(y))
+    with torch.no_grad():
+        module(x)
+    assert calls == [("forward", name), ("backward", name), ("forward", name)], calls
+
+
+@needs_kernels
+def test_a_softmax_along_another_axis_takes_the_formula(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rows, "forward", lambda *a: pytest.fail("the row kernels ran along axis 0"))
+    x = torch.randn(5, 3, device=_device())
+    torch.testing.assert_close(simplex.softmax(x, axis=0), torch.softmax(x, dim=0))
+
+
+@pytest.mark.skipif(not IN_TRITON_PASS, reason="the Triton pass of nox -s tests (Triton installed) runs this")
+def test_the_kernels_compile_for_a_gpu() -> None:
+    """Every kernel variant the eager CUDA path launches compiles for an sm_90 GPU (Triton's own
+    ptxas, no GPU needed), with correctly rounded division and square root in the norms: the
+    interpreter that runs them here accepts code the compiler refuses."""
+    pytest.importorskip("triton.backends.nvidia")
+    script = Path(__file__).with_name("kernels_for_gpu.py")
+    root = str(script.parent.parent)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, str(script)], env=env, cwd=root, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 24, done.stdout
+    assert all("compiled" in line for line in lines), done.stdout
+    norms = [line for line in lines if line.startswith("norm_forward")]
+    assert norms and all("div.rn.f32 sqrt.rn.f32" in line for line in norms), norms
