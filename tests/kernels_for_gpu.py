@@ -66,6 +66,11 @@ KERNELS = {
         {"x_ptr": P, "y_ptr": P, "finite_ptr": P, "n": "i32"},
         [{"LOG": log, "BLOCK": 1024} for log in (True, False)],
     ),
+    row_kernels.sparsemax_forward: ({"x_ptr": P, "y_ptr": P, "finite_ptr": P, "n": "i32"}, [{"BLOCK": 1024}]),
+    row_kernels.sparsemax_backward: (
+        {"y_ptr": P, "g_ptr": P, "finite_ptr": P, "dx_ptr": P, "n": "i32"},
+        [{"BLOCK": 1024}],
+    ),
     row_kernels.simplex_backward: (
         {"y_ptr": P, "g_ptr": P, "finite_ptr": P, "dx_ptr": P, "n": "i32"},
         [{"LOG": log, "BLOCK": 1024} for log in (True, False)],

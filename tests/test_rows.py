@@ -22,7 +22,7 @@ from harness.tolerances import NORMWISE, Tolerance, compare, tolerance
 from impl_torch import _decisions, norms, simplex
 from impl_torch._native import rows
 
-ROW_TECHNIQUES = ("layer_norm", "rms_norm", "softmax", "log_softmax")
+ROW_TECHNIQUES = ("layer_norm", "rms_norm", "softmax", "log_softmax", "sparsemax")
 needs_kernels = pytest.mark.skipif(
     not (IN_TRITON_PASS or ON_CUDA),
     reason="the Triton pass of nox -s tests (interpreter on the CPU) and pytest --device cuda run this",
@@ -75,6 +75,7 @@ def _formula(name: str):
         "rms_norm": lambda x, w, b: norms._rms_norm_formula(x, w, eps)[0],
         "softmax": lambda x, w, b: simplex._softmax_formula(x, -1),
         "log_softmax": lambda x, w, b: simplex._log_softmax_formula(x, -1),
+        "sparsemax": lambda x, w, b: simplex._sparsemax_formula(x, -1),
     }[name]
 
 
@@ -85,6 +86,7 @@ def _ours(name: str):
         "rms_norm": lambda x, w, b: norms.rms_norm(x, w, eps=eps),
         "softmax": lambda x, w, b: simplex.softmax(x, axis=-1),
         "log_softmax": lambda x, w, b: simplex.log_softmax(x, axis=-1),
+        "sparsemax": lambda x, w, b: simplex.sparsemax(x, axis=-1),
     }[name]
 
 
@@ -114,7 +116,7 @@ def _run(function, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | No
 def test_the_kernels_are_the_formula_on_every_kind_of_row(name: str, n: int, affine: bool) -> None:
     """Values and every gradient against the formula the kernels replace, with more rows than
     the backward has bands (its weight gradients summed across them)."""
-    if name in ("softmax", "log_softmax") and not affine:
+    if name in rows.SIMPLEX and not affine:
         pytest.skip("no weights")
     if name == "rms_norm" and n == 1:
         # x / sqrt(x^2 + eps): its derivative eps / (x^2 + eps)^1.5 comes out of a cancellation
@@ -196,7 +198,7 @@ def test_the_kernels_compile_for_a_gpu() -> None:
     done = subprocess.run([sys.executable, str(script)], env=env, cwd=root, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = done.stdout.splitlines()
-    assert len(lines) == 24, done.stdout
+    assert len(lines) == 26, done.stdout
     assert all("compiled" in line for line in lines), done.stdout
     norms = [line for line in lines if line.startswith("norm_forward")]
     assert norms and all("div.rn.f32 sqrt.rn.f32" in line for line in norms), norms

@@ -12,9 +12,9 @@ import triton
 import triton.language as tl
 
 # Constants a kernel reads must be constexpr (compiled Triton refuses other globals; the
-# interpreter would not say).
+# interpreter would not say). NaN is written in place: Triton checks that a global keeps its
+# value between kernels by ==, which NaN never passes.
 INF = tl.constexpr(float("inf"))
-NAN = tl.constexpr(float("nan"))
 TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal
 
 
@@ -31,7 +31,7 @@ def _prescale(x, inside):
     has_nan = tl.sum(tl.where(x != x, 1, 0), axis=0) > 0
     top = tl.max(tl.where(inside, x, -INF), axis=0)
     bottom = tl.min(tl.where(inside, x, INF), axis=0)
-    amax = tl.where(has_nan, NAN, tl.maximum(top, -bottom))
+    amax = tl.where(has_nan, float("nan"), tl.maximum(top, -bottom))
     finite = tl.abs(amax) < INF  # False for NaN
     big = finite & (amax > 1.0)
     # 2^(floor(log2 amax) - 1) from the exponent bits: exact, where a GPU's log2 and exp2 are
@@ -124,21 +124,34 @@ def norm_backward(x_ptr, w_ptr, g_ptr, stats_ptr, dx_ptr, dw_ptr, db_ptr, rows, 
 
 
 @triton.jit
-def simplex_forward(x_ptr, y_ptr, finite_ptr, n, LOG: tl.constexpr, BLOCK: tl.constexpr):
-    """softmax (or log_softmax, LOG) of one row shifted by its maximum, or its limit's
-    (simplex._limit_shift: +inf entries at 0 and the rest at -inf where the maximum is +inf, all
-    at 0 where it is -inf); to finite[row] 1.0 where the maximum is finite, 0.0 where the row took
-    its limit, NaN for a NaN row."""
-    row = tl.program_id(0).to(tl.int64)
-    offsets = tl.arange(0, BLOCK)
-    inside = offsets < n
-    x = _row(x_ptr, row, n, offsets, inside, -INF)
+def _shifted(x):
+    """(z, has_nan, finite) of simplex._limit_shift for one row (masked lanes of ``x`` hold
+    -inf, and so do those of z unless the row is all -inf): x less its maximum, or its limit's
+    (+inf entries at 0 and the rest at -inf where the maximum is +inf, all at 0 where it is
+    -inf); NaN everywhere in a NaN row; whether the maximum is finite."""
     has_nan = tl.sum(tl.where(x != x, 1, 0), axis=0) > 0
-    top = tl.where(has_nan, NAN, tl.max(x, axis=0))
+    top = tl.where(has_nan, float("nan"), tl.max(x, axis=0))
     finite = tl.abs(top) < INF
     limit = tl.where(top == INF, tl.where(x == INF, 0.0, -INF), 0.0)
     z = tl.where(finite, x - tl.where(finite, top, 0.0), limit)
-    z = tl.where(has_nan, NAN, z)
+    return tl.where(has_nan, float("nan"), z), has_nan, finite
+
+
+@triton.jit
+def _finiteness(has_nan, finite):
+    # 1.0 where the row's maximum is finite, 0.0 where the row took its limit, NaN for a NaN row
+    # (whose derivative is NaN, as its value).
+    return tl.where(has_nan, float("nan"), tl.where(finite, 1.0, 0.0))
+
+
+@triton.jit
+def simplex_forward(x_ptr, y_ptr, finite_ptr, n, LOG: tl.constexpr, BLOCK: tl.constexpr):
+    """softmax (or log_softmax, LOG) of one row shifted by its maximum, or its limit's (see
+    _shifted), and the row's _finiteness to finite[row]."""
+    row = tl.program_id(0).to(tl.int64)
+    offsets = tl.arange(0, BLOCK)
+    inside = offsets < n
+    z, has_nan, finite = _shifted(_row(x_ptr, row, n, offsets, inside, -INF))
     e = tl.where(inside, tl.exp(z), 0.0)
     total = tl.sum(e, axis=0)
     if LOG:
@@ -148,8 +161,58 @@ def simplex_forward(x_ptr, y_ptr, finite_ptr, n, LOG: tl.constexpr, BLOCK: tl.co
         # e / sum(e) with sum(e) >= e: never above 1.
         y = tl.math.div_rn(e, total)
     tl.store(y_ptr + row * n + offsets, y, mask=inside)
-    # NaN for a NaN row, whose derivative is NaN as its value.
-    tl.store(finite_ptr + row, tl.where(has_nan, NAN, tl.where(finite, 1.0, 0.0)))
+    tl.store(finite_ptr + row, _finiteness(has_nan, finite))
+
+
+@triton.jit
+def _above(z, t):
+    # Michelot's step: (sum of the z above t, less 1) / their count (at least 1).
+    above = z > t
+    count = tl.sum(tl.where(above, 1, 0), axis=0)
+    return tl.math.div_rn(tl.sum(tl.where(above, z, 0.0), axis=0) - 1.0, tl.maximum(count, 1) * 1.0)
+
+
+@triton.jit
+def sparsemax_forward(x_ptr, y_ptr, finite_ptr, n, BLOCK: tl.constexpr):
+    """sparsemax of one row (shifted as softmax's, see _shifted): max(z - tau, 0), at most 1,
+    with tau by Michelot's iteration as sparsemax.c finds it (read the reasoning there): from
+    max(-1, (sum z - 1) / n), t' = (sum of the z > t, less 1) / their count while it rises. The
+    row stays in registers for every step, where the CPU's stays in the L1 cache."""
+    row = tl.program_id(0).to(tl.int64)
+    offsets = tl.arange(0, BLOCK)
+    inside = offsets < n
+    z, has_nan, finite = _shifted(_row(x_ptr, row, n, offsets, inside, -INF))
+    z = tl.where(inside, z, -INF)  # never above a threshold
+    # -inf entries (a row that held +inf) make the sum -inf: the bound is then -1.
+    t = tl.maximum(tl.math.div_rn(tl.sum(tl.where(inside, z, 0.0), axis=0) - 1.0, n * 1.0), -1.0)
+    following = _above(z, t)
+    while following > t:  # rises strictly, so it stops (at most n + 1 steps); False for NaN
+        t = following
+        following = _above(z, t)
+    y = z - following
+    y = tl.where(y < 0.0, 0.0, y)
+    # The largest output is max(z) - tau <= 1 in exact arithmetic; this guards the rounding.
+    y = tl.where(y > 1.0, 1.0, y)
+    tl.store(y_ptr + row * n + offsets, tl.where(has_nan, float("nan"), y), mask=inside)
+    tl.store(finite_ptr + row, _finiteness(has_nan, finite))
+
+
+@triton.jit
+def sparsemax_backward(y_ptr, g_ptr, finite_ptr, dx_ptr, n, BLOCK: tl.constexpr):
+    """The derivative of sparsemax_forward from its output, as simplex._Sparsemax's: g less its
+    mean over the support (y > 0) on the support, zero elsewhere and in a row whose limit was
+    taken, NaN in a NaN row."""
+    row = tl.program_id(0).to(tl.int64)
+    offsets = tl.arange(0, BLOCK)
+    inside = offsets < n
+    y = _row(y_ptr, row, n, offsets, inside, 0.0)
+    g = _row(g_ptr, row, n, offsets, inside, 0.0)
+    finite = tl.load(finite_ptr + row)
+    on = y > 0.0
+    count = tl.maximum(tl.sum(tl.where(on, 1, 0), axis=0), 1) * 1.0
+    dx = tl.where(on, g - tl.math.div_rn(tl.sum(tl.where(on, g, 0.0), axis=0), count), 0.0)
+    dx = tl.where(finite == 0.0, 0.0, dx)
+    tl.store(dx_ptr + row * n + offsets, tl.where(finite == finite, dx, float("nan")), mask=inside)
 
 
 @triton.jit

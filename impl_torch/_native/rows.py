@@ -1,9 +1,10 @@
-"""Triton kernels for PyTorch's eager CUDA path: layer_norm, rms_norm, softmax and log_softmax
-over the last axis, one kernel each way, with every rule of the declaration inside it.
+"""Triton kernels for PyTorch's eager CUDA path: layer_norm, rms_norm, softmax, log_softmax and
+sparsemax over the last axis, one kernel each way, with every rule of the declaration inside it.
 
 Why: on CUDA the guarded fast path of the CPU (ATen's fused op, then a host-side look at its
 per-row statistics) would synchronize the device at every call, so the branch-free ATen formula
-ran there instead, at 7-15 times the built-in op (bench/results/cuda-h200-2026-12-04). A row of
+ran there instead, at 7-15 times the built-in op, and sparsemax sorted its rows, at 3-39
+softmaxes (bench/results/cuda-h200-2026-12-04). A row of
 up to MAX_ROW elements fits a program's registers, so the rules cost arithmetic, not passes: one
 read and one write forward, as ATen's own kernels take. The kernels are in ``row_kernels.py``.
 
@@ -23,6 +24,9 @@ import torch
 
 from impl_torch._native import fused
 
+# The simplex maps: a kernel of their own each way, from the row (forward) and the output (backward).
+SIMPLEX = ("softmax", "log_softmax", "sparsemax")
+
 # Elements of the longest row the kernels take: the row lives in registers (spilled beyond a few
 # thousand, still one trip to memory); longer rows take the formula.
 MAX_ROW = 1 << 14
@@ -31,8 +35,8 @@ Formula = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], tor
 
 
 class RowMap(NamedTuple):
-    """A row-wise technique with its parameters fixed: ``kind`` ("layer_norm", "rms_norm",
-    "softmax", "log_softmax"), its eps (norms), the bound of a norm without weight, and
+    """A row-wise technique with its parameters fixed: ``kind`` ("layer_norm", "rms_norm", or one
+    of SIMPLEX), its eps (norms), the bound of a norm without weight, and
     ``formula(x, weight, bias)``, the declaration in differentiable ATen ops, which the second
     order differentiates."""
 
@@ -84,7 +88,11 @@ def forward(
     y = torch.empty_like(x)
     block = _next_power_of_2(n)
     with _launch(x):
-        if rowmap.kind in ("softmax", "log_softmax"):
+        if rowmap.kind == "sparsemax":
+            stats = x.new_empty(rows)
+            kernels.sparsemax_forward[(rows,)](x, y, stats, n, BLOCK=block, num_warps=_warps(block),
+                                               enable_fp_fusion=False)  # fmt: skip
+        elif rowmap.kind in SIMPLEX:
             stats = x.new_empty(rows)
             kernels.simplex_forward[(rows,)](x, y, stats, n, LOG=rowmap.kind == "log_softmax", BLOCK=block,
                                              num_warps=_warps(block), enable_fp_fusion=False)  # fmt: skip
@@ -114,10 +122,15 @@ def backward(
     g = grad.contiguous()
     block = _next_power_of_2(n)
     with _launch(saved):
-        if rowmap.kind in ("softmax", "log_softmax"):
+        if rowmap.kind in SIMPLEX:
             dx = torch.empty_like(saved)
-            kernels.simplex_backward[(rows,)](saved, g, stats, dx, n, LOG=rowmap.kind == "log_softmax", BLOCK=block,
-                                              num_warps=_warps(block), enable_fp_fusion=False)  # fmt: skip
+            if rowmap.kind == "sparsemax":
+                kernels.sparsemax_backward[(rows,)](saved, g, stats, dx, n, BLOCK=block, num_warps=_warps(block),
+                                                    enable_fp_fusion=False)  # fmt: skip
+            else:
+                log = rowmap.kind == "log_softmax"
+                kernels.simplex_backward[(rows,)](saved, g, stats, dx, n, LOG=log, BLOCK=block,
+                                                  num_warps=_warps(block), enable_fp_fusion=False)  # fmt: skip
             return dx, None, None
         bands = min(rows, _bands_for(saved.device))
         band = -(-rows // bands)
@@ -151,8 +164,7 @@ class _Rows(torch.autograd.Function):
     ) -> torch.Tensor:
         y, stats = forward(rowmap, x, w, b)
         ctx.rowmap = rowmap
-        simplex = rowmap.kind in ("softmax", "log_softmax")
-        ctx.save_for_backward(x, w, b, stats, y if simplex else None)
+        ctx.save_for_backward(x, w, b, stats, y if rowmap.kind in SIMPLEX else None)
         return y
 
     @staticmethod
