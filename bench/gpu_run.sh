@@ -39,7 +39,8 @@ for fw in harness.FRAMEWORKS:
     echo "cores $(nproc)"
 } >"$out/env.txt" 2>&1
 
-# Parity on CUDA: values and VJPs of both frameworks on the GPU, and the Triton kernels' own test.
+# Parity on CUDA: values and VJPs of both frameworks on the GPU, and the Triton kernels' own tests
+# (the elementwise ones; the row kernels against the formula they replace).
 # A quarter of the time at most; the measured errors land in parity*.json (one per worker) whatever
 # the outcome.
 export OUTPUT_LIMITS_PARITY_DIR=.parity/$device
@@ -48,7 +49,7 @@ workers=()
 n=$(($(nproc) - 2))
 if "$python" -c "import xdist" 2>/dev/null; then workers=(-n "$((n > 12 ? 12 : (n < 1 ? 1 : n)))"); fi
 # SIGINT, not TERM: pytest then ends its session, and the records are written.
-timeout -s INT -k 20 $((limit / 4)) "$python" -m pytest tests/test_parity.py tests/test_fused.py --device "$device" -q -ra \
+timeout -s INT -k 20 $((limit / 4)) "$python" -m pytest tests/test_parity.py tests/test_fused.py tests/test_rows.py --device "$device" -q -ra \
     -p no:cacheprovider "${workers[@]}" >"$out/tests.log" 2>&1
 echo "pytest exit $?" >>"$out/tests.log"
 tar -czf "$out/parity.tar.gz" -C "$OUTPUT_LIMITS_PARITY_DIR" . 2>>"$out/tests.log"

@@ -147,6 +147,19 @@ def test_the_kernels_are_the_formula_on_every_kind_of_row(name: str, n: int, aff
 
 @needs_kernels
 @pytest.mark.parametrize("name", ROW_TECHNIQUES)
+def test_strided_inputs_and_weights(name: str) -> None:
+    """A transposed input and a strided weight give what their contiguous copies give."""
+    x = torch.randn(16, 5, device=_device()).T
+    w = torch.randn(32, device=_device())[::2] if name in ("layer_norm", "rms_norm") else None
+    g = torch.randn(5, 16, device=_device())
+    ours = _run(_ours(name), x, w, None, g)
+    copies = _run(_ours(name), x.contiguous(), None if w is None else w.contiguous(), None, g)
+    for a, b in zip(ours, copies, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ROW_TECHNIQUES)
 def test_the_second_order_is_the_formulas(name: str) -> None:
     """A backward that is itself differentiated takes the formula's derivative: the kernels'
     per-row statistics are constants to autograd."""

@@ -1,5 +1,6 @@
 """Triton kernels for PyTorch's eager CUDA path: the elementwise composites of ``squashes.c`` in
 one launch each, where their ATen formulas take two to ten (a launch and a trip to memory each).
+Whether Triton runs here at all (``status``) is decided here for ``rows.py``'s kernels too.
 
 Each kernel follows its C twin term by term (read the comments there): the output, and on request
 the derivative dy/dx beside it, so that the backward is one multiplication. NaN propagates, an
@@ -37,7 +38,7 @@ def status() -> tuple[bool, str]:
         _kernel()
     except ImportError as error:
         return False, f"off: Triton is not installed ({error}); the ATen formula runs"
-    return True, "on: Triton kernels for the elementwise composites"
+    return True, "on: Triton kernels for the elementwise composites (fused.py) and the norms and simplex maps (rows.py)"
 
 
 def available() -> bool:

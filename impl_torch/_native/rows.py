@@ -162,6 +162,8 @@ class _Rows(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, rowmap: RowMap
     ) -> torch.Tensor:
+        # Contiguous before saving: the backward reads rows by address arithmetic.
+        x, w = x.contiguous(), None if w is None else w.contiguous()
         y, stats = forward(rowmap, x, w, b)
         ctx.rowmap = rowmap
         ctx.save_for_backward(x, w, b, stats, y if rowmap.kind in SIMPLEX else None)
