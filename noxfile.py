@@ -25,8 +25,8 @@ EXAMPLE_PLUGINS = ("./examples/erf_plugin", "./examples/interval_softsign_plugin
 # norms' guard (layer_norm, batch_norm).
 # The elementwise ones also have a Triton kernel on eager CUDA (impl_torch/_native/fused.py).
 FUSED_TECHNIQUES = ("smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_clamp", "softsign")
-# And these a Triton kernel per row each way (impl_torch/_native/rows.py).
-ROW_TECHNIQUES = ("layer_norm", "rms_norm", "softmax", "log_softmax", "sparsemax")
+# And these Triton kernels of whole rows (impl_torch/_native/rows.py) or channels (channels.py).
+ROW_TECHNIQUES = ("layer_norm", "rms_norm", "softmax", "log_softmax", "sparsemax", "batch_norm")
 NATIVE_TECHNIQUES = (*FUSED_TECHNIQUES, "sparsemax", "layer_norm", "batch_norm")
 # The benchmark machinery: a local package of its own (bench/pyproject.toml), outside the wheel.
 BENCH = "./bench"

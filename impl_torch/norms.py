@@ -30,6 +30,7 @@ from impl_torch._common import (
     upcast,
 )
 from impl_torch._decisions import compiled_cpu, compiled_mend_serves, eager_cpu, rows_serve, tracks_grad
+from impl_torch._native import channels as _channels
 from impl_torch._native import mend as _mend
 from impl_torch._native import rows as _rows
 from impl_torch.adapter import FRAMEWORK_DTYPES
@@ -526,7 +527,11 @@ def batch_norm(
     In training mode on eager CPU, ATen's fused batch norm on the channels its per-channel mean
     and invstd show it got right (the guard of layer_norm, see _trusted_rows), the prescaled
     formula on the others. It updates copies of the running statistics with PyTorch's meaning,
-    which is ours (momentum weights the new batch; the running variance is unbiased)."""
+    which is ours (momentum weights the new batch; the running variance is unbiased). On eager
+    CUDA in training mode, Triton kernels with the same rules (_native/channels.py)."""
+    if training and x.numel() > x.shape[1] and rows_serve(x, weight, bias, running_mean, running_var):
+        return _channels.apply(x, weight, bias, running_mean, running_var, momentum, eps, _batch_norm_rows_formula(eps),
+                               tracks_grad(x, weight, bias))  # fmt: skip
     if training and compiled_cpu(x):
         return _batch_norm_compiled(x, weight, bias, running_mean, running_var, momentum, eps)
     if not (training and eager_cpu(x)):
@@ -556,6 +561,13 @@ def batch_norm(
             for t, g, f in zip(whole, (y, new_mean, new_var), parts, strict=True)
         )
     return as_dtype(y, x.dtype), as_dtype(new_mean, running_mean.dtype), as_dtype(new_var, running_var.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _batch_norm_rows_formula(eps: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The output of batch_norm in training mode by the formula, which the Triton kernels'
+    second order differentiates."""
+    return lambda x, w, b: _batch_norm_training(x, w, b, eps)[0]
 
 
 def _running_update(

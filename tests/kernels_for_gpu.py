@@ -19,11 +19,11 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from impl_torch._native import fused_kernels, row_kernels
+from impl_torch._native import channel_kernels, fused_kernels, row_kernels
 
 P = "*fp32"
 # Each kernel with its runtime arguments' types and the constexpr variants the host code launches
-# (impl_torch/_native/fused.py and rows.py).
+# (impl_torch/_native/fused.py, rows.py and channels.py).
 KERNELS = {
     fused_kernels.elementwise: (
         {"x_ptr": P, "y_ptr": P, "d_ptr": P, "n": "i32", **{f"p{i}": "fp32" for i in range(6)}},
@@ -74,6 +74,38 @@ KERNELS = {
     row_kernels.simplex_backward: (
         {"y_ptr": P, "g_ptr": P, "finite_ptr": P, "dx_ptr": P, "n": "i32"},
         [{"LOG": log, "BLOCK": 1024} for log in (True, False)],
+    ),
+    # batch_norm's, with channels.py's tiles for 64 channels.
+    channel_kernels.statistics: (
+        {"x_ptr": P, "part_ptr": P, **{name: "i32" for name in ("m", "c", "inner", "bands", "band")}},
+        [{"BLOCK_R": 64, "BLOCK_C": 64}],
+    ),
+    channel_kernels.spread: (
+        {"x_ptr": P, "part_ptr": P, "square_ptr": P, **{name: "i32" for name in ("m", "c", "inner", "bands", "band")}},
+        [{"BLOCK_R": 64, "BLOCK_C": 64}],
+    ),
+    channel_kernels.normalize: (
+        {
+            **{name: P for name in ("x_ptr", "w_ptr", "b_ptr", "y_ptr", "part_ptr", "square_ptr", "rule_ptr")},
+            **{name: P for name in ("mean_ptr", "var_ptr", "new_ptr")},
+            **{name: "i32" for name in ("m", "c", "inner", "bands", "band")},
+            **{name: "fp32" for name in ("eps", "keep_old", "take_new", "unbias")},
+        },
+        [{"BLOCK_R": 64, "BLOCK_C": 64}],
+    ),
+    channel_kernels.gradient_sums: (
+        {
+            **{name: P for name in ("x_ptr", "g_ptr", "rule_ptr", "part_ptr")},
+            **{name: "i32" for name in ("m", "c", "inner", "bands", "band")},
+        },
+        [{"BLOCK_R": 64, "BLOCK_C": 64}],
+    ),
+    channel_kernels.gradient: (
+        {
+            **{name: P for name in ("x_ptr", "g_ptr", "w_ptr", "rule_ptr", "part_ptr", "dx_ptr", "dw_ptr", "db_ptr")},
+            **{name: "i32" for name in ("m", "c", "inner", "bands", "band")},
+        },
+        [{"BLOCK_R": 64, "BLOCK_C": 64}],
     ),
 }
 

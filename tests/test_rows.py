@@ -1,8 +1,9 @@
-"""The Triton row kernels of PyTorch's eager CUDA path (impl_torch/_native/rows.py): which tensors
-take them, that they are the formula they replace (values, input and weight gradients, second
-order) on the rows the declaration singles out, and that the pass of ``nox -s tests`` that runs the
-generic tests through them (Triton's interpreter, OUTPUT_LIMITS_TRITON_CPU=1 TRITON_INTERPRET=1)
-really does. Their bounds, limits and parity with JAX are the generic tests', run in that pass.
+"""The Triton kernels of PyTorch's eager CUDA norms and simplex maps (impl_torch/_native/rows.py,
+and channels.py for batch_norm): which tensors take them, that they are the formula they replace
+(values, input and weight gradients, second order) on the rows the declaration singles out, and
+that the pass of ``nox -s tests`` that runs the generic tests through them (Triton's
+interpreter, OUTPUT_LIMITS_TRITON_CPU=1 TRITON_INTERPRET=1) really does. Their bounds, limits
+and parity with JAX are the generic tests', run in that pass.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from cases import IN_TRITON_PASS, NUM_FEATURES, ON_CUDA, Case
 import harness
 from harness.tolerances import NORMWISE, Tolerance, compare, tolerance
 from impl_torch import _decisions, norms, simplex
-from impl_torch._native import rows
+from impl_torch._native import channels, rows
 
 ROW_TECHNIQUES = ("layer_norm", "rms_norm", "softmax", "log_softmax", "sparsemax")
 needs_kernels = pytest.mark.skipif(
@@ -211,7 +212,105 @@ def test_the_kernels_compile_for_a_gpu() -> None:
     done = subprocess.run([sys.executable, str(script)], env=env, cwd=root, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = done.stdout.splitlines()
-    assert len(lines) == 26, done.stdout
+    assert len(lines) == 31, done.stdout
     assert all("compiled" in line for line in lines), done.stdout
     norms = [line for line in lines if line.startswith("norm_forward")]
     assert norms and all("div.rn.f32 sqrt.rn.f32" in line for line in norms), norms
+
+
+def _batch_norm(function):
+    def run(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> tuple:
+        return function(x, w, b, mean, var, True, 0.1, 1e-5)
+
+    return run
+
+
+_BATCH_NORM = _batch_norm(lambda *a: norms.batch_norm(*a[:5], training=a[5], momentum=a[6], eps=a[7]))
+_BATCH_NORM_FORMULA = _batch_norm(norms._batch_norm_formula)
+
+
+def _run_batch_norm(function, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, g: torch.Tensor) -> list:
+    """[output, new running mean and variance, dx, dweight, dbias], the channels first."""
+    mean, var = torch.linspace(-1.0, 1.0, x.shape[1]).to(x.device), torch.linspace(0.5, 2.0, x.shape[1]).to(x.device)
+    inputs = [t.clone().requires_grad_(True) for t in (x, w, b)]
+    y, new_mean, new_var = function(*inputs, mean, var)
+    dx, dw, db = torch.autograd.grad(y, inputs, g)
+    return [y.detach().T, new_mean[:, None], new_var[:, None], dx.T, dw[:, None], db[:, None]]
+
+
+@needs_kernels
+@pytest.mark.parametrize("m", [3, 300])
+def test_the_batch_norm_kernels_are_the_formula_on_every_kind_of_channel(m: int) -> None:
+    """Values, running statistics and every gradient against the formula, per channel, with
+    more rows than a band (the bands' partial results combined) and with three (with two, the
+    input gradient is a cancellation to zero, rounding against rounding)."""
+    x = _rows_of_every_kind(m, 37).T.contiguous() if m > 3 else torch.randn(3, 37, device=_device())
+    if m > 3:  # a mean 90 times the spread, not 300: both round the mean, apart by 1e-5 of it
+        x[:, 8] = 30.0 + x[:, 8] / 10.0
+    x[:, 11] = 3.0e38  # the plain sum overflows: the sum of x * 2^-64 takes over
+    x[:, 12] = -3.0e38
+    x[0, 13], x[-1, 13] = -math.inf, math.inf  # +inf and -inf: limit values that cancel
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(x.device)
+    w, b = torch.randn(37, device=x.device), torch.randn(37, device=x.device)
+    ours = _run_batch_norm(_BATCH_NORM, x, w, b, g)
+    formula = _run_batch_norm(_BATCH_NORM_FORMULA, x, w, b, g)
+    for a, f in zip(ours[:4], formula[:4], strict=True):
+        if m == 3:  # one scale: norm-wise over all channels (three values cancel to small ones)
+            a, f = a.reshape(1, -1), f.reshape(1, -1)
+        _assert_close(a, f, "batch_norm", "vjp")
+    # The weight gradients norm-wise over the channels (sums that cancel); the NaN channel's is
+    # NaN in both.
+    for a, f in zip(ours[4:], formula[4:], strict=True):
+        _assert_close(a.T, f.T, "batch_norm", "vjp")
+
+
+@needs_kernels
+def test_the_batch_norm_kernels_take_strided_inputs_and_differentiate_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    forward, backward = channels.forward, channels.backward
+    monkeypatch.setattr(channels, "forward", lambda *a: calls.append("forward") or forward(*a))
+    monkeypatch.setattr(channels, "backward", lambda *a: calls.append("backward") or backward(*a))
+    x = torch.randn(8, 70, device=_device()).T  # (70, 8), not contiguous
+    w, b = torch.randn(16, device=_device())[::2], torch.randn(8, device=_device())
+    g = torch.randn(70, 8, device=_device())
+    strided = _run_batch_norm(_BATCH_NORM, x, w, b, g)
+    assert calls == ["forward", "backward"], calls
+    copied = _run_batch_norm(_BATCH_NORM, x.contiguous(), w.contiguous(), b, g)
+    for a, c in zip(strided, copied, strict=True):
+        torch.testing.assert_close(a, c, rtol=0, atol=0)
+    seconds = []
+    for function in (_BATCH_NORM, _BATCH_NORM_FORMULA):
+        leaf = x.clone().requires_grad_(True)
+        y = function(leaf, w, b, torch.zeros(8, device=x.device), torch.ones(8, device=x.device))[0]
+        (dx,) = torch.autograd.grad(y, leaf, g, create_graph=True)
+        seconds.append(torch.autograd.grad(dx, leaf, g)[0].T)
+    _assert_close(*seconds, "batch_norm", "vjp")
+
+
+@needs_kernels
+def test_the_batch_norm_module_takes_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module in training mode runs them and keeps its running statistics as the formula
+    would, for a (batch, channels) input and a (batch, channels, length) one (strided tiles, the
+    formula's values); eval mode takes the formula."""
+    calls = []
+    forward = channels.forward
+    monkeypatch.setattr(channels, "forward", lambda *a: calls.append("forward") or forward(*a))
+    module = Case("batch_norm", {}).build("torch")
+    x = torch.randn(32, NUM_FEATURES, device=_device()) * 3.0 + 1.0
+    module(x)
+    assert calls == ["forward"], calls
+    expected_mean = 0.1 * x.mean(0)
+    expected_var = 0.9 + 0.1 * x.var(0, correction=1)
+    torch.testing.assert_close(module.running_mean, expected_mean)
+    torch.testing.assert_close(module.running_var, expected_var)
+    wide = torch.randn(4, NUM_FEATURES, 5, device=_device()) * 2.0
+    y = module(wide)
+    assert calls == ["forward", "forward"], calls
+    formula = norms._batch_norm_formula(wide, module.weight, module.bias, expected_mean, expected_var, True, 0.1, 1e-5)
+    _assert_close(y.detach().transpose(0, 1).reshape(NUM_FEATURES, -1), formula[0].detach().transpose(0, 1).reshape(
+        NUM_FEATURES, -1), "batch_norm", "value")  # fmt: skip
+    torch.testing.assert_close(module.running_mean, formula[1])
+    torch.testing.assert_close(module.running_var, formula[2])
+    module.eval()
+    module(x)
+    assert calls == ["forward", "forward"], calls

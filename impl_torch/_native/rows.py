@@ -162,10 +162,10 @@ class _Rows(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, rowmap: RowMap
     ) -> torch.Tensor:
-        # Contiguous before saving: the backward reads rows by address arithmetic.
-        x, w = x.contiguous(), None if w is None else w.contiguous()
         y, stats = forward(rowmap, x, w, b)
         ctx.rowmap = rowmap
+        # The inputs as given, not contiguous copies: a copy made here has no autograd history,
+        # which the second order needs. The kernels' backward makes its own copies.
         ctx.save_for_backward(x, w, b, stats, y if rowmap.kind in SIMPLEX else None)
         return y
 
@@ -175,8 +175,8 @@ class _Rows(torch.autograd.Function):
         needs = tuple(ctx.needs_input_grad[:3])
         if torch.is_grad_enabled():
             return (*_formula_vjp(ctx.rowmap.formula, (x, w, b), needs, grad), None)
-        saved = x if y is None else y
-        return (*backward(ctx.rowmap, grad, saved, stats, w, needs), None)
+        saved = x.contiguous() if y is None else y  # read by address arithmetic
+        return (*backward(ctx.rowmap, grad, saved, stats, None if w is None else w.contiguous(), needs), None)
 
 
 def _formula_vjp(
