@@ -160,15 +160,17 @@ def test_strided_inputs_and_weights(name: str) -> None:
 
 
 @needs_kernels
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
 @pytest.mark.parametrize("name", ROW_TECHNIQUES)
-def test_the_second_order_is_the_formulas(name: str) -> None:
+def test_the_second_order_is_the_formulas(name: str, strided: bool) -> None:
     """A backward that is itself differentiated takes the formula's derivative: the kernels'
-    per-row statistics are constants to autograd."""
+    per-row statistics are constants to autograd. Also from a transposed leaf, whose contiguous
+    copy the kernels read but the second order must not."""
     x = torch.randn(5, 16, device=_device())
     g, v = torch.randn_like(x), torch.randn_like(x)
     seconds = []
     for function in (_ours(name), _formula(name)):
-        leaf = x.clone().requires_grad_(True)
+        leaf = (x.T.contiguous().T if strided else x.clone()).requires_grad_(True)
         (dx,) = torch.autograd.grad(function(leaf, None, None), leaf, g, create_graph=True)
         seconds.append(torch.autograd.grad(dx, leaf, v)[0])
     _assert_close(*seconds, name, "vjp")
