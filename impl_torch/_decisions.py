@@ -229,17 +229,25 @@ def triton_serves(x: torch.Tensor) -> bool:
     return plain_eager() and fused.available() and _has_memory(x)
 
 
-def rows_serve(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
-    """Whether the Triton row kernels (``_native/rows.py``) compute a norm or a softmax of ``x``
-    over its last axis, with weights ``params``: where triton_serves, rows of 1 to
-    ``rows.MAX_ROW`` elements, and weights that are plain float32 tensors beside ``x``. On CUDA
+def rows_serve(x: torch.Tensor, *params: torch.Tensor | None, features: int | None = None) -> bool:
+    """Whether the Triton kernels of ``_native/rows.py`` (and ``channels.py``) compute a norm or
+    a softmax of ``x``, with weights ``params``: where triton_serves, rows of 1 to
+    ``rows.MAX_ROW`` elements (at most 2^31 - 1 of them: a launch grid's limit), and weights that
+    are plain float32 tensors beside ``x`` of shape (``features``,), the last axis' length unless
+    given; any other shape raises from the formula, which the kernels would read past. On CUDA
     the formula they replace takes a dozen launches, and the CPU's guard (ATen's op, then a look
     at its statistics) would synchronize the device at every call."""
     if x.is_cpu and not _TRITON_ON_CPU:  # first: eager CPU asks at every call of a norm
         return False
     if not triton_serves(x) or x.ndim == 0 or x.numel() == 0 or x.shape[-1] > rows.MAX_ROW:
         return False
-    return all(p is None or (p.dtype is torch.float32 and type(p) in _PLAIN and p.device == x.device) for p in params)
+    if x.numel() // x.shape[-1] >= 1 << 31:
+        return False
+    shape = (x.shape[-1] if features is None else features,)
+    return all(
+        p is None or (p.dtype is torch.float32 and type(p) in _PLAIN and p.device == x.device and p.shape == shape)
+        for p in params
+    )
 
 
 def elementwise_serves(x: torch.Tensor) -> bool:

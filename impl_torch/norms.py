@@ -117,6 +117,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     kernel each way (_native/rows.py); the formula everywhere else."""
     if rows_serve(x, weight, bias):
         rowmap = _row_map("layer_norm", eps, x.shape[-1])
+        bias = None if weight is None else bias  # as the formula: no weight, no affine step
         return _rows.apply(rowmap, x, weight, bias, tracks_grad(x, weight, bias))
     if compiled_cpu(x) and weight is not None:
         return _layer_norm_compiled(x, weight, bias, eps)
@@ -529,7 +530,11 @@ def batch_norm(
     formula on the others. It updates copies of the running statistics with PyTorch's meaning,
     which is ours (momentum weights the new batch; the running variance is unbiased). On eager
     CUDA in training mode, Triton kernels with the same rules (_native/channels.py)."""
-    if training and x.numel() > x.shape[1] and rows_serve(x, weight, bias, running_mean, running_var):
+    if (
+        training
+        and x.numel() > x.shape[1]
+        and rows_serve(x, weight, bias, running_mean, running_var, features=x.shape[1])
+    ):
         return _channels.apply(x, weight, bias, running_mean, running_var, momentum, eps, _batch_norm_rows_formula(eps),
                                tracks_grad(x, weight, bias))  # fmt: skip
     if training and compiled_cpu(x):

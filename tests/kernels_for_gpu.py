@@ -80,13 +80,22 @@ KERNELS = {
         {"x_ptr": P, "part_ptr": P, **{name: "i32" for name in ("m", "c", "inner", "bands", "band")}},
         [{"BLOCK_R": 64, "BLOCK_C": 64}],
     ),
+    channel_kernels.finish: (
+        {"part_ptr": P, "channel_ptr": P, **{name: "i32" for name in ("m", "c", "bands")}},
+        [{"BLOCK_C": 64}],
+    ),
     channel_kernels.spread: (
-        {"x_ptr": P, "part_ptr": P, "square_ptr": P, **{name: "i32" for name in ("m", "c", "inner", "bands", "band")}},
+        {
+            "x_ptr": P,
+            "channel_ptr": P,
+            "square_ptr": P,
+            **{name: "i32" for name in ("m", "c", "inner", "bands", "band")},
+        },
         [{"BLOCK_R": 64, "BLOCK_C": 64}],
     ),
     channel_kernels.normalize: (
         {
-            **{name: P for name in ("x_ptr", "w_ptr", "b_ptr", "y_ptr", "part_ptr", "square_ptr", "rule_ptr")},
+            **{name: P for name in ("x_ptr", "w_ptr", "b_ptr", "y_ptr", "channel_ptr", "square_ptr", "rule_ptr")},
             **{name: P for name in ("mean_ptr", "var_ptr", "new_ptr")},
             **{name: "i32" for name in ("m", "c", "inner", "bands", "band")},
             **{name: "fp32" for name in ("eps", "keep_old", "take_new", "unbias")},

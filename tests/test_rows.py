@@ -214,7 +214,7 @@ def test_the_kernels_compile_for_a_gpu() -> None:
     done = subprocess.run([sys.executable, str(script)], env=env, cwd=root, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = done.stdout.splitlines()
-    assert len(lines) == 31, done.stdout
+    assert len(lines) == 32, done.stdout
     assert all("compiled" in line for line in lines), done.stdout
     norms = [line for line in lines if line.startswith("norm_forward")]
     assert norms and all("div.rn.f32 sqrt.rn.f32" in line for line in norms), norms
@@ -316,3 +316,62 @@ def test_the_batch_norm_module_takes_the_kernels(monkeypatch: pytest.MonkeyPatch
     module.eval()
     module(x)
     assert calls == ["forward", "forward"], calls
+
+
+@needs_kernels
+def test_weights_of_another_shape_take_the_formula_and_its_error() -> None:
+    x = torch.randn(2, 16, device=_device())
+    short = torch.ones(8, device=_device())
+    assert not _decisions.rows_serve(x, short)
+    assert not _decisions.rows_serve(x, torch.ones(1, device=_device()))
+    with pytest.raises(RuntimeError):
+        norms.layer_norm(x, short, short, eps=1e-5)
+
+
+@needs_kernels
+def test_a_bias_without_a_weight_gets_no_gradient() -> None:
+    """As the formula: without a weight there is no affine step, so the output ignores the bias."""
+    x = torch.randn(3, 8, device=_device(), requires_grad=True)
+    b = torch.randn(8, device=_device(), requires_grad=True)
+    y = norms.layer_norm(x, None, b, eps=1e-5)
+    torch.testing.assert_close(y, norms._layer_norm_formula(x, None, None, 1e-5), rtol=2e-6, atol=2e-6)
+    assert torch.autograd.grad(y.sum(), b, allow_unused=True)[0] is None
+
+
+@needs_kernels
+def test_the_prescaling_power_is_the_formulas_beside_every_power_of_two() -> None:
+    """The kernels' scale (from the bits) against the formula's, floor(log2 amax) - 1 with log2
+    rounded to float32, for largest magnitudes 0 to 200 ulps below 2^(e + 1): the rounded log2
+    names e + 1 there within about ln 2 ulps of the values below e + 1 (44 below 2^128, the
+    float32 maximum's case)."""
+    amaxes = []
+    for e in (1, 2, 19, 63, 64, 99, 127):
+        top = torch.tensor(2.0 ** (e + 1) if e < 127 else 3.4028234663852886e38, dtype=torch.float64)
+        step = 2.0 ** (e - 23)
+        amaxes += [(top - j * step) for j in range(0 if e < 127 else 1, 201)]
+    amax = torch.stack(amaxes).float()
+    assert amax.isfinite().all()
+    x = torch.stack([amax, -amax / 3.0, amax / 7.0], dim=-1).to(_device())
+    _, stats = rows.forward(rows.RowMap("layer_norm", 1e-5, 1.0, _formula("layer_norm")), x, None, None)
+    expected = (amax.log2().floor() - 1.0).exp2()
+    mismatched = (stats[0].cpu() != expected).nonzero().reshape(-1)
+    assert mismatched.numel() == 0, [(float(amax[i]), float(stats[0, i]), float(expected[i])) for i in mismatched[:5]]
+    # And the float32 maximum's constant row: its derivative is proportional to 1 / scale.
+    big = torch.full((1, 3), 3.4028234663852886e38, device=_device())
+    g = torch.tensor([[1.0, -2.0, 0.5]], device=_device())
+    ours, formula = (_run(f, big, None, None, g) for f in (_ours("layer_norm"), _formula("layer_norm")))
+    torch.testing.assert_close(ours[1], formula[1], rtol=1e-5, atol=0)
+
+
+@needs_kernels
+def test_log_softmax_keeps_the_declared_tolerance_near_zero() -> None:
+    """Against float64, entry by entry (not norm-wise): the output near 0 is minus the log of a
+    sum near 1, which the kernel takes as log1p of the rest."""
+    g = torch.Generator().manual_seed(2)
+    # One entry well above the others: a sum of 1 + 1e-3 or so, whose rounding at 1 the naive
+    # log(sum) keeps (1e-5 of the entry's -log(sum)).
+    x = torch.cat([torch.zeros(64, 1), -5.0 - 7.0 * torch.rand(64, 36, generator=g)], dim=-1).to(_device())
+    y = simplex.log_softmax(x, axis=-1)
+    reference = torch.log_softmax(x.double(), dim=-1)
+    result = compare(y.cpu().numpy(), reference.cpu().numpy(), tolerance("log_softmax", "float32", "value"))
+    assert result.ok, result

@@ -2,15 +2,18 @@
 as M = N L rows of C channels, each program one band of rows for one block of channels (tiles
 contiguous along the channels where L = 1), per-band partial results combined by the next kernel.
 
-Forward: ``statistics`` (maximum, minimum, NaN and infinity counts, sums), ``spread`` (sums of
-squares about the mean), ``normalize`` (the output, the channels' rule for the backward and the
-new running statistics). Backward: ``gradient_sums``, then ``gradient``. Each follows
-``norms._batch_norm_training`` and ``norms._CompiledNorm`` term by term: prescaling by a power of
-two, a constant channel's exact mean, the limits of a channel holding an infinity, NaN.
+Forward: ``statistics`` (maximum, minimum, NaN and infinity counts, sums), ``finish`` (each
+channel's scale and mean from those), ``spread`` (sums of squares about the mean), ``normalize``
+(the output, the channels' rule for the backward and the new running statistics). Backward:
+``gradient_sums``, then ``gradient``. Each follows ``norms._batch_norm_training`` and
+``norms._CompiledNorm`` term by term: prescaling by a power of two (``row_kernels.scale_of``), a
+constant channel's exact mean, the limits of a channel holding an infinity, NaN.
 """
 
 import triton
 import triton.language as tl
+
+from impl_torch._native.row_kernels import scale_of
 
 INF = tl.constexpr(float("inf"))
 TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal
@@ -114,15 +117,38 @@ def _channel(part_ptr, bands, m, c, channels):
     small = _combined(part_ptr, 6, bands, c, channels, "sum")
     amax = tl.where(has_nan, float("nan"), tl.maximum(top, -bottom))
     finite = tl.abs(amax) < INF
-    big = finite & (amax > 1.0)
-    exponent = (amax.to(tl.int32, bitcast=True) >> 23) & 0xFF
-    scale = tl.where(big, ((exponent - 1) << 23).to(tl.float32, bitcast=True), 1.0)
+    scale = scale_of(amax, finite & (amax > 1.0))
     count = m * 1.0
     plain = tl.where(tl.abs(total) < INF, tl.math.div_rn(total, scale), small * tl.math.div_rn(UP, scale))
     mean = tl.where(amax == INF, tl.math.div_rn(above - below, count), tl.math.div_rn(plain, count))
     constant = (top == bottom) & finite
     mean = tl.where(constant, tl.math.div_rn(bottom, scale), mean)
     return scale, tl.where(has_nan, float("nan"), mean), amax == INF, finite
+
+
+@triton.jit
+def finish(part_ptr, channel_ptr, m, c, bands, BLOCK_C: tl.constexpr):
+    """Per channel, from ``statistics``' parts: scale, mean, whether the channel holds an
+    infinity and whether it is finite (see _channel), to channel[4, c], once: read from every
+    program of the next kernels instead, the parts would cost more traffic than the input."""
+    channels = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    keep = channels < c
+    scale, mean, limits, finite = _channel(part_ptr, bands, m, c, channels)
+    tl.store(channel_ptr + channels, scale, mask=keep)
+    tl.store(channel_ptr + c + channels, mean, mask=keep)
+    tl.store(channel_ptr + 2 * c + channels, tl.where(limits, 1.0, 0.0), mask=keep)
+    tl.store(channel_ptr + 3 * c + channels, tl.where(finite, 1.0, 0.0), mask=keep)
+
+
+@triton.jit
+def _finished(channel_ptr, c, channels):
+    """(scale, mean, limits, finite) per channel as ``finish`` wrote them."""
+    keep = channels < c
+    scale = tl.load(channel_ptr + channels, mask=keep, other=1.0)
+    mean = tl.load(channel_ptr + c + channels, mask=keep, other=0.0)
+    limits = tl.load(channel_ptr + 2 * c + channels, mask=keep, other=0.0) != 0.0
+    finite = tl.load(channel_ptr + 3 * c + channels, mask=keep, other=1.0) != 0.0
+    return scale, mean, limits, finite
 
 
 @triton.jit
@@ -133,11 +159,11 @@ def _values(x, scale, limits):
 
 
 @triton.jit
-def spread(x_ptr, part_ptr, square_ptr, m, c, inner, bands, band, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+def spread(x_ptr, channel_ptr, square_ptr, m, c, inner, bands, band, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """Per channel over one band of rows: the sum of (values - mean)^2 to square[band, channel]."""
     channels = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     index = tl.program_id(1).to(tl.int64)
-    scale, mean, limits, _ = _channel(part_ptr, bands, m, c, channels)
+    scale, mean, limits, _ = _finished(channel_ptr, c, channels)
     squares = tl.zeros([BLOCK_C], tl.float32)
     for first in range(index * band, tl.minimum(index * band + band, m), BLOCK_R):
         x, inside = _tile(x_ptr, first, m, c, inner, channels, BLOCK_R, 0.0)
@@ -147,7 +173,7 @@ def spread(x_ptr, part_ptr, square_ptr, m, c, inner, bands, band, BLOCK_R: tl.co
 
 
 @triton.jit
-def normalize(x_ptr, w_ptr, b_ptr, y_ptr, part_ptr, square_ptr, rule_ptr, mean_ptr, var_ptr, new_ptr, m, c, inner,
+def normalize(x_ptr, w_ptr, b_ptr, y_ptr, channel_ptr, square_ptr, rule_ptr, mean_ptr, var_ptr, new_ptr, m, c, inner,
               bands, band, eps, keep_old, take_new, unbias, BLOCK_R: tl.constexpr,
               BLOCK_C: tl.constexpr):  # fmt: skip
     """bias + (values - mean) / sqrt(var + eps / scale^2) * weight over one band of rows. The
@@ -159,7 +185,7 @@ def normalize(x_ptr, w_ptr, b_ptr, y_ptr, part_ptr, square_ptr, rule_ptr, mean_p
     channels = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     index = tl.program_id(1).to(tl.int64)
     keep = channels < c
-    scale, mean, limits, finite = _channel(part_ptr, bands, m, c, channels)
+    scale, mean, limits, finite = _finished(channel_ptr, c, channels)
     var = tl.math.div_rn(_combined(square_ptr, 0, bands, c, channels, "sum"), m * 1.0)
     root = tl.math.sqrt_rn(var + tl.maximum(tl.math.div_rn(eps, scale * scale), TINY))
     w = tl.load(w_ptr + channels, mask=keep, other=0.0)

@@ -1,5 +1,5 @@
-"""Triton kernels for PyTorch's eager CUDA batch_norm in training mode: three kernels forward, two
-backward, with every rule of the declaration inside them
+"""Triton kernels for PyTorch's eager CUDA batch_norm in training mode: four kernels forward (one
+of them per block of channels only), two backward, with every rule of the declaration inside them
 (``channel_kernels.py``).
 
 Why: on CUDA the CPU's guarded path (ATen's fused batch norm, then a host-side look at its
@@ -82,12 +82,13 @@ def forward(
     kernels = _kernels()
     m, c, inner = _layout(x)
     grid, tiles, bands, band = _plan(m, c, x.device)
-    part, squares = x.new_empty(7, bands, c), x.new_empty(bands, c)
+    part, channel, squares = x.new_empty(7, bands, c), x.new_empty(4, c), x.new_empty(bands, c)
     y, rule, new = torch.empty_like(x), x.new_empty(4, c), x.new_empty(2, c)
     with _launch(x):
         kernels.statistics[grid](x, part, m, c, inner, bands, band, **tiles, enable_fp_fusion=False)
-        kernels.spread[grid](x, part, squares, m, c, inner, bands, band, **tiles, enable_fp_fusion=False)
-        kernels.normalize[grid](x, w, b, y, part, squares, rule, mean, var, new, m, c, inner, bands, band, eps,
+        kernels.finish[grid[:1]](part, channel, m, c, bands, BLOCK_C=tiles["BLOCK_C"], enable_fp_fusion=False)
+        kernels.spread[grid](x, channel, squares, m, c, inner, bands, band, **tiles, enable_fp_fusion=False)
+        kernels.normalize[grid](x, w, b, y, channel, squares, rule, mean, var, new, m, c, inner, bands, band, eps,
                                 1.0 - momentum, momentum, m / (m - 1), **tiles, enable_fp_fusion=False)  # fmt: skip
     return y, new, rule
 

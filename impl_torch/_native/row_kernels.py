@@ -25,6 +25,28 @@ def _row(ptr, row, n, offsets, inside, other):
 
 
 @triton.jit
+def scale_of(amax, big):
+    """The prescaling power of two of a group whose largest magnitude is ``amax``:
+    2^(floor(log2 amax) - 1) where ``big`` (finite and above 1), else 1, with log2 rounded to
+    float32 as the formula's torch.log2 (and jnp.log2) round it. From the bits, exactly: a GPU's
+    log2 and exp2 are approximations. Just below 2^(e + 1), within about ln 2 ulps (of the float32
+    values just below e + 1) of 2 in the mantissa (44 ulps below 2^128), the rounded log2 is
+    e + 1, not e: the float32 maximum's scale is 2^127, not 2^126. A scale one binade apart would
+    change nothing but rounding, were eps not lost: a constant row of the largest values has a
+    derivative proportional to 1 / scale."""
+    bits = amax.to(tl.int32, bitcast=True)
+    e = ((bits >> 23) & 0xFF) - 127  # floor(log2 amax), exactly
+    gap = 2.0 - ((bits & 0x7FFFFF) | 0x3F800000).to(tl.float32, bitcast=True)  # 2 - mantissa, exact
+    # Half an ulp of the float32 values just below e + 1: of the binade of e + 0.5 (the one
+    # below e + 1 where e + 1 is a power of two).
+    k = (((e.to(tl.float32) + 0.5).to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+    half_ulp = ((k - 24 + 127) << 23).to(tl.float32, bitcast=True)
+    # log2(2 - gap) = 1 - gap / (2 ln 2) to 1e-5 of the gap: rounds up where gap <= 2 ln 2 half_ulp.
+    e = tl.where(gap <= 1.3862943611198906 * half_ulp, e + 1, e)
+    return tl.where(big, ((e - 1 + 127) << 23).to(tl.float32, bitcast=True), 1.0)
+
+
+@triton.jit
 def _prescale(x, inside):
     """(values, scale, minimum, constant, finite) of norms._prescale for one row; masked lanes
     of ``x`` hold 0."""
@@ -33,12 +55,7 @@ def _prescale(x, inside):
     bottom = tl.min(tl.where(inside, x, INF), axis=0)
     amax = tl.where(has_nan, float("nan"), tl.maximum(top, -bottom))
     finite = tl.abs(amax) < INF  # False for NaN
-    big = finite & (amax > 1.0)
-    # 2^(floor(log2 amax) - 1) from the exponent bits: exact, where a GPU's log2 and exp2 are
-    # approximations. (Just below a power of two, ATen's rounded log2 may name the next binade:
-    # a scale twice as large, which leaves the result the same to rounding.)
-    exponent = (amax.to(tl.int32, bitcast=True) >> 23) & 0xFF
-    scale = tl.where(big, ((exponent - 1) << 23).to(tl.float32, bitcast=True), 1.0)
+    scale = scale_of(amax, finite & (amax > 1.0))
     limit_values = tl.where(tl.abs(x) == INF, tl.where(x > 0, 1.0, -1.0), 0.0)
     values = tl.where(amax == INF, limit_values, tl.math.div_rn(x, scale))
     constant = (top == bottom) & finite
@@ -75,10 +92,12 @@ def norm_forward(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, rows, n, eps, bound, CEN
     tl.store(y_ptr + row * n + offsets, y, mask=inside)
     # A NaN row is no limit: its derivative is NaN, as its value (norms._prescaled_rule).
     limit = (~finite) & (var == var)
-    tl.store(stats_ptr + row, scale)
-    tl.store(stats_ptr + rows + row, mean)
-    tl.store(stats_ptr + 2 * rows + row, tl.math.div_rn(1.0, root))
-    tl.store(stats_ptr + 3 * rows + row, tl.where(limit, 1.0, 0.0))
+    # Pointer plus row, then plus rows at a time: 2 * rows would be computed in 32 bits.
+    stats = stats_ptr + row
+    tl.store(stats, scale)
+    tl.store(stats + rows, mean)
+    tl.store(stats + rows + rows, tl.math.div_rn(1.0, root))
+    tl.store(stats + rows + rows + rows, tl.where(limit, 1.0, 0.0))
 
 
 @triton.jit
@@ -100,10 +119,11 @@ def norm_backward(x_ptr, w_ptr, g_ptr, stats_ptr, dx_ptr, dw_ptr, db_ptr, rows, 
     for row in range(program * band, tl.minimum(program * band + band, rows)):
         x = _row(x_ptr, row, n, offsets, inside, 0.0)
         g = _row(g_ptr, row, n, offsets, inside, 0.0)
-        scale = tl.load(stats_ptr + row)
-        mean = tl.load(stats_ptr + rows + row)
-        rstd = tl.load(stats_ptr + 2 * rows + row)
-        limit = tl.load(stats_ptr + 3 * rows + row) != 0.0
+        stats = stats_ptr + row  # then plus rows at a time, as norm_forward stores them
+        scale = tl.load(stats)
+        mean = tl.load(stats + rows)
+        rstd = tl.load(stats + rows + rows)
+        limit = tl.load(stats + rows + rows + rows) != 0.0
         xhat = tl.where(inside, (tl.math.div_rn(x, scale) - mean) * rstd, 0.0)
         if DX:
             gw = g * w
@@ -155,8 +175,14 @@ def simplex_forward(x_ptr, y_ptr, finite_ptr, n, LOG: tl.constexpr, BLOCK: tl.co
     e = tl.where(inside, tl.exp(z), 0.0)
     total = tl.sum(e, axis=0)
     if LOG:
-        # z <= 0 and log(sum) >= 0 (the maximum contributes exp(0) = 1): never above 0.
-        y = z - tl.log(total)
+        # log(sum) as log1p of the sum less the maximum's exp(0) = 1 (rounded at 1, a sum keeps
+        # 2^-24 of the rest: 4e-6 of a log near 0.003), by Goldberg's form (u = 1 + rest). Each
+        # entry at the maximum adds one, the others their exp; rest >= 0, so log(sum) >= 0 and z
+        # <= 0 keep the output at or below 0.
+        at_top = tl.sum(tl.where(inside & (z == 0.0), 1.0, 0.0), axis=0)
+        rest = tl.sum(tl.where(inside & (z < 0.0), e, 0.0), axis=0) + (at_top - 1.0)
+        u = 1.0 + rest
+        y = z - tl.where(u == 1.0, rest, tl.log(u) * tl.math.div_rn(rest, u - 1.0))
     else:
         # e / sum(e) with sum(e) >= e: never above 1.
         y = tl.math.div_rn(e, total)
