@@ -19,9 +19,12 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from impl_torch._native import channel_kernels, fused_kernels, row_kernels
+from impl_torch._native import channel_kernels, fused_kernels, row_kernels, rows
 
 P = "*fp32"
+# Row lengths' blocks: the shortest, the benchmark's, the longest (rows.MAX_ROW), each with the
+# warps rows.py gives it.
+ROW_BLOCKS = (1, 1024, rows.MAX_ROW)
 # Each kernel with its runtime arguments' types and the constexpr variants the host code launches
 # (impl_torch/_native/fused.py, rows.py and channels.py).
 KERNELS = {
@@ -41,7 +44,12 @@ KERNELS = {
             "eps": "fp32",
             "bound": "fp32",
         },
-        [{"CENTRED": c, "WEIGHT": w, "BIAS": w and c, "BLOCK": 1024} for c in (True, False) for w in (True, False)],
+        [
+            {"CENTRED": c, "WEIGHT": w, "BIAS": w and c, "BLOCK": block}
+            for c in (True, False)
+            for w in (True, False)
+            for block in ROW_BLOCKS
+        ],
     ),
     row_kernels.norm_backward: (
         {
@@ -57,23 +65,29 @@ KERNELS = {
             "band": "i32",
         },
         [
-            {"CENTRED": c, "WEIGHT": w, "DX": True, "DW": w, "DB": w and c, "BLOCK": 1024}
+            {"CENTRED": c, "WEIGHT": w, "DX": dx, "DW": w, "DB": w and c, "BLOCK": block}
             for c in (True, False)
             for w in (True, False)
+            for dx in (True, False)
+            for block in ROW_BLOCKS
+            if dx or w  # a backward asks for something
         ],
     ),
     row_kernels.simplex_forward: (
         {"x_ptr": P, "y_ptr": P, "finite_ptr": P, "n": "i32"},
-        [{"LOG": log, "BLOCK": 1024} for log in (True, False)],
+        [{"LOG": log, "BLOCK": block} for log in (True, False) for block in ROW_BLOCKS],
     ),
-    row_kernels.sparsemax_forward: ({"x_ptr": P, "y_ptr": P, "finite_ptr": P, "n": "i32"}, [{"BLOCK": 1024}]),
+    row_kernels.sparsemax_forward: (
+        {"x_ptr": P, "y_ptr": P, "finite_ptr": P, "n": "i32"},
+        [{"BLOCK": block} for block in ROW_BLOCKS],
+    ),
     row_kernels.sparsemax_backward: (
         {"y_ptr": P, "g_ptr": P, "finite_ptr": P, "dx_ptr": P, "n": "i32"},
-        [{"BLOCK": 1024}],
+        [{"BLOCK": block} for block in ROW_BLOCKS],
     ),
     row_kernels.simplex_backward: (
         {"y_ptr": P, "g_ptr": P, "finite_ptr": P, "dx_ptr": P, "n": "i32"},
-        [{"LOG": log, "BLOCK": 1024} for log in (True, False)],
+        [{"LOG": log, "BLOCK": block} for log in (True, False) for block in ROW_BLOCKS],
     ),
     # batch_norm's, with channels.py's tiles for 64 channels.
     channel_kernels.statistics: (
@@ -121,15 +135,20 @@ KERNELS = {
 
 def main(capability: int) -> None:
     target = GPUTarget("cuda", capability, 32)
+    count = 0
     for kernel, (arguments, variants) in KERNELS.items():
         for constants in variants:
             signature = {**arguments, **dict.fromkeys(constants, "constexpr")}
             source = ASTSource(
                 kernel, signature=signature, constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()}
             )
-            ptx = triton.compile(source, target=target, options={"enable_fp_fusion": False}).asm["ptx"]
+            warps = rows._warps(constants["BLOCK"]) if "BLOCK" in constants else 4
+            options = {"enable_fp_fusion": False, "num_warps": warps}
+            ptx = triton.compile(source, target=target, options=options).asm["ptx"]
             rounded = [op for op in ("div.rn.f32", "sqrt.rn.f32") if op in ptx]
-            print(kernel.fn.__name__, constants, "compiled;", " ".join(rounded) or "no rounded division")
+            print(kernel.fn.__name__, constants, f"{warps} warps compiled;", " ".join(rounded) or "no rounded division")
+            count += 1
+    print(f"{count} variants")
 
 
 if __name__ == "__main__":

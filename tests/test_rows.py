@@ -213,8 +213,8 @@ def test_the_kernels_compile_for_a_gpu() -> None:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     done = subprocess.run([sys.executable, str(script)], env=env, cwd=root, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    lines = done.stdout.splitlines()
-    assert len(lines) == 32, done.stdout
+    *lines, total = done.stdout.splitlines()
+    assert total == f"{len(lines)} variants" and len(lines) > 50, done.stdout
     assert all("compiled" in line for line in lines), done.stdout
     norms = [line for line in lines if line.startswith("norm_forward")]
     assert norms and all("div.rn.f32 sqrt.rn.f32" in line for line in norms), norms
