@@ -530,13 +530,10 @@ def batch_norm(
     formula on the others. It updates copies of the running statistics with PyTorch's meaning,
     which is ours (momentum weights the new batch; the running variance is unbiased). On eager
     CUDA in training mode, Triton kernels with the same rules (_native/channels.py)."""
-    if (
-        training
-        and x.numel() > x.shape[1]
-        and rows_serve(x, weight, bias, running_mean, running_var, features=x.shape[1])
-    ):
-        return _channels.apply(x, weight, bias, running_mean, running_var, momentum, eps, _batch_norm_rows_formula(eps),
-                               tracks_grad(x, weight, bias))  # fmt: skip
+    stats = (weight, bias, running_mean, running_var)
+    if training and x.numel() > x.shape[1] and rows_serve(x, *stats, features=x.shape[1]):
+        settings = _channels.Settings(momentum, eps, _batch_norm_rows_formula(eps))
+        return _channels.apply(x, *stats, settings, tracks_grad(x, weight, bias))
     if training and compiled_cpu(x):
         return _batch_norm_compiled(x, weight, bias, running_mean, running_var, momentum, eps)
     if not (training and eager_cpu(x)):

@@ -21,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+
+from impl_torch._native.rows import formula_vjp
 
 Formula = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -109,6 +111,16 @@ def backward(
     return dx, dw, db
 
 
+class Settings(NamedTuple):
+    """batch_norm's parameters beside its tensors: momentum (the new batch's weight), eps, and
+    ``formula(x, weight, bias)``, the output by the formula, which the second order
+    differentiates."""
+
+    momentum: float
+    eps: float
+    formula: Formula
+
+
 class _Channels(torch.autograd.Function):
     """batch_norm in training mode by the kernels, with autograd; (output, new running mean, new
     running variance), the last two not differentiable. Only plain eager float32 tensors reach
@@ -117,20 +129,13 @@ class _Channels(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any,
-        x: torch.Tensor,
-        w: torch.Tensor,
-        b: torch.Tensor,
-        mean: torch.Tensor,
-        var: torch.Tensor,
-        momentum: float,
-        eps: float,
-        formula: Formula,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
+        settings: Settings,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         # The inputs are saved as given (a contiguous copy made here would have no autograd
         # history, which the second order needs); the kernels read contiguous ones.
-        y, new, rule = forward(*(t.contiguous() for t in (x, w, b, mean, var)), momentum, eps)
-        ctx.formula = formula
+        y, new, rule = forward(*(t.contiguous() for t in (x, w, b, mean, var)), settings.momentum, settings.eps)
+        ctx.formula = settings.formula
         new_mean, new_var = new.unbind(0)
         ctx.mark_non_differentiable(new_mean, new_var)
         ctx.save_for_backward(x, w, b, rule)
@@ -141,32 +146,20 @@ class _Channels(torch.autograd.Function):
         x, w, b, rule = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[:3])
         if torch.is_grad_enabled():
-            wanted = [t for t, need in zip((x, w, b), needs, strict=True) if need]
-            with torch.enable_grad():
-                out = ctx.formula(x, w, b)
-            found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True))
-            grads = tuple(next(found) if need else None for need in needs)
+            grads = formula_vjp(ctx.formula, (x, w, b), needs, grad)
         else:
             parts = backward(grad, x.contiguous(), w.contiguous(), rule)
             grads = tuple(g if need else None for g, need in zip(parts, needs, strict=True))
-        return (*grads, None, None, None, None, None)
+        return (*grads, None, None, None)
 
 
 def apply(
-    x: torch.Tensor,
-    w: torch.Tensor,
-    b: torch.Tensor,
-    mean: torch.Tensor,
-    var: torch.Tensor,
-    momentum: float,
-    eps: float,
-    formula: Formula,
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, settings: Settings,
     grad: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """(output, new running mean, new running variance) by the kernels, through ``_Channels``
     where autograd records the call."""
     if grad:
-        return _Channels.apply(x, w, b, mean, var, momentum, eps, formula)
-    y, new, _ = forward(x.contiguous(), w.contiguous(), b.contiguous(), mean.contiguous(), var.contiguous(),
-                        momentum, eps)  # fmt: skip
+        return _Channels.apply(x, w, b, mean, var, settings)
+    y, new, _ = forward(*(t.contiguous() for t in (x, w, b, mean, var)), settings.momentum, settings.eps)
     return y, new[0], new[1]

@@ -174,12 +174,12 @@ class _Rows(torch.autograd.Function):
         x, w, b, stats, y = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[:3])
         if torch.is_grad_enabled():
-            return (*_formula_vjp(ctx.rowmap.formula, (x, w, b), needs, grad), None)
+            return (*formula_vjp(ctx.rowmap.formula, (x, w, b), needs, grad), None)
         saved = x.contiguous() if y is None else y  # read by address arithmetic
         return (*backward(ctx.rowmap, grad, saved, stats, None if w is None else w.contiguous(), needs), None)
 
 
-def _formula_vjp(
+def formula_vjp(
     formula: Formula, inputs: tuple[torch.Tensor | None, ...], needs: tuple[bool, ...], grad: torch.Tensor
 ) -> tuple[torch.Tensor | None, ...]:
     """The vector-Jacobian product of ``formula`` at ``inputs``, with its own graph (second
