@@ -27,6 +27,7 @@ def test_eager_cpu_takes_the_c_kernels_and_other_dtypes_neither(monkeypatch: pyt
     assert not _decisions.triton_serves(x)
     assert not _decisions.triton_serves(torch.ones(4, dtype=torch.float64))
     assert _decisions.elementwise_serves(x) == _decisions.kernel_serves(x)
+    assert fused.on_device_of(x) is fused._SAME_DEVICE  # no device context for a CPU tensor
 
 
 def test_the_switch_turns_the_kernels_off(monkeypatch: pytest.MonkeyPatch) -> None:

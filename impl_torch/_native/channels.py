@@ -18,13 +18,13 @@ runs everywhere else, and where a backward is itself differentiated (second orde
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 
+from impl_torch._native import fused
 from impl_torch._native.rows import formula_vjp
 
 Formula = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -60,13 +60,6 @@ def _plan(m: int, c: int, device: torch.device) -> tuple[tuple[int, int], dict[s
     return (blocks, bands), {"BLOCK_R": block_r, "BLOCK_C": block_c}, bands, band
 
 
-def _launch(x: torch.Tensor) -> Any:
-    # As rows._launch: Triton launches on the current device.
-    if x.is_cuda and x.device.index != torch.cuda.current_device():
-        return torch.cuda.device(x.device)
-    return contextlib.nullcontext()
-
-
 def _layout(x: torch.Tensor) -> tuple[int, int, int]:
     """(m, c, inner): an (n, c, *rest) input read as m = n * inner rows of c channels."""
     c = x.shape[1]
@@ -86,7 +79,7 @@ def forward(
     grid, tiles, bands, band = _plan(m, c, x.device)
     part, channel, squares = x.new_empty(7, bands, c), x.new_empty(4, c), x.new_empty(bands, c)
     y, rule, new = torch.empty_like(x), x.new_empty(4, c), x.new_empty(2, c)
-    with _launch(x):
+    with fused.on_device_of(x):
         kernels.statistics[grid](x, part, m, c, inner, bands, band, **tiles, enable_fp_fusion=False)
         kernels.finish[grid[:1]](part, channel, m, c, bands, BLOCK_C=tiles["BLOCK_C"], enable_fp_fusion=False)
         kernels.spread[grid](x, channel, squares, m, c, inner, bands, band, **tiles, enable_fp_fusion=False)
@@ -104,7 +97,7 @@ def backward(
     grid, tiles, bands, band = _plan(m, c, x.device)
     g = grad.contiguous()
     part, dx, dw, db = x.new_empty(2, bands, c), torch.empty_like(x), x.new_empty(c), x.new_empty(c)
-    with _launch(x):
+    with fused.on_device_of(x):
         kernels.gradient_sums[grid](x, g, rule, part, m, c, inner, bands, band, **tiles, enable_fp_fusion=False)
         kernels.gradient[grid](x, g, w, rule, part, dx, dw, db, m, c, inner, bands, band, **tiles,
                                enable_fp_fusion=False)  # fmt: skip

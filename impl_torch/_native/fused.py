@@ -56,15 +56,30 @@ def _kernel() -> Any:
     return triton.cdiv, fused_kernels.elementwise
 
 
+_SAME_DEVICE = contextlib.nullcontext()
+
+
+def on_device_of(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """The context a launch for ``x`` runs in: Triton launches on the current device, not the
+    tensor's, so that device's context where they differ, and none where they agree (the common
+    call: entering torch.cuda.device took part of the 8 us between a bare Triton launch and
+    ``run`` on the H200 host, bench/results/cuda-h200-2026-12-04)."""
+    # get_device(): an int (-1 on the CPU), where x.device builds an object.
+    index = x.get_device()
+    if index < 0 or index == torch.cuda.current_device():
+        return _SAME_DEVICE
+    return torch.cuda.device(index)
+
+
 def run(name: str, params: tuple[float, ...], x: torch.Tensor, y: torch.Tensor, d: torch.Tensor | None) -> None:
     """Write technique ``name`` (of ``_native.ELEMENTWISE``) with ``params`` of the contiguous float32 ``x`` to
     ``y``, and its derivative dy/dx to ``d`` unless it is None."""
     cdiv, kernel = _kernel()
     p = (*(float(v) for v in params), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)[:6]
     n = x.numel()
-    # Triton launches on the current device, not the tensor's. enable_fp_fusion=False: each
-    # product rounds before the sum that uses it, as in ATen's passes and the C kernels
-    # (-ffp-contract=off; contracted, soft_clip(-inf) lands above lo instead of on it).
-    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+    # enable_fp_fusion=False: each product rounds before the sum that uses it, as in ATen's
+    # passes and the C kernels (-ffp-contract=off; contracted, soft_clip(-inf) lands above lo
+    # instead of on it).
+    with on_device_of(x):
         kernel[(cdiv(n, _BLOCK),)](x, y, y if d is None else d, n, *p, KIND=ELEMENTWISE.index(name),
                                    DERIVATIVE=d is not None, BLOCK=_BLOCK, enable_fp_fusion=False)  # fmt: skip

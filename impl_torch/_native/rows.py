@@ -15,7 +15,6 @@ backward is itself differentiated (second order: see ``_Rows.backward``).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -67,14 +66,6 @@ def _bands_for(device: torch.device) -> int:
     return 8
 
 
-def _launch(x: torch.Tensor) -> Any:
-    # Triton launches on the current device, not the tensor's (see fused.run); entering the
-    # device's context only when they differ saves its cost on the common call.
-    if x.is_cuda and x.device.index != torch.cuda.current_device():
-        return torch.cuda.device(x.device)
-    return contextlib.nullcontext()
-
-
 def forward(
     rowmap: RowMap, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +78,7 @@ def forward(
     rows = x.numel() // n
     y = torch.empty_like(x)
     block = _next_power_of_2(n)
-    with _launch(x):
+    with fused.on_device_of(x):
         if rowmap.kind == "sparsemax":
             stats = x.new_empty(rows)
             kernels.sparsemax_forward[(rows,)](x, y, stats, n, BLOCK=block, num_warps=_warps(block),
@@ -121,7 +112,7 @@ def backward(
     rows = saved.numel() // n
     g = grad.contiguous()
     block = _next_power_of_2(n)
-    with _launch(saved):
+    with fused.on_device_of(saved):
         if rowmap.kind in SIMPLEX:
             dx = torch.empty_like(saved)
             if rowmap.kind == "sparsemax":
