@@ -141,18 +141,37 @@ def _sparsemax(z: jax.Array, axis: int, finite_rows: jax.Array) -> jax.Array:
 _BLOCK_VALUES = 2**18
 
 
+# Michelot steps taken before an accelerator's loop asks whether any row still moves: rows of
+# 1024 spread as N(0, s^2) stop after 2 (s = 100) to 8 (s = 0.1) steps from the lower bound (as
+# PyTorch's compiled threshold, impl_torch/simplex.py).
+_UNROLLED_STEPS = 8
+
+
 def _threshold(z: jax.Array, axis: int) -> jax.Array:
-    """tau per row along ``axis`` (see _row_threshold), block by block of rows (``lax.map``
-    with a batch size: each block iterates until its own rows stop)."""
+    """tau per row along ``axis`` (see _row_threshold). On the CPU block by block of rows
+    (``lax.map`` with a batch size: each block iterates in the cache until its own rows stop).
+    Elsewhere every row at once, the first _UNROLLED_STEPS steps unrolled: a loop's predicate is
+    read on the host at every step of every block, which cost 130 to 150 softmaxes on an H200
+    (bench/results/cuda-h200-2026-12-04); now the loop usually asks once. Chosen when the
+    program is lowered for its platform (``lax.platform_dependent``), not by a Python branch."""
     n = z.shape[axis]
     rows = jnp.moveaxis(z, axis, -1)
     shape = rows.shape[:-1]
     rows = rows.reshape(-1, n)
-    tau = jax.lax.map(_row_threshold, rows, batch_size=max(1, min(rows.shape[0], _BLOCK_VALUES // n)))
+    tau = jax.lax.platform_dependent(rows, cpu=_blocked_threshold, default=_whole_threshold)
     return jnp.moveaxis(tau.reshape(*shape, 1), -1, axis)
 
 
-def _row_threshold(z: jax.Array) -> jax.Array:
+def _blocked_threshold(rows: jax.Array) -> jax.Array:
+    n = rows.shape[-1]
+    return jax.lax.map(_row_threshold, rows, batch_size=max(1, min(rows.shape[0], _BLOCK_VALUES // n)))
+
+
+def _whole_threshold(rows: jax.Array) -> jax.Array:
+    return jax.vmap(functools.partial(_row_threshold, unrolled=_UNROLLED_STEPS))(rows)
+
+
+def _row_threshold(z: jax.Array, unrolled: int = 0) -> jax.Array:
     """tau with sum(max(z - tau, 0)) = 1 for a row (shifted: maximum 0, or NaN), in linear
     time: Michelot's iteration, Newton's method on that convex, decreasing, piecewise-linear
     sum, t' = (sum of the z > t, less 1) / their count, from the lower bound max(-1, (sum z - 1)
@@ -160,8 +179,9 @@ def _row_threshold(z: jax.Array) -> jax.Array:
     support and t' the sort-based rule's (sum of the support - 1) / its size. Each step leaves out
     at least one value, so it ends; rows spread over more than about 0.1 take a few steps, and
     ``lax.while_loop`` runs until the row stops (vmapped over a block of rows by _threshold,
-    until none of the block moves). The same iteration as PyTorch's C kernel (sparsemax.c). A NaN
-    row stays NaN."""
+    until none of the block moves), after ``unrolled`` steps taken unasked (a stopped row keeps
+    its state, so extra steps change nothing). The same iteration as PyTorch's C kernel
+    (sparsemax.c). A NaN row stays NaN."""
     n = z.shape[-1]
     start = jnp.maximum((z.sum(keepdims=True) - 1.0) / n, -1.0)
 
@@ -184,7 +204,10 @@ def _row_threshold(z: jax.Array) -> jax.Array:
     # The state holds the last t and the step from it; the answer is that step once it stops
     # rising (at tau it equals t to rounding, computed from the exact support). At most n + 1
     # steps, as the C kernel.
-    tau = jax.lax.while_loop(moving, advance, (start, step(start), jnp.int32(0)))[1]
+    state = (start, step(start), jnp.int32(0))
+    for _ in range(unrolled):  # the same steps, without asking whether to take them
+        state = advance(state)
+    tau = jax.lax.while_loop(moving, advance, state)[1]
     # A NaN row's sum is NaN, and so its tau: XLA's CPU max, vectorized, can drop a NaN (rows of
     # 1024 here), so the caller's NaN-row mask from the row maximum may miss it.
     return jnp.where(jnp.isnan(start), start, tau)

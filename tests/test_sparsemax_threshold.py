@@ -84,3 +84,41 @@ def _michelot_steps(z: np.ndarray) -> int:
             return steps
         t = np.where(following > t, following, t)
     return steps
+
+
+@pytest.mark.parametrize("unrolled", [0, 1, 8], ids=["looped", "one-step", "eight-steps"])
+@pytest.mark.parametrize("n", LENGTHS)
+def test_the_accelerators_threshold_equals_the_sorted_rule(n: int, unrolled: int, monkeypatch) -> None:
+    """JAX off the CPU: every row at once, the first steps unrolled before the loop (chosen when
+    the program is lowered for a GPU, so called directly here), against the float64 reference;
+    rows that need more steps than were unrolled (spread 0.01) finish in the loop."""
+    import jax
+    import jax.numpy as jnp
+
+    from impl_jax import simplex
+
+    monkeypatch.setattr(simplex, "_UNROLLED_STEPS", unrolled)
+    rows = _rows(n, np.random.default_rng(n + 1)).astype(np.float32)
+    z, top = simplex._limit_shift(jnp.asarray(rows), -1)
+    tau = jax.jit(simplex._whole_threshold)(z)
+    y = np.where(np.isnan(np.asarray(top)), np.nan, np.maximum(np.asarray(z) - np.asarray(tau), 0.0))
+    expected = harness.get("sparsemax").reference(rows.astype(np.float64), {"axis": -1})
+    result = compare(y, expected, tolerance("sparsemax", "float32", "value"))
+    assert result.ok, f"error {result.max_rel:.3e} at {result.worst_index} {result.problem or ''}"
+    if unrolled == 1 and n > 7:  # the loop did take over
+        assert _michelot_steps(np.asarray(z)[np.isfinite(rows).all(axis=-1)].astype(np.float64)) > 1
+
+
+def test_jax_lowers_the_threshold_for_the_platform() -> None:
+    """On the CPU a loop over blocks of rows around each block's iteration (two loops); for a
+    GPU one loop over every row, after the unrolled steps."""
+    import jax
+    import jax.numpy as jnp
+
+    module = harness.build("sparsemax", "jax")
+    x = jnp.ones((512, 1024), jnp.float32)
+    loops = {
+        platform: jax.jit(module).trace(x).lower(lowering_platforms=(platform,)).as_text().count("stablehlo.while")
+        for platform in ("cpu", "cuda")
+    }
+    assert loops == {"cpu": 2, "cuda": 1}, loops
