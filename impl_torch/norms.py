@@ -531,7 +531,7 @@ def batch_norm(
     which is ours (momentum weights the new batch; the running variance is unbiased). On eager
     CUDA in training mode, Triton kernels with the same rules (_native/channels.py)."""
     stats = (weight, bias, running_mean, running_var)
-    if training and x.numel() > x.shape[1] and rows_serve(x, *stats, features=x.shape[1]):
+    if training and _channels.serves(x) and rows_serve(x, *stats, features=x.shape[1]):
         settings = _channels.Settings(momentum, eps, _batch_norm_rows_formula(eps))
         return _channels.apply(x, *stats, settings, tracks_grad(x, weight, bias))
     if training and compiled_cpu(x):

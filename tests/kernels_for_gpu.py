@@ -25,6 +25,12 @@ P = "*fp32"
 # Row lengths' blocks: the shortest, the benchmark's, the longest (rows.MAX_ROW), each with the
 # warps rows.py gives it.
 ROW_BLOCKS = (1, 1024, rows.MAX_ROW)
+# channels.py's tiles (4096 elements, 1 to 64 channels wide), and the specialization Triton
+# makes for a (batch, channels) input in one band: inner == bands == 1.
+CHANNEL_TILES = [
+    *({"BLOCK_R": 4096 // block_c, "BLOCK_C": block_c} for block_c in (1, 8, 64)),
+    {"BLOCK_R": 64, "BLOCK_C": 64, "inner": 1, "bands": 1},
+]
 # Each kernel with its runtime arguments' types and the constexpr variants the host code launches
 # (impl_torch/_native/fused.py, rows.py and channels.py).
 KERNELS = {
@@ -89,14 +95,14 @@ KERNELS = {
         {"y_ptr": P, "g_ptr": P, "finite_ptr": P, "dx_ptr": P, "n": "i32"},
         [{"LOG": log, "BLOCK": block} for log in (True, False) for block in ROW_BLOCKS],
     ),
-    # batch_norm's, with channels.py's tiles for 64 channels.
+    # batch_norm's.
     channel_kernels.statistics: (
         {"x_ptr": P, "part_ptr": P, **{name: "i32" for name in ("m", "c", "inner", "bands", "band")}},
-        [{"BLOCK_R": 64, "BLOCK_C": 64}],
+        CHANNEL_TILES,
     ),
     channel_kernels.finish: (
         {"part_ptr": P, "channel_ptr": P, **{name: "i32" for name in ("m", "c", "bands")}},
-        [{"BLOCK_C": 64}],
+        [{"BLOCK_C": block_c} for block_c in (1, 8, 64)],
     ),
     channel_kernels.spread: (
         {
@@ -105,7 +111,7 @@ KERNELS = {
             "square_ptr": P,
             **{name: "i32" for name in ("m", "c", "inner", "bands", "band")},
         },
-        [{"BLOCK_R": 64, "BLOCK_C": 64}],
+        CHANNEL_TILES,
     ),
     channel_kernels.normalize: (
         {
@@ -114,21 +120,21 @@ KERNELS = {
             **{name: "i32" for name in ("m", "c", "inner", "bands", "band")},
             **{name: "fp32" for name in ("eps", "keep_old", "take_new", "unbias")},
         },
-        [{"BLOCK_R": 64, "BLOCK_C": 64}],
+        CHANNEL_TILES,
     ),
     channel_kernels.gradient_sums: (
         {
             **{name: P for name in ("x_ptr", "g_ptr", "rule_ptr", "part_ptr")},
             **{name: "i32" for name in ("m", "c", "inner", "bands", "band")},
         },
-        [{"BLOCK_R": 64, "BLOCK_C": 64}],
+        CHANNEL_TILES,
     ),
     channel_kernels.gradient: (
         {
             **{name: P for name in ("x_ptr", "g_ptr", "w_ptr", "rule_ptr", "part_ptr", "dx_ptr", "dw_ptr", "db_ptr")},
             **{name: "i32" for name in ("m", "c", "inner", "bands", "band")},
         },
-        [{"BLOCK_R": 64, "BLOCK_C": 64}],
+        CHANNEL_TILES,
     ),
 }
 

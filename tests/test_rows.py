@@ -237,21 +237,38 @@ def _run_batch_norm(function, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
     inputs = [t.clone().requires_grad_(True) for t in (x, w, b)]
     y, new_mean, new_var = function(*inputs, mean, var)
     dx, dw, db = torch.autograd.grad(y, inputs, g)
-    return [y.detach().T, new_mean[:, None], new_var[:, None], dx.T, dw[:, None], db[:, None]]
+
+    def channels_first(t: torch.Tensor) -> torch.Tensor:
+        return t.transpose(0, 1).reshape(t.shape[1], -1)
+
+    return [
+        channels_first(y.detach()),
+        new_mean[:, None],
+        new_var[:, None],
+        channels_first(dx),
+        dw[:, None],
+        db[:, None],
+    ]
 
 
 @needs_kernels
+@pytest.mark.parametrize("inner", [1, 6], ids=["2d", "3d"])
 @pytest.mark.parametrize("m", [3, 300])
-def test_the_batch_norm_kernels_are_the_formula_on_every_kind_of_channel(m: int) -> None:
+def test_the_batch_norm_kernels_are_the_formula_on_every_kind_of_channel(m: int, inner: int) -> None:
     """Values, running statistics and every gradient against the formula, per channel, with
     more rows than a band (the bands' partial results combined) and with three (with two, the
-    input gradient is a cancellation to zero, rounding against rounding)."""
+    input gradient is a cancellation to zero, rounding against rounding); for (batch, channels)
+    and (batch, channels, length) inputs, the same values per channel."""
+    if m == 3 and inner > 1:
+        pytest.skip("three values per channel: one shape is enough")
     x = _rows_of_every_kind(m, 37).T.contiguous() if m > 3 else torch.randn(3, 37, device=_device())
     if m > 3:  # a mean 90 times the spread, not 300: both round the mean, apart by 1e-5 of it
         x[:, 8] = 30.0 + x[:, 8] / 10.0
     x[:, 11] = 3.0e38  # the plain sum overflows: the sum of x * 2^-64 takes over
     x[:, 12] = -3.0e38
     x[0, 13], x[-1, 13] = -math.inf, math.inf  # +inf and -inf: limit values that cancel
+    if inner > 1:  # value [n, c, l] = x[n * inner + l, c]: each channel's values, rearranged
+        x = x.reshape(m // inner, inner, 37).transpose(1, 2).contiguous()
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(x.device)
     w, b = torch.randn(37, device=x.device), torch.randn(37, device=x.device)
     ours = _run_batch_norm(_BATCH_NORM, x, w, b, g)
@@ -375,3 +392,12 @@ def test_log_softmax_keeps_the_declared_tolerance_near_zero() -> None:
     reference = torch.log_softmax(x.double(), dim=-1)
     result = compare(y.cpu().numpy(), reference.cpu().numpy(), tolerance("log_softmax", "float32", "value"))
     assert result.ok, result
+
+
+def test_what_the_batch_norm_kernels_take() -> None:
+    """Two values per channel at least, and at most MAX_CHANNELS channels: the kernels address
+    their per-band results in 32 bits (7 * bands * channels below 2^31)."""
+    assert channels.serves(torch.empty(2, 3)) and channels.serves(torch.empty(1, 3, 2))
+    assert not channels.serves(torch.empty(1, 3)) and not channels.serves(torch.empty(3))
+    assert not channels.serves(torch.empty(2, channels.MAX_CHANNELS + 1))
+    assert 7 * channels.MAX_BANDS * channels.MAX_CHANNELS < 2**31

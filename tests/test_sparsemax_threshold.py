@@ -107,6 +107,8 @@ def test_the_accelerators_threshold_equals_the_sorted_rule(n: int, unrolled: int
     assert result.ok, f"error {result.max_rel:.3e} at {result.worst_index} {result.problem or ''}"
     if unrolled == 1 and n > 7:  # the loop did take over
         assert _michelot_steps(np.asarray(z)[np.isfinite(rows).all(axis=-1)].astype(np.float64)) > 1
+    # The same steps as the CPU's blocks, so the same bits.
+    np.testing.assert_array_equal(np.asarray(tau), np.asarray(jax.jit(simplex._blocked_threshold)(z)))
 
 
 def test_jax_lowers_the_threshold_for_the_platform() -> None:

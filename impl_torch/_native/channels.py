@@ -47,13 +47,26 @@ def _programs(device: torch.device) -> int:
     return 4
 
 
+# The kernels address their per-band results ((7, bands, c) floats) and per-channel rules in 32
+# bits: at most MAX_BANDS bands of at most MAX_CHANNELS channels keep 7 * bands * c below 2^31.
+# More channels take the formula (``serves``).
+MAX_BANDS = 256
+MAX_CHANNELS = 1 << 20
+
+
+def serves(x: torch.Tensor) -> bool:
+    """Whether the kernels take ``x`` (channels on axis 1), once ``_decisions.rows_serve`` has
+    said yes to it and its parameters: at least two values per channel, at most MAX_CHANNELS."""
+    return x.ndim >= 2 and x.numel() > x.shape[1] and x.shape[1] <= MAX_CHANNELS
+
+
 def _plan(m: int, c: int, device: torch.device) -> tuple[tuple[int, int], dict[str, int], int, int]:
     """(grid, tile sizes, bands, rows per band) for an (m, c) input: tiles of 4096 elements,
-    up to 64 channels wide, bands enough to fill the device."""
+    up to 64 channels wide, bands enough to fill the device (at most MAX_BANDS)."""
     block_c = min(64, 1 << max(c - 1, 0).bit_length())
     block_r = 4096 // block_c
     blocks = -(-c // block_c)
-    bands = max(1, min(-(-_programs(device) // blocks), -(-m // block_r)))
+    bands = max(1, min(-(-_programs(device) // blocks), -(-m // block_r), MAX_BANDS))
     band = -(-m // bands)
     band = -(-band // block_r) * block_r  # whole tiles per band
     bands = -(-m // band)

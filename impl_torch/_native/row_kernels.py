@@ -28,7 +28,11 @@ def _row(ptr, row, n, offsets, inside, other):
 def scale_of(amax, big):
     """The prescaling power of two of a group whose largest magnitude is ``amax``:
     2^(floor(log2 amax) - 1) where ``big`` (finite and above 1), else 1, with log2 rounded to
-    float32 as the formula's torch.log2 (and jnp.log2) round it. From the bits, exactly: a GPU's
+    float32 as the formula's torch.log2 rounds it on the CPU (correctly; XLA's CPU log2 rounds
+    about one in twenty of the values within 300 ulps below a power of two the other way, so the
+    JAX side's scale is a binade apart there, which moves only rounding, and eps in a constant
+    row near the float32 maximum; whether CUDA's log2 rounds as the CPU's was not checked; at
+    the float32 maximum all give 128). From the bits, exactly: a GPU's
     log2 and exp2 are approximations. Just below 2^(e + 1), within about ln 2 ulps (of the float32
     values just below e + 1) of 2 in the mantissa (44 ulps below 2^128), the rounded log2 is
     e + 1, not e: the float32 maximum's scale is 2^127, not 2^126. A scale one binade apart would
