@@ -4,9 +4,9 @@ sparsemax over the last axis, one kernel each way, with every rule of the declar
 Why: on CUDA the guarded fast path of the CPU (ATen's fused op, then a host-side look at its
 per-row statistics) would synchronize the device at every call, so the branch-free ATen formula
 ran there instead, at 7-15 times the built-in op, and sparsemax sorted its rows, at 3-39
-softmaxes (bench/results/cuda-h200-2026-12-04). A row of
-up to MAX_ROW elements fits a program's registers, so the rules cost arithmetic, not passes: one
-read and one write forward, as ATen's own kernels take. The kernels are in ``row_kernels.py``.
+softmaxes (bench/results/cuda-h200-2026-12-04). A row of up to MAX_ROW elements fits a
+program's registers, so the rules cost arithmetic, not passes: one read and one write forward,
+as ATen's own kernels take. The kernels are in ``row_kernels.py``.
 
 Served where ``_decisions.rows_serve`` says (eager, plain float32 tensors, CUDA or Triton's
 interpreter on the CPU, ``fused.available``); the formula runs everywhere else, and also where a
@@ -123,7 +123,9 @@ def backward(
                 kernels.simplex_backward[(rows,)](saved, g, stats, dx, n, LOG=log, BLOCK=block,
                                                   num_warps=_warps(block), enable_fp_fusion=False)  # fmt: skip
             return dx, None, None
-        bands = min(rows, _bands_for(saved.device))
+        # A band per row where no weight gradient is summed: a program per row, as forward,
+        # rather than a few per multiprocessor walking their rows one after another.
+        bands = min(rows, _bands_for(saved.device)) if needs[1] or needs[2] else rows
         band = -(-rows // bands)
         bands = -(-rows // band)
         dx = torch.empty_like(saved) if needs[0] else None
