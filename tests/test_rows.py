@@ -267,6 +267,10 @@ def test_the_batch_norm_kernels_are_the_formula_on_every_kind_of_channel(m: int,
     x[:, 11] = 3.0e38  # the plain sum overflows: the sum of x * 2^-64 takes over
     x[:, 12] = -3.0e38
     x[0, 13], x[-1, 13] = -math.inf, math.inf  # +inf and -inf: limit values that cancel
+    # Largest magnitude between 1 and 2 (scale 1/2) in one tile, at most 1 (scale 1) in the
+    # others: the bands' statistics, taken at scale 1, are brought to the channel's.
+    x[:, 14] = torch.linspace(-0.9, 0.9, m, device=x.device)
+    x[-1, 14] = 1.5
     if inner > 1:  # value [n, c, l] = x[n * inner + l, c]: each channel's values, rearranged
         x = x.reshape(m // inner, inner, 37).transpose(1, 2).contiguous()
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(x.device)
@@ -396,8 +400,8 @@ def test_log_softmax_keeps_the_declared_tolerance_near_zero() -> None:
 
 def test_what_the_batch_norm_kernels_take() -> None:
     """Two values per channel at least, and at most MAX_CHANNELS channels: the kernels address
-    their per-band results in 32 bits (7 * bands * channels below 2^31)."""
+    their per-band results in 32 bits (8 * bands * channels below 2^31)."""
     assert channels.serves(torch.empty(2, 3)) and channels.serves(torch.empty(1, 3, 2))
     assert not channels.serves(torch.empty(1, 3)) and not channels.serves(torch.empty(3))
     assert not channels.serves(torch.empty(2, channels.MAX_CHANNELS + 1))
-    assert 7 * channels.MAX_BANDS * channels.MAX_CHANNELS < 2**31
+    assert 8 * channels.MAX_BANDS * channels.MAX_CHANNELS < 2**31
