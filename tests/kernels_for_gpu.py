@@ -101,12 +101,21 @@ KERNELS = {
         CHANNEL_TILES,
     ),
     channel_kernels.finish: (
-        {"part_ptr": P, "channel_ptr": P, **{name: "i32" for name in ("m", "c", "bands", "band")}},
+        {"part_ptr": P, "channel_ptr": P, **{name: "i32" for name in ("m", "c", "bands")}},
         [{"BLOCK_C": block_c} for block_c in (1, 8, 64)],
+    ),
+    channel_kernels.spread: (
+        {
+            "x_ptr": P,
+            "channel_ptr": P,
+            "square_ptr": P,
+            **{name: "i32" for name in ("m", "c", "inner", "bands", "band")},
+        },
+        CHANNEL_TILES,
     ),
     channel_kernels.normalize: (
         {
-            **{name: P for name in ("x_ptr", "w_ptr", "b_ptr", "y_ptr", "channel_ptr", "rule_ptr")},
+            **{name: P for name in ("x_ptr", "w_ptr", "b_ptr", "y_ptr", "channel_ptr", "square_ptr", "rule_ptr")},
             **{name: P for name in ("mean_ptr", "var_ptr", "new_ptr")},
             **{name: "i32" for name in ("m", "c", "inner", "bands", "band")},
             **{name: "fp32" for name in ("eps", "keep_old", "take_new", "unbias")},

@@ -267,8 +267,7 @@ def test_the_batch_norm_kernels_are_the_formula_on_every_kind_of_channel(m: int,
     x[:, 11] = 3.0e38  # the plain sum overflows: the sum of x * 2^-64 takes over
     x[:, 12] = -3.0e38
     x[0, 13], x[-1, 13] = -math.inf, math.inf  # +inf and -inf: limit values that cancel
-    # Largest magnitude between 1 and 2 (scale 1/2) in one tile, at most 1 (scale 1) in the
-    # others: the bands' statistics, taken at scale 1, are brought to the channel's.
+    # Largest magnitude between 1 and 2 (scale 1/2, where 1 at most gives 1) in one tile only.
     x[:, 14] = torch.linspace(-0.9, 0.9, m, device=x.device)
     x[-1, 14] = 1.5
     if inner > 1:  # value [n, c, l] = x[n * inner + l, c]: each channel's values, rearranged
@@ -400,8 +399,27 @@ def test_log_softmax_keeps_the_declared_tolerance_near_zero() -> None:
 
 def test_what_the_batch_norm_kernels_take() -> None:
     """Two values per channel at least, and at most MAX_CHANNELS channels: the kernels address
-    their per-band results in 32 bits (8 * bands * channels below 2^31)."""
+    their per-band results in 32 bits (7 * bands * channels below 2^31)."""
     assert channels.serves(torch.empty(2, 3)) and channels.serves(torch.empty(1, 3, 2))
     assert not channels.serves(torch.empty(1, 3)) and not channels.serves(torch.empty(3))
     assert not channels.serves(torch.empty(2, channels.MAX_CHANNELS + 1))
-    assert 8 * channels.MAX_BANDS * channels.MAX_CHANNELS < 2**31
+    assert 7 * channels.MAX_BANDS * channels.MAX_CHANNELS < 2**31
+
+
+@needs_kernels
+@pytest.mark.parametrize("ratio", [1e2, 1e3])
+def test_the_batch_norm_variance_is_two_pass(ratio: float) -> None:
+    """The running variance against float64 where the mean is ``ratio`` times the spread, within
+    the declared float32 value tolerance, over several bands: the variance is summed about the
+    channel's mean (a pass of its own), as the formula's. Combining each tile's statistics by
+    Chan's rule instead (one pass fewer) missed it from a ratio of about 300 (2.4e-5 at 1e3):
+    each combination's delta is a difference of two rounded means. (At 1e4 the float32 mean's
+    own rounding costs 6e-6 here, the formula's alike.)"""
+    g = torch.Generator().manual_seed(3)
+    x = (ratio + torch.randn(2000, 8, generator=g, dtype=torch.float64)).to(_device())
+    x32 = x.float()
+    ones, zeros = torch.ones(8, device=x.device), torch.zeros(8, device=x.device)
+    _, new, _ = channels.forward(x32, ones, zeros, zeros, zeros, 1.0, 1e-5)
+    expected = x32.double().var(dim=0, correction=1)
+    result = compare(new[1].cpu().numpy(), expected.cpu().numpy(), tolerance("batch_norm", "float32", "value"))
+    assert result.ok, result

@@ -2,13 +2,12 @@
 as M = N L rows of C channels, each program one band of rows for one block of channels (tiles
 contiguous along the channels where L = 1), per-band partial results combined by the next kernel.
 
-Forward: ``statistics`` (maximum, minimum, NaN and infinity counts, and each band's mean and
-squared deviations, one read of the input), ``finish`` (each channel's scale, mean and variance
-from those), ``normalize`` (the output, the channels' rule for the backward and the new running
-statistics): two reads of the input and one write, as ATen's. Backward: ``gradient_sums``, then
-``gradient``. Each follows ``norms._batch_norm_training`` and ``norms._CompiledNorm``: prescaling
-by a power of two (``row_kernels.scale_of``), a constant channel's exact mean and zero variance,
-the limits of a channel holding an infinity, NaN.
+Forward: ``statistics`` (maximum, minimum, NaN and infinity counts, sums), ``finish`` (each
+channel's scale and mean from those), ``spread`` (sums of squares about the mean), ``normalize``
+(the output, the channels' rule for the backward and the new running statistics). Backward:
+``gradient_sums``, then ``gradient``. Each follows ``norms._batch_norm_training`` and
+``norms._CompiledNorm`` term by term: prescaling by a power of two (``row_kernels.scale_of``), a
+constant channel's exact mean, the limits of a channel holding an infinity, NaN.
 """
 
 import triton
@@ -18,6 +17,10 @@ from impl_torch._native.row_kernels import scale_of
 
 INF = tl.constexpr(float("inf"))
 TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal
+# ``statistics`` also sums x * 2^-64 (exact, bar underflow), for a channel whose plain sum
+# overflows: its largest values exceed 2^100, so 2^64 / scale is an exact power of two.
+DOWN = tl.constexpr(2.0**-64)
+UP = tl.constexpr(2.0**64)
 
 
 @triton.jit
@@ -41,15 +44,8 @@ def _tile(ptr, first, m, c, inner, channels, BLOCK_R: tl.constexpr, other):
 @triton.jit
 def statistics(x_ptr, part_ptr, m, c, inner, bands, band, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """Per channel over one band of rows: maximum and minimum (of the non-NaN values), counts of
-    NaN, +inf and -inf, and the band's scale (scale_of its largest magnitude so far), mean and
-    sum of squared deviations of x / scale, to part[k, band, channel], k in that order.
-
-    The mean and the squares in one pass (ATen's batch norm takes one too): each tile's two-pass
-    statistics in registers, on x / scale with the scale of everything read so far, combined
-    with the band's by Chan's rule (a mean moved by delta * n_b / n, the squares by delta^2 n_a
-    n_b / n), the band's first brought to a larger scale where the tile's is (exact: powers of
-    two). A channel's statistics come out those of the prescaled formula's values to rounding,
-    without its second pass over the input."""
+    NaN, +inf and -inf, the sum and the sum of x * 2^-64, to part[k, band, channel], k in that
+    order."""
     channels = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     index = tl.program_id(1).to(tl.int64)
     top = tl.full([BLOCK_C], -INF, tl.float32)
@@ -57,31 +53,19 @@ def statistics(x_ptr, part_ptr, m, c, inner, bands, band, BLOCK_R: tl.constexpr,
     nans = tl.zeros([BLOCK_C], tl.float32)
     above = tl.zeros([BLOCK_C], tl.float32)
     below = tl.zeros([BLOCK_C], tl.float32)
-    scale = tl.full([BLOCK_C], 1.0, tl.float32)
-    mean = tl.zeros([BLOCK_C], tl.float32)
-    squares = tl.zeros([BLOCK_C], tl.float32)
-    count = 0.0
-    end = tl.minimum(index * band + band, m)
-    for first in range(index * band, end, BLOCK_R):
+    total = tl.zeros([BLOCK_C], tl.float32)
+    small = tl.zeros([BLOCK_C], tl.float32)
+    for first in range(index * band, tl.minimum(index * band + band, m), BLOCK_R):
         x, inside = _tile(x_ptr, first, m, c, inner, channels, BLOCK_R, 0.0)
         # NaN counted apart: a GPU's max and min drop it, where the interpreter's keep it.
         number = inside & (x == x)
-        tile_top = tl.max(tl.where(number, x, -INF), axis=0)
-        tile_bottom = tl.min(tl.where(number, x, INF), axis=0)
-        top = tl.maximum(top, tile_top)
-        bottom = tl.minimum(bottom, tile_bottom)
+        top = tl.maximum(top, tl.max(tl.where(number, x, -INF), axis=0))
+        bottom = tl.minimum(bottom, tl.min(tl.where(number, x, INF), axis=0))
         nans += tl.sum(tl.where(x != x, 1.0, 0.0), axis=0)
         above += tl.sum(tl.where(x == INF, 1.0, 0.0), axis=0)
         below += tl.sum(tl.where(x == -INF, 1.0, 0.0), axis=0)
-        here = tl.minimum(end - first, BLOCK_R) * 1.0
-        amax = tl.maximum(tile_top, -tile_bottom)
-        larger = tl.maximum(scale, scale_of(amax, (amax < INF) & (amax > 1.0)))
-        v = tl.where(inside, tl.math.div_rn(x, larger[None, :]), 0.0)
-        tile_mean = tl.math.div_rn(tl.sum(v, axis=0), here)
-        deviation = tl.where(inside, v - tile_mean[None, :], 0.0)
-        mean, squares, count = _chan(mean, squares, count, scale, tile_mean, tl.sum(deviation * deviation, axis=0),
-                                     here, larger)  # fmt: skip
-        scale = larger
+        total += tl.sum(x, axis=0)
+        small += tl.sum(x * DOWN, axis=0)
     out = part_ptr + index * c + channels
     keep = channels < c
     stride = bands * c
@@ -90,24 +74,8 @@ def statistics(x_ptr, part_ptr, m, c, inner, bands, band, BLOCK_R: tl.constexpr,
     tl.store(out + 2 * stride, nans, mask=keep)
     tl.store(out + 3 * stride, above, mask=keep)
     tl.store(out + 4 * stride, below, mask=keep)
-    tl.store(out + 5 * stride, scale, mask=keep)
-    tl.store(out + 6 * stride, mean, mask=keep)
-    tl.store(out + 7 * stride, squares, mask=keep)
-
-
-@triton.jit
-def _chan(mean_a, squares_a, count_a, scale_a, mean_b, squares_b, count_b, scale):
-    """(mean, squares, count) of two groups' statistics combined by Chan's rule, at ``scale``:
-    the first group's (at scale_a, at most ``scale``) rescaled first (powers of two: exact, bar
-    underflow of terms too small to count); the second's already at ``scale``."""
-    ratio = tl.math.div_rn(scale_a, scale)
-    mean_a = mean_a * ratio
-    squares_a = (squares_a * ratio) * ratio
-    count = count_a + count_b
-    delta = mean_b - mean_a
-    mean = mean_a + delta * tl.math.div_rn(count_b, count)
-    squares = squares_a + squares_b + (delta * delta) * tl.math.div_rn(count_a * count_b, count)
-    return mean, squares, count
+    tl.store(out + 5 * stride, total, mask=keep)
+    tl.store(out + 6 * stride, small, mask=keep)
 
 
 @triton.jit
@@ -134,72 +102,53 @@ def _combined(part_ptr, k, bands, c, channels, how: tl.constexpr):
 
 
 @triton.jit
-def finish(part_ptr, channel_ptr, m, c, bands, band, BLOCK_C: tl.constexpr):
-    """Per channel, from ``statistics``' parts, once (read from every program of ``normalize``
-    instead, the parts would cost more traffic than the input), to channel[5, c]: the scale
-    (norms._prescale: the power of two that brings the largest magnitude below 4), the mean and
-    the biased variance of x / scale (the bands' combined by Chan's rule), whether the channel
-    holds an infinity, whether it is finite. A channel holding an infinity takes its limit
-    values' statistics (sign(x) at the infinities, 0 elsewhere: from the counts), a constant one
-    its value and 0 exactly (norms._standardize), a NaN one NaN."""
-    channels = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-    keep = channels < c
+def _channel(part_ptr, bands, m, c, channels):
+    """(scale, mean, limit values wanted, finite) per channel from ``statistics``' parts, as
+    norms._prescale and norms._standardize make them: scale the power of two that brings the
+    largest magnitude below 4; the mean of x / scale, or of the limit values (sign(x) at the
+    infinities, 0 elsewhere) in a channel holding an infinity, or the minimum in a constant
+    channel, NaN in a NaN channel."""
     top = _combined(part_ptr, 0, bands, c, channels, "max")
     bottom = _combined(part_ptr, 1, bands, c, channels, "min")
     has_nan = _combined(part_ptr, 2, bands, c, channels, "sum") > 0.0
     above = _combined(part_ptr, 3, bands, c, channels, "sum")
     below = _combined(part_ptr, 4, bands, c, channels, "sum")
-    running = tl.full([BLOCK_C], 1.0, tl.float32)
-    mean = tl.zeros([BLOCK_C], tl.float32)
-    squares = tl.zeros([BLOCK_C], tl.float32)
-    count = 0.0
-    for b in range(0, bands):
-        part = part_ptr + b * c + channels  # within 2^31: channels.MAX_BANDS, MAX_CHANNELS
-        stride = bands * c
-        scale_b = tl.load(part + 5 * stride, mask=keep, other=1.0)
-        larger = tl.maximum(running, scale_b)
-        ratio = tl.math.div_rn(scale_b, larger)
-        mean_b = tl.load(part + 6 * stride, mask=keep, other=0.0) * ratio
-        squares_b = (tl.load(part + 7 * stride, mask=keep, other=0.0) * ratio) * ratio
-        here = tl.minimum(band, m - b * band) * 1.0
-        mean, squares, count = _chan(mean, squares, count, running, mean_b, squares_b, here, larger)
-        running = larger
+    total = _combined(part_ptr, 5, bands, c, channels, "sum")
+    small = _combined(part_ptr, 6, bands, c, channels, "sum")
     amax = tl.where(has_nan, float("nan"), tl.maximum(top, -bottom))
     finite = tl.abs(amax) < INF
     scale = scale_of(amax, finite & (amax > 1.0))
-    # The bands' statistics are at the largest of their tiles' scales, which is the channel's,
-    # or twice it: scale_of gives 1 at most 1, and 1/2 between 1 and 2. Powers of two: exact.
-    ratio = tl.math.div_rn(running, scale)
-    mean = mean * ratio
-    squares = (squares * ratio) * ratio
-    total = m * 1.0
-    var = tl.math.div_rn(squares, total)
-    # Limit values: +1 (above), -1 (below), 0 elsewhere.
-    limit_mean = tl.math.div_rn(above - below, total)
-    rest = total - above - below
-    up, down = 1.0 - limit_mean, 1.0 + limit_mean
-    spread = above * (up * up) + below * (down * down) + rest * (limit_mean * limit_mean)
-    limits = amax == INF
+    count = m * 1.0
+    plain = tl.where(tl.abs(total) < INF, tl.math.div_rn(total, scale), small * tl.math.div_rn(UP, scale))
+    mean = tl.where(amax == INF, tl.math.div_rn(above - below, count), tl.math.div_rn(plain, count))
     constant = (top == bottom) & finite
-    mean = tl.where(limits, limit_mean, tl.where(constant, tl.math.div_rn(bottom, scale), mean))
-    var = tl.where(limits, tl.math.div_rn(spread, total), tl.where(constant, 0.0, var))
+    mean = tl.where(constant, tl.math.div_rn(bottom, scale), mean)
+    return scale, tl.where(has_nan, float("nan"), mean), amax == INF, finite
+
+
+@triton.jit
+def finish(part_ptr, channel_ptr, m, c, bands, BLOCK_C: tl.constexpr):
+    """Per channel, from ``statistics``' parts: scale, mean, whether the channel holds an
+    infinity and whether it is finite (see _channel), to channel[4, c], once: read from every
+    program of the next kernels instead, the parts would cost more traffic than the input."""
+    channels = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    keep = channels < c
+    scale, mean, limits, finite = _channel(part_ptr, bands, m, c, channels)
     tl.store(channel_ptr + channels, scale, mask=keep)
-    tl.store(channel_ptr + c + channels, tl.where(has_nan, float("nan"), mean), mask=keep)
+    tl.store(channel_ptr + c + channels, mean, mask=keep)
     tl.store(channel_ptr + 2 * c + channels, tl.where(limits, 1.0, 0.0), mask=keep)
     tl.store(channel_ptr + 3 * c + channels, tl.where(finite, 1.0, 0.0), mask=keep)
-    tl.store(channel_ptr + 4 * c + channels, tl.where(has_nan, float("nan"), var), mask=keep)
 
 
 @triton.jit
 def _finished(channel_ptr, c, channels):
-    """(scale, mean, var, limits, finite) per channel as ``finish`` wrote them."""
+    """(scale, mean, limits, finite) per channel as ``finish`` wrote them."""
     keep = channels < c
     scale = tl.load(channel_ptr + channels, mask=keep, other=1.0)
     mean = tl.load(channel_ptr + c + channels, mask=keep, other=0.0)
     limits = tl.load(channel_ptr + 2 * c + channels, mask=keep, other=0.0) != 0.0
     finite = tl.load(channel_ptr + 3 * c + channels, mask=keep, other=1.0) != 0.0
-    var = tl.load(channel_ptr + 4 * c + channels, mask=keep, other=0.0)
-    return scale, mean, var, limits, finite
+    return scale, mean, limits, finite
 
 
 @triton.jit
@@ -210,7 +159,21 @@ def _values(x, scale, limits):
 
 
 @triton.jit
-def normalize(x_ptr, w_ptr, b_ptr, y_ptr, channel_ptr, rule_ptr, mean_ptr, var_ptr, new_ptr, m, c, inner,
+def spread(x_ptr, channel_ptr, square_ptr, m, c, inner, bands, band, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per channel over one band of rows: the sum of (values - mean)^2 to square[band, channel]."""
+    channels = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    index = tl.program_id(1).to(tl.int64)
+    scale, mean, limits, _ = _finished(channel_ptr, c, channels)
+    squares = tl.zeros([BLOCK_C], tl.float32)
+    for first in range(index * band, tl.minimum(index * band + band, m), BLOCK_R):
+        x, inside = _tile(x_ptr, first, m, c, inner, channels, BLOCK_R, 0.0)
+        centred = tl.where(inside, _values(x, scale, limits) - mean[None, :], 0.0)
+        squares += tl.sum(centred * centred, axis=0)
+    tl.store(square_ptr + index * c + channels, squares, mask=channels < c)
+
+
+@triton.jit
+def normalize(x_ptr, w_ptr, b_ptr, y_ptr, channel_ptr, square_ptr, rule_ptr, mean_ptr, var_ptr, new_ptr, m, c, inner,
               bands, band, eps, keep_old, take_new, unbias, BLOCK_R: tl.constexpr,
               BLOCK_C: tl.constexpr):  # fmt: skip
     """bias + (values - mean) / sqrt(var + eps / scale^2) * weight over one band of rows. The
@@ -222,7 +185,8 @@ def normalize(x_ptr, w_ptr, b_ptr, y_ptr, channel_ptr, rule_ptr, mean_ptr, var_p
     channels = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     index = tl.program_id(1).to(tl.int64)
     keep = channels < c
-    scale, mean, var, limits, finite = _finished(channel_ptr, c, channels)
+    scale, mean, limits, finite = _finished(channel_ptr, c, channels)
+    var = tl.math.div_rn(_combined(square_ptr, 0, bands, c, channels, "sum"), m * 1.0)
     root = tl.math.sqrt_rn(var + tl.maximum(tl.math.div_rn(eps, scale * scale), TINY))
     w = tl.load(w_ptr + channels, mask=keep, other=0.0)
     b = tl.load(b_ptr + channels, mask=keep, other=0.0)

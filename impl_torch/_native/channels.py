@@ -1,14 +1,14 @@
-"""Triton kernels for PyTorch's eager CUDA batch_norm in training mode: three kernels forward (one
+"""Triton kernels for PyTorch's eager CUDA batch_norm in training mode: four kernels forward (one
 of them per block of channels only), two backward, with every rule of the declaration inside them
 (``channel_kernels.py``).
 
 Why: on CUDA the CPU's guarded path (ATen's fused batch norm, then a host-side look at its
 per-channel statistics) would synchronize the device at every call, so the branch-free formula
 ran there, at about ten times nn.BatchNorm1d (bench/results/cuda-h200-2026-12-04). Here the
-statistics pass also finds the largest magnitude, the infinities and NaN of each channel, and
-the mean and squared deviations by Chan's rule over tiles held in registers, so the rules cost
-arithmetic: two reads of the input and one write forward, two reads of the input and the
-cotangent and one write backward, as ATen's. Each program takes one band of rows for one block of channels, in
+statistics pass also finds the largest magnitude, the infinities and NaN of each channel, so the
+rules cost arithmetic: three reads of the input and one write forward (ATen's two reads: the
+declared variance is two-pass, about the mean), two reads of the input and the cotangent and one
+write backward, as ATen's. Each program takes one band of rows for one block of channels, in
 tiles contiguous along the channels for a (batch, channels) input (strided for the inner axes of
 a larger one); the next kernel combines the bands' partial results.
 
@@ -47,11 +47,11 @@ def _programs(device: torch.device) -> int:
     return 4
 
 
-# The kernels address their per-band results ((8, bands, c) floats) and per-channel rules in 32
-# bits: at most MAX_BANDS bands of at most MAX_CHANNELS channels keep 8 * bands * c below 2^31.
+# The kernels address their per-band results ((7, bands, c) floats) and per-channel rules in 32
+# bits: at most MAX_BANDS bands of at most MAX_CHANNELS channels keep 7 * bands * c below 2^31.
 # More channels take the formula (``serves``).
 MAX_BANDS = 256
-MAX_CHANNELS = 1 << 19
+MAX_CHANNELS = 1 << 20
 
 
 def serves(x: torch.Tensor) -> bool:
@@ -90,12 +90,13 @@ def forward(
     kernels = _kernels()
     m, c, inner = _layout(x)
     grid, tiles, bands, band = _plan(m, c, x.device)
-    part, channel = x.new_empty(8, bands, c), x.new_empty(5, c)
+    part, channel, squares = x.new_empty(7, bands, c), x.new_empty(4, c), x.new_empty(bands, c)
     y, rule, new = torch.empty_like(x), x.new_empty(4, c), x.new_empty(2, c)
     with fused.on_device_of(x):
         kernels.statistics[grid](x, part, m, c, inner, bands, band, **tiles, enable_fp_fusion=False)
-        kernels.finish[grid[:1]](part, channel, m, c, bands, band, BLOCK_C=tiles["BLOCK_C"], enable_fp_fusion=False)
-        kernels.normalize[grid](x, w, b, y, channel, rule, mean, var, new, m, c, inner, bands, band, eps,
+        kernels.finish[grid[:1]](part, channel, m, c, bands, BLOCK_C=tiles["BLOCK_C"], enable_fp_fusion=False)
+        kernels.spread[grid](x, channel, squares, m, c, inner, bands, band, **tiles, enable_fp_fusion=False)
+        kernels.normalize[grid](x, w, b, y, channel, squares, rule, mean, var, new, m, c, inner, bands, band, eps,
                                 1.0 - momentum, momentum, m / (m - 1), **tiles, enable_fp_fusion=False)  # fmt: skip
     return y, new, rule
 
