@@ -229,25 +229,31 @@ def triton_serves(x: torch.Tensor) -> bool:
     return plain_eager() and fused.available() and _has_memory(x)
 
 
-def rows_serve(x: torch.Tensor, *params: torch.Tensor | None, features: int | None = None) -> bool:
-    """Whether the Triton kernels of ``_native/rows.py`` (and ``channels.py``) compute a norm or
-    a softmax of ``x``, with weights ``params``: where triton_serves, rows of 1 to
-    ``rows.MAX_ROW`` elements (at most 2^31 - 1 of them: a launch grid's limit), and weights that
-    are plain float32 tensors beside ``x`` of shape (``features``,), the last axis' length unless
-    given; any other shape raises from the formula, which the kernels would read past. On CUDA
-    the formula they replace takes a dozen launches, and the CPU's guard (ATen's op, then a look
-    at its statistics) would synchronize the device at every call."""
+def norm_kernels_take(x: torch.Tensor, params: tuple[torch.Tensor | None, ...], features: int | None = None) -> bool:
+    """Whether the Triton kernels of the norms and simplex maps (``_native/rows.py``,
+    ``channels.py``) may take ``x`` with weights ``params``: where triton_serves, a non-empty
+    ``x`` of at least one axis, and weights that are plain float32 tensors beside it of shape
+    (``features``,), the last axis' length unless given; any other shape raises from the
+    formula, which the kernels would read past. On CUDA the formula they replace takes a dozen
+    launches, and the CPU's guard (ATen's op, then a look at its statistics) would synchronize
+    the device at every call. What each family's kernels take beyond this, rows_serve and
+    ``channels.serves`` say."""
     if x.is_cpu and not _TRITON_ON_CPU:  # first: eager CPU asks at every call of a norm
         return False
-    if not triton_serves(x) or x.ndim == 0 or x.numel() == 0 or x.shape[-1] > rows.MAX_ROW:
-        return False
-    if x.numel() // x.shape[-1] >= 1 << 31:
+    if not triton_serves(x) or x.ndim == 0 or x.numel() == 0:
         return False
     shape = (x.shape[-1] if features is None else features,)
     return all(
         p is None or (p.dtype is torch.float32 and type(p) in _PLAIN and p.device == x.device and p.shape == shape)
         for p in params
     )
+
+
+def rows_serve(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+    """Whether the row kernels (``_native/rows.py``) compute a norm or a simplex map of ``x``
+    over its last axis, with weights ``params``: where norm_kernels_take, rows of at most
+    ``rows.MAX_ROW`` elements, at most 2^31 - 1 of them (a launch grid's limit)."""
+    return norm_kernels_take(x, params) and x.shape[-1] <= rows.MAX_ROW and x.numel() // x.shape[-1] < 1 << 31
 
 
 def elementwise_serves(x: torch.Tensor) -> bool:

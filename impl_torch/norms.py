@@ -29,7 +29,14 @@ from impl_torch._common import (
     patch_rows,
     upcast,
 )
-from impl_torch._decisions import compiled_cpu, compiled_mend_serves, eager_cpu, rows_serve, tracks_grad
+from impl_torch._decisions import (
+    compiled_cpu,
+    compiled_mend_serves,
+    eager_cpu,
+    norm_kernels_take,
+    rows_serve,
+    tracks_grad,
+)
 from impl_torch._native import channels as _channels
 from impl_torch._native import mend as _mend
 from impl_torch._native import rows as _rows
@@ -389,9 +396,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, *, eps: float | None)
         # PyTorch's meaning: the machine epsilon of the dtype it computes in (float32 for float16
         # and bfloat16 inputs, as torch.nn.RMSNorm does), not of the input's.
         eps = torch.finfo(xc.dtype).eps
-    w = None if weight is None else upcast(weight)
     if rows_serve(x, weight):
         return _rows.apply(_row_map("rms_norm", eps, x.shape[-1]), x, weight, None, tracks_grad(x, weight))
+    w = None if weight is None else upcast(weight)
     if eager_cpu(xc):
         y, rstd = _native_rms_norm(xc, w, eps)
         if _untrusted_rms_count(rstd):  # rare: see _rms_norm_trusted
@@ -531,7 +538,7 @@ def batch_norm(
     which is ours (momentum weights the new batch; the running variance is unbiased). On eager
     CUDA in training mode, Triton kernels with the same rules (_native/channels.py)."""
     stats = (weight, bias, running_mean, running_var)
-    if training and _channels.serves(x) and rows_serve(x, *stats, features=x.shape[1]):
+    if training and _channels.serves(x) and norm_kernels_take(x, stats, x.shape[1]):
         settings = _channels.Settings(momentum, eps, _batch_norm_rows_formula(eps))
         return _channels.apply(x, *stats, settings, tracks_grad(x, weight, bias))
     if training and compiled_cpu(x):

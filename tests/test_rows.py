@@ -52,6 +52,10 @@ def test_what_the_row_kernels_take() -> None:
     assert _decisions.rows_serve(torch.ones(1, rows.MAX_ROW, device=_device()))
     with torch.autograd.forward_ad.dual_level():  # forward mode: the formula's rules
         assert not _decisions.rows_serve(x)
+    # batch_norm's kernels have no row length: a last axis past MAX_ROW is only a long channel.
+    wide = torch.empty(2, 3, rows.MAX_ROW + 1, device=_device())
+    assert _decisions.norm_kernels_take(wide, (torch.ones(3, device=_device()),), 3) and channels.serves(wide)
+    assert not _decisions.rows_serve(wide)
 
 
 def _rows_of_every_kind(n: int, count: int) -> torch.Tensor:

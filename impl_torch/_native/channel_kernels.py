@@ -13,7 +13,7 @@ constant channel's exact mean, the limits of a channel holding an infinity, NaN.
 import triton
 import triton.language as tl
 
-from impl_torch._native.row_kernels import scale_of
+from impl_torch._native.row_kernels import limit_signs, scale_of
 
 INF = tl.constexpr(float("inf"))
 TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal
@@ -153,9 +153,8 @@ def _finished(channel_ptr, c, channels):
 
 @triton.jit
 def _values(x, scale, limits):
-    # x / scale, or a limit channel's values: sign(x) at the infinities, 0 elsewhere.
-    signs = tl.where(tl.abs(x) == INF, tl.where(x > 0, 1.0, -1.0), 0.0)
-    return tl.where(limits[None, :], signs, tl.math.div_rn(x, scale[None, :]))
+    # x / scale, or a limit channel's values.
+    return tl.where(limits[None, :], limit_signs(x), tl.math.div_rn(x, scale[None, :]))
 
 
 @triton.jit

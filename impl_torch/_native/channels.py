@@ -38,13 +38,10 @@ def _kernels() -> Any:
     return channel_kernels
 
 
-@functools.cache
 def _programs(device: torch.device) -> int:
     """How many programs a kernel spreads over: two per streaming multiprocessor on a GPU, a few
     in the interpreter (its programs run one by one)."""
-    if device.type == "cuda":
-        return 2 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
+    return 2 * fused.multiprocessors(device) or 4
 
 
 # The kernels address their per-band results ((7, bands, c) floats) and per-channel rules in 32
@@ -55,8 +52,8 @@ MAX_CHANNELS = 1 << 20
 
 
 def serves(x: torch.Tensor) -> bool:
-    """Whether the kernels take ``x`` (channels on axis 1), once ``_decisions.rows_serve`` has
-    said yes to it and its parameters: at least two values per channel, at most MAX_CHANNELS."""
+    """Whether the kernels take ``x`` (channels on axis 1), with
+    ``_decisions.norm_kernels_take``: at least two values per channel, at most MAX_CHANNELS."""
     return x.ndim >= 2 and x.numel() > x.shape[1] and x.shape[1] <= MAX_CHANNELS
 
 
@@ -85,9 +82,10 @@ def forward(
     eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """(output, new running statistics as a (2, c) tensor, the channels' rule as a (4, c) one)
-    of batch_norm in training mode on the contiguous float32 (n, c, *rest) ``x``, with at least
-    two values per channel."""
+    of batch_norm in training mode on the float32 (n, c, *rest) ``x``, with at least two values
+    per channel."""
     kernels = _kernels()
+    x, w, b, mean, var = (t.contiguous() for t in (x, w, b, mean, var))  # read by address
     m, c, inner = _layout(x)
     grid, tiles, bands, band = _plan(m, c, x.device)
     part, channel, squares = x.new_empty(7, bands, c), x.new_empty(4, c), x.new_empty(bands, c)
@@ -106,6 +104,7 @@ def backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dweight, dbias) of ``forward`` from its input and rule."""
     kernels = _kernels()
+    x, w = x.contiguous(), w.contiguous()  # read by address
     m, c, inner = _layout(x)
     grid, tiles, bands, band = _plan(m, c, x.device)
     g = grad.contiguous()
@@ -130,7 +129,7 @@ class Settings(NamedTuple):
 class _Channels(torch.autograd.Function):
     """batch_norm in training mode by the kernels, with autograd; (output, new running mean, new
     running variance), the last two not differentiable. Only plain eager float32 tensors reach
-    it (``_decisions.rows_serve``), so it takes the classic form; a backward that is itself
+    it (``_decisions.norm_kernels_take``), so it takes the classic form; a backward that is itself
     differentiated takes the formula's derivative, as rows._Rows does."""
 
     @staticmethod
@@ -138,9 +137,9 @@ class _Channels(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
         settings: Settings,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-        # The inputs are saved as given (a contiguous copy made here would have no autograd
-        # history, which the second order needs); the kernels read contiguous ones.
-        y, new, rule = forward(*(t.contiguous() for t in (x, w, b, mean, var)), settings.momentum, settings.eps)
+        # The inputs are saved as given: a contiguous copy made here would have no autograd
+        # history, which the second order needs (forward and backward make their own).
+        y, new, rule = forward(x, w, b, mean, var, settings.momentum, settings.eps)
         ctx.formula = settings.formula
         new_mean, new_var = new.unbind(0)
         ctx.mark_non_differentiable(new_mean, new_var)
@@ -154,7 +153,7 @@ class _Channels(torch.autograd.Function):
         if torch.is_grad_enabled():
             grads = formula_vjp(ctx.formula, (x, w, b), needs, grad)
         else:
-            parts = backward(grad, x.contiguous(), w.contiguous(), rule)
+            parts = backward(grad, x, w, rule)
             grads = tuple(g if need else None for g, need in zip(parts, needs, strict=True))
         return (*grads, None, None, None)
 
@@ -167,5 +166,5 @@ def apply(
     where autograd records the call."""
     if grad:
         return _Channels.apply(x, w, b, mean, var, settings)
-    y, new, _ = forward(*(t.contiguous() for t in (x, w, b, mean, var)), settings.momentum, settings.eps)
+    y, new, _ = forward(x, w, b, mean, var, settings.momentum, settings.eps)
     return y, new[0], new[1]

@@ -56,6 +56,13 @@ def _kernel() -> Any:
     return triton.cdiv, fused_kernels.elementwise
 
 
+@functools.cache
+def multiprocessors(device: torch.device) -> int:
+    """The streaming multiprocessors of a CUDA ``device``, 0 for any other (Triton's
+    interpreter runs programs one by one): how many programs fill it."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
+
+
 _SAME_DEVICE = contextlib.nullcontext()
 
 

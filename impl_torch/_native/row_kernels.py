@@ -51,6 +51,12 @@ def scale_of(amax, big):
 
 
 @triton.jit
+def limit_signs(x):
+    """A group's limit values where it holds an infinity: sign(x) at the infinities, 0 elsewhere."""
+    return tl.where(tl.abs(x) == INF, tl.where(x > 0, 1.0, -1.0), 0.0)
+
+
+@triton.jit
 def _prescale(x, inside):
     """(values, scale, minimum, constant, finite) of norms._prescale for one row; masked lanes
     of ``x`` hold 0."""
@@ -60,8 +66,7 @@ def _prescale(x, inside):
     amax = tl.where(has_nan, float("nan"), tl.maximum(top, -bottom))
     finite = tl.abs(amax) < INF  # False for NaN
     scale = scale_of(amax, finite & (amax > 1.0))
-    limit_values = tl.where(tl.abs(x) == INF, tl.where(x > 0, 1.0, -1.0), 0.0)
-    values = tl.where(amax == INF, limit_values, tl.math.div_rn(x, scale))
+    values = tl.where(amax == INF, limit_signs(x), tl.math.div_rn(x, scale))
     constant = (top == bottom) & finite
     return tl.where(inside, values, 0.0), scale, tl.math.div_rn(bottom, scale), constant, finite
 
@@ -137,8 +142,7 @@ def norm_backward(x_ptr, w_ptr, g_ptr, stats_ptr, dx_ptr, dw_ptr, db_ptr, rows, 
             dx = tl.where(limit, 0.0, tl.math.div_rn(rstd, scale) * inner)
             tl.store(dx_ptr + row * n + offsets, dx, mask=inside)
         if DW:
-            limits = tl.where(tl.abs(x) == INF, tl.where(x > 0, 1.0, -1.0), 0.0)
-            dw += g * tl.where(limit, tl.where(inside, (limits - mean) * rstd, 0.0), xhat)
+            dw += g * tl.where(limit, tl.where(inside, (limit_signs(x) - mean) * rstd, 0.0), xhat)
         if DB:
             db += g
     if DW:

@@ -57,13 +57,10 @@ def _warps(block: int) -> int:
     return 4 if block <= 1024 else 8 if block <= 4096 else 16
 
 
-@functools.cache
 def _bands_for(device: torch.device) -> int:
     """How many bands of rows a norm's backward sums its weight gradients over: a few per
     streaming multiprocessor on a GPU, fewer in the interpreter (its programs run one by one)."""
-    if device.type == "cuda":
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 8
+    return 4 * fused.multiprocessors(device) or 8
 
 
 def forward(
@@ -189,8 +186,3 @@ def apply(rowmap: RowMap, x: torch.Tensor, w: torch.Tensor | None, b: torch.Tens
     if grad:
         return _Rows.apply(x, w, b, rowmap)
     return forward(rowmap, x, w, b)[0]
-
-
-def available() -> bool:
-    """Whether Triton can run the kernels here (``fused.status``: the same switches)."""
-    return fused.available()
