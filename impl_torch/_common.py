@@ -328,7 +328,7 @@ def _run_kernel(native: NativeKernel, x: torch.Tensor, derivative: bool) -> tupl
     d = torch.empty_like(x) if derivative else None
     if x.numel():
         if runs_triton(x):
-            fused.run(native.name, native.params, x, y, d)
+            fused.run(native.launch, x, y, d)
         else:
             native.kernel(x.data_ptr(), y.data_ptr(), None if d is None else d.data_ptr(), x.numel(),
                           torch.get_num_threads())  # fmt: skip
@@ -362,31 +362,33 @@ class _NativeElementwise(torch.autograd.Function):
 class NativeKernel(NamedTuple):
     """An elementwise kernel with its parameters fixed: technique ``name`` (of
     ``_native.ELEMENTWISE``) with ``params``; the C kernel (None where it did not build); the
-    technique's derivative ``rule(x, grad)`` in differentiable ATen ops (second order); and the
-    number that stands for that rule in the C++ node (``_node``). Each technique makes one per
-    parameters and keeps it (``functools.lru_cache``): made per call, the rule's partial, the
-    parameters' derivation and the kernel's lookup cost 1-2 us, a tenth of a 2^16-element clamp."""
+    technique's derivative ``rule(x, grad)`` in differentiable ATen ops (second order); the
+    number that stands for that rule in the C++ node (``_node``); and what a Triton launch passes
+    (``fused.launch``). Each technique makes one per parameters and keeps it
+    (``functools.lru_cache``): made per call, the rule's partial, the parameters' derivation and
+    the kernel's lookup cost 1-2 us, a tenth of a 2^16-element clamp."""
 
     kernel: _native.Elementwise | None
     rule: Derivative
     number: int
     name: str
     params: tuple[float, ...]
+    launch: fused.Launch
 
 
 def native_kernel(name: str, params: tuple[float, ...], rule: Derivative) -> NativeKernel:
     """The kernel of technique ``name`` (of ``_native.ELEMENTWISE``) with ``params``, and its rule."""
     kernel = _native.elementwise(name, params) if _native.available() else None
-    return NativeKernel(kernel, rule, _node.number(rule), name, params)
+    return NativeKernel(kernel, rule, _node.number(rule), name, params, fused.launch(name, params))
 
 
 def native_elementwise(x: torch.Tensor, native: NativeKernel) -> torch.Tensor:
     """``native`` on ``x``, for which ``elementwise_serves(x)``: one pass forward (with the
     derivative beside the output where autograd records the call) and one multiplication back,
     where its ATen formula takes several passes each way. The autograd node is the C++ one where
-    it built (CPU), else ``_NativeElementwise``; without autograd the node's values op runs the
-    kernel (its C++ entry: about 1 us less than allocating from Python and calling through
-    ctypes, which runs where the node is off)."""
+    it built (on CUDA it records what the Triton kernel wrote), else ``_NativeElementwise``;
+    without autograd the node's values op runs the C kernel (its C++ entry: about 1 us less than
+    allocating from Python and calling through ctypes, which runs where the node is off)."""
     if is_compiling():
         # elementwise_serves said plainly eager, yet dynamo traces this frame: it skipped the
         # frames that decided (after torch.compile under vmap, say, it skips them for good) and
@@ -395,13 +397,20 @@ def native_elementwise(x: torch.Tensor, native: NativeKernel) -> torch.Tensor:
         # here, not torch.compiler.disable on the function: its wrapper would cost every eager
         # call, where this costs a tenth of a microsecond.
         return _native_elementwise_outside(x, native)
-    node = None if runs_triton(x) else _node.node()
+    triton = runs_triton(x)
     if is_grad_enabled() and x.requires_grad:  # elementwise_serves(x) said: plainly eager
-        if node is not None and node.op is not None:
-            return node.op(x, native.kernel.address, native.kernel.params_address, native.number)
-        return _NativeElementwise.apply(x, native)
-    if node is not None and node.values is not None:
-        return node.values(x, native.kernel.address, native.kernel.params_address)
+        node = _node.node()
+        if node.op is None:
+            return _NativeElementwise.apply(x, native)
+        if triton:
+            # The Triton kernel launches from Python; the node records its output and
+            # derivative. detach: a contiguous copy of x need not enter the graph.
+            return node.recorded(x, *_run_kernel(native, x.detach(), derivative=True), native.number)
+        return node.op(x, native.kernel.address, native.kernel.params_address, native.number)
+    if not triton:
+        node = _node.node()
+        if node.values is not None:
+            return node.values(x, native.kernel.address, native.kernel.params_address)
     return _run_kernel(native, x, derivative=False)[0]
 
 

@@ -1,4 +1,4 @@
-"""The C++ autograd nodes of the elementwise C kernels and of hardsigmoid (impl_torch/_native/node.py,
+"""The C++ autograd nodes of the elementwise kernels and of hardsigmoid (impl_torch/_native/node.py,
 _native/node.cpp) against the Python Functions they replace: the same output, first-order VJP and second order, bit
 for bit; used where it built; cached; and off, with the Function taking over, where it cannot
 build."""
@@ -80,10 +80,44 @@ def test_hardsigmoid_node_equals_the_python_function(
 def test_node_runs_where_autograd_records(name: str) -> None:
     assert _node.node().op is not None, _node.node().note
     module = harness.build(name, "torch")
-    y = module(torch.linspace(-3.0, 3.0, 64).requires_grad_(True))
-    assert "Elementwise" in y.grad_fn.name(), y.grad_fn.name()
+    x = torch.linspace(-3.0, 3.0, 64)
+    y = module(x.requires_grad_(True))
+    # The C kernel's node, or the one that records what a Triton kernel wrote (the Triton pass).
+    assert ("Recorded" if runs_triton(x) else "Elementwise") in y.grad_fn.name(), y.grad_fn.name()
     with torch.no_grad():
         assert module(torch.linspace(-3.0, 3.0, 64)).grad_fn is None
+
+
+def test_the_recorded_node_is_the_given_output_and_derivative(rng: np.random.Generator) -> None:
+    """The Triton kernels' node (any device: run here on given tensors): its output is y's
+    memory, not a view of it, so that in-place ops may change it, its VJP is grad * d bit for bit,
+    and its second order is the technique's rule, through the rule's number."""
+    node = _node.node()
+    assert node.recorded is not None, node.note
+    x, y, d, g, v = (torch.from_numpy(rng.normal(size=64).astype(np.float32)) for _ in range(5))
+    number = _node.number(lambda x, grad: grad * torch.sin(x))  # a rule whose derivative is not zero
+    leaf = x.clone().requires_grad_(True)
+    out = node.recorded(leaf, y, d, number)
+    assert "Recorded" in out.grad_fn.name() and not out._is_view() and torch.equal(out.detach(), y)
+    (dx,) = torch.autograd.grad(out, leaf, g, retain_graph=True)
+    assert torch.equal(dx, g * d)
+    (dx,) = torch.autograd.grad(out, leaf, g, create_graph=True)
+    (ddx,) = torch.autograd.grad(dx, leaf, v)
+    assert torch.equal(dx.detach(), g * torch.sin(x)) and torch.allclose(ddx, g * torch.cos(x) * v)
+    given = y.clone()
+    out.mul_(2.0)  # the result is the caller's to change (in y's memory, which the caller gave up)
+    assert torch.equal(out.detach(), 2.0 * given)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_hardsigmoid_off_the_cpu_takes_the_node_except_in_float64(dtype: str) -> None:
+    """Off the CPU (a meta tensor stands in for CUDA's here) the node serves where ATen's
+    forward is the declaration: every dtype but float64 (see clamps._hardsigmoid_values)."""
+    from impl_torch.clamps import hardsigmoid
+
+    y = hardsigmoid(torch.zeros(4, dtype=getattr(torch, dtype), device="meta").requires_grad_(True))
+    node = "_HardsigmoidBackward" if dtype == "float64" else "CppNode<(anonymous namespace)::Hardsigmoid>"
+    assert node in y.grad_fn.name(), y.grad_fn.name()
 
 
 def test_node_is_cached_per_torch_and_compiler(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -49,11 +49,9 @@ def available() -> bool:
 def _kernel() -> Any:
     """The Triton kernel (``fused_kernels.py``), imported at first use: importing Triton costs a
     second, and TRITON_INTERPRET is read when a kernel is defined."""
-    import triton
-
     from impl_torch._native import fused_kernels
 
-    return triton.cdiv, fused_kernels.elementwise
+    return fused_kernels.elementwise
 
 
 @functools.cache
@@ -78,15 +76,29 @@ def on_device_of(x: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(index)
 
 
-def run(name: str, params: tuple[float, ...], x: torch.Tensor, y: torch.Tensor, d: torch.Tensor | None) -> None:
-    """Write technique ``name`` (of ``_native.ELEMENTWISE``) with ``params`` of the contiguous float32 ``x`` to
-    ``y``, and its derivative dy/dx to ``d`` unless it is None."""
-    cdiv, kernel = _kernel()
-    p = (*(float(v) for v in params), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)[:6]
+class Launch(NamedTuple):
+    """What ``run`` passes for one technique with its parameters: the kernel's KIND (the index of
+    the technique in ``_native.ELEMENTWISE``) and its six float parameters, padded. Made once per
+    technique and parameters (``launch``, kept by ``_common.NativeKernel``): derived at every call
+    they cost about 1 us of the host time that decides a 2^24-element call on a GPU."""
+
+    kind: int
+    params: tuple[float, float, float, float, float, float]
+
+
+def launch(name: str, params: tuple[float, ...]) -> Launch:
+    """The Launch of technique ``name`` (of ``_native.ELEMENTWISE``) with ``params``."""
+    return Launch(ELEMENTWISE.index(name), (*(float(v) for v in params), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)[:6])
+
+
+def run(what: Launch, x: torch.Tensor, y: torch.Tensor, d: torch.Tensor | None) -> None:
+    """Write the technique of ``what`` of the contiguous float32 ``x`` to ``y``, and its
+    derivative dy/dx to ``d`` unless it is None."""
+    kernel = _kernel()
     n = x.numel()
     # enable_fp_fusion=False: each product rounds before the sum that uses it, as in ATen's
     # passes and the C kernels (-ffp-contract=off; contracted, soft_clip(-inf) lands above lo
     # instead of on it).
     with on_device_of(x):
-        kernel[(cdiv(n, _BLOCK),)](x, y, y if d is None else d, n, *p, KIND=ELEMENTWISE.index(name),
+        kernel[(-(-n // _BLOCK),)](x, y, y if d is None else d, n, *what.params, KIND=what.kind,
                                    DERIVATIVE=d is not None, BLOCK=_BLOCK, enable_fp_fusion=False)  # fmt: skip

@@ -1,8 +1,8 @@
-// The autograd nodes of the elementwise C kernels (squashes.c) and of hardsigmoid in C++, so that
-// a forward+backward through one of them crosses into Python once, for the call, as an ATen op's
-// does. A Python
-// torch.autograd.Function costs 15-20 us more per forward+backward (its forward, context and
-// backward run as Python): a quarter of a 2^16-element sigmoid's forward+backward.
+// The autograd nodes of the elementwise kernels (squashes.c's, and the Triton ones of eager CUDA)
+// and of hardsigmoid in C++, so that a forward+backward through one of them crosses into Python
+// once, for the call, as an ATen op's does. A Python torch.autograd.Function costs 15-20 us more
+// per forward+backward (its forward, context and backward run as Python): a quarter of a
+// 2^16-element sigmoid's forward+backward.
 //
 // The kernel comes as a function address and its float parameters as the address of their
 // array, both from impl_torch/_native (the kernels are compiled per process with -march=native;
@@ -64,6 +64,34 @@ at::Tensor elementwise(const at::Tensor &x, int64_t kernel, int64_t params, int6
     return Elementwise::apply(x, kernel, params, number);
 }
 
+// The same node for a kernel that ran elsewhere: the Triton kernels of eager CUDA
+// (impl_torch/_native/fused.py) launch from Python and have written y and d = dy/dx; this node
+// records them, so that the backward (grad * d) stays in C++ where a Python Function would
+// cross into Python twice more. Any device: ATen's mul dispatches.
+struct Recorded : public torch::autograd::Function<Recorded> {
+    static at::Tensor forward(AutogradContext *ctx, const at::Tensor &x, const at::Tensor &y, const at::Tensor &d,
+                              int64_t number) {
+        ctx->save_for_backward({x, d});
+        ctx->saved_data["number"] = number;
+        // A tensor of its own over y's memory: an output that is one of the inputs would be
+        // made a view of it, which in-place ops on the result would then refuse.
+        return y.detach();
+    }
+
+    static variable_list backward(AutogradContext *ctx, variable_list grads) {
+        variable_list saved = ctx->get_saved_variables();
+        at::Tensor dx;
+        if (grads[0].defined())
+            dx = at::GradMode::is_enabled() ? rule(saved[0], grads[0], ctx->saved_data["number"].toInt())
+                                            : at::mul(grads[0], saved[1]);
+        return {dx, at::Tensor(), at::Tensor(), at::Tensor()};
+    }
+};
+
+at::Tensor recorded(const at::Tensor &x, const at::Tensor &y, const at::Tensor &d, int64_t number) {
+    return Recorded::apply(x, y, d, number);
+}
+
 // The output alone, where autograd records nothing: the node's forward without the derivative.
 // From Python through its C++ entry it costs what an ATen op's call costs (about 1 us less than
 // allocating the output and calling the kernel through ctypes).
@@ -108,13 +136,17 @@ TORCH_LIBRARY(output_limits_native, m) {
     m.def("elementwise_rule(Tensor x, Tensor grad, int number) -> Tensor");
     m.def("hardsigmoid(Tensor x, int number) -> Tensor");
     m.def("elementwise_values(Tensor x, int kernel, int params) -> Tensor");
+    // y and d: a kernel's output and derivative dy/dx, as x (any device); number as above.
+    m.def("recorded(Tensor x, Tensor y, Tensor d, int number) -> Tensor");
 }
 
-// Autograd and CPU alike: the node is the whole op (called only where autograd records, plainly
-// eager, on CPU float32: impl_torch/_common.native_elementwise decides).
+// Autograd and every device alike: the node is the whole op (called only where autograd records,
+// plainly eager: impl_torch/_common.native_elementwise and impl_torch/clamps.hardsigmoid decide;
+// elementwise on CPU float32 only, since it calls a C kernel).
 TORCH_LIBRARY_IMPL(output_limits_native, CompositeImplicitAutograd, m) {
     m.impl("elementwise", elementwise);
     m.impl("hardsigmoid", hardsigmoid);
+    m.impl("recorded", recorded);
 }
 
 // No derivative: called only where autograd records nothing (impl_torch/_common.py decides). On
