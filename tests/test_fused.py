@@ -65,3 +65,21 @@ def test_the_triton_pass_runs_the_triton_kernels(name: str, monkeypatch: pytest.
     kind = "scaled_sigmoid" if name == "scaled_tanh" else name
     assert [c.removesuffix("_open") for c in calls] == [kind, kind], calls  # with autograd, then without
     assert torch.isfinite(dx).all()
+
+
+@pytest.mark.skipif(
+    not (IN_TRITON_PASS or ON_CUDA),
+    reason="the Triton pass of nox -s tests (interpreter on the CPU) and pytest --device cuda run this",
+)
+def test_divide_is_the_correctly_rounded_quotient_zeros_kept() -> None:
+    """The kernels' division that keeps zero dividends out of div.rn (fused_kernels.divide):
+    the IEEE quotient bit for bit, signed zeros, a subnormal, overflow and 1 / inf included."""
+    from triton_probes import quotients
+
+    a = torch.tensor([0.0, -0.0, 1.0, -3.5, 1e-40, 3e38, 0.0, -0.0, 7.0, 2.0, -0.0, 5e-39])
+    b = torch.tensor([3.0, 3.0, 3.0, 7.0, 3.0, 0.5, float("inf"), 1e-30, 1e-30, 3.0, 0.25, 1e10])
+    device = harness.backend("torch").device()
+    out = torch.empty_like(a, device=device)
+    quotients[(1,)](a.to(device), b.to(device), out, a.numel(), BLOCK=16)
+    expected = a / b  # ATen's CPU division: IEEE's, correctly rounded
+    assert torch.equal(out.cpu().view(torch.int32), expected.view(torch.int32)), (out.cpu(), expected)

@@ -13,6 +13,7 @@ constant channel's exact mean, the limits of a channel holding an infinity, NaN.
 import triton
 import triton.language as tl
 
+from impl_torch._native.fused_kernels import divide
 from impl_torch._native.row_kernels import limit_signs, scale_of
 
 INF = tl.constexpr(float("inf"))
@@ -154,7 +155,7 @@ def _finished(channel_ptr, c, channels):
 @triton.jit
 def _values(x, scale, limits):
     # x / scale, or a limit channel's values.
-    return tl.where(limits[None, :], limit_signs(x), tl.math.div_rn(x, scale[None, :]))
+    return tl.where(limits[None, :], limit_signs(x), divide(x, scale[None, :]))
 
 
 @triton.jit
@@ -191,7 +192,7 @@ def normalize(x_ptr, w_ptr, b_ptr, y_ptr, channel_ptr, square_ptr, rule_ptr, mea
     b = tl.load(b_ptr + channels, mask=keep, other=0.0)
     for first in range(index * band, tl.minimum(index * band + band, m), BLOCK_R):
         x, inside = _tile(x_ptr, first, m, c, inner, channels, BLOCK_R, 0.0)
-        xhat = tl.math.div_rn(_values(x, scale, limits) - mean[None, :], root[None, :])
+        xhat = divide(_values(x, scale, limits) - mean[None, :], root[None, :])
         offsets, _ = _offsets(first, m, c, inner, channels, BLOCK_R)
         tl.store(y_ptr + offsets, b[None, :] + xhat * w[None, :], mask=inside)
     if index == 0:

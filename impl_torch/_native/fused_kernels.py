@@ -13,6 +13,18 @@ def clamp(v, lo, hi):
 
 
 @triton.jit
+def divide(a, b):
+    """a / b correctly rounded, where b > 0 wherever a is 0 (a NaN b comes here with a NaN a,
+    or in a masked lane): a zero dividend is kept out of the division, its quotient that zero.
+    On NVIDIA GPUs div.rn takes a slow path (a subroutine) for operands of exponent field 0,
+    zeros among them, and a warp waits for every lane that takes it. Zeros are common in what
+    these kernels divide: masked lanes, smooth_clamp's exact middle, exp underflowed to 0, a
+    norm's input after a ReLU."""
+    zero = a == 0.0
+    return tl.where(zero, a, tl.math.div_rn(tl.where(zero, 1.0, a), b))
+
+
+@triton.jit
 def sigmoid_from(t, q):
     # sigmoid(t) from q = exp(-|t|), on the side where it does not cancel (vmath.h).
     return tl.math.div_rn(tl.where(t >= 0.0, 1.0, q), 1.0 + q)
@@ -20,9 +32,10 @@ def sigmoid_from(t, q):
 
 @triton.jit
 def log1p_unit(q):
-    # log(1 + q) for q in [0, 1], the rounding of 1 + q corrected (Goldberg's form).
+    # log(1 + q) for q in [0, 1], the rounding of 1 + q corrected (Goldberg's form). Where u
+    # rounds to 1 the quotient is not used: divided by 1 there, not 0 (div.rn's slow path).
     u = 1.0 + q
-    return tl.where(u == 1.0, q, tl.log(u) * tl.math.div_rn(q, u - 1.0))
+    return tl.where(u == 1.0, q, tl.log(u) * divide(q, tl.where(u == 1.0, 1.0, u - 1.0)))
 
 
 @triton.jit
@@ -45,7 +58,7 @@ def elementwise(x_ptr, y_ptr, d_ptr, n, p0, p1, p2, p3, p4, p5, KIND: tl.constex
         q = tl.exp(-(tl.abs(e) * p5))
         s = tl.math.div_rn(q, 1.0 + q)
         d = tl.where(e == e, (s - s * s) * 4.0, e)
-        tail = tl.math.div_rn(p4 * (1.0 - q), 1.0 + q)
+        tail = divide(p4 * (1.0 - q), 1.0 + q)  # 0 on the linear middle: see divide
         y = m + tl.where(e < 0.0, -tail, tail)
         if KIND == 0:
             y = clamp(y, p0, p1)

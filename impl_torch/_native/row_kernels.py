@@ -11,6 +11,8 @@ min drop NaN on a GPU, where numpy's, in the interpreter, keep it: NaN is found 
 import triton
 import triton.language as tl
 
+from impl_torch._native.fused_kernels import divide
+
 # Constants a kernel reads must be constexpr (compiled Triton refuses other globals; the
 # interpreter would not say). NaN is written in place: Triton checks that a global keeps its
 # value between kernels by ==, which NaN never passes.
@@ -66,7 +68,7 @@ def _prescale(x, inside):
     amax = tl.where(has_nan, float("nan"), tl.maximum(top, -bottom))
     finite = tl.abs(amax) < INF  # False for NaN
     scale = scale_of(amax, finite & (amax > 1.0))
-    values = tl.where(amax == INF, limit_signs(x), tl.math.div_rn(x, scale))
+    values = tl.where(amax == INF, limit_signs(x), divide(x, scale))
     constant = (top == bottom) & finite
     return tl.where(inside, values, 0.0), scale, tl.math.div_rn(bottom, scale), constant, finite
 
@@ -89,7 +91,7 @@ def norm_forward(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, rows, n, eps, bound, CEN
     centred = tl.where(inside, v - mean, 0.0)
     var = tl.math.div_rn(tl.sum(centred * centred, axis=0), n * 1.0)
     root = tl.math.sqrt_rn(var + tl.maximum(tl.math.div_rn(eps, scale * scale), TINY))
-    y = tl.math.div_rn(centred, root)
+    y = divide(centred, root)
     if WEIGHT:
         y = y * tl.load(w_ptr + offsets, mask=inside, other=0.0)
         if BIAS:
@@ -133,7 +135,7 @@ def norm_backward(x_ptr, w_ptr, g_ptr, stats_ptr, dx_ptr, dw_ptr, db_ptr, rows, 
         mean = tl.load(stats + rows)
         rstd = tl.load(stats + rows + rows)
         limit = tl.load(stats + rows + rows + rows) != 0.0
-        xhat = tl.where(inside, (tl.math.div_rn(x, scale) - mean) * rstd, 0.0)
+        xhat = tl.where(inside, (divide(x, scale) - mean) * rstd, 0.0)
         if DX:
             gw = g * w
             inner = gw - xhat * tl.math.div_rn(tl.sum(xhat * gw, axis=0), n * 1.0)
@@ -193,7 +195,7 @@ def simplex_forward(x_ptr, y_ptr, finite_ptr, n, LOG: tl.constexpr, BLOCK: tl.co
         y = z - tl.where(u == 1.0, rest, tl.log(u) * tl.math.div_rn(rest, u - 1.0))
     else:
         # e / sum(e) with sum(e) >= e: never above 1.
-        y = tl.math.div_rn(e, total)
+        y = divide(e, total)
     tl.store(y_ptr + row * n + offsets, y, mask=inside)
     tl.store(finite_ptr + row, _finiteness(has_nan, finite))
 
