@@ -6,7 +6,8 @@
 #
 #   bench/gpu_run.sh OUT [SECONDS] [SIZES]    e.g. bench/gpu_run.sh /tmp/gpu 560 24,20,16,26
 #
-# OUT receives env.txt, tests.log, parity.tar.gz, bench.log and bench.tar.gz (.bench/<stamp>/).
+# OUT receives env.txt, tests.log, parity.tar.gz, probe.log, probe.json, bench.log and bench.tar.gz
+# (.bench/<stamp>/).
 # nox must be importable (pip install nox, or its wheels on PYTHONPATH).
 set -u
 out=${1:?usage: bench/gpu_run.sh OUT [SECONDS] [SIZES]}
@@ -53,6 +54,12 @@ timeout -s INT -k 20 $((limit / 4)) "$python" -m pytest tests/test_parity.py tes
     -p no:cacheprovider "${workers[@]}" >"$out/tests.log" 2>&1
 echo "pytest exit $?" >>"$out/tests.log"
 tar -czf "$out/parity.tar.gz" -C "$OUTPUT_LIMITS_PARITY_DIR" . 2>>"$out/tests.log"
+
+# The eager Triton path part by part (host time, kernel time, the division's slow path), in 90 s
+# at most: bench/gpu_probe.py.
+timeout -s INT -k 10 90 "$python" -m bench.gpu_probe --device "$device" --sizes 10,24 --seconds 0.1 \
+    --out "$out/probe.json" >"$out/probe.log" 2>&1
+echo "probe exit $?" >>"$out/probe.log"
 
 # The benchmark, in what is left of the time: rows stop starting 80 s before the end, which
 # leaves the row under way, the report and the copy their time (--stop-after counts from

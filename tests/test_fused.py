@@ -74,12 +74,27 @@ def test_the_triton_pass_runs_the_triton_kernels(name: str, monkeypatch: pytest.
 def test_divide_is_the_correctly_rounded_quotient_zeros_kept() -> None:
     """The kernels' division that keeps zero dividends out of div.rn (fused_kernels.divide):
     the IEEE quotient bit for bit, signed zeros, a subnormal, overflow and 1 / inf included."""
-    from triton_probes import quotients
+    from bench.division_probe import quotients
 
     a = torch.tensor([0.0, -0.0, 1.0, -3.5, 1e-40, 3e38, 0.0, -0.0, 7.0, 2.0, -0.0, 5e-39])
     b = torch.tensor([3.0, 3.0, 3.0, 7.0, 3.0, 0.5, float("inf"), 1e-30, 1e-30, 3.0, 0.25, 1e10])
     device = harness.backend("torch").device()
     out = torch.empty_like(a, device=device)
-    quotients[(1,)](a.to(device), b.to(device), out, a.numel(), BLOCK=16)
+    quotients[(1,)](a.to(device), b.to(device), out, a.numel(), GUARD=True, BLOCK=16)
     expected = a / b  # ATen's CPU division: IEEE's, correctly rounded
     assert torch.equal(out.cpu().view(torch.int32), expected.view(torch.int32)), (out.cpu(), expected)
+
+
+@pytest.mark.skipif(not IN_TRITON_PASS, reason="the Triton pass of nox -s tests runs this (Triton installed)")
+def test_the_gpu_probe_runs(tmp_path) -> None:
+    """bench/gpu_run.sh runs bench.gpu_probe on a lent GPU, where a failure costs device minutes:
+    here it runs in Triton's interpreter, every measurement once (a check, not a measurement)."""
+    from bench import gpu_probe
+
+    results = gpu_probe.probe("cpu", (10,), seconds=1e-6)
+    names = {row["what"] for row in results}
+    for name in gpu_probe.TECHNIQUES:
+        for side in ("ours", "built-in"):
+            assert {f"{name} {side} forward", f"{name} {side} forward+backward"} <= names, name
+    assert {"copy", "div.rn, no zero", "div.rn, half zeros", "divide, half zeros"} <= names
+    assert all(row["each_us"] > 0 and row["loop_us"] > 0 for row in results)
