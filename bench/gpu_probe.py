@@ -3,7 +3,7 @@ questions the benchmark's tables raise but cannot answer (bench/results/cuda-h20
 
     python -m bench.gpu_probe [--device cuda] [--sizes 10,24] [--out probe.json]
 
-For each size (log2 of the elements; rows of 1024, batch_norm 64 channels):
+For each size (log2 of the elements; rows of 1024, batch_norm 64 channels), PyTorch eager:
 
 - per call, synchronized after each (as ``nox -s bench`` times a row: host time and GPU time
   add), and per call of a loop synchronized at its end (host time hidden behind the GPU's
@@ -12,6 +12,9 @@ For each size (log2 of the elements; rows of 1024, batch_norm 64 channels):
 - the correctly rounded division with a zero dividend against a nonzero one (the kernels keep
   zeros out of it: ``impl_torch/_native/fused_kernels.divide``; this measures whether that
   pays), in a kernel of its own over the same elements.
+
+And at the largest size, jax.jit: the norms and softmaxes against flax's and jax.nn's ops, and
+layer_norm by its prescaled formula alone (the guard's ``lax.cond`` left out).
 
 Prints one line per measurement and writes them as JSON. ``--device cpu`` runs it in Triton's
 interpreter (``TRITON_INTERPRET=1 OUTPUT_LIMITS_TRITON_CPU=1``), small sizes only: a check that
@@ -88,49 +91,87 @@ def _division(n: int, device: str) -> list[tuple[str, Callable[[], torch.Tensor]
     ]
 
 
-def probe(device: str, sizes: tuple[int, ...], seconds: float) -> list[dict[str, Any]]:
-    """Every measurement at each of ``sizes`` (log2 of the elements): the benchmark's callables
-    (``bench_callable``, the benchmark's inputs and parameters), ours and the built-in op's."""
+class _Recorder:
+    """Times callables, prints a line for each, and keeps the results (rewritten to ``out`` after
+    each: a probe cut by its time limit keeps what it measured)."""
+
+    def __init__(self, out: Path | None, seconds: float) -> None:
+        self.out, self.seconds, self.results = out, seconds, []
+
+    def __call__(self, what: str, n: int, fn: Callable[[], Any], block: Callable[[Any], None]) -> None:
+        row = {"what": what, "n": n, **_timed(fn, block, self.seconds)}
+        self.results.append(row)
+        log2 = n.bit_length() - 1
+        print(f"2^{log2} {what:52s} each {row['each_us']:9.1f} us   loop {row['loop_us']:9.1f} us", flush=True)
+        if self.out:
+            self.out.write_text(json.dumps({"torch": torch.__version__, "results": self.results}, indent=1))
+
+
+def probe_torch(record: _Recorder, device: str, sizes: tuple[int, ...]) -> None:
+    """At each of ``sizes`` (log2 of the elements): the benchmark's callables (``bench_callable``,
+    its inputs and parameters), ours and the built-in op's, eager; a copy; the division check."""
     backend = harness.backend("torch")
-    results: list[dict[str, Any]] = []
-
-    def record(what: str, n: int, fn: Callable[[], Any]) -> None:
-        row = {"what": what, "n": n, **_timed(fn, backend.block, seconds)}
-        results.append(row)
-        print(
-            f"2^{n.bit_length() - 1} {what:50s} each {row['each_us']:9.1f} us   loop {row['loop_us']:9.1f} us",
-            flush=True,
-        )
-
     for log2 in sizes:
         n = 1 << log2
         x, _, _ = inputs("sigmoid", n)
-        record("copy", n, backend.copy_callable(x, device))
+        record("copy", n, backend.copy_callable(x, device), backend.block)
         for name in TECHNIQUES:
             x, cot, params = inputs(name, n)
             for mode in MODES:
                 ours = harness.build(name, "torch", **params)
                 for side, module in (("ours", ours), ("built-in", backend.baselines.BUILTINS[name](**params))):
-                    record(f"{name} {side} {mode}", n, backend.bench_callable(module, x, cot, mode, "eager", device))
+                    fn = backend.bench_callable(module, x, cot, mode, "eager", device)
+                    record(f"{name} {side} {mode}", n, fn, backend.block)
         if fused.available() and (device != "cpu" or os.environ.get("TRITON_INTERPRET") == "1"):
             for what, fn in _division(n, device):
-                record(what, n, fn)
-    return results
+                record(what, n, fn, backend.block)
+
+
+# The JAX rows the H200 run found at 1.3-2.5 times flax's and jax.nn's ops at 2^24.
+JAX_TECHNIQUES = ("layer_norm", "rms_norm", "softmax", "log_softmax", "batch_norm")
+
+
+def probe_jax(record: _Recorder, device: str, log2: int) -> None:
+    """jax.jit at 2^``log2``: ours and the built-in op for JAX_TECHNIQUES, and layer_norm by its
+    prescaled formula alone (no guard, no ``lax.cond``), with the same weights: whether that
+    branch-free form, which XLA may fuse, is the faster one on this device."""
+    import jax.numpy as jnp
+
+    from impl_jax import norms as jax_norms
+
+    backend = harness.backend("jax")
+    n = 1 << log2
+    for name in JAX_TECHNIQUES:
+        x, cot, params = inputs(name, n)
+        for mode in MODES:
+            ours = harness.build(name, "jax", **params)
+            for side, module in (("ours", ours), ("built-in", backend.baselines.BUILTINS[name](**params))):
+                fn = backend.bench_callable(module, x, cot, mode, "jit", device)
+                record(f"jax {name} {side} {mode}", n, fn, backend.block)
+    x, cot, params = inputs("layer_norm", n)
+    weight, bias = jnp.ones(x.shape[-1], jnp.float32), jnp.zeros(x.shape[-1], jnp.float32)
+
+    def formula(v: Any) -> Any:
+        return jax_norms._standardize(v, (-1,), params["eps"])[0] * weight + bias
+
+    for mode in MODES:
+        fn = backend.bench_callable(formula, x, cot, mode, "jit", device)
+        record(f"jax layer_norm formula alone {mode}", n, fn, backend.block)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--sizes", default="10,24", help="log2 element counts")
+    parser.add_argument("--sizes", default="10,24", help="log2 element counts (JAX: the largest only)")
     parser.add_argument("--seconds", type=float, default=0.2, help="per measurement, roughly")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
-    harness.backend("torch").use_device(args.device)
-    results = probe(args.device, tuple(int(s) for s in args.sizes.split(",")), args.seconds)
-    if args.out:
-        args.out.write_text(
-            json.dumps({"device": args.device, "torch": torch.__version__, "results": results}, indent=1)
-        )
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    record = _Recorder(args.out, args.seconds)
+    for framework in harness.FRAMEWORKS:
+        harness.backend(framework).use_device(args.device)
+    probe_torch(record, args.device, sizes)
+    probe_jax(record, args.device, max(sizes))
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ def markdown(records: list[dict[str, Any]], files: list[str]) -> str:
         "# GPU targets",
         "",
         f"From {', '.join(f'`{f}`' for f in files)}, at 2^24 float32 elements: ours / built-in <= {RATIO_LIMIT} "
-        f"(PyTorch eager, torch.compile, jax.jit), elementwise forward at >= {BANDWIDTH_SHARE:.0%} of the copy bandwidth. "
+        f"(PyTorch eager, torch.compile, jax.jit), elementwise forward at >= {BANDWIDTH_SHARE:.0%} "
+        "of the copy bandwidth. "
         f"**{met} of {len(records)} met**"
         + (f", {missing} not measured (no row, or no copy row in the run of the row)." if missing else "."),
         "",

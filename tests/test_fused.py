@@ -88,13 +88,21 @@ def test_divide_is_the_correctly_rounded_quotient_zeros_kept() -> None:
 @pytest.mark.skipif(not IN_TRITON_PASS, reason="the Triton pass of nox -s tests runs this (Triton installed)")
 def test_the_gpu_probe_runs(tmp_path) -> None:
     """bench/gpu_run.sh runs bench.gpu_probe on a lent GPU, where a failure costs device minutes:
-    here it runs in Triton's interpreter, every measurement once (a check, not a measurement)."""
+    here it runs in Triton's interpreter, every measurement once (a check, not a measurement),
+    and writes what it measured as it goes."""
+    import json
+
     from bench import gpu_probe
 
-    results = gpu_probe.probe("cpu", (10,), seconds=1e-6)
-    names = {row["what"] for row in results}
+    record = gpu_probe._Recorder(tmp_path / "probe.json", seconds=1e-6)
+    gpu_probe.probe_torch(record, "cpu", (10,))
+    gpu_probe.probe_jax(record, "cpu", 10)
+    names = {row["what"] for row in json.loads((tmp_path / "probe.json").read_text())["results"]}
     for name in gpu_probe.TECHNIQUES:
         for side in ("ours", "built-in"):
             assert {f"{name} {side} forward", f"{name} {side} forward+backward"} <= names, name
+    for name in gpu_probe.JAX_TECHNIQUES:
+        assert f"jax {name} ours forward+backward" in names and f"jax {name} built-in forward" in names, name
     assert {"copy", "div.rn, no zero", "div.rn, half zeros", "divide, half zeros"} <= names
-    assert all(row["each_us"] > 0 and row["loop_us"] > 0 for row in results)
+    assert "jax layer_norm formula alone forward+backward" in names
+    assert all(row["each_us"] > 0 and row["loop_us"] > 0 for row in record.results)
