@@ -99,10 +99,15 @@ class _Recorder:
         self.out, self.seconds, self.results = out, seconds, []
 
     def __call__(self, what: str, n: int, fn: Callable[[], Any], block: Callable[[Any], None]) -> None:
-        row = {"what": what, "n": n, **_timed(fn, block, self.seconds)}
-        self.results.append(row)
         log2 = n.bit_length() - 1
-        print(f"2^{log2} {what:52s} each {row['each_us']:9.1f} us   loop {row['loop_us']:9.1f} us", flush=True)
+        try:
+            row = {"what": what, "n": n, **_timed(fn, block, self.seconds)}
+        except Exception as error:  # one failure must not cost the rest of a GPU session
+            row = {"what": what, "n": n, "error": f"{type(error).__name__}: {error}"[:500]}
+            print(f"2^{log2} {what:52s} failed: {row['error']}", flush=True)
+        else:
+            print(f"2^{log2} {what:52s} each {row['each_us']:9.1f} us   loop {row['loop_us']:9.1f} us", flush=True)
+        self.results.append(row)
         if self.out:
             self.out.write_text(json.dumps({"torch": torch.__version__, "results": self.results}, indent=1))
 
@@ -140,6 +145,7 @@ def probe_jax(record: _Recorder, device: str, log2: int) -> None:
     from impl_jax import norms as jax_norms
 
     backend = harness.backend("jax")
+    backend.use_device(device)
     n = 1 << log2
     for name in JAX_TECHNIQUES:
         x, cot, params = inputs(name, n)
@@ -168,8 +174,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = tuple(int(s) for s in args.sizes.split(","))
     record = _Recorder(args.out, args.seconds)
-    for framework in harness.FRAMEWORKS:
-        harness.backend(framework).use_device(args.device)
+    harness.backend("torch").use_device(args.device)
     probe_torch(record, args.device, sizes)
     probe_jax(record, args.device, max(sizes))
 

@@ -15,8 +15,8 @@ limit=${2:-560}
 sizes=${3:-24,20,16,26}
 python=${PYTHON:-python3}
 device=${DEVICE:-cuda}  # DEVICE=cpu tries the script out on a machine without a GPU
-if [ "$limit" -lt 200 ]; then
-    echo "bench/gpu_run.sh: SECONDS must be at least 200 (the tests, nox's start and the report), got $limit" >&2
+if [ "$limit" -lt 300 ]; then
+    echo "bench/gpu_run.sh: SECONDS must be at least 300 (the tests, the probe, nox's start and the report), got $limit" >&2
     exit 2
 fi
 mkdir -p "$out"
@@ -38,6 +38,8 @@ for fw in harness.FRAMEWORKS:
     x = np.arange(8.0).reshape(2, 4)
     print(fw, b.device(), b.vjp(b.place(harness.build('softmax', fw)), x, x, 'float32')[1].tolist())"
     echo "cores $(nproc)"
+    # The C++ autograd node (impl_torch/_native/node.py) built once here, not by each test worker.
+    "$python" -c "from impl_torch._native import node; print('autograd node:', node.node().note)"
 } >"$out/env.txt" 2>&1
 
 # Parity on CUDA: values and VJPs of both frameworks on the GPU, and the Triton kernels' own tests
@@ -56,9 +58,10 @@ echo "pytest exit $?" >>"$out/tests.log"
 tar -czf "$out/parity.tar.gz" -C "$OUTPUT_LIMITS_PARITY_DIR" . 2>>"$out/tests.log"
 
 # The eager Triton path part by part (host time, kernel time, the division's slow path) and the
-# JAX norms against their formula alone, in 100 s at most (probe.json keeps what ran):
-# bench/gpu_probe.py.
-timeout -s INT -k 10 100 "$python" -m bench.gpu_probe --device "$device" --sizes 10,24 --seconds 0.1 \
+# JAX norms against their formula alone, in a fifth of the time at most, 100 s (probe.json keeps
+# what ran): bench/gpu_probe.py.
+probe=$((limit / 5 < 100 ? limit / 5 : 100))
+timeout -s INT -k 10 "$probe" "$python" -m bench.gpu_probe --device "$device" --sizes 10,24 --seconds 0.1 \
     --out "$out/probe.json" >"$out/probe.log" 2>&1
 echo "probe exit $?" >>"$out/probe.log"
 
@@ -67,6 +70,10 @@ echo "probe exit $?" >>"$out/probe.log"
 # pytest's start, after nox's and the imports, some 15 s of those 80).
 before=$(ls .bench 2>/dev/null)
 left=$((limit - SECONDS))
+if [ "$left" -lt 120 ]; then
+    echo "bench/gpu_run.sh: $left s left after the tests and the probe, too few for the bench" >"$out/bench.log"
+    exit 1
+fi
 timeout -s INT -k 20 $((left - 30)) "$python" -m nox --no-venv -s bench -- --devices "$device" --threads all --sizes "$sizes" \
     --budget 0.1 --stop-after $((left - 80)) >"$out/bench.log" 2>&1
 echo "nox exit $?" >>"$out/bench.log"

@@ -62,8 +62,10 @@ def _rows_of_every_kind(n: int, count: int) -> torch.Tensor:
     """``count`` rows of ``n``: ordinary ones, and each kind the declarations single out."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(count, n, generator=g) * 3.0
+    x[0] = x[0].clamp_min(0.0)  # exact zeros, as after a ReLU (the kernels' divide keeps them)
     x[1] = 5.0  # constant
     x[2, n // 2] = math.inf
+    x[3, -1] = 0.0  # a zero in a NaN row stays NaN (rms_norm: 0 / NaN)
     x[3, 0] = math.nan
     x[4] *= 1e37  # squares overflow: prescaled
     x[5] = -math.inf

@@ -14,14 +14,14 @@ def clamp(v, lo, hi):
 
 @triton.jit
 def divide(a, b):
-    """a / b correctly rounded, where b > 0 wherever a is 0 (a NaN b comes here with a NaN a,
-    or in a masked lane): a zero dividend is kept out of the division, its quotient that zero.
-    On NVIDIA GPUs div.rn takes a slow path (a subroutine) for operands of exponent field 0,
-    zeros among them, and a warp waits for every lane that takes it. Zeros are common in what
-    these kernels divide: masked lanes, smooth_clamp's exact middle, exp underflowed to 0, a
-    norm's input after a ReLU."""
-    zero = a == 0.0
-    return tl.where(zero, a, tl.math.div_rn(tl.where(zero, 1.0, a), b))
+    """a / b correctly rounded, a zero dividend over a positive divisor kept out of the division
+    (its quotient is that zero; any other b divides as given: 0 / NaN stays NaN). On NVIDIA
+    GPUs div.rn takes a slow path (a subroutine) for operands of exponent field 0, zeros among
+    them, and a warp waits for every lane that takes it. Zeros are common in what these kernels
+    divide: masked lanes, smooth_clamp's exact middle, exp underflowed to 0, a norm's input
+    after a ReLU."""
+    keep = tl.where(a == 0.0, b > 0.0, False)  # not &: b may be a scalar, where the interpreter refuses it
+    return tl.where(keep, a, tl.math.div_rn(tl.where(keep, 1.0, a), b))
 
 
 @triton.jit
