@@ -112,6 +112,20 @@ class _Recorder:
             self.out.write_text(json.dumps({"torch": torch.__version__, "results": self.results}, indent=1))
 
 
+def _ours_and_built_in(record: _Recorder, framework: str, names: tuple[str, ...], n: int, device: str) -> None:
+    """The benchmark's rows of ``names`` at ``n`` elements in ``framework``'s benchmarked style
+    (eager, jit): ours and the built-in op's, forward and forward+backward."""
+    backend = harness.backend(framework)
+    style, prefix = ("eager", "") if framework == "torch" else ("jit", f"{framework} ")
+    for name in names:
+        x, cot, params = inputs(name, n)
+        for mode in MODES:
+            ours = harness.build(name, framework, **params)
+            for side, module in (("ours", ours), ("built-in", backend.baselines.BUILTINS[name](**params))):
+                fn = backend.bench_callable(module, x, cot, mode, style, device)
+                record(f"{prefix}{name} {side} {mode}", n, fn, backend.block)
+
+
 def probe_torch(record: _Recorder, device: str, sizes: tuple[int, ...]) -> None:
     """At each of ``sizes`` (log2 of the elements): the benchmark's callables (``bench_callable``,
     its inputs and parameters), ours and the built-in op's, eager; a copy; the division check."""
@@ -120,13 +134,7 @@ def probe_torch(record: _Recorder, device: str, sizes: tuple[int, ...]) -> None:
         n = 1 << log2
         x, _, _ = inputs("sigmoid", n)
         record("copy", n, backend.copy_callable(x, device), backend.block)
-        for name in TECHNIQUES:
-            x, cot, params = inputs(name, n)
-            for mode in MODES:
-                ours = harness.build(name, "torch", **params)
-                for side, module in (("ours", ours), ("built-in", backend.baselines.BUILTINS[name](**params))):
-                    fn = backend.bench_callable(module, x, cot, mode, "eager", device)
-                    record(f"{name} {side} {mode}", n, fn, backend.block)
+        _ours_and_built_in(record, "torch", TECHNIQUES, n, device)
         if fused.available() and (device != "cpu" or os.environ.get("TRITON_INTERPRET") == "1"):
             for what, fn in _division(n, device):
                 record(what, n, fn, backend.block)
@@ -147,13 +155,7 @@ def probe_jax(record: _Recorder, device: str, log2: int) -> None:
     backend = harness.backend("jax")
     backend.use_device(device)
     n = 1 << log2
-    for name in JAX_TECHNIQUES:
-        x, cot, params = inputs(name, n)
-        for mode in MODES:
-            ours = harness.build(name, "jax", **params)
-            for side, module in (("ours", ours), ("built-in", backend.baselines.BUILTINS[name](**params))):
-                fn = backend.bench_callable(module, x, cot, mode, "jit", device)
-                record(f"jax {name} {side} {mode}", n, fn, backend.block)
+    _ours_and_built_in(record, "jax", JAX_TECHNIQUES, n, device)
     x, cot, params = inputs("layer_norm", n)
     weight, bias = jnp.ones(x.shape[-1], jnp.float32), jnp.zeros(x.shape[-1], jnp.float32)
 

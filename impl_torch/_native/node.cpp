@@ -36,6 +36,17 @@ at::Tensor rule(const at::Tensor &x, const at::Tensor &grad, int64_t number) {
     return op.call(x, grad, number);
 }
 
+// The backward of a node that saved (x, d = dy/dx) and its rule's number, with three more inputs
+// than x: grad * d, or the rule where the backward is itself differentiated.
+variable_list times_derivative(AutogradContext *ctx, variable_list grads) {
+    variable_list saved = ctx->get_saved_variables();
+    at::Tensor dx;
+    if (grads[0].defined())
+        dx = at::GradMode::is_enabled() ? rule(saved[0], grads[0], ctx->saved_data["number"].toInt())
+                                        : at::mul(grads[0], saved[1]);
+    return {dx, at::Tensor(), at::Tensor(), at::Tensor()};
+}
+
 struct Elementwise : public torch::autograd::Function<Elementwise> {
     static at::Tensor forward(AutogradContext *ctx, const at::Tensor &x, int64_t kernel, int64_t params,
                               int64_t number) {
@@ -50,14 +61,7 @@ struct Elementwise : public torch::autograd::Function<Elementwise> {
         return y;
     }
 
-    static variable_list backward(AutogradContext *ctx, variable_list grads) {
-        variable_list saved = ctx->get_saved_variables();
-        at::Tensor dx;
-        if (grads[0].defined())
-            dx = at::GradMode::is_enabled() ? rule(saved[0], grads[0], ctx->saved_data["number"].toInt())
-                                            : at::mul(grads[0], saved[1]);
-        return {dx, at::Tensor(), at::Tensor(), at::Tensor()};
-    }
+    static variable_list backward(AutogradContext *ctx, variable_list grads) { return times_derivative(ctx, grads); }
 };
 
 at::Tensor elementwise(const at::Tensor &x, int64_t kernel, int64_t params, int64_t number) {
@@ -78,14 +82,7 @@ struct Recorded : public torch::autograd::Function<Recorded> {
         return y.detach();
     }
 
-    static variable_list backward(AutogradContext *ctx, variable_list grads) {
-        variable_list saved = ctx->get_saved_variables();
-        at::Tensor dx;
-        if (grads[0].defined())
-            dx = at::GradMode::is_enabled() ? rule(saved[0], grads[0], ctx->saved_data["number"].toInt())
-                                            : at::mul(grads[0], saved[1]);
-        return {dx, at::Tensor(), at::Tensor(), at::Tensor()};
-    }
+    static variable_list backward(AutogradContext *ctx, variable_list grads) { return times_derivative(ctx, grads); }
 };
 
 at::Tensor recorded(const at::Tensor &x, const at::Tensor &y, const at::Tensor &d, int64_t number) {
