@@ -360,26 +360,24 @@ class _NativeElementwise(torch.autograd.Function):
 
 
 class NativeKernel(NamedTuple):
-    """An elementwise kernel with its parameters fixed: technique ``name`` (of
-    ``_native.ELEMENTWISE``) with ``params``; the C kernel (None where it did not build); the
-    technique's derivative ``rule(x, grad)`` in differentiable ATen ops (second order); the
-    number that stands for that rule in the C++ node (``_node``); and what a Triton launch passes
-    (``fused.launch``). Each technique makes one per parameters and keeps it
-    (``functools.lru_cache``): made per call, the rule's partial, the parameters' derivation and
-    the kernel's lookup cost 1-2 us, a tenth of a 2^16-element clamp."""
+    """An elementwise technique's kernels with its parameters fixed: the C kernel (None where it
+    did not build); the technique's derivative ``rule(x, grad)`` in differentiable ATen ops
+    (second order); the number that stands for that rule in the C++ node (``_node``); and what
+    a Triton launch passes (``fused.launch``: the technique and its parameters). Each technique
+    makes one per parameters and keeps it (``functools.lru_cache``): made per call, the rule's
+    partial, the parameters' derivation and the kernel's lookup cost 1-2 us, a tenth of a
+    2^16-element clamp."""
 
     kernel: _native.Elementwise | None
     rule: Derivative
     number: int
-    name: str
-    params: tuple[float, ...]
     launch: fused.Launch
 
 
 def native_kernel(name: str, params: tuple[float, ...], rule: Derivative) -> NativeKernel:
     """The kernel of technique ``name`` (of ``_native.ELEMENTWISE``) with ``params``, and its rule."""
     kernel = _native.elementwise(name, params) if _native.available() else None
-    return NativeKernel(kernel, rule, _node.number(rule), name, params, fused.launch(name, params))
+    return NativeKernel(kernel, rule, _node.number(rule), fused.launch(name, params))
 
 
 def native_elementwise(x: torch.Tensor, native: NativeKernel) -> torch.Tensor:
