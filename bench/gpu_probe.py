@@ -13,8 +13,10 @@ For each size (log2 of the elements; rows of 1024, batch_norm 64 channels), PyTo
   zeros out of it: ``impl_torch/_native/fused_kernels.divide``; this measures whether that
   pays), in a kernel of its own over the same elements.
 
-And at the largest size, jax.jit: the norms and softmaxes against flax's and jax.nn's ops, and
-layer_norm by its prescaled formula alone (the guard's ``lax.cond`` left out).
+And at the largest size, jax.jit: the norms, softmaxes and sparsemax against flax's and
+jax.nn's ops, and again in the form they take on the CPU, where a ``lax.cond`` skips the
+fallback (off the CPU they run branch-free: ``impl_jax._common.branching_on_cpu``): what the
+host's read of the predicate costs on this device.
 
 Prints one line per measurement and writes them as JSON. ``--device cpu`` runs it in Triton's
 interpreter (``TRITON_INTERPRET=1 OUTPUT_LIMITS_TRITON_CPU=1``), small sizes only: a check that
@@ -146,26 +148,29 @@ JAX_TECHNIQUES = ("layer_norm", "rms_norm", "softmax", "log_softmax", "batch_nor
 
 
 def probe_jax(record: _Recorder, device: str, log2: int) -> None:
-    """jax.jit at 2^``log2``: ours and the built-in op for JAX_TECHNIQUES, and layer_norm by its
-    prescaled formula alone (no guard, no ``lax.cond``), with the same weights: whether that
-    branch-free form, which XLA may fuse, is the faster one on this device."""
-    import jax.numpy as jnp
+    """jax.jit at 2^``log2``: ours and the built-in op for JAX_TECHNIQUES, then ours again in
+    the CPU's branching form (BRANCHING_PLATFORMS widened to the GPUs, every compiled program
+    dropped before and after, so each form is traced anew)."""
+    import jax
 
-    from impl_jax import norms as jax_norms
+    from impl_jax import _common
 
     backend = harness.backend("jax")
     backend.use_device(device)
     n = 1 << log2
     _ours_and_built_in(record, "jax", JAX_TECHNIQUES, n, device)
-    x, cot, params = inputs("layer_norm", n)
-    weight, bias = jnp.ones(x.shape[-1], jnp.float32), jnp.zeros(x.shape[-1], jnp.float32)
-
-    def formula(v: Any) -> Any:
-        return jax_norms._standardize(v, (-1,), params["eps"])[0] * weight + bias
-
-    for mode in MODES:
-        fn = backend.bench_callable(formula, x, cot, mode, "jit", device)
-        record(f"jax layer_norm formula alone {mode}", n, fn, backend.block)
+    kept = _common.BRANCHING_PLATFORMS
+    _common.BRANCHING_PLATFORMS = ("cpu", "cuda", "rocm")
+    jax.clear_caches()
+    try:
+        for name in JAX_TECHNIQUES:
+            x, cot, params = inputs(name, n)
+            for mode in MODES:
+                fn = backend.bench_callable(harness.build(name, "jax", **params), x, cot, mode, "jit", device)
+                record(f"jax {name} ours with the CPU's lax.cond {mode}", n, fn, backend.block)
+    finally:
+        _common.BRANCHING_PLATFORMS = kept
+        jax.clear_caches()
 
 
 def main() -> None:

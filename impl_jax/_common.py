@@ -8,13 +8,36 @@ keeps the plain op on the forward path. Mirrors ``impl_torch/_common.py``.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 
 LOW = (jnp.dtype("float16"), jnp.dtype("bfloat16"))
+T = TypeVar("T")
+
+# The platforms whose programs branch on data (``lax.cond``, a loop asked at every step) to skip
+# a fallback's work where a guard says it is not needed. XLA:CPU reads a predicate in the thread
+# that runs the program. XLA:GPU copies it to the host and waits for the stream before it runs the
+# branch (ConditionalThunk, and WhileThunk at every step): a synchronization per call, which every
+# launch queued after it waits for too. OUTPUT_LIMITS_JAX_BRANCHING=0 empties it, so that the
+# tests run the branch-free forms on the CPU (the Triton pass of ``nox -s tests``).
+BRANCHING_PLATFORMS: tuple[str, ...] = () if os.environ.get("OUTPUT_LIMITS_JAX_BRANCHING") == "0" else ("cpu",)
+
+
+def branching_on_cpu(branching: Callable[..., T], branch_free: Callable[..., T], *operands: Any) -> T:
+    """``branching(*operands)`` in a program lowered for a platform of BRANCHING_PLATFORMS (the
+    CPU), ``branch_free(*operands)`` in one lowered for any other. Both must give the declared
+    result for every input: ``branch_free`` is the guarded path's fallback run for every group, a
+    pass or two more than the fast formula, never a host synchronization. Chosen when the program
+    is lowered (``lax.platform_dependent``), not by a Python branch, so a jitted function moved to
+    a GPU takes the GPU's form."""
+    if not BRANCHING_PLATFORMS:
+        return branch_free(*operands)
+    per_platform = dict.fromkeys(BRANCHING_PLATFORMS, branching)
+    return jax.lax.platform_dependent(*operands, default=branch_free, **per_platform)
 
 
 def jitted(fn: Callable[..., Any], **params: Any) -> Callable[..., Any]:

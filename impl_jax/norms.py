@@ -21,7 +21,7 @@ from flax import nnx
 
 import harness
 from harness.numerics import trusted_rstd_low, trusted_variance_floor
-from impl_jax._common import clamp_straight_through, everywhere, jitted, upcast
+from impl_jax._common import branching_on_cpu, clamp_straight_through, everywhere, jitted, upcast
 from impl_jax.adapter import FRAMEWORK_DTYPES, check_array, dtype_name
 
 
@@ -174,12 +174,13 @@ def _normalized(
     """(x - mean) / sqrt(var + eps) over ``dims``, the groups' _Linear (for the derivative), and
     their mean and biased variance (non-finite for a group that held an infinity).
 
-    Flax's plain two-pass formula where every group's statistics show it is the declared one
-    (one fused check on group-sized values); the prescaled formula of _standardize otherwise
-    (``lax.cond``: only the rare call with a constant, infinite, NaN, overflowing or huge group
-    pays for it; under vmap both branches run). ``finish`` (the affine step, the cast) is applied
-    to the first result inside each branch, where XLA fuses it into the output pass."""
-    mean, var, trusted = _plain_statistics(xc, dims, eps)
+    On the CPU, flax's plain two-pass formula where every group's statistics show it is the
+    declared one (one fused check on group-sized values); the prescaled formula of _standardize
+    otherwise (``lax.cond``: only the rare call with a constant, infinite, NaN, overflowing or huge
+    group pays for it; under vmap both branches run). Elsewhere the prescaled formula alone (see
+    :func:`impl_jax._common.branching_on_cpu`: a GPU reads a cond's predicate on the host).
+    ``finish`` (the affine step, the cast) is applied to the first result inside each branch,
+    where XLA fuses it into the output pass."""
 
     # The branches take the group statistics only: x - mean is recomputed inside, fused into the
     # output pass, where handing it across the cond would write it to memory first.
@@ -188,12 +189,16 @@ def _normalized(
         rstd = jax.lax.rsqrt(var + eps)
         return finish((xc - mean) * rstd), _plain_linear(mean, rstd), mean, var
 
-    def formula(_: tuple[jax.Array, jax.Array]) -> tuple[Any, ...]:
+    def formula(_: Any) -> tuple[Any, ...]:
         xhat, mean, var, prescaled = _standardize(xc, dims, eps)
         linear = _prescaled_linear(mean, _root(var, prescaled.scale, eps), prescaled)
         return finish(xhat), linear, *_statistics(mean, var, prescaled.scale, prescaled.finite)
 
-    return jax.lax.cond(trusted, fast, formula, (mean, var))
+    def branching() -> tuple[Any, ...]:
+        mean, var, trusted = _plain_statistics(xc, dims, eps)
+        return jax.lax.cond(trusted, fast, formula, (mean, var))
+
+    return branching_on_cpu(branching, lambda: formula(None))
 
 
 def _normalized_tangent(
@@ -228,7 +233,8 @@ def _normalized_tangent(
 
     The predicate goes through :func:`impl_jax._common.everywhere`, so that under vmap it stays
     unbatched: a cond whose predicate is batched becomes selects that stop_gradient their
-    operands, the tangent among them, and reverse mode of the vmapped function fails."""
+    operands, the tangent among them, and reverse mode of the vmapped function fails. Off the CPU
+    the second branch alone (:func:`impl_jax._common.branching_on_cpu`)."""
 
     def branch(plain: bool) -> Callable[[tuple[Any, ...]], jax.Array]:
         def run(operands: tuple[Any, ...]) -> jax.Array:
@@ -246,7 +252,11 @@ def _normalized_tangent(
 
         return jax.checkpoint(run)
 
-    return jax.lax.cond(everywhere(linear.plain), branch(True), branch(False), (xc, linear, dx, weight))
+    # The tangent goes into each form as an operand, not a closure: both must stay linear in it.
+    def branching(*operands: Any) -> jax.Array:
+        return jax.lax.cond(everywhere(operands[1].plain), branch(True), branch(False), operands)
+
+    return branching_on_cpu(branching, lambda *operands: branch(False)(operands), xc, linear, dx, weight)
 
 
 def layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, *, eps: float) -> jax.Array:
@@ -303,22 +313,26 @@ def _rms_normalized(
 ) -> tuple[jax.Array, ...]:
     """x / sqrt(mean(x^2) + eps) and the rows' _Linear: the plain formula where every row's mean
     square is finite (no infinity, NaN or overflowed square) and below _variance_high, the
-    prescaled one of _standardize otherwise (``lax.cond``, as in _normalized, ``finish`` too)."""
+    prescaled one of _standardize otherwise (``lax.cond`` on the CPU, the prescaled one alone
+    elsewhere, as in _normalized; ``finish`` too)."""
     xc = upcast(x)
-    ms = (xc * xc).mean(axis=-1, keepdims=True)
 
     def fast(ms: jax.Array) -> tuple[Any, ...]:
         rstd = jax.lax.rsqrt(ms + eps)
         return finish(xc * rstd), _plain_linear(jnp.zeros_like(ms), rstd)
 
-    def formula(_: jax.Array) -> tuple[Any, ...]:
+    def formula(_: Any) -> tuple[Any, ...]:
         prescaled = _prescale(xc, (-1,))
         scaled = prescaled.values
         root = _root((scaled * scaled).mean(axis=-1, keepdims=True), prescaled.scale, eps)
         return finish(scaled / root), _prescaled_linear(jnp.zeros_like(root), root, prescaled)
 
-    # NaN and inf fail the comparison too.
-    return jax.lax.cond(jnp.all(jax.lax.stop_gradient(ms) < _variance_high(xc.dtype)), fast, formula, ms)
+    def branching() -> tuple[jax.Array, ...]:
+        ms = (xc * xc).mean(axis=-1, keepdims=True)
+        # NaN and inf fail the comparison too.
+        return jax.lax.cond(jnp.all(jax.lax.stop_gradient(ms) < _variance_high(xc.dtype)), fast, formula, ms)
+
+    return branching_on_cpu(branching, lambda: formula(None))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from harness import implements
-from impl_jax._common import clamp_straight_through, everywhere, upcast
+from impl_jax._common import branching_on_cpu, clamp_straight_through, everywhere, upcast
 
 
 def _limit_shift(xc: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
@@ -77,19 +77,27 @@ def _guarded_map(
       log_softmax forward+backward 1.29-1.40 of jax.nn's at 2^22 against 1.19-1.31, and
       1.39-1.43 at 2^16 against 1.12-1.17 (measured in alternating processes). The predicate is
       kept unbatched under vmap (:func:`impl_jax._common.everywhere`).
+
+    Off the CPU both sides take their second form alone, on the rows' limits, branch-free (see
+    :func:`impl_jax._common.branching_on_cpu`: a GPU reads a cond's predicate on the host).
     """
 
     def value(xc: jax.Array, axis: int) -> jax.Array:
-        y = plain(xc - jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True)), axis)
-        unfinished = jnp.any(jnp.isnan(jax.lax.index_in_dim(y, 0, axis)))
-        return jax.lax.cond(unfinished, lambda y: plain(_limit_shift(xc, axis)[0], axis), lambda y: y, y)
+        def limits() -> jax.Array:
+            return plain(_limit_shift(xc, axis)[0], axis)
+
+        def branching() -> jax.Array:
+            y = plain(xc - jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True)), axis)
+            unfinished = jnp.any(jnp.isnan(jax.lax.index_in_dim(y, 0, axis)))
+            return jax.lax.cond(unfinished, lambda y: limits(), lambda y: y, y)
+
+        return branching_on_cpu(branching, limits)
 
     guarded = jax.custom_jvp(value, nondiff_argnums=(1,))
 
     @guarded.defjvp
     def _(axis: int, primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
         (xc,), (t,) = primals, tangents
-        top = jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True))
 
         def finite_rows(operands: tuple[jax.Array, ...]) -> jax.Array:
             xc, top, t = operands
@@ -99,10 +107,18 @@ def _guarded_map(
             # _limit_shift tells NaN rows by a reduction of their own (XLA:CPU's max can give
             # -inf for one): they stay NaN, where a row that held an infinity passes zero.
             z, top = _limit_shift(operands[0], axis)  # its own maxima, NaN for a NaN row
-            return jnp.where(jnp.isinf(top), 0.0, tangent(z, operands[2], axis))
+            return jnp.where(jnp.isinf(top), 0.0, tangent(z, operands[-1], axis))
 
-        finite = everywhere(jnp.all(jnp.isfinite(top)))
-        dy = jax.lax.cond(finite, jax.checkpoint(finite_rows), jax.checkpoint(any_rows), (xc, top, t))
+        # The tangent goes into each form as an operand, not a closure: both must stay linear in it.
+        def branching(xc: jax.Array, t: jax.Array) -> jax.Array:
+            top = jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True))
+            finite = everywhere(jnp.all(jnp.isfinite(top)))
+            return jax.lax.cond(finite, jax.checkpoint(finite_rows), jax.checkpoint(any_rows), (xc, top, t))
+
+        def branch_free(xc: jax.Array, t: jax.Array) -> jax.Array:
+            return jax.checkpoint(any_rows)((xc, t))
+
+        dy = branching_on_cpu(branching, branch_free, xc, t)
         return value(xc, axis), dy
 
     return guarded
@@ -158,7 +174,7 @@ def _threshold(z: jax.Array, axis: int) -> jax.Array:
     rows = jnp.moveaxis(z, axis, -1)
     shape = rows.shape[:-1]
     rows = rows.reshape(-1, n)
-    tau = jax.lax.platform_dependent(rows, cpu=_blocked_threshold, default=_whole_threshold)
+    tau = branching_on_cpu(_blocked_threshold, _whole_threshold, rows)
     return jnp.moveaxis(tau.reshape(*shape, 1), -1, axis)
 
 

@@ -96,7 +96,9 @@ def test_the_gpu_probe_runs(tmp_path) -> None:
     import json
 
     from bench import gpu_probe
+    from impl_jax import _common
 
+    kept = _common.BRANCHING_PLATFORMS
     record = gpu_probe._Recorder(tmp_path / "probe.json", seconds=1e-6)
     gpu_probe.probe_torch(record, "cpu", (10,))
     gpu_probe.probe_jax(record, "cpu", 10)
@@ -106,8 +108,9 @@ def test_the_gpu_probe_runs(tmp_path) -> None:
             assert {f"{name} {side} forward", f"{name} {side} forward+backward"} <= names, name
     for name in gpu_probe.JAX_TECHNIQUES:
         assert f"jax {name} ours forward+backward" in names and f"jax {name} built-in forward" in names, name
+        assert f"jax {name} ours with the CPU's lax.cond forward+backward" in names, name
+    assert _common.BRANCHING_PLATFORMS == kept, "the probe left the CPU's form on"
     assert {"copy", "div.rn, no zero", "div.rn, half zeros", "divide, half zeros"} <= names
-    assert "jax layer_norm formula alone forward+backward" in names
     assert all(row.get("each_us", 0) > 0 and row.get("loop_us", 0) > 0 for row in record.results), [
         row for row in record.results if "error" in row
     ]
