@@ -34,6 +34,7 @@ class _Prescaled(NamedTuple):
     constant: jax.Array  # the finite groups whose entries are all equal
     finite: jax.Array  # the groups without an infinity or NaN (the others' values are their limit)
     down: tuple[jax.Array, jax.Array]  # 1 / scale as two normal factors: values = x * down[0] * down[1]
+    limit: jax.Array  # the groups holding an infinity and no NaN
 
 
 def _prescale(x: jax.Array, dims: tuple[int, ...]) -> _Prescaled:
@@ -64,7 +65,43 @@ def _prescale(x: jax.Array, dims: tuple[int, ...]) -> _Prescaled:
     scaled = x * down[0] * down[1]
     scaled = jnp.where(jnp.isinf(amax), jnp.where(jnp.isinf(x), jnp.sign(x), 0.0), scaled)
     constant = (top == bottom) & finite
-    return _Prescaled(scaled, jnp.ldexp(one, power), bottom * down[0] * down[1], constant, finite, down)
+    minimum = bottom * down[0] * down[1]
+    return _Prescaled(scaled, jnp.ldexp(one, power), minimum, constant, finite, down, jnp.isinf(amax))
+
+
+def _prescaled_mean(x: jax.Array, dims: tuple[int, ...], prescaled: _Prescaled, square: bool = False) -> jax.Array:
+    """The mean of ``prescaled.values`` over ``dims`` (of their squares with ``square``), from
+    sums over ``x`` itself, not over the values: those sums and _prescale's maximum, minimum and
+    NaN test reduce one input, so that a GPU takes them in one pass (XLA fuses sibling
+    reductions), where a mean of the values waits for the scale, a dependent pass of its own.
+
+    Each group's sum times its scaling factors is the values' sum (a power of two times each
+    term and each partial sum: exact), but for entries that only underflow in one of the two
+    scalings, far below the rounding of a sum they share with the group's largest entry. A group
+    whose plain sum overflows takes a sum of x times a fixed power of two small enough that no
+    group's can (1/count; for squares 1/sqrt(count * largest)); a group that held an infinity,
+    the mean of its limit values (sign(x) at the infinities, 0 elsewhere); a NaN group, NaN."""
+    count = math.prod(x.shape[d] for d in dims)
+    down = prescaled.down
+    if square:
+        fixed = 2.0 ** -math.ceil((jnp.finfo(x.dtype).maxexp + math.log2(count)) / 2)
+        plain = (x * x).sum(axis=dims, keepdims=True)
+        small = ((x * fixed) * (x * fixed)).sum(axis=dims, keepdims=True)
+        limits = jnp.isinf(x).sum(axis=dims, keepdims=True).astype(x.dtype)
+        # One factor at a time, a shrinking one first: down^2 underflows where the result does
+        # not, and a small sum times down[0] / fixed overflows before it is times down[1].
+        total = jnp.where(
+            jnp.isfinite(plain),
+            plain * down[0] * down[1] * down[0] * down[1],
+            small * down[1] * (down[0] / fixed) * down[1] * (down[0] / fixed),
+        )
+    else:
+        fixed = 2.0 ** -math.ceil(math.log2(count))
+        plain = x.sum(axis=dims, keepdims=True)
+        small = (x * fixed).sum(axis=dims, keepdims=True)
+        limits = jnp.where(jnp.isinf(x), jnp.sign(x), 0.0).sum(axis=dims, keepdims=True)
+        total = jnp.where(jnp.isfinite(plain), plain * down[0] * down[1], small * down[1] * (down[0] / fixed))
+    return jnp.where(prescaled.limit, limits, total) / count
 
 
 def _standardize(x: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[Any, ...]:
@@ -76,7 +113,7 @@ def _standardize(x: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[Any, 
     scaled, scale, minimum, constant = prescaled[:4]
     # A constant group's mean is its value, exactly (see PyTorch's side for why).
     # Its value from the minimum, its gradient from the mean (as on PyTorch's side).
-    mean = scaled.mean(axis=dims, keepdims=True)
+    mean = _prescaled_mean(x, dims, prescaled)
     mean = mean + jax.lax.stop_gradient(jnp.where(constant, minimum - mean, 0.0))
     centred = scaled - mean
     var = (centred * centred).mean(axis=dims, keepdims=True)
@@ -323,9 +360,8 @@ def _rms_normalized(
 
     def formula(_: Any) -> tuple[Any, ...]:
         prescaled = _prescale(xc, (-1,))
-        scaled = prescaled.values
-        root = _root((scaled * scaled).mean(axis=-1, keepdims=True), prescaled.scale, eps)
-        return finish(scaled / root), _prescaled_linear(jnp.zeros_like(root), root, prescaled)
+        root = _root(_prescaled_mean(xc, (-1,), prescaled, square=True), prescaled.scale, eps)
+        return finish(prescaled.values / root), _prescaled_linear(jnp.zeros_like(root), root, prescaled)
 
     def branching() -> tuple[jax.Array, ...]:
         ms = (xc * xc).mean(axis=-1, keepdims=True)

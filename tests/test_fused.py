@@ -109,7 +109,7 @@ def test_the_gpu_probe_runs(tmp_path) -> None:
     for name in gpu_probe.JAX_TECHNIQUES:
         assert f"jax {name} ours forward+backward" in names and f"jax {name} built-in forward" in names, name
         assert f"jax {name} ours with the CPU's lax.cond forward+backward" in names, name
-    assert _common.BRANCHING_PLATFORMS == kept, "the probe left the CPU's form on"
+    assert kept == _common.BRANCHING_PLATFORMS, "the probe left the CPU's form on"
     assert {"copy", "div.rn, no zero", "div.rn, half zeros", "divide, half zeros"} <= names
     assert all(row.get("each_us", 0) > 0 and row.get("loop_us", 0) > 0 for row in record.results), [
         row for row in record.results if "error" in row

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cases import CASES, FRAMEWORKS, TRAIN_CASES, Case, around_kinks, params
+from cases import FRAMEWORKS, TRAIN_CASES, Case, around_kinks, params
 
 import harness
 from harness.sampling import input_shape, machine_epsilon, round_to, sample_cotangent, sample_input
@@ -366,70 +366,3 @@ def test_reverse_mode_of_vmap_of_training_batch_norm_with_one_element_holding_an
 
     each = _check_vmapped_vjp(output, jax.numpy.asarray(xs), jax.numpy.asarray(cs), len(batch))
     assert (each[-1][:, 0] == 0).all() and np.isfinite(each[-1][:, 1:]).all(), "the limit channel's VJP is not zero"
-
-
-def _control_flow(jaxpr, platform: str) -> list[str]:
-    """The data-dependent control flow (``cond``, ``while``) a JAX program keeps once lowered for
-    ``platform``: ``lax.platform_dependent``'s conds (those with ``branches_platforms``) are
-    resolved to that platform's branch, as lowering does; every other cond and loop is listed,
-    nested ones included."""
-    found = []
-    for eqn in jaxpr.eqns:
-        name, subs = eqn.primitive.name, list(_jaxprs_in(eqn.params.values()))
-        table = eqn.params.get("branches_platforms") if name == "cond" else None
-        if table is not None:
-            listed = [i for i, platforms in enumerate(table) if platforms is not None and platform in platforms]
-            subs = [subs[listed[0] if listed else table.index(None)]]
-        elif name in ("cond", "while"):
-            found.append(name)
-        for sub in subs:
-            found += _control_flow(sub, platform)
-    return found
-
-
-def _jaxprs_in(values):
-    for value in values:
-        if hasattr(value, "eqns"):
-            yield value
-        elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
-            yield value.jaxpr
-        elif isinstance(value, tuple | list):
-            yield from _jaxprs_in(value)
-
-
-def test_the_control_flow_walker_resolves_platforms() -> None:
-    """The walker of the next test finds a cond nested in a platform's branch on that platform
-    only, and a cond outside any on every platform."""
-    import jax
-    import jax.numpy as jnp
-
-    def inner(v):
-        return jax.lax.cond(jnp.all(v > 0), lambda u: u, lambda u: -u, v)
-
-    def fn(v):
-        return jax.lax.platform_dependent(v, cpu=inner, default=lambda u: u * 2.0)
-
-    program = jax.make_jaxpr(jax.grad(lambda v: fn(v).sum()))(jnp.ones(3)).jaxpr
-    assert _control_flow(program, "cpu") == ["cond", "cond"]  # the forward's and its transpose
-    assert _control_flow(program, "cuda") == []
-    assert _control_flow(jax.make_jaxpr(inner)(jnp.ones(3)).jaxpr, "cuda") == ["cond"]
-
-
-@pytest.mark.parametrize("case", params([c for c in CASES if not c.given]))
-def test_a_gpu_program_branches_on_no_data(case: Case, rng) -> None:
-    """XLA:GPU reads a conditional's predicate on the host (a synchronization per call, which
-    every launch after it waits for), so the JAX program of a module's call and VJP lowered for a
-    GPU holds no data-dependent cond; the CPU's may, where a guard skips a fallback
-    (impl_jax._common.branching_on_cpu). A loop is allowed: sparsemax's threshold asks after its
-    unrolled steps (tests/test_sparsemax_threshold.py)."""
-    import jax
-    from flax import nnx
-
-    from impl_jax import adapter
-
-    x, cotangent, _ = _draw(case, "float32", rng)
-    module = case.build("jax", "float32")
-    graphdef, weights, rest = nnx.split(module, nnx.Param, ...)
-    arrays = (adapter.from_numpy(x, "float32"), adapter.from_numpy(cotangent, "float32"))
-    program = jax.make_jaxpr(adapter._vjp, static_argnums=0)(graphdef, weights, rest, *arrays).jaxpr
-    assert "cond" not in _control_flow(program, "cuda"), _control_flow(program, "cuda")
