@@ -90,13 +90,13 @@ def tests(session: nox.Session) -> None:
     # Again through the Triton kernels of the eager CUDA path (impl_torch/_native/fused.py and
     # rows.py), in Triton's interpreter on the CPU: no GPU needed. Installed last, so that the
     # passes above run as on a CPU-only install, without Triton. JAX takes its GPU forms too, the
-    # branch-free ones (impl_jax._common.branching_on_cpu), whose techniques are the row kernels'.
+    # branch-free ones (impl_jax._common.cpu_or_accelerator), whose techniques are the row kernels'.
     if not session.posargs and _can_install(session):
         session.install(*CONSTRAINTS, "triton")
         fused = {
             "OUTPUT_LIMITS_TRITON_CPU": "1",
             "TRITON_INTERPRET": "1",
-            "OUTPUT_LIMITS_JAX_BRANCHING": "0",
+            "OUTPUT_LIMITS_JAX_FORMS": "accelerator",
             "OUTPUT_LIMITS_PARITY_DIR": ".parity/triton",
         }
         kernels = " or ".join((*FUSED_TECHNIQUES, *ROW_TECHNIQUES))

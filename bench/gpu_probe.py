@@ -14,9 +14,9 @@ For each size (log2 of the elements; rows of 1024, batch_norm 64 channels), PyTo
   pays), in a kernel of its own over the same elements.
 
 And at the largest size, jax.jit: the norms, softmaxes and sparsemax against flax's and
-jax.nn's ops, and again in the form they take on the CPU, where a ``lax.cond`` skips the
-fallback (off the CPU they run branch-free: ``impl_jax._common.branching_on_cpu``): what the
-host's read of the predicate costs on this device.
+jax.nn's ops, and again in the forms they take on the CPU (``lax.cond`` skipping the fallback,
+sparsemax's blocked loop; off the CPU they take others: ``impl_jax._common.cpu_or_accelerator``):
+what reading a predicate on the host costs on this device, against what the branch-free forms do.
 
 Prints one line per measurement and writes them as JSON. ``--device cpu`` runs it in Triton's
 interpreter (``TRITON_INTERPRET=1 OUTPUT_LIMITS_TRITON_CPU=1``), small sizes only: a check that
@@ -149,7 +149,7 @@ JAX_TECHNIQUES = ("layer_norm", "rms_norm", "softmax", "log_softmax", "batch_nor
 
 def probe_jax(record: _Recorder, device: str, log2: int) -> None:
     """jax.jit at 2^``log2``: ours and the built-in op for JAX_TECHNIQUES, then ours again in
-    the CPU's branching form (BRANCHING_PLATFORMS widened to the GPUs, every compiled program
+    the CPU's form (CPU_FORMS widened to the GPUs, every compiled program
     dropped before and after, so each form is traced anew)."""
     import jax
 
@@ -159,17 +159,17 @@ def probe_jax(record: _Recorder, device: str, log2: int) -> None:
     backend.use_device(device)
     n = 1 << log2
     _ours_and_built_in(record, "jax", JAX_TECHNIQUES, n, device)
-    kept = _common.BRANCHING_PLATFORMS
-    _common.BRANCHING_PLATFORMS = ("cpu", "cuda", "rocm")
+    kept = _common.CPU_FORMS
+    _common.CPU_FORMS = ("cpu", "cuda", "rocm")
     jax.clear_caches()
     try:
         for name in JAX_TECHNIQUES:
             x, cot, params = inputs(name, n)
             for mode in MODES:
                 fn = backend.bench_callable(harness.build(name, "jax", **params), x, cot, mode, "jit", device)
-                record(f"jax {name} ours with the CPU's lax.cond {mode}", n, fn, backend.block)
+                record(f"jax {name} ours in the CPU's form {mode}", n, fn, backend.block)
     finally:
-        _common.BRANCHING_PLATFORMS = kept
+        _common.CPU_FORMS = kept
         jax.clear_caches()
 
 

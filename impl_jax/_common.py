@@ -18,26 +18,37 @@ import jax.numpy as jnp
 LOW = (jnp.dtype("float16"), jnp.dtype("bfloat16"))
 T = TypeVar("T")
 
-# The platforms whose programs branch on data (``lax.cond``, a loop asked at every step) to skip
-# a fallback's work where a guard says it is not needed. XLA:CPU reads a predicate in the thread
-# that runs the program. XLA:GPU copies it to the host and waits for the stream before it runs the
-# branch (ConditionalThunk, and WhileThunk at every step): a synchronization per call, which every
-# launch queued after it waits for too. OUTPUT_LIMITS_JAX_BRANCHING=0 empties it, so that the
-# tests run the branch-free forms on the CPU (the Triton pass of ``nox -s tests``).
-BRANCHING_PLATFORMS: tuple[str, ...] = () if os.environ.get("OUTPUT_LIMITS_JAX_BRANCHING") == "0" else ("cpu",)
+
+def _cpu_forms() -> tuple[str, ...]:
+    chosen = os.environ.get("OUTPUT_LIMITS_JAX_FORMS", "by-platform")
+    if chosen not in ("by-platform", "accelerator"):
+        raise ValueError(
+            f"OUTPUT_LIMITS_JAX_FORMS must be 'by-platform' (the default) or 'accelerator', got {chosen!r}"
+        )
+    return ("cpu",) if chosen == "by-platform" else ()
 
 
-def branching_on_cpu(branching: Callable[..., T], branch_free: Callable[..., T], *operands: Any) -> T:
-    """``branching(*operands)`` in a program lowered for a platform of BRANCHING_PLATFORMS (the
-    CPU), ``branch_free(*operands)`` in one lowered for any other. Both must give the declared
-    result for every input: ``branch_free`` is the guarded path's fallback run for every group, a
-    pass or two more than the fast formula, never a host synchronization. Chosen when the program
-    is lowered (``lax.platform_dependent``), not by a Python branch, so a jitted function moved to
-    a GPU takes the GPU's form."""
-    if not BRANCHING_PLATFORMS:
-        return branch_free(*operands)
-    per_platform = dict.fromkeys(BRANCHING_PLATFORMS, branching)
-    return jax.lax.platform_dependent(*operands, default=branch_free, **per_platform)
+# The platforms whose programs take the CPU's forms of cpu_or_accelerator: branching on data
+# (``lax.cond``, a loop asked at every step) to skip a fallback's work where a guard says it is
+# not needed, and reductions one after another where siblings would each read the input anew.
+# XLA:CPU reads a predicate in the thread that runs the program. XLA:GPU copies it to the host
+# and waits for the stream before it runs the branch (ConditionalThunk, and WhileThunk at every
+# step): a synchronization per call, which every launch queued after it waits for too.
+# OUTPUT_LIMITS_JAX_FORMS=accelerator empties it, so that tests run the other forms on the CPU
+# (the Triton pass of ``nox -s tests``).
+CPU_FORMS: tuple[str, ...] = _cpu_forms()
+
+
+def cpu_or_accelerator(cpu: Callable[..., T], accelerator: Callable[..., T], *operands: Any) -> T:
+    """``cpu(*operands)`` in a program lowered for a platform of CPU_FORMS (the CPU),
+    ``accelerator(*operands)`` in one lowered for any other. Both give the declared result for
+    every input; the accelerator's form never branches on data (for a guarded technique, its
+    fallback run for every group, with the fewest dependent passes). Chosen when the program is
+    lowered (``lax.platform_dependent``), not by a Python branch, so a jitted function moved to a
+    GPU takes the GPU's form."""
+    if not CPU_FORMS:
+        return accelerator(*operands)
+    return jax.lax.platform_dependent(*operands, default=accelerator, **dict.fromkeys(CPU_FORMS, cpu))
 
 
 def jitted(fn: Callable[..., Any], **params: Any) -> Callable[..., Any]:

@@ -21,7 +21,7 @@ from flax import nnx
 
 import harness
 from harness.numerics import trusted_rstd_low, trusted_variance_floor
-from impl_jax._common import branching_on_cpu, clamp_straight_through, everywhere, jitted, upcast
+from impl_jax._common import clamp_straight_through, cpu_or_accelerator, everywhere, jitted, upcast
 from impl_jax.adapter import FRAMEWORK_DTYPES, check_array, dtype_name
 
 
@@ -70,23 +70,37 @@ def _prescale(x: jax.Array, dims: tuple[int, ...]) -> _Prescaled:
 
 
 def _prescaled_mean(x: jax.Array, dims: tuple[int, ...], prescaled: _Prescaled, square: bool = False) -> jax.Array:
-    """The mean of ``prescaled.values`` over ``dims`` (of their squares with ``square``), from
-    sums over ``x`` itself, not over the values: those sums and _prescale's maximum, minimum and
-    NaN test reduce one input, so that a GPU takes them in one pass (XLA fuses sibling
-    reductions), where a mean of the values waits for the scale, a dependent pass of its own.
+    """The mean of ``prescaled.values`` over ``dims`` (of their squares with ``square``).
 
-    Each group's sum times its scaling factors is the values' sum (a power of two times each
-    term and each partial sum: exact), but for entries that only underflow in one of the two
-    scalings, far below the rounding of a sum they share with the group's largest entry. A group
-    whose plain sum overflows takes a sum of x times a fixed power of two small enough that no
-    group's can (1/count; for squares 1/sqrt(count * largest)); a group that held an infinity,
-    the mean of its limit values (sign(x) at the infinities, 0 elsewhere); a NaN group, NaN."""
+    On the CPU, of the values themselves: one reduction after _prescale's (XLA:CPU reads each
+    reduction's input anew, siblings too). Elsewhere from sums over ``x`` itself, which reduce
+    the input beside _prescale's maximum, minimum and NaN test, so that a GPU takes them in one
+    pass (XLA fuses sibling reductions) instead of one more: see :func:`_sibling_mean`."""
+
+    def of_values() -> jax.Array:
+        values = prescaled.values
+        return (values * values if square else values).mean(axis=dims, keepdims=True)
+
+    return cpu_or_accelerator(of_values, lambda: _sibling_mean(x, dims, prescaled, square))
+
+
+def _sibling_mean(x: jax.Array, dims: tuple[int, ...], prescaled: _Prescaled, square: bool) -> jax.Array:
+    """_prescaled_mean from sums over ``x``. Each group's sum times its scaling factors is the
+    values' sum (a power of two times each term and each partial sum: exact), but for entries
+    that underflow in only one of the two scalings, far below the rounding of a sum they share
+    with the group's largest entry. A group whose plain sum overflows takes a sum of x times a
+    fixed power of two small enough that no group's can (1/count; for squares 1/sqrt(count *
+    largest)); a group that held an infinity, the mean of its limit values (sign(x) at the
+    infinities, 0 elsewhere); a NaN group, NaN."""
     count = math.prod(x.shape[d] for d in dims)
     down = prescaled.down
     if square:
         fixed = 2.0 ** -math.ceil((jnp.finfo(x.dtype).maxexp + math.log2(count)) / 2)
-        plain = (x * x).sum(axis=dims, keepdims=True)
-        small = ((x * fixed) * (x * fixed)).sum(axis=dims, keepdims=True)
+        # Infinities squared as 0: their groups take the limits' sum, and the unused inf * inf
+        # would turn the derivative's 0 * inf into NaN in second order.
+        finite = jnp.where(jnp.isinf(x), 0.0, x)
+        plain = (finite * finite).sum(axis=dims, keepdims=True)
+        small = ((finite * fixed) * (finite * fixed)).sum(axis=dims, keepdims=True)
         limits = jnp.isinf(x).sum(axis=dims, keepdims=True).astype(x.dtype)
         # One factor at a time, a shrinking one first: down^2 underflows where the result does
         # not, and a small sum times down[0] / fixed overflows before it is times down[1].
@@ -215,7 +229,7 @@ def _normalized(
     declared one (one fused check on group-sized values); the prescaled formula of _standardize
     otherwise (``lax.cond``: only the rare call with a constant, infinite, NaN, overflowing or huge
     group pays for it; under vmap both branches run). Elsewhere the prescaled formula alone (see
-    :func:`impl_jax._common.branching_on_cpu`: a GPU reads a cond's predicate on the host).
+    :func:`impl_jax._common.cpu_or_accelerator`: a GPU reads a cond's predicate on the host).
     ``finish`` (the affine step, the cast) is applied to the first result inside each branch,
     where XLA fuses it into the output pass."""
 
@@ -235,7 +249,7 @@ def _normalized(
         mean, var, trusted = _plain_statistics(xc, dims, eps)
         return jax.lax.cond(trusted, fast, formula, (mean, var))
 
-    return branching_on_cpu(branching, lambda: formula(None))
+    return cpu_or_accelerator(branching, lambda: formula(None))
 
 
 def _normalized_tangent(
@@ -271,7 +285,7 @@ def _normalized_tangent(
     The predicate goes through :func:`impl_jax._common.everywhere`, so that under vmap it stays
     unbatched: a cond whose predicate is batched becomes selects that stop_gradient their
     operands, the tangent among them, and reverse mode of the vmapped function fails. Off the CPU
-    the second branch alone (:func:`impl_jax._common.branching_on_cpu`)."""
+    the second branch alone (:func:`impl_jax._common.cpu_or_accelerator`)."""
 
     def branch(plain: bool) -> Callable[[tuple[Any, ...]], jax.Array]:
         def run(operands: tuple[Any, ...]) -> jax.Array:
@@ -289,11 +303,11 @@ def _normalized_tangent(
 
         return jax.checkpoint(run)
 
-    # The tangent goes into each form as an operand, not a closure: both must stay linear in it.
+    # The tangent goes into each form as an operand, as it went into the cond.
     def branching(*operands: Any) -> jax.Array:
         return jax.lax.cond(everywhere(operands[1].plain), branch(True), branch(False), operands)
 
-    return branching_on_cpu(branching, lambda *operands: branch(False)(operands), xc, linear, dx, weight)
+    return cpu_or_accelerator(branching, lambda *operands: branch(False)(operands), xc, linear, dx, weight)
 
 
 def layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, *, eps: float) -> jax.Array:
@@ -368,7 +382,7 @@ def _rms_normalized(
         # NaN and inf fail the comparison too.
         return jax.lax.cond(jnp.all(jax.lax.stop_gradient(ms) < _variance_high(xc.dtype)), fast, formula, ms)
 
-    return branching_on_cpu(branching, lambda: formula(None))
+    return cpu_or_accelerator(branching, lambda: formula(None))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from harness import implements
-from impl_jax._common import branching_on_cpu, clamp_straight_through, everywhere, upcast
+from impl_jax._common import clamp_straight_through, cpu_or_accelerator, everywhere, upcast
 
 
 def _limit_shift(xc: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
@@ -79,7 +79,7 @@ def _guarded_map(
       kept unbatched under vmap (:func:`impl_jax._common.everywhere`).
 
     Off the CPU both sides take their second form alone, on the rows' limits, branch-free (see
-    :func:`impl_jax._common.branching_on_cpu`: a GPU reads a cond's predicate on the host).
+    :func:`impl_jax._common.cpu_or_accelerator`: a GPU reads a cond's predicate on the host).
     """
 
     def value(xc: jax.Array, axis: int) -> jax.Array:
@@ -91,7 +91,7 @@ def _guarded_map(
             unfinished = jnp.any(jnp.isnan(jax.lax.index_in_dim(y, 0, axis)))
             return jax.lax.cond(unfinished, lambda y: limits(), lambda y: y, y)
 
-        return branching_on_cpu(branching, limits)
+        return cpu_or_accelerator(branching, limits)
 
     guarded = jax.custom_jvp(value, nondiff_argnums=(1,))
 
@@ -109,7 +109,7 @@ def _guarded_map(
             z, top = _limit_shift(operands[0], axis)  # its own maxima, NaN for a NaN row
             return jnp.where(jnp.isinf(top), 0.0, tangent(z, operands[-1], axis))
 
-        # The tangent goes into each form as an operand, not a closure: both must stay linear in it.
+        # The tangent goes into each form as an operand, as it went into the cond.
         def branching(xc: jax.Array, t: jax.Array) -> jax.Array:
             top = jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True))
             finite = everywhere(jnp.all(jnp.isfinite(top)))
@@ -118,7 +118,7 @@ def _guarded_map(
         def branch_free(xc: jax.Array, t: jax.Array) -> jax.Array:
             return jax.checkpoint(any_rows)((xc, t))
 
-        dy = branching_on_cpu(branching, branch_free, xc, t)
+        dy = cpu_or_accelerator(branching, branch_free, xc, t)
         return value(xc, axis), dy
 
     return guarded
@@ -174,7 +174,7 @@ def _threshold(z: jax.Array, axis: int) -> jax.Array:
     rows = jnp.moveaxis(z, axis, -1)
     shape = rows.shape[:-1]
     rows = rows.reshape(-1, n)
-    tau = branching_on_cpu(_blocked_threshold, _whole_threshold, rows)
+    tau = cpu_or_accelerator(_blocked_threshold, _whole_threshold, rows)
     return jnp.moveaxis(tau.reshape(*shape, 1), -1, axis)
 
 

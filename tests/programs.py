@@ -74,6 +74,16 @@ def control_flow(jaxpr: Any, platform: str) -> list[str]:
     return found
 
 
+def has_platform_forms(jaxpr: Any) -> bool:
+    """Whether the program holds a form per platform (``lax.platform_dependent``), nested too."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "cond" and eqn.params.get("branches_platforms") is not None:
+            return True
+        if any(has_platform_forms(inner) for platform in ("cpu", "cuda") for inner, _ in _nested(eqn, platform)):
+            return True
+    return False
+
+
 def passes(jaxpr: Any, platform: str) -> float:
     """The longest chain of reductions over the data, each waiting for the one before: a GPU
     reads the data once per link at least (XLA fuses reductions of one input, siblings, into one

@@ -98,7 +98,7 @@ def test_the_gpu_probe_runs(tmp_path) -> None:
     from bench import gpu_probe
     from impl_jax import _common
 
-    kept = _common.BRANCHING_PLATFORMS
+    kept = _common.CPU_FORMS
     record = gpu_probe._Recorder(tmp_path / "probe.json", seconds=1e-6)
     gpu_probe.probe_torch(record, "cpu", (10,))
     gpu_probe.probe_jax(record, "cpu", 10)
@@ -108,8 +108,8 @@ def test_the_gpu_probe_runs(tmp_path) -> None:
             assert {f"{name} {side} forward", f"{name} {side} forward+backward"} <= names, name
     for name in gpu_probe.JAX_TECHNIQUES:
         assert f"jax {name} ours forward+backward" in names and f"jax {name} built-in forward" in names, name
-        assert f"jax {name} ours with the CPU's lax.cond forward+backward" in names, name
-    assert kept == _common.BRANCHING_PLATFORMS, "the probe left the CPU's form on"
+        assert f"jax {name} ours in the CPU's form forward+backward" in names, name
+    assert kept == _common.CPU_FORMS, "the probe left the CPU's form on"
     assert {"copy", "div.rn, no zero", "div.rn, half zeros", "divide, half zeros"} <= names
     assert all(row.get("each_us", 0) > 0 and row.get("loop_us", 0) > 0 for row in record.results), [
         row for row in record.results if "error" in row

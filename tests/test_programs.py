@@ -3,7 +3,7 @@ branch, and no more passes over the data one after another than JAX's or flax's 
 
 XLA:GPU reads a conditional's predicate on the host (a synchronization per call, which every
 launch after it waits for), so off the CPU the guarded techniques run branch-free
-(impl_jax._common.branching_on_cpu). Their fallback then runs on every call, so it must cost
+(impl_jax._common.cpu_or_accelerator). Their fallback then runs on every call, so it must cost
 what the built-in costs where a GPU's time goes, in passes over memory.
 """
 
@@ -14,14 +14,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from cases import CASES, Case, params
-from programs import control_flow, passes, program
+from programs import control_flow, has_platform_forms, passes, program
 
 import harness
 from bench import plan as benchplan
 from harness.sampling import input_shape, sample_cotangent, sample_input
+from harness.tolerances import compare, tolerance, vjp_scale
 from impl_jax import baselines
 
 WITH_BUILT_IN = [n for n in harness.names() if n in baselines.BUILTINS]
+# The loops a GPU's program may keep (XLA:GPU reads a loop's predicate on the host at every
+# step), each with its reason; any other fails.
+LOOPS = {
+    "sparsemax": "Michelot's iteration for the threshold: eight steps unrolled, then a loop that "
+    "usually asks once (tests/test_sparsemax_threshold.py); timed against a few softmaxes",
+}
 # Known gaps, each with its reason: a test that passes here fails (strict), so the list shrinks.
 GAPS = {
     ("rms_norm", "forward+backward"): (
@@ -59,14 +66,15 @@ def test_the_walkers_resolve_platforms() -> None:
 @pytest.mark.parametrize("case", params([c for c in CASES if not c.given]))
 def test_a_gpu_program_branches_on_no_data(case: Case, rng) -> None:
     """The program of a module's call and input VJP, lowered for a GPU, holds no data-dependent
-    cond; the CPU's may, where a guard skips a fallback. A loop is allowed: sparsemax's threshold
-    asks after its unrolled steps (tests/test_sparsemax_threshold.py)."""
+    cond, and a loop only where LOOPS gives its reason; the CPU's may branch, where a guard skips
+    a fallback."""
     spec, resolved = case.spec(), case.resolved("float32")
     shape = input_shape(spec, resolved)
     x, cotangent = sample_input(spec, resolved, shape, rng), sample_cotangent(shape, rng)
     for mode in benchplan.MODES:
         found = control_flow(program(case.build("jax", "float32"), x, cotangent, mode), "cuda")
         assert "cond" not in found, (mode, found)
+        assert case.name in LOOPS or not found, (mode, found)
 
 
 @pytest.mark.parametrize("mode", benchplan.MODES)
@@ -75,14 +83,46 @@ def test_a_gpu_program_reads_its_data_no_more_often_than_the_built_in(name: str,
     """Off the CPU, ours needs no longer a chain of dependent passes over the data than the op
     the benchmark sets beside it (flax's norms, jax.nn's softmaxes, the elementwise ops), call
     and input VJP: each link is one read of the whole input at least. A program with a loop
-    (sparsemax's threshold) has its own target (a few softmaxes), not this one."""
+    (LOOPS) has its own target instead."""
     x, cotangent, resolved = benchplan.inputs(name, 2**12)
     ours = passes(program(harness.build(name, "jax", **resolved), x, cotangent, mode), "cuda")
     theirs = passes(program(baselines.BUILTINS[name](**resolved), x, cotangent, mode), "cuda")
-    if ours == float("inf"):
-        assert "while" in control_flow(program(harness.build(name, "jax", **resolved), x, cotangent, mode), "cuda")
-        pytest.skip(f"{name} loops (its threshold): timed against its own target")
+    if name in LOOPS:
+        pytest.skip(f"{name} loops: {LOOPS[name]}")
     if (name, mode) in GAPS:
         assert ours > theirs, f"the gap closed ({ours} against {theirs}): drop its entry from GAPS"
         pytest.xfail(f"{ours} dependent passes against {theirs}: {GAPS[name, mode]}")
     assert ours <= theirs, f"{ours} dependent passes against the built-in's {theirs}"
+
+
+@pytest.mark.parametrize("case", params([c for c in CASES if not c.given]))
+def test_the_accelerator_forms_give_the_cpu_forms_results(case: Case, rng) -> None:
+    """Every technique whose program has a form per platform, run in its accelerator's form on
+    this CPU against its CPU form (which every other test holds to the references): values and
+    input VJPs in float32 on rows of every kind (infinities, the largest finite values, constant
+    rows, a NaN), NaN exactly where the other is, the rest within the tolerance table. The Triton
+    pass of ``nox -s tests`` runs every test of these techniques in the accelerator's form too."""
+    from test_bounds import _extreme_input
+
+    from impl_jax import _common
+
+    x = _extreme_input(case, "float32", rng)
+    x.reshape(-1, x.shape[-1])[-1, 0] = np.nan
+    cotangent = rng.normal(size=x.shape)
+    if not has_platform_forms(program(case.build("jax", "float32"), x, cotangent, "forward+backward")):
+        pytest.skip("one form on every platform")
+    kept, results = _common.CPU_FORMS, []
+    try:
+        for forms in (("cpu",), ()):
+            _common.CPU_FORMS = forms
+            jax.clear_caches()  # programs are cached per function, not per CPU_FORMS
+            results.append(harness.backend("jax").vjp(case.build("jax", "float32"), x, cotangent, "float32")[:2])
+    finally:
+        _common.CPU_FORMS = kept
+        jax.clear_caches()
+    for part, cpu, accelerator in zip(("value", "vjp"), *results, strict=True):
+        np.testing.assert_array_equal(np.isnan(cpu), np.isnan(accelerator), err_msg=f"{part}: NaN pattern")
+        keep = ~np.isnan(cpu)
+        scale = vjp_scale(cpu[keep]) if part == "vjp" else 0.0
+        result = compare(cpu[keep], accelerator[keep], tolerance(case.name, "float32", part), scale)
+        assert result.ok, f"{part}: the forms differ by {result.max_rel:.3e} ({result.problem or ''})"

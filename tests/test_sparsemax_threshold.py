@@ -113,12 +113,12 @@ def test_the_accelerators_threshold_equals_the_sorted_rule(n: int, unrolled: int
 
 def test_jax_lowers_the_threshold_for_the_platform() -> None:
     """On the CPU a loop over blocks of rows around each block's iteration (two loops); for a
-    GPU one loop over every row, after the unrolled steps. (With OUTPUT_LIMITS_JAX_BRANCHING=0
+    GPU one loop over every row, after the unrolled steps. (With OUTPUT_LIMITS_JAX_FORMS=accelerator
     the CPU takes the GPU's form too.)"""
     import jax
     import jax.numpy as jnp
 
-    from impl_jax._common import BRANCHING_PLATFORMS
+    from impl_jax._common import CPU_FORMS
 
     module = harness.build("sparsemax", "jax")
     x = jnp.ones((512, 1024), jnp.float32)
@@ -126,4 +126,4 @@ def test_jax_lowers_the_threshold_for_the_platform() -> None:
         platform: jax.jit(module).trace(x).lower(lowering_platforms=(platform,)).as_text().count("stablehlo.while")
         for platform in ("cpu", "cuda")
     }
-    assert loops == {"cpu": 2 if "cpu" in BRANCHING_PLATFORMS else 1, "cuda": 1}, loops
+    assert loops == {"cpu": 2 if "cpu" in CPU_FORMS else 1, "cuda": 1}, loops
