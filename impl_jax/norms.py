@@ -191,7 +191,10 @@ def _rebuilt(x: jax.Array, linear: _Linear, limits: bool = False) -> jax.Array:
     # reductions do not take (the clipped copy was written to memory first: 1.36 of flax's
     # layer norm forward+backward against 1.28, measured).
     bound = jnp.where(linear.limit, 1.0, jnp.inf).astype(x.dtype)
-    v = jnp.minimum(jnp.maximum(x * linear.down[0] * linear.down[1], -bound), bound)
+    # The factors' derivative is 0 (powers of two from a stop_gradient'ed maximum), but handed
+    # through a cond they arrive with zero tangents, not none, and x * 0 is NaN at an infinity.
+    down = jax.lax.stop_gradient(linear.down)
+    v = jnp.minimum(jnp.maximum(x * down[0] * down[1], -bound), bound)
     if limits:
         v = jnp.where(linear.limit, jnp.where(jnp.isinf(x), jnp.sign(x), 0.0), v)
     return (v - linear.mean) * linear.rstd
@@ -203,13 +206,52 @@ def _plain_statistics(xc: jax.Array, dims: tuple[int, ...], eps: float) -> tuple
     overflowed square) clear of cancellation (harness.numerics.trusted_variance_floor, the rule
     PyTorch's side applies to ATen's statistics), with rstd above trusted_rstd_low (see
     _variance_high)."""
-    mean = xc.mean(axis=dims, keepdims=True)
-    centred = xc - mean
-    var = (centred * centred).mean(axis=dims, keepdims=True)
+    mean, var = _mean_and_variance(xc, dims)
     k, floor = trusted_variance_floor(jnp.dtype(xc.dtype).name, eps)
     v = jax.lax.stop_gradient(var)
     trusted = jnp.all((v < _variance_high(xc.dtype)) & (v > jnp.maximum(k * (mean * mean), floor)))
     return mean, var, trusted
+
+
+# The fast path's statistics are differentiated in second order only (the first-order tangent is
+# written out), and there only matter where every group took the fast path. Where a group held an
+# infinity or a NaN, the fallback's statistics made the output; these then get zero cotangents,
+# which autodiff would still multiply by x - mean = inf - inf at that group, a NaN in every
+# entry's second order. So their derivatives read x - mean (x for the mean square) as 0 where it
+# is not finite: the same bits where every entry is finite.
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _mean_and_variance(xc: jax.Array, dims: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """Mean and biased variance (two-pass) over ``dims``."""
+    mean = xc.mean(axis=dims, keepdims=True)
+    centred = xc - mean
+    return mean, (centred * centred).mean(axis=dims, keepdims=True)
+
+
+@_mean_and_variance.defjvp
+def _mean_and_variance_jvp(
+    dims: tuple[int, ...], primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+    (xc,), (dx,) = primals, tangents
+    mean, var = _mean_and_variance(xc, dims)
+    centred = xc - mean
+    dmean = dx.mean(axis=dims, keepdims=True)
+    # 2 c (dx - dmean), as autodiff of c * c with c = x - mean gives it.
+    dvar = (2.0 * jnp.where(jnp.isfinite(centred), centred, 0.0) * (dx - dmean)).mean(axis=dims, keepdims=True)
+    return (mean, var), (dmean, dvar)
+
+
+@jax.custom_jvp
+def _mean_square(xc: jax.Array) -> jax.Array:
+    """mean(x^2) over the last axis (rms_norm's fast path)."""
+    return (xc * xc).mean(axis=-1, keepdims=True)
+
+
+@_mean_square.defjvp
+def _mean_square_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
+    (xc,), (dx,) = primals, tangents
+    return _mean_square(xc), (2.0 * jnp.where(jnp.isfinite(xc), xc, 0.0) * dx).mean(axis=-1, keepdims=True)
 
 
 def _variance_high(dtype: Any) -> float:
@@ -378,7 +420,7 @@ def _rms_normalized(
         return finish(prescaled.values / root), _prescaled_linear(jnp.zeros_like(root), root, prescaled)
 
     def branching() -> tuple[jax.Array, ...]:
-        ms = (xc * xc).mean(axis=-1, keepdims=True)
+        ms = _mean_square(xc)
         # NaN and inf fail the comparison too.
         return jax.lax.cond(jnp.all(jax.lax.stop_gradient(ms) < _variance_high(xc.dtype)), fast, formula, ms)
 
