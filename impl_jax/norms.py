@@ -213,12 +213,13 @@ def _plain_statistics(xc: jax.Array, dims: tuple[int, ...], eps: float) -> tuple
     return mean, var, trusted
 
 
-# The fast path's statistics are differentiated in second order only (the first-order tangent is
-# written out), and there only matter where every group took the fast path. Where a group held an
-# infinity or a NaN, the fallback's statistics made the output; these then get zero cotangents,
-# which autodiff would still multiply by x - mean = inf - inf at that group, a NaN in every
-# entry's second order. So their derivatives read x - mean (x for the mean square) as 0 where it
-# is not finite: the same bits where every entry is finite.
+# The fast path's statistics are differentiated from second order on only (the first-order
+# tangent is written out), and there only matter where every group took the fast path. Where a
+# group held an infinity or a NaN, the fallback's statistics made the output; these then get zero
+# cotangents, which autodiff would still multiply by x - mean (not finite anywhere in that group:
+# inf - inf, finite - inf), a NaN in every entry of the group. So their derivatives read x - mean
+# (x for the mean square) as 0 where it is not finite; where every entry is finite they equal
+# autodiff's to rounding (the last bits of some second-order entries move).
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))

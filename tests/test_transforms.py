@@ -4,6 +4,8 @@ the first derivative, and reverse- against forward-mode Jacobians.
 
 Modules with running statistics run in evaluation mode here: a training call mutates its
 buffers, which torch.func refuses for torch.nn.BatchNorm1d as for ours (README, transforms).
+The second-order tests of huge groups and of an infinity build them in training mode, where
+their groups (channels) are normalized by the batch's statistics.
 """
 
 from __future__ import annotations
