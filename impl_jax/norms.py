@@ -171,9 +171,8 @@ def _plain_linear(mean: jax.Array, rstd: jax.Array) -> _Linear:
 
 
 def _prescaled_linear(mean: jax.Array, root: jax.Array, prescaled: _Prescaled) -> _Linear:
-    # A NaN group is not a limit: its derivative is NaN, as its value.
-    limit = ~prescaled.finite & ~jnp.isnan(root)
-    return _Linear(prescaled.down, mean, 1.0 / root, limit, jnp.array(False))
+    # A NaN group is not a limit (prescaled.limit): its derivative is NaN, as its value.
+    return _Linear(prescaled.down, mean, 1.0 / root, prescaled.limit, jnp.array(False))
 
 
 def _rebuilt(x: jax.Array, linear: _Linear, limits: bool = False) -> jax.Array:
