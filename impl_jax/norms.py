@@ -255,10 +255,21 @@ def _mean_square_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> t
 
 
 def _variance_high(dtype: Any) -> float:
-    """The variance (or mean square) below which rstd stays above harness.numerics.
-    trusted_rstd_low, as PyTorch's side requires of ATen's rstd: 1 / low^2 (2^62 in float32).
-    Above it the fast formula's second order underflows."""
+    """The variance below which rstd stays above harness.numerics.trusted_rstd_low, as
+    PyTorch's side requires of ATen's rstd: 1 / low^2 (2^62 in float32). Above it the fast
+    formula's second order underflows."""
     return trusted_rstd_low(jnp.dtype(dtype).name) ** -2.0
+
+
+def _rms_plain_range(dtype: Any) -> tuple[float, float]:
+    """The range [low, 1 / low) of mean(x^2) + eps in which rms_norm's rows take the plain
+    formula, low = harness.numerics.trusted_rstd_low (2^-31 in float32, 2^-255 in float64): rstd
+    within 2^+-15.5 in float32. Narrower than the other norms' rule (rstd above low), for the
+    plain derivative's row factor rstd^3 (see _normalized_tangent): within it, that derivative
+    overflows no sooner than the form before it. The rows outside (huge ones, and rows far below
+    a tiny eps) take the prescaled formula."""
+    low = trusted_rstd_low(jnp.dtype(dtype).name)
+    return low, 1.0 / low
 
 
 def _normalized(
@@ -322,7 +333,8 @@ def _normalized_tangent(
     residuals: without it, each branch's xhat was a residual written to memory (rms_norm 4.7x
     flax's). Forward+backward at 2^22 against flax's, in alternating processes against the select
     on every call: layer_norm 1.23-1.24 against 1.65-1.76, rms_norm 1.21 against 1.57-1.73 (in an
-    earlier, quieter hour 1.02-1.09 against 1.54-1.87). What remains is the statistics pass
+    earlier, quieter hour 1.02-1.09 against 1.54-1.87; rms_norm's before its plain branch took
+    the row factors out of its reduction). What remains is the statistics pass
     before the cond, which flax's single-pass VJP does not have.
 
     The predicate goes through :func:`impl_jax._common.everywhere`, so that under vmap it stays
@@ -338,15 +350,17 @@ def _normalized_tangent(
                 # (2^-600 at 2^600) times a derivative of its own underflowed in second order.
                 dx = dx * linear.down[0] * linear.down[1]
             if plain and not centred:
-                # rms_norm: rstd dx - x rstd^3 mean(x dx), the row factors outside the reduction.
-                # Transposed, that reduces x * dy alone; reducing xhat * dy, XLA:CPU first wrote
-                # xhat and dy * rstd to memory (its reduction fusions take no row broadcast; seen
-                # in the compiled HLO): 1.22-1.24x flax's forward+backward, 1.08-1.11x so. No
-                # intermediate exceeds the output's own rstd dx (|rstd^2 mean(x dx)| <= rstd rms(dx),
-                # as rstd rms(x) <= 1); x dx overflows first, at a cotangent of 2^97 / sqrt(n) in
-                # float32 (fast-path rows have mean(x^2) < 2^62), as in flax's and autograd's own.
-                rstd = linear.rstd
-                out = rstd * dx - xc * (rstd * (rstd * (rstd * (xc * dx).mean(axis=dims, keepdims=True))))
+                # rms_norm: rstd dx - x rstd^3 mean(x dx), the row factors outside the reduction,
+                # so that transposed it reduces x * dy alone (as flax's VJP). Reducing xhat * dy,
+                # XLA:CPU wrote xhat and dy * rstd to memory first (its reduction fusions took no
+                # row broadcast; the compiled HLO shows it): in one process, one thread, the VJP
+                # took 1.03-1.06 of this form's time at 2^22, 1.12-1.13 at 2^16. The rows here have rstd within 2^+-15.5 (_rms_plain_range,
+                # float32), and the factors apply in an order whose intermediates, forward and
+                # transposed, are bounded by max(n, 2^15.5) 2^15.5 rms(dx), the form before's by
+                # n 2^15.5 rms(dx) (the same bound for rows of 2^15.5 entries or more).
+                rstd, count = linear.rstd, math.prod(xc.shape[d] for d in dims)
+                coefficient = rstd * (rstd * ((rstd * (xc * dx).sum(axis=dims, keepdims=True)) / count))
+                out = rstd * dx - xc * coefficient
                 return out if weight is None else out * weight
             xhat = (xc - linear.mean) * linear.rstd if plain else _rebuilt(xc, linear)
             inner = dx - xhat * (xhat * dx).mean(axis=dims, keepdims=True)
@@ -417,7 +431,7 @@ def _rms_normalized(
     x: jax.Array, eps: float, finish: Callable[[jax.Array], jax.Array] = lambda v: v
 ) -> tuple[jax.Array, ...]:
     """x / sqrt(mean(x^2) + eps) and the rows' _Linear: the plain formula where every row's mean
-    square is finite (no infinity, NaN or overflowed square) and below _variance_high, the
+    square is finite (no infinity, NaN or overflowed square) and in _rms_plain_range, the
     prescaled one of _standardize otherwise (``lax.cond`` on the CPU, the prescaled one alone
     elsewhere, as in _normalized; ``finish`` too)."""
     xc = upcast(x)
@@ -433,8 +447,10 @@ def _rms_normalized(
 
     def branching() -> tuple[jax.Array, ...]:
         ms = _mean_square(xc)
+        low, high = _rms_plain_range(xc.dtype)
+        v = jax.lax.stop_gradient(ms) + eps
         # NaN and inf fail the comparison too.
-        return jax.lax.cond(jnp.all(jax.lax.stop_gradient(ms) < _variance_high(xc.dtype)), fast, formula, ms)
+        return jax.lax.cond(jnp.all((v >= low) & (v < high)), fast, formula, ms)
 
     return cpu_or_accelerator(branching, lambda: formula(None))
 
