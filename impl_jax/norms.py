@@ -354,10 +354,11 @@ def _normalized_tangent(
                 # so that transposed it reduces x * dy alone (as flax's VJP). Reducing xhat * dy,
                 # XLA:CPU wrote xhat and dy * rstd to memory first (its reduction fusions took no
                 # row broadcast; the compiled HLO shows it): in one process, one thread, the VJP
-                # took 1.03-1.06 of this form's time at 2^22, 1.12-1.13 at 2^16. The rows here have rstd within 2^+-15.5 (_rms_plain_range,
-                # float32), and the factors apply in an order whose intermediates, forward and
-                # transposed, are bounded by max(n, 2^15.5) 2^15.5 rms(dx), the form before's by
-                # n 2^15.5 rms(dx) (the same bound for rows of 2^15.5 entries or more).
+                # took 1.03-1.06 of this form's time at 2^22, 1.12-1.13 at 2^16. The rows here
+                # have rstd within 2^+-15.5 (_rms_plain_range, float32), and the factors apply in
+                # an order whose intermediates, forward and transposed, are bounded by
+                # max(n, 2^15.5) 2^15.5 rms(dx), the form before's by n 2^15.5 rms(dx) (the same
+                # bound for rows of 2^15.5 entries or more).
                 rstd, count = linear.rstd, math.prod(xc.shape[d] for d in dims)
                 coefficient = rstd * (rstd * ((rstd * (xc * dx).sum(axis=dims, keepdims=True)) / count))
                 out = rstd * dx - xc * coefficient
