@@ -79,3 +79,28 @@ def test_pytorch_builtins_are_modules_computing_the_bare_op(name: str) -> None:
     assert isinstance(module, torch.nn.Module)
     with torch.no_grad():
         assert torch.equal(module(xt), bare(xt))
+
+
+def test_speed_ratios_take_each_checks_median_over_the_processes() -> None:
+    """bench.speed_ratios.merged: per check, the median of the processes' ratios decides (not the
+    ratio of the median times), every ratio is kept, and checks must line up."""
+    from bench.speed_ratios import merged
+
+    def result(check: str, ours: float, reference: float) -> dict:
+        return {"check": check, "ours_s": ours, "reference_s": reference, "ratio": ours / reference, "limit": 1.15,
+                "ok": ours / reference <= 1.15}  # fmt: skip
+
+    runs = [
+        [result("a", 1.0, 1.0), result("b", 1.3, 1.0)],
+        [result("a", 2.0, 2.0), result("b", 1.1, 1.0)],
+        [result("a", 1.5, 1.0), result("b", 1.2, 1.0)],
+    ]
+    a, b = merged(runs)
+    # The median times (1.5 and 1.0) would divide to a miss; the processes' ratios say 1.0.
+    assert a["ratios"] == [1.0, 1.0, 1.5] and a["ratio"] == 1.0 and a["ok"]
+    assert (a["ours_s"], a["reference_s"]) == (1.5, 1.0)
+    assert b["ratio"] == 1.2 and not b["ok"]
+    with pytest.raises(ValueError, match="different checks"):
+        merged([[result("a", 1.0, 1.0)], [result("b", 1.0, 1.0)]])
+    with pytest.raises(ValueError):
+        merged([[result("a", 1.0, 1.0)], []])
