@@ -15,7 +15,7 @@ from pathlib import Path
 from harness.report import headline, load, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = ROOT / "bench" / "results" / "cpu-2026-12-04"
+RUN = ROOT / "bench" / "results" / "cpu-2026-12-05"
 MARKERS = {
     "headline": ("<!-- headline:begin", "<!-- headline:end -->"),
     "targets": ("<!-- targets:begin", "<!-- targets:end -->"),
