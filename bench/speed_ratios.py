@@ -1,4 +1,4 @@
-"""The speed targets of our implementations, measured as ratios in one process, one thread.
+"""The speed targets of our implementations, as ratios measured within a process, one thread.
 
     python -m bench.speed_ratios [--out ratios.json] [--strict] [--styles eager,jit,compile]
                                  [--techniques softmax,layer_norm] [--sizes 22,16] [--processes 3]
@@ -201,7 +201,7 @@ def _measure(args: argparse.Namespace, styles: tuple[str, ...], techniques: tupl
     """Every check in this process: {"settings", "environment", "results"}."""
     from bench.environment import describe
 
-    settings = configure(threads=1)
+    settings = {**configure(threads=1), "processes": 1}
     results = target_results(styles, techniques, tuple(int(s) for s in args.sizes.split(",")))
     results += overhead_and_seed_results(techniques)
     environment = describe(settings, {"cpu": {"name": "cpu"}})  # CPU model, versions, git state

@@ -59,7 +59,8 @@ def trusted_rstd_low(dtype: str) -> float:
     float64). Below it the fast formula's values hold, but its second-order terms (rstd^3 times
     the group's spread) underflow: layer_norm's and rms_norm's second order came out zero, inf or
     NaN in PyTorch and up to 110% off in JAX at 2^45 in float32. Those groups take the prescaled
-    formula, whose derivatives work on values below 4. One rule for both frameworks. ``dtype`` is
+    formula, whose derivatives work on values below 4. One rule for both frameworks (JAX's
+    rms_norm narrows it for its derivative: impl_jax.norms._rms_plain_range). ``dtype`` is
     the one statistics are computed in, float32 or float64 (float16 and bfloat16 inputs are
     computed in float32)."""
     return math.ldexp(1.0, math.ceil(math.log2(finfo(dtype)["tiny"]) / 4))

@@ -395,7 +395,10 @@ def _ratios_section(ratios: dict[str, Any]) -> list[str]:
     out = ["## Speed targets (bench/speed_ratios.py, one thread)", ""]
     within = "ours over the reference, medians of rounds interleaved in one process (the two columns beside it"
     if processes > 1:
-        within = f"the median over {processes} processes, one after another, of {within}: their medians"
+        within = (
+            f"the median over {processes} processes, one after another, of {within}: the medians of each "
+            "side's times over the processes, which need not divide to the ratio"
+        )
     out += [f"{met} of {len(ratios['results'])} met. Each ratio is {within}).", ""]
     out += ["| check | ours | reference | ratio | target | |", "|---|---|---|---|---|---|"]
     for r in ratios["results"]:

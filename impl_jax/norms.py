@@ -265,9 +265,10 @@ def _rms_plain_range(dtype: Any) -> tuple[float, float]:
     """The range [low, 1 / low) of mean(x^2) + eps in which rms_norm's rows take the plain
     formula, low = harness.numerics.trusted_rstd_low (2^-31 in float32, 2^-255 in float64): rstd
     within 2^+-15.5 in float32. Narrower than the other norms' rule (rstd above low), for the
-    plain derivative's row factor rstd^3 (see _normalized_tangent): within it, that derivative
-    overflows no sooner than the form before it. The rows outside (huge ones, and rows far below
-    a tiny eps) take the prescaled formula."""
+    plain derivative's row factor rstd^3 (see _normalized_tangent): within it, that derivative's
+    intermediates stay below max(n, 2^15.5) 2^15.5 rms(dx) (the form before's: n 2^15.5 rms(dx)).
+    The rows outside (mean(x^2) + eps from 2^31 on, or below 2^-31, which takes an eps that
+    small) take the prescaled formula."""
     low = trusted_rstd_low(jnp.dtype(dtype).name)
     return low, 1.0 / low
 
@@ -353,8 +354,9 @@ def _normalized_tangent(
                 # rms_norm: rstd dx - x rstd^3 mean(x dx), the row factors outside the reduction,
                 # so that transposed it reduces x * dy alone (as flax's VJP). Reducing xhat * dy,
                 # XLA:CPU wrote xhat and dy * rstd to memory first (its reduction fusions took no
-                # row broadcast; the compiled HLO shows it): in one process, one thread, the VJP
-                # took 1.03-1.06 of this form's time at 2^22, 1.12-1.13 at 2^16. The rows here
+                # row broadcast; the compiled HLO shows it): in one process, one thread, the form
+                # before's VJP took 1.03-1.06 times this one's at 2^22 and 1.12-1.13 at 2^16 on
+                # standard-normal rows, 1.06-1.07 at 2^22 on the benchmark's. The rows here
                 # have rstd within 2^+-15.5 (_rms_plain_range, float32), and the factors apply in
                 # an order whose intermediates, forward and transposed, are bounded by
                 # max(n, 2^15.5) 2^15.5 rms(dx), the form before's by n 2^15.5 rms(dx) (the same
