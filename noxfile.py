@@ -111,7 +111,8 @@ def bench(session: nox.Session) -> None:
 
     The folder holds raw.json (pytest-benchmark, environment in machine_info), ratios.json (the
     speed targets), report.md, report.tex, report.csv and plots; .bench/latest points at it.
-    Arguments go to pytest: ``-- --quick`` (a subset in minutes), ``-- --threads all``,
+    Arguments go to pytest: ``-- --quick`` (a subset in minutes, the speed targets in one
+    process), ``-- --threads all``,
     ``-- --techniques clamp,softmax``, ``-- --sizes 10,16,22``, ``-- --devices cuda``, ``-- --tf32``,
     ``-- --budget 0.2`` (timed seconds per row).
     Plugins named by OUTPUT_LIMITS_PLUGINS (as for the tests) are installed and benchmarked.
@@ -140,7 +141,10 @@ def bench(session: nox.Session) -> None:
         # The speed targets are measured on the CPU: a run on other devices alone has none to check.
         ratios = []
         if "cpu" in _bench_devices(session.posargs):
-            session.run("python", "-m", "bench.speed_ratios", "--out", str(out / "ratios.json"), env=env)
+            # --quick measures them in one process, not three (bench/speed_ratios.py: 4 minutes
+            # here against 12).
+            once = ["--processes", "1"] if "--quick" in session.posargs else []
+            session.run("python", "-m", "bench.speed_ratios", "--out", str(out / "ratios.json"), *once, env=env)
             ratios = ["--ratios", str(out / "ratios.json")]
         session.run("python", "-m", "harness", "report", str(raw), *ratios, "--out", str(out), env=env)
     except BaseException:

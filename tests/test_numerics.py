@@ -277,25 +277,25 @@ def test_rms_norms_fused_op_is_the_composite_bit_for_bit(dtype: str, rng) -> Non
         assert torch.equal(rstd, expected_rstd) and torch.equal(y, expected)
 
 
-@pytest.mark.parametrize(
-    "framework",
-    [
-        pytest.param(
-            "torch",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="autograd of ATen's composite reduces x * dy times rstd^3, which overflows for rows far "
-                "below a tiny eps (rstd about 2^50 here): a known gap of the PyTorch side",
-            ),
-        ),
-        "jax",
-    ],
-)
-def test_rms_norms_derivative_at_rows_far_below_a_tiny_eps_stays_finite(framework: str, rng) -> None:
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_rms_norms_derivative_at_rows_far_below_a_tiny_eps_stays_finite(framework: str, rng, request) -> None:
     """eps 1e-30 and rows of about 2^-60 (rstd about 2^50), a cotangent of about 2^40: the input
     VJP (about 2^90) is finite in float32 and the float64 one within the table's tolerance. JAX's
     plain derivative factors rstd^3 out of its reduction, so its rows are those with rstd within
     2^+-15.5 (impl_jax.norms._rms_plain_range); these take the prescaled formula."""
+    if framework == "torch":
+        import torch
+
+        from impl_torch._decisions import rows_serve
+
+        if not rows_serve(torch.ones(1)):  # the Triton row kernels write their derivative out
+            request.applymarker(
+                pytest.mark.xfail(
+                    strict=True,
+                    reason="autograd of ATen's composite reduces x * dy times rstd^3, which overflows for rows "
+                    "far below a tiny eps (rstd about 2^50 here): a known gap of the PyTorch side",
+                )
+            )
     backend = harness.backend(framework)
     x = rng.normal(size=(4, 256)) * 2.0**-60
     cotangent = rng.normal(size=(4, 256)) * 2.0**40
