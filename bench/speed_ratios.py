@@ -9,8 +9,8 @@ as ``nox -s bench`` times its rows (``bench_callable``: forward, or the input VJ
 cotangent), float32, the two interleaved round by round so that drift hits both; each check's
 ratio is the median of its ratios in ``--processes`` processes run one after another (see
 :func:`merged`). Besides: our modules' call overhead at 1024 elements, and ours against the
-seed's naive code (``bench.plan.BASELINES``). ``--strict`` exits 1 when a target is missed; ``nox -s bench`` runs
-it without, and the report shows each target as met or missed.
+seed's naive code (``bench.plan.BASELINES``). ``--strict`` exits 1 when a target is missed;
+``nox -s bench`` runs it without, and the report shows each target as met or missed.
 """
 
 from __future__ import annotations
@@ -106,9 +106,15 @@ def _interleaved(
 
 def _result(check: str, ours_s: float, reference_s: float, limit: float, **where: Any) -> dict[str, Any]:
     ratio = ours_s / reference_s
-    print(f"{ratio:6.2f} (limit {limit}) {'met' if ratio <= limit else 'MISSED':6s} {check}", flush=True)
-    return {"check": check, **where, "ours_s": ours_s, "reference_s": reference_s, "ratio": ratio, "limit": limit,
-            "ok": ratio <= limit}  # fmt: skip
+    result = {"check": check, **where, "ours_s": ours_s, "reference_s": reference_s, "ratio": ratio, "limit": limit,
+              "ok": ratio <= limit}  # fmt: skip
+    _show(result)
+    return result
+
+
+def _show(result: dict[str, Any]) -> None:
+    mark = "met" if result["ok"] else "MISSED"
+    print(f"{result['ratio']:6.2f} (limit {result['limit']}) {mark:6s} {result['check']}", flush=True)
 
 
 def target_results(styles: tuple[str, ...], techniques: tuple[str, ...] | None, sizes: tuple[int, ...]) -> list[dict]:
@@ -225,7 +231,7 @@ def _in_processes(args: argparse.Namespace) -> dict[str, Any]:
     record["results"] = merged(runs)
     print(f"medians of {args.processes} processes:")
     for r in record["results"]:
-        print(f"{r['ratio']:6.2f} (limit {r['limit']}) {'met' if r['ok'] else 'MISSED':6s} {r['check']}")
+        _show(r)
     return record
 
 
