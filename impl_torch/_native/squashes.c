@@ -44,8 +44,13 @@ static inline float scaled_sigmoid(float x, const float *p, float *d) {
 /* m + sign(e) r (1 - q) / (1 + q), m = clamp(x, b_lo, b_hi), e = x - m, q = exp(-k |e|) with
  * k = 2 / r; p = {lo, hi, b_lo, b_hi, r, k}. That is hi - 2r sigmoid(-2e/r) above and
  * lo + 2r sigmoid(2e/r) below; on the linear middle e == 0, so q == 1 and the output is m == x
- * bit for bit (1 - q == 0). Derivative 4 s (1 - s) with s = q / (1 + q), the tails' sigmoid on its small side
- * (exactly 1 on the middle, > 0 far into the tails), as (s - s s) 4, the ATen formula's order.
+ * bit for bit (1 - q == 0). Derivative 4 s (1 - s) with s = q / (1 + q), the tails' sigmoid on its
+ * small side (exactly 1 on the middle, > 0 far into the tails), taken as q (1 + t)^2 with the
+ * tail's t = (1 - q) / (1 + q) read off the output's term r t (1 - s = (1 + t) / 2 and
+ * s = q (1 + t) / 2): one division per element where s of its own took a second (the kernel with
+ * the derivative 6-10% faster at 2^16, Zen 4). 1 + t lies in [1, 2], so nothing cancels; the
+ * declaration's test deep into the tails holds it to 8 ulps. (t itself, times r after, took the
+ * output 4.5 ulps off the declaration where it has 4.)
  *
  * Without the bounds clamp (smooth_clamp_open): |r (1 - q) / (1 + q)| <= r after rounding, so
  * the output lies in [b_lo - r, b_hi + r] rounded, inside [lo, hi] unless those round outside
@@ -56,9 +61,10 @@ static inline float smooth_clamp_open(float x, const float *p, float *d) {
     float m = clamp(x, b_lo, b_hi);
     float e = x - m;
     float q = exp_neg(fabsf(e) * k);
-    float s = q / (1.0f + q);
-    *d = e == e ? (s - s * s) * 4.0f : e;
-    return m + copysignf(r * (1.0f - q) / (1.0f + q), e);
+    float v = r * (1.0f - q) / (1.0f + q);
+    float u = 1.0f + v * (k * 0.5f); /* 1 + t, k / 2 = 1 / r exactly */
+    *d = e == e ? q * u * u : e;
+    return m + copysignf(v, e);
 }
 
 static inline float smooth_clamp(float x, const float *p, float *d) {
