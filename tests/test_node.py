@@ -116,7 +116,7 @@ def test_hardsigmoid_off_the_cpu_takes_the_node_except_in_float64(dtype: str) ->
     from impl_torch.clamps import hardsigmoid
 
     y = hardsigmoid(torch.zeros(4, dtype=getattr(torch, dtype), device="meta").requires_grad_(True))
-    node = "_HardsigmoidBackward" if dtype == "float64" else "CppNode<(anonymous namespace)::Hardsigmoid>"
+    node = "_HardsigmoidBackward" if dtype == "float64" else "output_limits::HardsigmoidBackward"
     assert node in y.grad_fn.name(), y.grad_fn.name()
 
 
