@@ -335,11 +335,14 @@ def _normalized_tangent(
     flax's). Without its CSE barrier (``prevent_cse=False``: nothing outside a branch can be
     merged with what it recomputes), the plain branch's transpose is one fused kernel where the
     barrier kept the cotangent times the weight in memory between two (0.93-0.99 of the time,
-    rms_norm; 0.98-1.0, layer_norm; at 2^22 in one process). Forward+backward at 2^22 against flax's, in alternating processes against the select
-    on every call: layer_norm 1.23-1.24 against 1.65-1.76, rms_norm 1.21 against 1.57-1.73 (in an
-    earlier, quieter hour 1.02-1.09 against 1.54-1.87; rms_norm's before its plain branch took
-    the row factors out of its reduction). What remains is the statistics pass
-    before the cond, which flax's single-pass VJP does not have.
+    rms_norm; 0.98-1.0, layer_norm; at 2^22 in one process). Forward+backward at 2^22 against
+    flax's, in alternating processes against the select on every call: layer_norm 1.23-1.24
+    against 1.65-1.76, rms_norm 1.21 against 1.57-1.73 (in an earlier, quieter hour 1.02-1.09
+    against 1.54-1.87; rms_norm's before its plain branch took the row factors out of its
+    reduction). What remains is the statistics pass before the cond, which flax's VJP does not
+    have: XLA:CPU makes flax's (and this arithmetic without a guard) one fused kernel, statistics,
+    reduction and output, reading x once. A guard splits it wherever it sits: a per-row select on
+    the statistics (no cond) took 1.07-1.15 of flax's, the row-level cond 1.14-1.24, at 2^22.
 
     The predicate goes through :func:`impl_jax._common.everywhere`, so that under vmap it stays
     unbatched: a cond whose predicate is batched becomes selects that stop_gradient their
