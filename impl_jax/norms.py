@@ -332,8 +332,9 @@ def _normalized_tangent(
     ``weight`` is applied inside, where its product fuses too (outside, the cotangent times the
     weight was written to memory before the cond). ``jax.checkpoint`` keeps xhat out of the
     residuals: without it, each branch's xhat was a residual written to memory (rms_norm 4.7x
-    flax's). Without its CSE barrier (``prevent_cse=False``: nothing outside a branch can be
-    merged with what it recomputes), the plain branch's transpose is one fused kernel where the
+    flax's). Inside the cond without its CSE barrier (``prevent_cse=False``: nothing outside a
+    branch can be merged with what it recomputes; the accelerator form, which has no cond, keeps
+    it), the plain branch's transpose is one fused kernel where the
     barrier kept the cotangent times the weight in memory between two (0.93-0.99 of the time,
     rms_norm; 0.98-1.0, layer_norm; at 2^22 in one process). Forward+backward at 2^22 against
     flax's, in alternating processes against the select on every call: layer_norm 1.23-1.24
@@ -349,7 +350,7 @@ def _normalized_tangent(
     operands, the tangent among them, and reverse mode of the vmapped function fails. Off the CPU
     the second branch alone (:func:`impl_jax._common.cpu_or_accelerator`)."""
 
-    def branch(plain: bool) -> Callable[[tuple[Any, ...]], jax.Array]:
+    def branch(plain: bool, in_cond: bool = True) -> Callable[[tuple[Any, ...]], jax.Array]:
         def run(operands: tuple[Any, ...]) -> jax.Array:
             xc, linear, dx, weight = operands
             if not plain:
@@ -378,13 +379,15 @@ def _normalized_tangent(
             out = linear.rstd * inner if plain else jnp.where(linear.limit, 0.0, linear.rstd * inner)
             return out if weight is None else out * weight
 
-        return jax.checkpoint(run, prevent_cse=False)
+        return jax.checkpoint(run, prevent_cse=not in_cond)
 
     # The tangent goes into each form as an operand, as it went into the cond.
     def branching(*operands: Any) -> jax.Array:
         return jax.lax.cond(everywhere(operands[1].plain), branch(True), branch(False), operands)
 
-    return cpu_or_accelerator(branching, lambda *operands: branch(False)(operands), xc, linear, dx, weight)
+    return cpu_or_accelerator(
+        branching, lambda *operands: branch(False, in_cond=False)(operands), xc, linear, dx, weight
+    )
 
 
 def layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, *, eps: float) -> jax.Array:

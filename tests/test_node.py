@@ -198,3 +198,28 @@ def test_the_values_op_is_the_kernel_without_autograd(
     for g, a, b in zip(given, got, want, strict=True):
         assert a.shape == g.shape and not a.requires_grad
         assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()), name
+
+
+@pytest.mark.parametrize("name", ["smooth_clamp", "hardsigmoid"])
+def test_compiled_autograd_is_refused_with_the_way_out_which_works(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C++ nodes refuse compiled autograd (a plain node's ATen calls would run on its
+    placeholders) with a message naming the switch; with the node off, the Python Function
+    records the kernels and compiled autograd gives eager's gradient."""
+    from torch._dynamo import compiled_autograd
+
+    module = harness.build(name, "torch")
+    x = torch.linspace(-3.0, 3.0, 64).requires_grad_(True)
+    (want,) = torch.autograd.grad(module(x).sum(), x)
+    y = module(x)
+    assert "output_limits::" in y.grad_fn.name()
+    with (
+        compiled_autograd._enable(torch.compile(backend="eager")),
+        pytest.raises(NotImplementedError, match="OUTPUT_LIMITS_NATIVE_NODE=0"),
+    ):
+        y.sum().backward()
+    monkeypatch.setattr(_node, "node", lambda: _node.Node(None, "off: test"))
+    y = module(x)
+    assert "output_limits::" not in y.grad_fn.name()
+    with compiled_autograd._enable(torch.compile(backend="eager")):
+        y.sum().backward()
+    assert torch.equal(x.grad, want)

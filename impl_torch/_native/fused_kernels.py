@@ -56,9 +56,9 @@ def elementwise(x_ptr, y_ptr, d_ptr, n, p0, p1, p2, p3, p4, p5, KIND: tl.constex
         m = clamp(x, p2, p3)
         e = x - m
         q = tl.exp(-(tl.abs(e) * p5))
-        s = tl.math.div_rn(q, 1.0 + q)
-        d = tl.where(e == e, (s - s * s) * 4.0, e)
         tail = divide(p4 * (1.0 - q), 1.0 + q)  # 0 on the linear middle: see divide
+        u = 1.0 + tail * (p5 * 0.5)  # 1 + t, t = (1 - q) / (1 + q): see the C kernel
+        d = tl.where(e == e, q * u * u, e)
         y = m + tl.where(e < 0.0, -tail, tail)
         if KIND == 0:
             y = clamp(y, p0, p1)

@@ -24,6 +24,7 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
+#include <torch/csrc/dynamo/compiled_autograd.h>
 #include <torch/library.h>
 
 namespace {
@@ -39,12 +40,25 @@ at::Tensor rule(const at::Tensor &x, const at::Tensor &grad, int64_t number) {
 }
 
 // The nodes are written as ATen's generated ones are (a torch::autograd::Node holding its saved
-// variables), not as torch::autograd::Functions: a Function's apply wraps its outputs for views,
-// in-place use and forward mode, keeps a context with a string-keyed map and checks its grads in
-// the backward: 4 us more per forward+backward at 2^10 than this node (23 us against 27, a
-// sigmoid's 20; Zen 4). None of that applies: each op makes one fresh output, and forward mode
-// never reaches them (impl_torch/_common.py and impl_torch/clamps.py call them plainly eager,
-// where autograd records).
+// variables, locked while it runs), not as
+// torch::autograd::Functions: a Function's apply wraps its outputs for views, in-place use and
+// forward mode, keeps a context with a string-keyed map and checks its grads in the backward:
+// 4 us more per forward+backward at 2^10 than this node (23 us against 27, a sigmoid's 20;
+// Zen 4). None of that applies: each op makes one fresh output, and forward mode never reaches
+// them (impl_torch/_common.py and impl_torch/clamps.py call them plainly eager, where autograd
+// records). The nodes are c10::intrusive_ptr's, as torch 2.13's Node is; on a torch whose Node
+// is held by std::shared_ptr the build fails and the Python Function serves (node.py warns).
+
+// Compiled autograd (torch._dynamo.compiled_autograd) records a C++ node's backward as an opaque
+// call only through machinery of torch::autograd::Function's (CppNode); a plain node's ATen calls
+// would run on its placeholders. So these nodes refuse it with the way out, where the Function
+// they replaced took it: the Python Function, which compiled autograd traces.
+[[noreturn]] void no_compiled_autograd(const char *node) {
+    TORCH_CHECK_NOT_IMPLEMENTED(false, node,
+                                " (output-limits' C++ autograd node) does not support compiled autograd; set "
+                                "OUTPUT_LIMITS_NATIVE_NODE=0 before the first call, and a Python autograd Function "
+                                "records the same kernels and rules, which compiled autograd traces");
+}
 
 // The backward of an op that saved x and d = dy/dx: grad * d, or the technique's rule by its
 // number where the backward is itself differentiated (grad mode on in it: second order).
@@ -56,6 +70,8 @@ struct TimesDerivative : public torch::autograd::Node {
     explicit TimesDerivative(const char *name) : name_(name) {}
 
     variable_list apply(variable_list &&grads) override {
+        // As ATen's nodes: the engine may run a graph's backward on several threads at once.
+        std::lock_guard<std::mutex> lock(mutex_);
         at::Tensor dx;
         if (grads[0].defined())
             dx = at::GradMode::is_enabled() ? rule(x_.unpack(), grads[0], number_) : at::mul(grads[0], d_.unpack());
@@ -63,6 +79,8 @@ struct TimesDerivative : public torch::autograd::Node {
     }
 
     std::string name() const override { return name_; }
+
+    void compiled_args(torch::dynamo::autograd::CompiledNodeArgs &) const override { no_compiled_autograd(name_); }
 
     void release_variables() override {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -80,12 +98,18 @@ void record(const at::Tensor &x, const at::Tensor &out, const c10::intrusive_ptr
 }
 
 at::Tensor elementwise(const at::Tensor &x, int64_t kernel, int64_t params, int64_t number) {
-    at::Tensor xc = x.contiguous();
-    at::Tensor y = at::empty_like(xc), d = at::empty_like(xc);
-    if (xc.numel())
-        reinterpret_cast<Kernel>(kernel)(xc.const_data_ptr<float>(), y.mutable_data_ptr<float>(),
-                                         d.mutable_data_ptr<float>(), xc.numel(),
-                                         reinterpret_cast<const float *>(params), at::get_num_threads());
+    at::Tensor y, d;
+    {
+        // Below autograd: a strided x's contiguous copy records no node of its own.
+        at::AutoDispatchBelowADInplaceOrView below;
+        at::Tensor xc = x.contiguous();
+        y = at::empty_like(xc);
+        d = at::empty_like(xc);
+        if (xc.numel())
+            reinterpret_cast<Kernel>(kernel)(xc.const_data_ptr<float>(), y.mutable_data_ptr<float>(),
+                                             d.mutable_data_ptr<float>(), xc.numel(),
+                                             reinterpret_cast<const float *>(params), at::get_num_threads());
+    }
     if (torch::autograd::compute_requires_grad(x)) {
         auto node = c10::make_intrusive<TimesDerivative>("output_limits::ElementwiseBackward");
         node->x_ = torch::autograd::SavedVariable(x, false);
@@ -134,6 +158,7 @@ struct HardsigmoidBackward : public torch::autograd::Node {
     int64_t number_ = 0;
 
     variable_list apply(variable_list &&grads) override {
+        std::lock_guard<std::mutex> lock(mutex_);
         at::Tensor dx;
         if (grads[0].defined()) {
             at::Tensor x = x_.unpack();
@@ -144,6 +169,10 @@ struct HardsigmoidBackward : public torch::autograd::Node {
     }
 
     std::string name() const override { return "output_limits::HardsigmoidBackward"; }
+
+    void compiled_args(torch::dynamo::autograd::CompiledNodeArgs &) const override {
+        no_compiled_autograd("output_limits::HardsigmoidBackward");
+    }
 
     void release_variables() override {
         std::lock_guard<std::mutex> lock(mutex_);

@@ -62,7 +62,7 @@ static inline float smooth_clamp_open(float x, const float *p, float *d) {
     float e = x - m;
     float q = exp_neg(fabsf(e) * k);
     float v = r * (1.0f - q) / (1.0f + q);
-    float u = 1.0f + v * (k * 0.5f); /* 1 + t, k / 2 = 1 / r exactly */
+    float u = 1.0f + v * (k * 0.5f); /* 1 + t: k / 2 is 1 / r (rounded from float64, within an ulp) */
     *d = e == e ? q * u * u : e;
     return m + copysignf(v, e);
 }
