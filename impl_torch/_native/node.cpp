@@ -97,6 +97,19 @@ void record(const at::Tensor &x, const at::Tensor &out, const c10::intrusive_ptr
     torch::autograd::set_history(out, node);
 }
 
+// ``out`` made the output of a TimesDerivative node named ``name`` that saved x and d, where
+// autograd records.
+void record_times_derivative(const at::Tensor &x, const at::Tensor &out, const at::Tensor &d, int64_t number,
+                             const char *name) {
+    if (!torch::autograd::compute_requires_grad(x))
+        return;
+    auto node = c10::make_intrusive<TimesDerivative>(name);
+    node->x_ = torch::autograd::SavedVariable(x, false);
+    node->d_ = torch::autograd::SavedVariable(d, false);
+    node->number_ = number;
+    record(x, out, node);
+}
+
 at::Tensor elementwise(const at::Tensor &x, int64_t kernel, int64_t params, int64_t number) {
     at::Tensor y, d;
     {
@@ -110,13 +123,7 @@ at::Tensor elementwise(const at::Tensor &x, int64_t kernel, int64_t params, int6
                                              d.mutable_data_ptr<float>(), xc.numel(),
                                              reinterpret_cast<const float *>(params), at::get_num_threads());
     }
-    if (torch::autograd::compute_requires_grad(x)) {
-        auto node = c10::make_intrusive<TimesDerivative>("output_limits::ElementwiseBackward");
-        node->x_ = torch::autograd::SavedVariable(x, false);
-        node->d_ = torch::autograd::SavedVariable(d, false);
-        node->number_ = number;
-        record(x, y, node);
-    }
+    record_times_derivative(x, y, d, number, "output_limits::ElementwiseBackward");
     return y;
 }
 
@@ -127,13 +134,7 @@ at::Tensor elementwise(const at::Tensor &x, int64_t kernel, int64_t params, int6
 at::Tensor recorded(const at::Tensor &x, const at::Tensor &y, const at::Tensor &d, int64_t number) {
     // A tensor of its own over y's memory: the caller's y keeps no history.
     at::Tensor out = y.detach();
-    if (torch::autograd::compute_requires_grad(x)) {
-        auto node = c10::make_intrusive<TimesDerivative>("output_limits::RecordedBackward");
-        node->x_ = torch::autograd::SavedVariable(x, false);
-        node->d_ = torch::autograd::SavedVariable(d, false);
-        node->number_ = number;
-        record(x, out, node);
-    }
+    record_times_derivative(x, out, d, number, "output_limits::RecordedBackward");
     return out;
 }
 
