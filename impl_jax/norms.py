@@ -334,9 +334,9 @@ def _normalized_tangent(
     residuals: without it, each branch's xhat was a residual written to memory (rms_norm 4.7x
     flax's). Inside the cond without its CSE barrier (``prevent_cse=False``: nothing outside a
     branch can be merged with what it recomputes; the accelerator form, which has no cond, keeps
-    it), the plain branch's transpose is one fused kernel where the
-    barrier kept the cotangent times the weight in memory between two (0.93-0.99 of the time,
-    rms_norm; 0.99-1.0, layer_norm; at 2^22 in one process). Forward+backward at 2^22 against
+    it), the plain branch's transpose is one fused kernel where the barrier kept the cotangent
+    times the weight in memory between two (0.93-0.99 of the time, rms_norm; 0.99-1.0,
+    layer_norm; at 2^22 in one process). Forward+backward at 2^22 against
     flax's, in alternating processes against the select on every call: layer_norm 1.23-1.24
     against 1.65-1.76, rms_norm 1.21 against 1.57-1.73 (in an earlier, quieter hour 1.02-1.09
     against 1.54-1.87; rms_norm's before its plain branch took the row factors out of its

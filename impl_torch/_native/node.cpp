@@ -40,11 +40,10 @@ at::Tensor rule(const at::Tensor &x, const at::Tensor &grad, int64_t number) {
 }
 
 // The nodes are written as ATen's generated ones are (a torch::autograd::Node holding its saved
-// variables, locked while it runs), not as
-// torch::autograd::Functions: a Function's apply wraps its outputs for views, in-place use and
-// forward mode, keeps a context with a string-keyed map and checks its grads in the backward:
-// 4 us more per forward+backward at 2^10 than this node (23 us against 27, a sigmoid's 20;
-// Zen 4). None of that applies: each op makes one fresh output, and forward mode never reaches
+// variables, locked while it runs), not as torch::autograd::Functions: a Function's apply wraps
+// its outputs for views, in-place use and forward mode, keeps a context with a string-keyed map
+// and checks its grads in the backward: 4 us more per forward+backward at 2^10 than this node
+// (23 us against 27, a sigmoid's 20; Zen 4). None of that applies: each op makes one fresh output, and forward mode never reaches
 // them (impl_torch/_common.py and impl_torch/clamps.py call them plainly eager, where autograd
 // records). The nodes are c10::intrusive_ptr's, as torch 2.13's Node is; on a torch whose Node
 // is held by std::shared_ptr the build fails and the Python Function serves (node.py warns).
@@ -53,7 +52,7 @@ at::Tensor rule(const at::Tensor &x, const at::Tensor &grad, int64_t number) {
 // call only through machinery of torch::autograd::Function's (CppNode); a plain node's ATen calls
 // would run on its placeholders. So these nodes refuse it with the way out, where the Function
 // they replaced took it: the Python Function, which compiled autograd traces.
-[[noreturn]] void no_compiled_autograd(const char *node) {
+[[noreturn]] void no_compiled_autograd(const std::string &node) {
     TORCH_CHECK_NOT_IMPLEMENTED(false, node,
                                 " (output-limits' C++ autograd node) does not support compiled autograd; set "
                                 "OUTPUT_LIMITS_NATIVE_NODE=0 before the first call, and a Python autograd Function "
@@ -80,7 +79,7 @@ struct TimesDerivative : public torch::autograd::Node {
 
     std::string name() const override { return name_; }
 
-    void compiled_args(torch::dynamo::autograd::CompiledNodeArgs &) const override { no_compiled_autograd(name_); }
+    void compiled_args(torch::dynamo::autograd::CompiledNodeArgs &) const override { no_compiled_autograd(name()); }
 
     void release_variables() override {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -171,9 +170,7 @@ struct HardsigmoidBackward : public torch::autograd::Node {
 
     std::string name() const override { return "output_limits::HardsigmoidBackward"; }
 
-    void compiled_args(torch::dynamo::autograd::CompiledNodeArgs &) const override {
-        no_compiled_autograd("output_limits::HardsigmoidBackward");
-    }
+    void compiled_args(torch::dynamo::autograd::CompiledNodeArgs &) const override { no_compiled_autograd(name()); }
 
     void release_variables() override {
         std::lock_guard<std::mutex> lock(mutex_);

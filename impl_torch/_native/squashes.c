@@ -49,9 +49,9 @@ static inline float scaled_sigmoid(float x, const float *p, float *d) {
  * tail's t = (1 - q) / (1 + q) read off the output's term r t (1 - s = (1 + t) / 2 and
  * s = q (1 + t) / 2): one division per element where s of its own took a second (the kernel with
  * the derivative 37.3 us against 39.3 at 2^16 in two of three alternating runs, even in the
- * third; Zen 4). 1 + t lies in [1, 2], so nothing cancels; the
- * declaration's test deep into the tails holds it to 8 ulps. (t itself, times r after, took the
- * output 4.5 ulps off the declaration where it has 4.)
+ * third; Zen 4). 1 + t lies in [1, 2], so nothing cancels; the declaration's test deep into the
+ * tails holds it to 8 ulps. (t itself, times r after, took the output 4.5 ulps off the
+ * declaration where it has 4.)
  *
  * Without the bounds clamp (smooth_clamp_open): |r (1 - q) / (1 + q)| <= r after rounding, so
  * the output lies in [b_lo - r, b_hi + r] rounded, inside [lo, hi] unless those round outside
