@@ -355,9 +355,9 @@ def _normalized_tangent(
     process, one thread, at 2^22 (three processes): 0.95-0.98 of its time; at 2^16 1.02 (the
     mean square computed again, in cache). The speed check against flax's moved less than its
     spread between processes: speed_ratios' medians after it 1.08, 1.16, 1.18 and 1.19 (1.18
-    before); what remains is the statistics pass for the predicate. layer_norm's plain branch recomputing its mean and
-    variance: 0.98-1.0 (no gain, so not done); batch_norm's: 1.13-1.18 (its statistics
-    reduce across rows).
+    before); what remains is the statistics pass for the predicate. The same for layer_norm
+    (its mean and variance in the plain branch): 0.97-1.06 of before, noise, so not done;
+    batch_norm's: 1.13-1.18 (its statistics reduce across rows).
 
     The predicate goes through :func:`impl_jax._common.everywhere`, so that under vmap it stays
     unbatched: a cond whose predicate is batched becomes selects that stop_gradient their
