@@ -126,3 +126,32 @@ def test_the_accelerator_forms_give_the_cpu_forms_results(case: Case, rng) -> No
         scale = vjp_scale(cpu[keep]) if part == "vjp" else 0.0
         result = compare(cpu[keep], accelerator[keep], tolerance(case.name, "float32", part), scale)
         assert result.ok, f"{part}: the forms differ by {result.max_rel:.3e} ({result.problem or ''})"
+
+
+def test_rms_norms_input_vjp_on_the_cpu_keeps_the_tangents_cond_alone() -> None:
+    """On the CPU, rms_norm's input VJP uses nothing its forward's cond makes: the tangent's
+    branches compute their rows' statistics from x (``recompute`` in impl_jax/norms.py), so that
+    the plain one's transpose is one fused kernel, as flax's VJP is. XLA then drops the forward's
+    cond: the compiled program keeps the tangent's alone (its transpose, and the pass-through of
+    x and the weight that linearizing leaves), and no conditional hands out row statistics (the
+    form before kept three, two handing out rstd and the prescaling factors)."""
+    from flax import nnx
+
+    from impl_jax import _common
+
+    if "cpu" not in _common.CPU_FORMS:
+        pytest.skip("this run gives the CPU the accelerator's form (OUTPUT_LIMITS_JAX_FORMS)")
+    x, cotangent, resolved = benchplan.inputs("rms_norm", 2**12)
+    graphdef, state = nnx.split(harness.build("rms_norm", "jax", **resolved))
+
+    def input_vjp(s, v, c):
+        return jax.vjp(lambda u: nnx.merge(graphdef, s, copy=True)(u), v)[1](c)[0]
+
+    xj, cj = (jnp.asarray(a, jnp.float32) for a in (x, cotangent))
+    text = jax.jit(input_vjp).lower(state, xj, cj).compile().as_text()
+    entry = text[text.index("\nENTRY") :]
+    entry = entry[: entry.index("\n}")]
+    conds = [line.split(" conditional(")[0] for line in entry.splitlines() if " conditional(" in line]
+    assert len(conds) == 2, entry
+    rows = f"[{x.shape[0]},1]"
+    assert not any(rows in result for result in conds), entry
