@@ -10,7 +10,7 @@ a machine without one.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -23,9 +23,10 @@ REDUCTIONS = frozenset(
 LOOPS = frozenset({"while", "scan"})
 
 
-def program(fn: Any, x: np.ndarray, cotangent: np.ndarray, mode: str) -> Any:
-    """The jaxpr of ``fn`` (a module or a function) on ``x`` (forward) or of its input VJP with
-    ``cotangent`` (forward+backward), in float32, as the benchmark times it."""
+def benchmarked(fn: Any, x: np.ndarray, cotangent: np.ndarray, mode: str) -> tuple[Callable[..., Any], tuple]:
+    """The function the benchmark times for ``fn`` (a module or a function) and its arguments, in
+    float32: the call on ``x`` (forward) or the input VJP with ``cotangent`` (forward+backward); a
+    module's state is an argument, as in impl_jax.timing.bench_callable."""
     xj, cj = (jax.numpy.asarray(a, jax.numpy.float32) for a in (x, cotangent))
     if isinstance(fn, nnx.Module):
         graphdef, state = nnx.split(fn)
@@ -33,16 +34,18 @@ def program(fn: Any, x: np.ndarray, cotangent: np.ndarray, mode: str) -> Any:
         def call(s: Any, v: jax.Array) -> jax.Array:
             return nnx.merge(graphdef, s, copy=True)(v)
 
-        closed = (
-            jax.make_jaxpr(call)(state, xj)
-            if mode == "forward"
-            else jax.make_jaxpr(lambda s, v, c: jax.vjp(lambda u: call(s, u), v)[1](c)[0])(state, xj, cj)
-        )
-    elif mode == "forward":
-        closed = jax.make_jaxpr(fn)(xj)
-    else:
-        closed = jax.make_jaxpr(lambda v, c: jax.vjp(fn, v)[1](c)[0])(xj, cj)
-    return closed.jaxpr
+        if mode == "forward":
+            return call, (state, xj)
+        return (lambda s, v, c: jax.vjp(lambda u: call(s, u), v)[1](c)[0]), (state, xj, cj)
+    if mode == "forward":
+        return fn, (xj,)
+    return (lambda v, c: jax.vjp(fn, v)[1](c)[0]), (xj, cj)
+
+
+def program(fn: Any, x: np.ndarray, cotangent: np.ndarray, mode: str) -> Any:
+    """The jaxpr of :func:`benchmarked`'s function on its arguments."""
+    traced, args = benchmarked(fn, x, cotangent, mode)
+    return jax.make_jaxpr(traced)(*args).jaxpr
 
 
 def _nested(eqn: Any, platform: str) -> Iterator[tuple[Any, list[Any]]]:

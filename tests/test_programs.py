@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from cases import CASES, Case, params
-from programs import control_flow, has_platform_forms, passes, program
+from programs import benchmarked, control_flow, has_platform_forms, passes, program
 
 import harness
 from bench import plan as benchplan
@@ -135,20 +135,13 @@ def test_rms_norms_input_vjp_on_the_cpu_keeps_the_tangents_cond_alone() -> None:
     cond: the compiled program keeps the tangent's alone (its transpose, and the pass-through of
     x and the weight that linearizing leaves), and no conditional hands out row statistics (the
     form before kept three, two handing out rstd and the prescaling factors)."""
-    from flax import nnx
-
     from impl_jax import _common
 
     if "cpu" not in _common.CPU_FORMS:
         pytest.skip("this run gives the CPU the accelerator's form (OUTPUT_LIMITS_JAX_FORMS)")
     x, cotangent, resolved = benchplan.inputs("rms_norm", 2**12)
-    graphdef, state = nnx.split(harness.build("rms_norm", "jax", **resolved))
-
-    def input_vjp(s, v, c):
-        return jax.vjp(lambda u: nnx.merge(graphdef, s, copy=True)(u), v)[1](c)[0]
-
-    xj, cj = (jnp.asarray(a, jnp.float32) for a in (x, cotangent))
-    text = jax.jit(input_vjp).lower(state, xj, cj).compile().as_text()
+    input_vjp, args = benchmarked(harness.build("rms_norm", "jax", **resolved), x, cotangent, "forward+backward")
+    text = jax.jit(input_vjp).lower(*args).compile().as_text()
     entry = text[text.index("\nENTRY") :]
     entry = entry[: entry.index("\n}")]
     conds = [line.split(" conditional(")[0] for line in entry.splitlines() if " conditional(" in line]
