@@ -135,7 +135,7 @@ def kernel_serves(x: torch.Tensor) -> bool:
     # 2^16-element clamp).
     if x.dtype is not torch.float32 or not x.is_cpu or type(x) not in _PLAIN:
         return False
-    return plain_eager() and _native.available() and _has_memory(x)
+    return plain_eager() and _native.available() and has_memory(x)
 
 
 # Once per process, and a constant to dynamo: traced, the build's ctypes would break the graph.
@@ -210,7 +210,11 @@ def _extern_op_allowed(x: torch.Tensor) -> bool:
     )
 
 
-def _has_memory(x: torch.Tensor) -> bool:
+def has_memory(x: torch.Tensor) -> bool:
+    """Whether ``x`` has memory behind it that an op may read by address or write into in place:
+    not a torch.func wrapper, nor a fake tensor (torch.export), nor the batched tensor that
+    autograd's ``is_grads_batched`` (``jacobian(vectorize=True)``) hands a backward, whose batch
+    dimension is hidden from its shape: an in-place op mixing it with a plain buffer fails."""
     try:
         return x.untyped_storage().data_ptr() != 0
     except RuntimeError:  # "Cannot access storage of TensorWrapper" (torch.func) and the like
@@ -226,7 +230,7 @@ def triton_serves(x: torch.Tensor) -> bool:
         return False
     if not (x.is_cuda or (_TRITON_ON_CPU and x.is_cpu)):
         return False
-    return plain_eager() and fused.available() and _has_memory(x)
+    return plain_eager() and fused.available() and has_memory(x)
 
 
 def norm_kernels_take(x: torch.Tensor, params: tuple[torch.Tensor | None, ...], features: int | None = None) -> bool:

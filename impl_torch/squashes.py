@@ -30,6 +30,7 @@ from impl_torch._decisions import (
     block_size,
     compiled_kernel_serves,
     elementwise_serves,
+    has_memory,
     may_write_in_place,
     tracks_grad,
 )
@@ -317,8 +318,9 @@ def _smooth_clamp_rule(x: torch.Tensor, grad: torch.Tensor, parts: SmoothClampPa
 def _smooth_clamp_grad(x: torch.Tensor, grad: torch.Tensor, parts: SmoothClampParts) -> torch.Tensor:
     """grad * 4 s (1 - s) with s = sigmoid(-2|e|/r), block by block like the forward; out of
     place where writing in place is not allowed, or where the result is itself differentiated
-    (a backward that builds a graph, for second order)."""
-    if not may_write_in_place() or torch.is_grad_enabled():
+    (a backward that builds a graph, for second order), or where ``grad`` has no memory of its
+    own (see has_memory: autograd's batched gradients)."""
+    if not may_write_in_place() or torch.is_grad_enabled() or not has_memory(grad):
         return _smooth_clamp_rule(x, grad, parts)
     _, b_lo, b_hi = parts
     compute = compute_dtype(x)

@@ -299,6 +299,27 @@ def test_forward_ad_dual_tensors_give_the_declared_gradient_at_each_kink(case: C
         np.testing.assert_array_equal(tangent.numpy(), [kink.left, kink.at, kink.right], err_msg=str(kink))
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", params(DEFAULTS))
+def test_batched_gradients_equal_a_loop(case: Case, dtype: str, rng) -> None:
+    """PyTorch's batched cotangents (``is_grads_batched``, as ``jacobian(vectorize=True)`` and
+    gradcheck use them) give each cotangent's own gradient. Their backward sees a tensor with no
+    memory of its own and a hidden batch dimension, outside any torch.func transform: a backward
+    writing into a buffer of its own from it failed (smooth_clamp's did)."""
+    import torch
+
+    module = _module(case, "torch", dtype)
+    x, c1, c2 = (torch.from_numpy(a).to(getattr(torch, dtype)) for a in _draw(case, dtype, rng))
+    x.requires_grad_(True)
+    y = module(x)
+    (batched,) = torch.autograd.grad(y, x, torch.stack([c1, c2]), retain_graph=True, is_grads_batched=True)
+    for i, cotangent in enumerate((c1, c2)):
+        (alone,) = torch.autograd.grad(y, x, cotangent, retain_graph=True)
+        expected = alone.double().numpy()
+        result = compare(batched[i].double().numpy(), expected, tolerance(case.name, dtype, "vjp"), vjp_scale(expected))
+        assert result.ok, f"cotangent {i}: batched gradient differs by {result.max_rel:.3e} at {result.worst_index}"
+
+
 @pytest.mark.parametrize("case", params(DEFAULTS))
 def test_forward_mode_of_vmap_equals_vmap_of_forward_mode(case: Case, rng) -> None:
     """Nested transforms compose (PyTorch): jvp of a vmapped module is the vmap of its jvp."""
