@@ -86,6 +86,7 @@ class Head(nn.Module):
     def __init__(self, linear: nn.Linear, limit: nn.Module) -> None:
         super().__init__()
         self.linear, self.limit = linear, limit
+        self.register_load_state_dict_post_hook(_follow_assigned_dtype)
 
     @property
     def dtype_name(self) -> str:
@@ -102,6 +103,20 @@ class Head(nn.Module):
         check_array(x, "a head")
         check_head_input(dtype_name(x), tuple(x.shape), self.linear.in_features, self.dtype_name)
         return self.limit(self.linear(x))
+
+
+def _follow_assigned_dtype(head: Head, _: Any) -> None:
+    """After ``load_state_dict(..., assign=True)`` (which keeps the loaded tensors' dtype; a load
+    without it converts them), a head of the loaded dtype, as after ``.to(dtype)``; its limit's
+    own hook has checked the limit's tensors. Tensors of different dtypes are refused."""
+    found = {t.dtype for t in head.linear.parameters()} | {t.dtype for t in head.limit.state_dict().values()}
+    if len(found) > 1:
+        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in found))
+        raise TypeError(
+            f"a head holds tensors of one dtype, got {names} from load_state_dict(assign=True); "
+            "convert the state dict's tensors to one dtype, or load without assign=True"
+        )
+    follow_dtype(head, head.linear.weight)
 
 
 def make_module(spec: harness.TechniqueSpec, impl: Any, params: Mapping[str, Any]) -> nn.Module:

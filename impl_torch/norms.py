@@ -706,12 +706,33 @@ class _Norm(nn.Module):
         # The module's dtype, also without parameters (elementwise_affine=False): a floating
         # tensor that every move converts, never saved (not in the state dict).
         self.register_buffer("_dtype", torch.empty(0, dtype=FRAMEWORK_DTYPES[params["dtype"]]), persistent=False)
+        self.register_load_state_dict_post_hook(_follow_assigned_dtype)
 
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
         module = super()._apply(fn, recurse)
+        self._follow_dtype()
+        return module
+
+    def _follow_dtype(self) -> None:
         self.params["dtype"] = follow_dtype(self, self._dtype)
         self._input.forget()  # the dtypes it takes moved with it
-        return module
+
+
+def _follow_assigned_dtype(module: _Norm, _: Any) -> None:
+    """``load_state_dict(..., assign=True)`` puts the loaded tensors in place, in their own
+    dtype (a load without ``assign`` converts them to the module's): the module then becomes one
+    of that dtype, as after ``.to(dtype)``. Tensors of different dtypes are refused."""
+    found = {t.dtype for t in module.state_dict().values()}
+    if found == {module._dtype.dtype} or not found:
+        return
+    if len(found) > 1:
+        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in found))
+        raise TypeError(
+            f"{type(module).__name__} holds tensors of one dtype, got {names} from load_state_dict(assign=True); "
+            "convert the state dict's tensors to one dtype, or load without assign=True"
+        )
+    module._dtype = torch.empty(0, dtype=found.pop(), device=module._dtype.device)
+    module._follow_dtype()
 
 
 @harness.implements("layer_norm", "torch")

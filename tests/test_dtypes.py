@@ -28,10 +28,13 @@ from impl_torch.adapter import FRAMEWORK_DTYPES
 DEFAULTS = [c for c in TRAIN_CASES if not c.given]
 STATEFUL = [c for c in DEFAULTS if c.spec().takes_num_features]
 # Up, down, and there and back: .half() shares .bfloat16()'s path (_apply), as .to(dtype) does.
+# And a load that puts float64 tensors in place (assign=True keeps their dtype), which no _apply
+# sees. Each named for the dtype it ends in, and how.
 MOVES = {
     "float64": lambda m: m.double(),
     "bfloat16": lambda m: m.bfloat16(),
     "float32": lambda m: m.half().to(torch.float32),
+    "float64-assigned": lambda m: m.load_state_dict({k: v.double() for k, v in m.state_dict().items()}, assign=True),
 }
 TORCH = harness.backend("torch")
 IN_FEATURES = 3
@@ -41,13 +44,13 @@ def _head(case: Case, framework: str, dtype: str):
     return harness.head(case.name, framework, IN_FEATURES, 8, dtype=dtype, **case.given)
 
 
-def _moved_and_built(case: Case, dtype: str, make, rng: np.random.Generator):
-    """A float32 module (with random state) moved to ``dtype``, and one built in ``dtype`` that
-    holds the moved one's state."""
+def _moved_and_built(case: Case, move: str, make, rng: np.random.Generator):
+    """A float32 module (with random state) moved by ``move``, and one built in the dtype it
+    moved to that holds the moved one's state."""
     moved = make(case, "torch", "float32")
     TORCH.set_state(moved, {k: rng.uniform(0.5, 2.0, v.shape) for k, v in TORCH.get_state(moved).items()})
-    MOVES[dtype](moved)
-    built = make(case, "torch", dtype)
+    MOVES[move](moved)
+    built = make(case, "torch", move.split("-")[0])
     TORCH.set_state(built, TORCH.get_state(moved))
     return moved, built
 
@@ -77,11 +80,12 @@ MOVABLE = [
 ]
 
 
-@pytest.mark.parametrize("dtype", list(MOVES))
+@pytest.mark.parametrize("move", list(MOVES))
 @pytest.mark.parametrize(("case", "kind"), MOVABLE)
-def test_a_moved_module_is_one_built_in_that_dtype(case: Case, kind: str, dtype: str, rng) -> None:
+def test_a_moved_module_is_one_built_in_that_dtype(case: Case, kind: str, move: str, rng) -> None:
     make, shape_of = MAKERS[kind]
-    moved, built = _moved_and_built(case, dtype, make, rng)
+    moved, built = _moved_and_built(case, move, make, rng)
+    dtype = move.split("-")[0]
     assert record_of(moved) == record_of(built)
     assert {k: v.dtype for k, v in moved.state_dict().items()} == {k: v.dtype for k, v in built.state_dict().items()}
     x = _x(case, shape_of, dtype, rng)
@@ -101,6 +105,20 @@ def test_a_moved_module_is_one_built_in_that_dtype(case: Case, kind: str, dtype:
     jax_state = harness.backend("jax").get_state(twin)
     for name, value in TORCH.get_state(moved).items():
         np.testing.assert_array_equal(jax_state[name], value, err_msg=name)
+
+
+# Those with two tensors or more (a built rms_norm holds its weight alone).
+MIXABLE = [p for p in MOVABLE if len(MAKERS[p.values[1]][0](p.values[0], "torch", "float32").state_dict()) > 1]
+
+
+@pytest.mark.parametrize(("case", "kind"), MIXABLE)
+def test_an_assigning_load_of_tensors_of_two_dtypes_is_refused(case: Case, kind: str) -> None:
+    module = MAKERS[kind][0](case, "torch", "float32")
+    state = module.state_dict()
+    first = next(iter(state))
+    mixed = {k: v.double() if k == first else v for k, v in state.items()}
+    with pytest.raises(TypeError, match=r"holds tensors of one dtype, got float32, float64 from load_state_dict"):
+        module.load_state_dict(mixed, assign=True)
 
 
 def test_a_move_to_a_dtype_no_technique_takes_raises_at_the_move() -> None:
