@@ -71,11 +71,20 @@ def check_array(x: Any, name: str) -> None:
     raise TypeError(f"{name} takes a jax.Array (or a NumPy array), got {got}; {fix}")
 
 
+def require_x64(what: str, instead: str = "use dtype='float32'") -> None:
+    """Refuse float64 while JAX's x64 mode is off, where JAX would silently make float32 arrays
+    of it (with a warning at most): for an input, a module's parameters, an array."""
+    if not jax.config.jax_enable_x64:
+        raise RuntimeError(
+            f"{what}: float64 in JAX needs jax.config.update('jax_enable_x64', True) before any array is made "
+            f"(without it JAX computes in float32); enable it, or {instead}"
+        )
+
+
 def from_numpy(a: np.ndarray, dtype: str) -> jax.Array:
     """A new array of ``dtype`` holding ``a`` rounded once (low precision via float32)."""
-    if dtype == "float64" and not jax.config.jax_enable_x64:
-        # JAX would silently compute in float32; refuse instead.
-        raise RuntimeError("float64 in JAX needs jax.config.update('jax_enable_x64', True) before any array is made")
+    if dtype == "float64":
+        require_x64("an array")
     source = np.asarray(a, dtype=np.float64 if dtype == "float64" else np.float32)
     return jnp.asarray(source).astype(FRAMEWORK_DTYPES[dtype])
 

@@ -18,7 +18,7 @@ from flax import nnx
 import harness
 from harness.build import check_head_input
 from impl_jax._common import jitted
-from impl_jax.adapter import FRAMEWORK_DTYPES, check_array, dtype_name, from_numpy
+from impl_jax.adapter import FRAMEWORK_DTYPES, check_array, dtype_name, from_numpy, require_x64
 
 
 class _Jitted:
@@ -57,13 +57,18 @@ class Limit(nnx.Module):
         # As on PyTorch's side: the shape check and the dtypes that cannot hold the parameters
         # are decided here, so the hot path of an elementwise technique checks nothing.
         self._check_shape = spec.min_rank > 0
+        # float64 only with x64 on: without it, the slow path refuses it (require_x64).
         self._fast_dtypes = frozenset(
-            t for name, t in FRAMEWORK_DTYPES.items() if spec.dtype_problem(params, name) is None
+            t
+            for name, t in FRAMEWORK_DTYPES.items()
+            if spec.dtype_problem(params, name) is None and (name != "float64" or jax.config.jax_enable_x64)
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self._check_shape or getattr(x, "dtype", None) not in self._fast_dtypes:
             check_array(x, self.technique)
+            if dtype_name(x) == "float64":
+                require_x64(f"{self.technique} on a float64 input", "pass float32 (x.astype(np.float32))")
             self._spec.check_input(dtype_name(x), tuple(x.shape), dict(self.params), framework="jax")
         return self._fn(x)
 
@@ -82,6 +87,8 @@ class Head(nnx.Module):
 
 def make_module(spec: harness.TechniqueSpec, impl: Any, params: Mapping[str, Any]) -> nnx.Module:
     """A module class is constructed with the parameters; a function is wrapped in :class:`Limit`."""
+    if params.get("dtype") == "float64":
+        require_x64(f"{spec.name} with dtype='float64'")
     return impl(**params) if isinstance(impl, type) else Limit(spec, impl, params)
 
 

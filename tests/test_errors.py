@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from cases import FRAMEWORKS, TRAIN_CASES, Case, params
@@ -177,3 +180,37 @@ def test_use_device_refuses_an_unknown_name_and_a_device_it_cannot_see(framework
     with pytest.raises(RuntimeError, match=r"use_device\('cuda'\): .* sees no"):
         backend.use_device("cuda")
     assert backend.device() == before
+
+
+def test_float64_without_jax_x64_is_refused_not_computed_in_float32() -> None:
+    """With JAX's x64 mode off (its default; this suite turns it on, so a new interpreter), a
+    float64 JAX module, conversion or input would be float32 in silence (a warning at most):
+    each is refused with the way to enable it, for every registered technique, and float32
+    still works."""
+    script = """
+import sys, numpy as np, harness
+from harness.sampling import input_shape, sample_input
+found = []
+def refused(what, fn):
+    try:
+        fn()
+    except RuntimeError as e:
+        if "jax_enable_x64" not in str(e) or "\\n" in str(e):
+            found.append(f"{what}: {e}")
+    else:
+        found.append(f"{what}: not refused")
+for name in harness.names():
+    spec = harness.get(name)
+    given = {"num_features": 4} if spec.takes_num_features else {}
+    x = sample_input(spec, spec.resolve(given), input_shape(spec, spec.resolve(given)), np.random.default_rng(0))
+    if spec.takes_num_features:
+        refused(name + " build", lambda: harness.build(name, "jax", dtype="float64", **given))
+        refused(name + " to_jax", lambda: harness.to_jax(harness.build(name, "torch", dtype="float64", **given)))
+    else:
+        refused(name + " call", lambda: harness.build(name, "jax")(x))
+    harness.build(name, "jax", **given)(x.astype(np.float32))
+print("\\n".join(found) or "all refused")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "all refused", done.stdout
