@@ -151,7 +151,12 @@ class TechniqueSpec:
         gradient is not the derivative of their forward (straight-through estimators); ``None``
         means the derivative of ``reference``.
       * ``reduction_axes(ndim, params)`` names the axes each output element depends on besides
-        its own position (empty for elementwise techniques): NaN spreads exactly along them.
+        its own position (empty for elementwise techniques): NaN spreads exactly along them, in
+        the values and in the first derivatives (a NaN input's input VJP and JVP are NaN in its
+        group, whatever the cotangent or tangent), except where ``vjp_reference`` declares a
+        derivative that does not depend on the input (ste_clamp's 1) and where the map is affine
+        in the input (a stateful technique in evaluation mode). Never the derivative of a piece
+        that a framework's comparison with NaN happened to pick.
       * ``feature_axis`` is where ``num_features`` sits for techniques that take it.
       * ``check_dtype(params, dtype)`` names what the input's dtype (or the float32 that float16
         and bfloat16 compute in) cannot hold for these parameters, or ``None``: checked at every
