@@ -81,11 +81,20 @@ def _clamp_inside_jvp(
     lo: float, hi: float, primals: tuple[jax.Array], tangents: tuple[jax.Array]
 ) -> tuple[jax.Array, jax.Array]:
     (x,), (t,) = primals, tangents
-    # Zero where x <= lo or x >= hi; passed on elsewhere (NaN included), exactly as PyTorch's side.
-    # Compared in float32 for float16/bfloat16, as ATen does: a bound those cannot hold must not
-    # be rounded onto the input first (x = bf16(0.1) is above lo = 0.1, so its gradient is 1).
+    # Zero where x <= lo or x >= hi, passed on strictly inside, NaN at a NaN x, exactly as
+    # PyTorch's side. Compared in float32 for float16/bfloat16, as ATen does: a bound those cannot
+    # hold must not be rounded onto the input first (x = bf16(0.1) is above lo = 0.1, so its
+    # gradient is 1).
     xc = upcast(x)
-    return jnp.clip(x, lo, hi), jnp.where((xc <= lo) | (xc >= hi), jnp.zeros_like(t), t)
+    return jnp.clip(x, lo, hi), at_nan(x, jnp.where((xc <= lo) | (xc >= hi), jnp.zeros_like(t), t))
+
+
+def at_nan(x: jax.Array, tangent: jax.Array) -> jax.Array:
+    """``tangent`` with NaN where ``x`` is NaN: the declared derivative at a NaN input
+    (harness.TechniqueSpec, reduction_axes), which the piecewise rules' comparisons would not
+    give. A product with a factor (1, or NaN at a NaN x), not a select of a NaN constant: the
+    tangent stays linear, so that reverse mode can transpose it."""
+    return tangent * jnp.where(jnp.isnan(x), jnp.nan, 1.0).astype(tangent.dtype)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
@@ -114,3 +123,13 @@ def _everywhere_vmap(axis_size: int, in_batched: list[bool], flag: jax.Array) ->
     # Called again on the reduced flag: under nested vmaps it is still batched along the outer
     # axes, whose rules then reduce those in turn.
     return (everywhere(jnp.all(flag)) if in_batched[0] else flag), False
+
+
+def require_x64(what: str, instead: str = "use dtype='float32'") -> None:
+    """Refuse float64 while JAX's x64 mode is off, where JAX would silently make float32 arrays
+    of it (with a warning at most): for an input, a module's parameters, an array."""
+    if not jax.config.jax_enable_x64:
+        raise RuntimeError(
+            f"{what}: float64 in JAX needs jax.config.update('jax_enable_x64', True) before any array is made "
+            f"(without it JAX computes in float32); enable it, or {instead}"
+        )

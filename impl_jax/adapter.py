@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from harness.state import check_state
+from impl_jax._common import require_x64
 
 # JAX's name for the tests' --device (tests/conftest.py): its CUDA devices are platform "gpu".
 _PLATFORMS = {"cpu": "cpu", "cuda": "gpu"}
@@ -69,16 +70,6 @@ def check_array(x: Any, name: str) -> None:
     else:
         fix = "make one with jnp.asarray(x)"
     raise TypeError(f"{name} takes a jax.Array (or a NumPy array), got {got}; {fix}")
-
-
-def require_x64(what: str, instead: str = "use dtype='float32'") -> None:
-    """Refuse float64 while JAX's x64 mode is off, where JAX would silently make float32 arrays
-    of it (with a warning at most): for an input, a module's parameters, an array."""
-    if not jax.config.jax_enable_x64:
-        raise RuntimeError(
-            f"{what}: float64 in JAX needs jax.config.update('jax_enable_x64', True) before any array is made "
-            f"(without it JAX computes in float32); enable it, or {instead}"
-        )
 
 
 def from_numpy(a: np.ndarray, dtype: str) -> jax.Array:

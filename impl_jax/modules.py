@@ -17,8 +17,8 @@ from flax import nnx
 
 import harness
 from harness.build import check_head_input
-from impl_jax._common import jitted
-from impl_jax.adapter import FRAMEWORK_DTYPES, check_array, dtype_name, from_numpy, require_x64
+from impl_jax._common import jitted, require_x64
+from impl_jax.adapter import FRAMEWORK_DTYPES, check_array, dtype_name, from_numpy
 
 
 class _Jitted:

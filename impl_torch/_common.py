@@ -229,6 +229,27 @@ def _with_forward_mode(function: type[torch.autograd.Function]) -> type[torch.au
     return type(function.__name__, (function,), {"jvp": staticmethod(rule), "generate_vmap_rule": True})
 
 
+def at_nan(x: torch.Tensor, derivative: torch.Tensor) -> torch.Tensor:
+    """``derivative`` with NaN where ``x`` is NaN: the declared derivative at a NaN input
+    (harness.TechniqueSpec, reduction_axes), which the piecewise rules' comparisons would not give
+    (ATen's hardtanh_backward gives 0 there in its vector lanes and the cotangent in its scalar
+    tail)."""
+    return torch.where(torch.isnan(x), x, derivative)
+
+
+def clamp_inside_rule(x: torch.Tensor, v: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """v strictly inside (lo, hi), 0 at and beyond the bounds whatever v is, NaN at a NaN x:
+    ATen's fused hardtanh_backward (three times faster than torch.where on CPU; the kink tests pin
+    it at and beside both bounds, release after release), then the NaN."""
+    return at_nan(x, torch.ops.aten.hardtanh_backward(v, x, lo, hi))
+
+
+@functools.lru_cache(maxsize=256)
+def _clamp_inside_number(lo: float, hi: float) -> int:
+    """The number of clamp_inside_rule with these bounds in the C++ node (second order)."""
+    return _node.number(functools.partial(clamp_inside_rule, lo=lo, hi=hi))
+
+
 class _ClampInside(torch.autograd.Function):
     """clamp with gradient 1 strictly inside (lo, hi) and 0 elsewhere, bounds included."""
 
@@ -244,10 +265,7 @@ class _ClampInside(torch.autograd.Function):
     @staticmethod
     def derivative(ctx: Any, v: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        # ATen's fused hardtanh_backward computes exactly the declared rule, v where
-        # lo < x < hi and 0 where x <= lo or x >= hi, three times faster than torch.where on CPU.
-        # The kink tests pin its result at and beside both bounds, release after release.
-        return torch.ops.aten.hardtanh_backward(v, x, ctx.lo, ctx.hi)
+        return clamp_inside_rule(x, v, ctx.lo, ctx.hi)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
@@ -281,13 +299,13 @@ def clamp_inside(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     if not tracks_grad(x):
         return x.clamp(lo, hi)  # a method: see _decisions on torch functions in traced code
     if plain_eager():
-        # ATen's hardtanh is torch.clamp forward and its autograd node is hardtanh_backward, the
-        # Function's own rule (values and gradients equal in all four dtypes, NaN included; the
-        # kink tests pin both), in C++: the Function's Python costs 30-40 us a call, most of a
-        # 2^16-element forward+backward. Only plainly eager: ATen's forward-mode rule for it is
-        # not ours, and under transforms the Function's rules must run. Its binding, not
-        # torch.ops.aten.hardtanh: 1.2 us less a call (2.6 against 3.8 at 256 elements).
-        return torch._C._nn.hardtanh(x, lo, hi)
+        # The Function's rule in a C++ node (_native/node.cpp): the Function's Python costs 30-40
+        # us a call, most of a 2^16-element forward+backward. Its backward is one pass of its own
+        # on the CPU where ATen's hardtanh node (hardtanh_backward) would be the rule but at NaN.
+        # Only plainly eager: under transforms and forward mode the Function's rules must run.
+        node = _node.node().clamp_inside
+        if node is not None:
+            return node(x, float(lo), float(hi), _clamp_inside_number(float(lo), float(hi)))
     return apply(_ClampInside, x, lo, hi)
 
 

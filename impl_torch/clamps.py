@@ -16,7 +16,9 @@ from impl_torch._common import (
     NativeKernel,
     apply,
     as_dtype,
+    at_nan,
     clamp_inside,
+    clamp_inside_rule,
     clamp_straight_through,
     compiled_elementwise,
     native_elementwise,
@@ -67,7 +69,7 @@ def _hardsigmoid_formula(x: torch.Tensor) -> torch.Tensor:
 
 
 def _hardsigmoid_rule(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return torch.ops.aten.hardtanh_backward(v, x, -3.0, 3.0).mul_(1.0 / 6.0)
+    return clamp_inside_rule(x, v, -3.0, 3.0).mul_(1.0 / 6.0)
 
 
 _HARDSIGMOID_RULE = _node.number(_hardsigmoid_rule)  # for the C++ node's float64 and second order
@@ -97,9 +99,9 @@ class _Hardsigmoid(torch.autograd.Function):
         if not torch.is_grad_enabled() and x.dtype != torch.float64:
             # First order, below float64: ATen's hardsigmoid_backward is the declared rule (g *
             # float32(1/6) strictly inside (-3, 3), rounded once; tests/test_kinks.py pins it)
-            # in one pass where the rule takes two. It has no derivative of its own, so a
-            # backward that builds a graph (second order) takes the rule.
-            return torch.ops.aten.hardsigmoid_backward(grad, x)
+            # in one pass where the rule takes two, but at NaN (at_nan). It has no derivative of
+            # its own, so a backward that builds a graph (second order) takes the rule.
+            return at_nan(x, torch.ops.aten.hardsigmoid_backward(grad, x))
         return _Hardsigmoid.derivative(ctx, grad)
 
 
@@ -130,7 +132,7 @@ def _leaky_clamp_values(x: torch.Tensor, lo: float, hi: float, slope: float) -> 
 
 def _leaky_clamp_derivative(x: torch.Tensor, v: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
     inside = torch.ops.aten.hardtanh_backward(v, x, lo, hi)  # v inside, 0 at and beyond
-    return inside.mul_(1.0 - slope).add_(v, alpha=slope)
+    return at_nan(x, inside.mul_(1.0 - slope).add_(v, alpha=slope))
 
 
 class _LeakyClamp(torch.autograd.Function):

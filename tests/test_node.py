@@ -1,4 +1,4 @@
-"""The C++ autograd nodes of the elementwise kernels and of hardsigmoid (impl_torch/_native/node.py,
+"""The C++ autograd nodes of the elementwise kernels, the clamps and hardsigmoid (impl_torch/_native/node.py,
 _native/node.cpp) against the Python Functions they replace: the same output, first-order VJP and second order, bit
 for bit; used where it built; cached; and off, with the Function taking over, where it cannot
 build."""
@@ -59,21 +59,30 @@ def test_node_equals_the_python_function(case: Case, rng: np.random.Generator, m
         assert torch.equal(a.nan_to_num(), b.nan_to_num()), f"{case.name}: {name} differs with the node"
 
 
+# The node of the clamps and hardsigmoid (its backward a loop of its own on the CPU in float32 and
+# float64, ATen's op and a select elsewhere), with the name its backward shows.
+INSIDE = {"hardsigmoid": "Hardsigmoid", "clamp": "ClampInside", "relu6": "ClampInside", "bounded_relu": "ClampInside"}
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
-def test_hardsigmoid_node_equals_the_python_function(
-    dtype: str, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("name", INSIDE)
+def test_clamp_and_hardsigmoid_nodes_equal_the_python_function(
+    name: str, dtype: str, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ATen's hardsigmoid_backward below float64, the rule in float64 and for second order:
-    as the Function decides, with the kinks at -3 and 3 and NaN among the points."""
-    case = Case("hardsigmoid", {})
-    x = torch.cat([torch.tensor([-3.0, 3.0, -3.5, 3.5, 0.0, float("nan")]), _points(rng)]).to(getattr(torch, dtype))
+    """The declared rule as the Function computes it, bit for bit, at and beside the kinks, with
+    NaN among the points (NaN in the VJP there: the lanes of a vector loop and its tail alike)."""
+    case = Case(name, {})
+    kinks = [k.x for k in harness.get(name).kinks()]
+    x = torch.cat([torch.tensor([*kinks, *(k + 0.5 for k in kinks), *(k - 0.5 for k in kinks), float("nan")]),
+                   _points(rng)]).to(getattr(torch, dtype))  # fmt: skip
     g, v = (torch.from_numpy(rng.normal(size=x.shape).astype(np.float32)).to(x.dtype) for _ in range(2))
     with_node = _three_orders(case, x, g, v, dtype)
-    assert "Hardsigmoid" in case.build("torch", dtype)(x.clone().requires_grad_(True)).grad_fn.name()
+    assert INSIDE[name] in case.build("torch", dtype)(x.clone().requires_grad_(True)).grad_fn.name()
+    assert with_node[1].isnan().equal(x.isnan()), "the VJP is NaN exactly at NaN inputs"
     monkeypatch.setattr(_node, "node", lambda: _node.Node(None, "off: this test"))
-    for name, a, b in zip(("output", "VJP", "VJP under create_graph", "second order"), with_node,
+    for what, a, b in zip(("output", "VJP", "VJP under create_graph", "second order"), with_node,
                           _three_orders(case, x, g, v, dtype), strict=True):  # fmt: skip
-        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()), name
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()), what
 
 
 @pytest.mark.parametrize("name", TECHNIQUES)

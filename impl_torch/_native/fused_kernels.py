@@ -74,7 +74,7 @@ def elementwise(x_ptr, y_ptr, d_ptr, n, p0, p1, p2, p3, p4, p5, KIND: tl.constex
         y = tl.where(x == x, clamp(p1 - outer * p3, p0, p1), x)
     elif KIND == 4:  # leaky_clamp: p = (lo, hi, slope)
         m = clamp(x, p0, p1)
-        d = tl.where((x <= p0) | (x >= p1), p2, 1.0)
+        d = tl.where(x != x, x, tl.where((x <= p0) | (x >= p1), p2, 1.0))  # NaN at NaN, as declared
         y = m + p2 * (x - m)
     else:  # softsign
         xf = clamp(x, -3.4028234663852886e38, 3.4028234663852886e38)

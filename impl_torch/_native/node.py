@@ -1,4 +1,4 @@
-"""The C++ autograd nodes of the elementwise kernels and of hardsigmoid (``_native/node.cpp``):
+"""The C++ autograd nodes of the elementwise kernels, the clamps and hardsigmoid (``_native/node.cpp``):
 built against the installed torch by the system C++ compiler once, cached, and loaded as
 ``torch.ops``.
 
@@ -36,8 +36,8 @@ _RULES: list[Rule] = []  # elementwise_rule's numbers index this list
 
 
 class Node(NamedTuple):
-    """The loaded nodes: ``op`` (the elementwise C kernels' node), ``hardsigmoid``, ``values`` and
-    ``recorded`` are None when they are off, and ``note`` says why."""
+    """The loaded nodes: ``op`` (the elementwise C kernels' node), ``hardsigmoid``, ``values``,
+    ``recorded`` and ``clamp_inside`` are None when they are off, and ``note`` says why."""
 
     op: Callable[..., torch.Tensor] | None
     note: str
@@ -46,6 +46,8 @@ class Node(NamedTuple):
     # recorded(x, y, d, number): y with the node of a kernel that already wrote y and d = dy/dx
     # (the Triton kernels, launched from Python).
     recorded: Callable[..., torch.Tensor] | None = None
+    # clamp_inside(x, lo, hi, number): clamp with the clamps' declared gradient.
+    clamp_inside: Callable[..., torch.Tensor] | None = None
 
 
 def _compiler() -> list[str] | None:
@@ -122,13 +124,14 @@ def node() -> Node:
         # ._op: the C++ entry, without torch.ops' Python layers (0.5-1 us a call).
         op, hardsigmoid = ops.elementwise.default._op, ops.hardsigmoid.default._op
         values, recorded = ops.elementwise_values.default._op, ops.recorded.default._op
+        clamp_inside = ops.clamp_inside.default._op
     # AttributeError: a library without one of the ops (built from another source) is off too.
     except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as error:
         failure = f"{type(error).__name__}: {error}"
         note = f"off: the C++ node did not build or load ({failure}); a Python autograd Function runs"
         warnings.warn(f"output-limits {note}", RuntimeWarning, stacklevel=2)
         return Node(None, note)
-    return Node(op, "on", hardsigmoid, values, recorded)
+    return Node(op, "on", hardsigmoid, values, recorded, clamp_inside)
 
 
 _LIBRARIES: list[torch.library.Library] = []

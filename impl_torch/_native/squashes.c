@@ -7,8 +7,8 @@
  * pass, where recomputing the exp (or two exp and two log1p) would cost a second forward. The
  * caller asks for it only where autograd records the call.
  *
- * NaN propagates (each output and derivative restores it where the arithmetic would drop it; a
- * NaN x counts as inside for leaky_clamp's derivative, as in XLA), an infinite x takes the
+ * NaN propagates (each output and derivative restores it where the arithmetic would drop it,
+ * leaky_clamp's derivative too: the declaration's rule at NaN), an infinite x takes the
  * formula's limit, and each bounded output is clamped to its bounds last: rounding could step
  * past a bound, and here the clamp costs nothing. Compiled without -ffast-math, whose
  * finite-math assumption would drop both.
@@ -96,13 +96,12 @@ static inline float soft_clip(float x, const float *p, float *d) {
 
 /* m + slope (x - m), m = clamp(x, lo, hi); p = {lo, hi, slope}. An infinite x gives x (the
  * declaration keeps slope > 0, so no 0 * inf). Derivative 1 strictly inside (lo, hi), slope at the
- * bounds and outside: the declared kinks. A NaN x counts as inside (every comparison is false),
- * as in XLA; ATen's hardtanh_backward, which the ATen formula takes, gives that only in its
- * scalar tail, its vector lanes give 0. */
+ * bounds and outside: the declared kinks. NaN at a NaN x, as the declaration says of every
+ * derivative at NaN (the comparisons alone would give 1 there). */
 static inline float leaky_clamp(float x, const float *p, float *d) {
     float lo = p[0], hi = p[1], slope = p[2];
     float m = clamp(x, lo, hi);
-    *d = x <= lo || x >= hi ? slope : 1.0f;
+    *d = x != x ? x : (x <= lo || x >= hi ? slope : 1.0f);
     return m + slope * (x - m);
 }
 
