@@ -18,6 +18,7 @@ from torch.compiler import is_compiling
 
 from impl_torch import _native
 from impl_torch._native import fused, rows
+from impl_torch._native.memory import has_memory
 
 # The functions a compiled frame traces call torch's by these names, not through the torch
 # module: dynamo guards on each module and attribute it reads, and on the torch module reached
@@ -208,17 +209,6 @@ def _extern_op_allowed(x: torch.Tensor) -> bool:
     return (
         is_compiling() and not is_exporting() and x.is_cpu and not _functorch_active() and forward_ad._current_level < 0
     )
-
-
-def has_memory(x: torch.Tensor) -> bool:
-    """Whether ``x`` has memory behind it that an op may read by address or write into in place:
-    not a torch.func wrapper, nor a fake tensor (torch.export), nor the batched tensor that
-    autograd's ``is_grads_batched`` (``jacobian(vectorize=True)``) hands a backward, whose batch
-    dimension is hidden from its shape: an in-place op mixing it with a plain buffer fails."""
-    try:
-        return x.untyped_storage().data_ptr() != 0
-    except RuntimeError:  # "Cannot access storage of TensorWrapper" (torch.func) and the like
-        return False
 
 
 def triton_serves(x: torch.Tensor) -> bool:

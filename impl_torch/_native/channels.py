@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import torch
 
 from impl_torch._native import fused
+from impl_torch._native.memory import has_memory
 from impl_torch._native.rows import formula_vjp
 
 Formula = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -150,7 +151,7 @@ class _Channels(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
         x, w, b, rule = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[:3])
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or not has_memory(grad):  # as rows._Rows.backward
             grads = formula_vjp(ctx.formula, (x, w, b), needs, grad)
         else:
             parts = backward(grad, x, w, rule)

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import torch
 
 from impl_torch._native import fused
+from impl_torch._native.memory import has_memory
 
 # The simplex maps: a kernel of their own each way, from the row (forward) and the output (backward).
 SIMPLEX = ("softmax", "log_softmax", "sparsemax")
@@ -163,7 +164,9 @@ class _Rows(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, w, b, stats, y = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[:3])
-        if torch.is_grad_enabled():
+        # Second order, or autograd's batched cotangents (is_grads_batched), which the kernels
+        # cannot read: the formula's own derivative.
+        if torch.is_grad_enabled() or not has_memory(grad):
             return (*formula_vjp(ctx.rowmap.formula, (x, w, b), needs, grad), None)
         saved = x.contiguous() if y is None else y  # read by address arithmetic
         return (*backward(ctx.rowmap, grad, saved, stats, None if w is None else w.contiguous(), needs), None)
@@ -172,12 +175,14 @@ class _Rows(torch.autograd.Function):
 def formula_vjp(
     formula: Formula, inputs: tuple[torch.Tensor | None, ...], needs: tuple[bool, ...], grad: torch.Tensor
 ) -> tuple[torch.Tensor | None, ...]:
-    """The vector-Jacobian product of ``formula`` at ``inputs``, with its own graph (second
-    order): the saved inputs are the caller's, so the result's derivative reaches them."""
+    """The vector-Jacobian product of ``formula`` at ``inputs``, with its own graph where grad
+    mode is on (second order): the saved inputs are the caller's, so the result's derivative
+    reaches them."""
     wanted = [t for t, need in zip(inputs, needs, strict=True) if need and t is not None]
+    graph = torch.is_grad_enabled()
     with torch.enable_grad():
         out = formula(*inputs)
-    found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True))
+    found = iter(torch.autograd.grad(out, wanted, grad, create_graph=graph, allow_unused=True))
     return tuple(next(found) if need and t is not None else None for t, need in zip(inputs, needs, strict=True))
 
 
