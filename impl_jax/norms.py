@@ -94,8 +94,8 @@ def _sibling_mean(x: jax.Array, dims: tuple[int, ...], prescaled: _Prescaled, sq
     infinities, 0 elsewhere); a NaN group, NaN."""
     count = math.prod(x.shape[d] for d in dims)
     down = prescaled.down
+    fixed = _fixed_scale(count, x.dtype, square)
     if square:
-        fixed = 2.0 ** -math.ceil((jnp.finfo(x.dtype).maxexp + math.log2(count)) / 2)
         # Infinities squared as 0: their groups take the limits' sum, and the unused inf * inf
         # would turn the derivative's 0 * inf into NaN in second order.
         finite = jnp.where(jnp.isinf(x), 0.0, x)
@@ -110,12 +110,23 @@ def _sibling_mean(x: jax.Array, dims: tuple[int, ...], prescaled: _Prescaled, sq
             small * down[1] * (down[0] / fixed) * down[1] * (down[0] / fixed),
         )
     else:
-        fixed = 2.0 ** -math.ceil(math.log2(count))
         plain = x.sum(axis=dims, keepdims=True)
         small = (x * fixed).sum(axis=dims, keepdims=True)
         limits = jnp.where(jnp.isinf(x), jnp.sign(x), 0.0).sum(axis=dims, keepdims=True)
         total = jnp.where(jnp.isfinite(plain), plain * down[0] * down[1], small * down[1] * (down[0] / fixed))
     return jnp.where(prescaled.limit, limits, total) / count
+
+
+def _fixed_scale(count: Any, dtype: Any, square: bool) -> float | jax.Array:
+    """_sibling_mean's fixed power of two: 2^-ceil(log2(count)), for squares 2^-ceil((maxexp +
+    log2(count)) / 2). For a symbolic count (jax.export with a symbolic batch) it is made in the
+    program from ceil(log2(count)), the bit length of count - 1, rounded up before halving: at
+    most as large, so as safe."""
+    maxexp = jnp.finfo(dtype).maxexp
+    if isinstance(count, int):
+        return 2.0 ** -math.ceil((maxexp + math.log2(count)) / 2 if square else math.log2(count))
+    bits = 32 - jax.lax.clz(jnp.asarray(count, jnp.int32) - 1)
+    return jnp.ldexp(jnp.ones((), dtype), -((maxexp + bits + 1) // 2 if square else bits))
 
 
 def _standardize(x: jax.Array, dims: tuple[int, ...], eps: float) -> tuple[Any, ...]:

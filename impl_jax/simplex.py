@@ -179,8 +179,12 @@ def _threshold(z: jax.Array, axis: int) -> jax.Array:
 
 
 def _blocked_threshold(rows: jax.Array) -> jax.Array:
-    n = rows.shape[-1]
-    return jax.lax.map(_row_threshold, rows, batch_size=max(1, min(rows.shape[0], _BLOCK_VALUES // n)))
+    count, n = rows.shape
+    if not (isinstance(count, int) and isinstance(n, int)):
+        # A symbolic shape (jax.export): lax.map's blocks need a known count of rows, so every
+        # row at once, as off the CPU (the same iteration; slower on a batch larger than the cache).
+        return jax.vmap(_row_threshold)(rows)
+    return jax.lax.map(_row_threshold, rows, batch_size=max(1, min(count, _BLOCK_VALUES // n)))
 
 
 def _whole_threshold(rows: jax.Array) -> jax.Array:

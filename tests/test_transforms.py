@@ -283,6 +283,49 @@ def test_traced_and_exported_heads_equal_eager_on_new_inputs(case: Case, rng) ->
         assert result.ok, f"{label}: {result.max_rel:.3e} from eager at {result.worst_index} {result.problem or ''}"
 
 
+@pytest.mark.parametrize("case", params(DEFAULTS))
+def test_jax_export_with_a_symbolic_batch_equals_jit(case: Case, rng) -> None:
+    """jax.export with the batch dimension symbolic, as a model is exported for serving: traced
+    once, then called on batches of two sizes holding infinities and NaN, equal to the jitted
+    module in values, VJPs and (training batch_norm) the running statistics. A Python
+    computation on a shape (min, log2 of a dimension) fails on a symbolic one (sparsemax and
+    batch_norm did)."""
+    import jax
+    from flax import nnx
+    from jax import export
+
+    spec, resolved = case.spec(), case.resolved("float64")
+    module = case.build("jax", "float64")
+    graphdef, state = nnx.split(module)
+
+    def call(s, v):
+        inner = nnx.merge(graphdef, s, copy=True)
+        return inner(v), nnx.state(inner)
+
+    shape = input_shape(spec, resolved)
+    symbolic = export.symbolic_shape(", ".join(["b", *map(str, shape[1:])]))
+    # The module's state closed over (constants of the program), the input the one argument.
+    exported = export.export(jax.jit(lambda v: call(state, v)))(jax.ShapeDtypeStruct(symbolic, "float64"))
+    for batch in (2, 7):
+        x = sample_input(spec, resolved, (batch, *shape[1:]), rng)
+        x[0, ...] = np.inf
+        x.flat[-1] = np.nan
+        cotangent = rng.normal(size=x.shape)
+        found = {}
+        for label, fn in (("exported", exported.call), ("jit", jax.jit(lambda v: call(state, v)))):
+            y, after = fn(x)
+            dx = jax.vjp(lambda v, fn=fn: fn(v)[0], x)[1](cotangent)[0]
+            found[label] = np.asarray(y), np.asarray(dx), [np.asarray(a) for a in jax.tree.leaves(after)]
+        (y, dx, after), (y_jit, dx_jit, after_jit) = found["exported"], found["jit"]
+        for what, a, b in (("value", y, y_jit), ("vjp", dx, dx_jit)):
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=f"batch {batch}: NaN pattern of the {what}")
+            keep = ~np.isnan(b)
+            result = compare(a[keep], b[keep], tolerance(case.name, "float64", what), vjp_scale(b[keep]))
+            assert result.ok, f"batch {batch}, {what}: exported differs from jit by {result.max_rel:.3e}"
+        for a, b in zip(after, after_jit, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=f"batch {batch}: state")
+
+
 @pytest.mark.parametrize("case", params(KINKED))
 def test_forward_ad_dual_tensors_give_the_declared_gradient_at_each_kink(case: Case) -> None:
     """torch.autograd.forward_ad, outside torch.func: the same declared values as jvp."""
