@@ -165,6 +165,21 @@ def follow_dtype(module: torch.nn.Module, held: torch.Tensor) -> str:
     return name
 
 
+def refuse_mixed_assigned_load(module: torch.nn.Module, state_dict: dict, prefix: str, metadata: dict, *_: Any) -> None:
+    """A load_state_dict pre-hook of the norms and heads. With ``assign=True`` the loaded tensors
+    are put in place in their own dtype, and the module becomes one of that dtype (its post-hook,
+    as after ``.to(dtype)``); tensors of two dtypes are refused here, before any is in place."""
+    if not metadata.get("assign_to_params_buffers", False):
+        return
+    found = {v.dtype for k, v in state_dict.items() if k.startswith(prefix) and torch.is_tensor(v)}
+    if len(found) > 1:
+        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in found))
+        raise TypeError(
+            f"{type(module).__name__} holds tensors of one dtype, got {names} from load_state_dict(assign=True); "
+            "convert the state dict's tensors to one dtype, or load without assign=True"
+        )
+
+
 def blocks(x: torch.Tensor) -> list[slice]:
     """Slices of ``x.reshape(-1)`` of ``block_size(x)`` elements each."""
     step = block_size(x)
@@ -233,15 +248,22 @@ def at_nan(x: torch.Tensor, derivative: torch.Tensor) -> torch.Tensor:
     """``derivative`` with NaN where ``x`` is NaN: the declared derivative at a NaN input
     (harness.TechniqueSpec, reduction_axes), which the piecewise rules' comparisons would not give
     (ATen's hardtanh_backward gives 0 there in its vector lanes and the cotangent in its scalar
-    tail)."""
-    return torch.where(torch.isnan(x), x, derivative)
+    tail). A product with a factor made without a graph (1, or NaN at a NaN x), as JAX's side:
+    a select of x itself would be differentiated with respect to x (second order 1 at NaN)."""
+    factor = torch.where(torch.isnan(x.detach()), float("nan"), 1.0).to(derivative.dtype)
+    return derivative * factor
 
 
 def clamp_inside_rule(x: torch.Tensor, v: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """v strictly inside (lo, hi), 0 at and beyond the bounds whatever v is, NaN at a NaN x:
+    """v strictly inside (lo, hi), 0 at and beyond the bounds whatever v is (NaN at a NaN x):
     ATen's fused hardtanh_backward (three times faster than torch.where on CPU; the kink tests pin
-    it at and beside both bounds, release after release), then the NaN."""
-    return at_nan(x, torch.ops.aten.hardtanh_backward(v, x, lo, hi))
+    it at and beside both bounds, release after release), times at_nan's factor. A NaN x is
+    given to it as a point inside: differentiated in v (a JVP by double backward) the op masks
+    its cotangent again, which would be 0 at a NaN in its vector lanes where the rule says NaN;
+    differentiated in x it keeps its graph (second order 0, as before). Plainly eager the C++
+    node's loop computes the first order in one pass (_native/node.cpp)."""
+    inside = torch.where(torch.isnan(x), (lo + hi) / 2.0, x)
+    return at_nan(x, torch.ops.aten.hardtanh_backward(v, inside, lo, hi))
 
 
 @functools.lru_cache(maxsize=256)
@@ -251,7 +273,7 @@ def _clamp_inside_number(lo: float, hi: float) -> int:
 
 
 class _ClampInside(torch.autograd.Function):
-    """clamp with gradient 1 strictly inside (lo, hi) and 0 elsewhere, bounds included."""
+    """clamp with gradient 1 strictly inside (lo, hi), 0 at and beyond the bounds, NaN at NaN."""
 
     @staticmethod
     def forward(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -294,7 +316,7 @@ class _ClampStraightThrough(torch.autograd.Function):
 
 
 def clamp_inside(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """clamp with gradient 1 strictly inside (lo, hi), 0 at and beyond the bounds."""
+    """clamp with gradient 1 strictly inside (lo, hi), 0 at and beyond the bounds, NaN at NaN."""
     # Without autograd the plain fused clamp runs; the Function only adds the kink rule.
     if not tracks_grad(x):
         return x.clamp(lo, hi)  # a method: see _decisions on torch functions in traced code

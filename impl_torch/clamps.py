@@ -131,8 +131,8 @@ def _leaky_clamp_values(x: torch.Tensor, lo: float, hi: float, slope: float) -> 
 
 
 def _leaky_clamp_derivative(x: torch.Tensor, v: torch.Tensor, lo: float, hi: float, slope: float) -> torch.Tensor:
-    inside = torch.ops.aten.hardtanh_backward(v, x, lo, hi)  # v inside, 0 at and beyond
-    return at_nan(x, inside.mul_(1.0 - slope).add_(v, alpha=slope))
+    inside = clamp_inside_rule(x, v, lo, hi)  # v inside, 0 at and beyond, NaN at NaN
+    return inside.mul_(1.0 - slope).add_(v, alpha=slope)
 
 
 class _LeakyClamp(torch.autograd.Function):

@@ -19,7 +19,7 @@ from torch.compiler import is_compiling
 
 import harness
 from harness.build import check_head_input
-from impl_torch._common import InputCheck, autocast_input, follow_dtype
+from impl_torch._common import InputCheck, autocast_input, follow_dtype, refuse_mixed_assigned_load
 from impl_torch.adapter import FRAMEWORK_DTYPES, check_array, dtype_name, from_numpy
 
 # The parameters of every Limit built in this process, by their repr: what a compiled forward
@@ -86,6 +86,7 @@ class Head(nn.Module):
     def __init__(self, linear: nn.Linear, limit: nn.Module) -> None:
         super().__init__()
         self.linear, self.limit = linear, limit
+        self.register_load_state_dict_pre_hook(refuse_mixed_assigned_load)
         self.register_load_state_dict_post_hook(_follow_assigned_dtype)
 
     @property
@@ -107,15 +108,9 @@ class Head(nn.Module):
 
 def _follow_assigned_dtype(head: Head, _: Any) -> None:
     """After ``load_state_dict(..., assign=True)`` (which keeps the loaded tensors' dtype; a load
-    without it converts them), a head of the loaded dtype, as after ``.to(dtype)``; its limit's
-    own hook has checked the limit's tensors. Tensors of different dtypes are refused."""
-    found = {t.dtype for t in head.linear.parameters()} | {t.dtype for t in head.limit.state_dict().values()}
-    if len(found) > 1:
-        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in found))
-        raise TypeError(
-            f"a head holds tensors of one dtype, got {names} from load_state_dict(assign=True); "
-            "convert the state dict's tensors to one dtype, or load without assign=True"
-        )
+    without it converts them), a head of the loaded dtype, its limit too (a norm without tensors
+    holds its dtype apart), as after ``.to(dtype)``; refuse_mixed_assigned_load has refused two."""
+    head.limit.to(head.linear.weight.dtype)  # converts nothing where it already is of that dtype
     follow_dtype(head, head.linear.weight)
 
 

@@ -27,6 +27,7 @@ from impl_torch._common import (
     clamp_straight_through,
     follow_dtype,
     patch_rows,
+    refuse_mixed_assigned_load,
     upcast,
 )
 from impl_torch._decisions import (
@@ -706,6 +707,7 @@ class _Norm(nn.Module):
         # The module's dtype, also without parameters (elementwise_affine=False): a floating
         # tensor that every move converts, never saved (not in the state dict).
         self.register_buffer("_dtype", torch.empty(0, dtype=FRAMEWORK_DTYPES[params["dtype"]]), persistent=False)
+        self.register_load_state_dict_pre_hook(refuse_mixed_assigned_load)
         self.register_load_state_dict_post_hook(_follow_assigned_dtype)
 
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
@@ -719,20 +721,13 @@ class _Norm(nn.Module):
 
 
 def _follow_assigned_dtype(module: _Norm, _: Any) -> None:
-    """``load_state_dict(..., assign=True)`` puts the loaded tensors in place, in their own
-    dtype (a load without ``assign`` converts them to the module's): the module then becomes one
-    of that dtype, as after ``.to(dtype)``. Tensors of different dtypes are refused."""
+    """After ``load_state_dict(..., assign=True)``, which puts the loaded tensors in place in
+    their own dtype (a load without it converts them to the module's), a module of that dtype,
+    as after ``.to(dtype)`` (refuse_mixed_assigned_load has refused two dtypes)."""
     found = {t.dtype for t in module.state_dict().values()}
-    if found == {module._dtype.dtype} or not found:
-        return
-    if len(found) > 1:
-        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in found))
-        raise TypeError(
-            f"{type(module).__name__} holds tensors of one dtype, got {names} from load_state_dict(assign=True); "
-            "convert the state dict's tensors to one dtype, or load without assign=True"
-        )
-    module._dtype = torch.empty(0, dtype=found.pop(), device=module._dtype.device)
-    module._follow_dtype()
+    if len(found) == 1 and found != {module._dtype.dtype}:
+        module._dtype = torch.empty(0, dtype=found.pop(), device=module._dtype.device)
+        module._follow_dtype()
 
 
 @harness.implements("layer_norm", "torch")

@@ -133,6 +133,19 @@ def test_nan_spreads_through_first_derivatives_as_through_values(
         if not spec.stateful:
             _, dy = backend.jvp(case.build(framework, dtype), x, direction, dtype)
             np.testing.assert_array_equal(np.isnan(dy), expected, err_msg=f"{framework}: NaN pattern of the JVP")
+    if not spec.stateful:
+        # PyTorch's JVP by double backward (the VJP's VJP in the cotangent: the rules' own
+        # derivative, which a select of x would have made a piece's again).
+        import torch
+
+        module, (xt, tt) = (
+            case.build("torch", dtype),
+            (harness.backend("torch").from_numpy(a, dtype) for a in (x, direction)),
+        )
+        _, dy = torch.autograd.functional.jvp(module, xt, tt)
+        np.testing.assert_array_equal(
+            np.isnan(dy.double().numpy()), expected, err_msg="torch: NaN pattern of the double-backward JVP"
+        )
 
 
 # Groups long enough for XLA:CPU's vectorized max to drop a NaN, or to give -inf for a row

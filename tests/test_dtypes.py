@@ -121,6 +121,22 @@ def test_an_assigning_load_of_tensors_of_two_dtypes_is_refused(case: Case, kind:
         module.load_state_dict(mixed, assign=True)
 
 
+def test_an_assigning_load_moves_a_heads_norm_without_tensors_and_a_refused_one_loads_nothing() -> None:
+    """A head's limit holding no tensors (layer_norm without affine) still knows its dtype, and
+    moves with the head; a refused load leaves every tensor as it was."""
+    head = harness.head("layer_norm", "torch", IN_FEATURES, 8, dtype="float32", elementwise_affine=False)
+    head.load_state_dict({k: v.double() for k, v in head.state_dict().items()}, assign=True)
+    assert record_of(head) == record_of(harness.head("layer_norm", "torch", IN_FEATURES, 8, dtype="float64",
+                                                     elementwise_affine=False))  # fmt: skip
+    assert head(torch.ones(2, IN_FEATURES, dtype=torch.float64)).dtype == torch.float64
+    norm = harness.build("layer_norm", "torch", num_features=4)
+    before = {k: v.clone() for k, v in norm.state_dict().items()}
+    with pytest.raises(TypeError, match="holds tensors of one dtype"):
+        norm.load_state_dict({"weight": torch.zeros(4, dtype=torch.float64), "bias": torch.zeros(4)}, assign=True)
+    for name, value in norm.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, before[name]), name
+
+
 def test_a_move_to_a_dtype_no_technique_takes_raises_at_the_move() -> None:
     with pytest.raises(TypeError, match=r"holds float16, bfloat16, float32, float64 parameters, got float8_e4m3fn"):
         harness.build("layer_norm", "torch", num_features=3).to(torch.float8_e4m3fn)

@@ -61,7 +61,10 @@ def test_node_equals_the_python_function(case: Case, rng: np.random.Generator, m
 
 # The node of the clamps and hardsigmoid (its backward a loop of its own on the CPU in float32 and
 # float64, ATen's op and a select elsewhere), with the name its backward shows.
-INSIDE = {"hardsigmoid": "Hardsigmoid", "clamp": "ClampInside", "relu6": "ClampInside", "bounded_relu": "ClampInside"}
+INSIDE = {
+    "hardsigmoid": "Hardsigmoid", "clamp": "ClampInside", "hardtanh": "ClampInside", "relu6": "ClampInside",
+    "bounded_relu": "ClampInside",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
@@ -209,7 +212,7 @@ def test_the_values_op_is_the_kernel_without_autograd(
         assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num()), name
 
 
-@pytest.mark.parametrize("name", ["smooth_clamp", "hardsigmoid"])
+@pytest.mark.parametrize("name", ["smooth_clamp", "hardsigmoid", "clamp"])
 def test_compiled_autograd_is_refused_with_the_way_out_which_works(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The C++ nodes refuse compiled autograd (a plain node's ATen calls would run on its
     placeholders) with a message naming the switch; with the node off, the Python Function

@@ -1,12 +1,13 @@
-// The autograd nodes of the elementwise kernels (squashes.c's, and the Triton ones of eager CUDA)
-// and of hardsigmoid in C++, so that a forward+backward through one of them crosses into Python
-// once, for the call, as an ATen op's does. A Python torch.autograd.Function costs 15-20 us more
+// The autograd nodes of the elementwise kernels (squashes.c's, and the Triton ones of eager CUDA),
+// of the clamps and of hardsigmoid in C++, so that a forward+backward through one of them crosses
+// into Python once, for the call, as an ATen op's does. A Python torch.autograd.Function costs 15-20 us more
 // per forward+backward (its forward, context and backward run as Python): a quarter of a
 // 2^16-element sigmoid's forward+backward.
 //
 // The kernel comes as a function address and its float parameters as the address of their
 // array, both from impl_torch/_native (the kernels are compiled per process with -march=native;
-// this file has no machine-specific code, so one build serves every machine with the same torch
+// this file is built for no particular machine: its one vector loop carries an AVX2 variant that
+// the loader picks where the CPU has it. So one build serves every machine with the same torch
 // and compiler, and may be cached). Private: the op trusts those addresses.
 //
 // First order is grad * d, d = dy/dx written by the kernel beside the output. Where the backward
@@ -175,8 +176,8 @@ at::Tensor elementwise_values(const at::Tensor &x, int64_t kernel, int64_t param
 // time; the file has no other machine-specific code). 1.4 ms at 2^22 in float32 against
 // hardtanh_backward's 1.5-1.6 (AMD EPYC, one thread).
 template <class T>
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx2", "default"), optimize("O3")))
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+__attribute__((target_clones("avx2", "default"), optimize("O3")))  // clones need glibc's ifunc
 #endif
 void inside_backward(const T *__restrict x, const T *__restrict g, T *__restrict dx, int64_t n, T lo, T hi,
                      T scale) {
@@ -216,9 +217,13 @@ struct InsideBackward : public torch::autograd::Node {
             });
             return dx;
         }
-        at::Tensor dx = at::hardtanh_backward(g, x, lo_, hi_);
-        if (hardsigmoid_)  // ATen's op multiplies by float32's 1/6, also in float64
-            dx = type == at::kDouble ? at::mul(dx, 1.0 / 6.0) : at::hardsigmoid_backward(g, x);
+        at::Tensor dx;
+        if (!hardsigmoid_)
+            dx = at::hardtanh_backward(g, x, lo_, hi_);
+        else if (type == at::kDouble)  // ATen's op multiplies by float32's 1/6, also in float64
+            dx = at::mul(at::hardtanh_backward(g, x, lo_, hi_), 1.0 / 6.0);
+        else
+            dx = at::hardsigmoid_backward(g, x);
         return at::where(at::isnan(x), x, dx);
     }
 

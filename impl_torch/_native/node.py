@@ -7,8 +7,9 @@ Why: a Python ``torch.autograd.Function`` adds 15-20 us to each forward+backward
 a failed build, ``OUTPUT_LIMITS_NATIVE_NODE=0``), ``_common._NativeElementwise`` does the same in
 Python; the tests run both.
 
-Why a cache is safe here, where the C kernels are built per process: the node has no
-machine-specific code (it calls the kernels by address), so one build serves every machine with
+Why a cache is safe here, where the C kernels are built per process: the node is built for no
+particular machine (it calls the kernels by address; its one loop of its own, the clamps'
+backward, carries an AVX2 variant chosen at load time), so one build serves every machine with
 the same torch, compiler and source, which the cache key names. Builds land atomically (written
 to a temporary name, then renamed), so concurrent first uses only duplicate work.
 """
