@@ -86,15 +86,15 @@ def _clamp_inside_jvp(
     # hold must not be rounded onto the input first (x = bf16(0.1) is above lo = 0.1, so its
     # gradient is 1).
     xc = upcast(x)
-    return jnp.clip(x, lo, hi), at_nan(x, jnp.where((xc <= lo) | (xc >= hi), jnp.zeros_like(t), t))
+    return jnp.clip(x, lo, hi), at_nan(jnp.isnan(x), jnp.where((xc <= lo) | (xc >= hi), jnp.zeros_like(t), t))
 
 
-def at_nan(x: jax.Array, tangent: jax.Array) -> jax.Array:
-    """``tangent`` with NaN where ``x`` is NaN: the declared derivative at a NaN input
-    (harness.TechniqueSpec, reduction_axes), which the piecewise rules' comparisons would not
-    give. A product with a factor (1, or NaN at a NaN x), not a select of a NaN constant: the
+def at_nan(nan: jax.Array, tangent: jax.Array) -> jax.Array:
+    """``tangent`` with NaN where ``nan`` (the input's isnan) is set: the declared derivative at
+    a NaN input (harness.TechniqueSpec, reduction_axes), which the piecewise rules' comparisons
+    would not give. A product with a factor (1, or NaN), not a select of a NaN constant: the
     tangent stays linear, so that reverse mode can transpose it."""
-    return tangent * jnp.where(jnp.isnan(x), jnp.nan, 1.0).astype(tangent.dtype)
+    return tangent * jnp.where(nan, jnp.nan, 1.0).astype(tangent.dtype)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))

@@ -244,14 +244,13 @@ def _with_forward_mode(function: type[torch.autograd.Function]) -> type[torch.au
     return type(function.__name__, (function,), {"jvp": staticmethod(rule), "generate_vmap_rule": True})
 
 
-def at_nan(x: torch.Tensor, derivative: torch.Tensor) -> torch.Tensor:
-    """``derivative`` with NaN where ``x`` is NaN: the declared derivative at a NaN input
-    (harness.TechniqueSpec, reduction_axes), which the piecewise rules' comparisons would not give
-    (ATen's hardtanh_backward gives 0 there in its vector lanes and the cotangent in its scalar
-    tail). A product with a factor made without a graph (1, or NaN at a NaN x), as JAX's side:
+def at_nan(nan: torch.Tensor, derivative: torch.Tensor) -> torch.Tensor:
+    """``derivative`` with NaN where ``nan`` (the input's isnan) is set: the declared derivative at
+    a NaN input (harness.TechniqueSpec, reduction_axes), which the piecewise rules' comparisons
+    would not give (ATen's hardtanh_backward gives 0 there in its vector lanes and the cotangent
+    in its scalar tail). A product with a factor made without a graph (1, or NaN), as JAX's side:
     a select of x itself would be differentiated with respect to x (second order 1 at NaN)."""
-    factor = torch.where(torch.isnan(x.detach()), float("nan"), 1.0).to(derivative.dtype)
-    return derivative * factor
+    return derivative * torch.where(nan, float("nan"), 1.0).to(derivative.dtype)
 
 
 def clamp_inside_rule(x: torch.Tensor, v: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -262,8 +261,9 @@ def clamp_inside_rule(x: torch.Tensor, v: torch.Tensor, lo: float, hi: float) ->
     its cotangent again, which would be 0 at a NaN in its vector lanes where the rule says NaN;
     differentiated in x it keeps its graph (second order 0, as before). Plainly eager the C++
     node's loop computes the first order in one pass (_native/node.cpp)."""
-    inside = torch.where(torch.isnan(x), (lo + hi) / 2.0, x)
-    return at_nan(x, torch.ops.aten.hardtanh_backward(v, inside, lo, hi))
+    nan = torch.isnan(x.detach())
+    inside = torch.where(nan, (lo + hi) / 2.0, x)
+    return at_nan(nan, torch.ops.aten.hardtanh_backward(v, inside, lo, hi))
 
 
 @functools.lru_cache(maxsize=256)

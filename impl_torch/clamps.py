@@ -101,7 +101,7 @@ class _Hardsigmoid(torch.autograd.Function):
             # float32(1/6) strictly inside (-3, 3), rounded once; tests/test_kinks.py pins it)
             # in one pass where the rule takes two, but at NaN (at_nan). It has no derivative of
             # its own, so a backward that builds a graph (second order) takes the rule.
-            return at_nan(x, torch.ops.aten.hardsigmoid_backward(grad, x))
+            return at_nan(torch.isnan(x), torch.ops.aten.hardsigmoid_backward(grad, x))
         return _Hardsigmoid.derivative(ctx, grad)
 
 

@@ -30,10 +30,10 @@ from impl_torch._decisions import (
     block_size,
     compiled_kernel_serves,
     elementwise_serves,
-    has_memory,
     may_write_in_place,
     tracks_grad,
 )
+from impl_torch._native.memory import has_memory
 
 
 @implements("sigmoid", "torch")
