@@ -86,15 +86,26 @@ def _clamp_inside_jvp(
     # hold must not be rounded onto the input first (x = bf16(0.1) is above lo = 0.1, so its
     # gradient is 1).
     xc = upcast(x)
-    return jnp.clip(x, lo, hi), at_nan(jnp.isnan(x), jnp.where((xc <= lo) | (xc >= hi), jnp.zeros_like(t), t))
+    return jnp.clip(x, lo, hi), at_nan(x, jnp.where((xc <= lo) | (xc >= hi), jnp.zeros_like(t), t))
 
 
-def at_nan(nan: jax.Array, tangent: jax.Array) -> jax.Array:
-    """``tangent`` with NaN where ``nan`` (the input's isnan) is set: the declared derivative at
-    a NaN input (harness.TechniqueSpec, reduction_axes), which the piecewise rules' comparisons
-    would not give. A product with a factor (1, or NaN), not a select of a NaN constant: the
-    tangent stays linear, so that reverse mode can transpose it."""
-    return tangent * jnp.where(nan, jnp.nan, 1.0).astype(tangent.dtype)
+def at_nan(x: jax.Array, tangent: jax.Array) -> jax.Array:
+    """``tangent`` with NaN where ``x`` is NaN: the declared derivative at a NaN input
+    (harness.TechniqueSpec, reduction_axes), which the piecewise rules' comparisons would not
+    give. A product with a factor, not a select of a NaN constant, so that the tangent stays
+    linear and reverse mode can transpose it. The factor is x's own NaN there, 1 elsewhere (no
+    graph: second order stays 0), so that no NaN is made where x holds none: with
+    ``jax_debug_nans`` op by op (``jax.disable_jit``) a NaN constant stopped a finite input's
+    gradient. PyTorch's at_nan takes the mask, which its rule also uses."""
+    return tangent * jax.lax.stop_gradient(jnp.where(jnp.isnan(x), x, 1.0)).astype(tangent.dtype)
+
+
+def nan_where(mask: jax.Array, dtype: Any) -> jax.Array:
+    """NaN where ``mask`` is set, 1 elsewhere: a factor that makes a value NaN. Made by
+    arithmetic (the square root of -1) where the mask is set only, never as a NaN constant:
+    ``jax_debug_nans`` checks every operation's output op by op (``jax.disable_jit``), and a NaN
+    constant stopped finite inputs there. The masks are a NaN or an infinity of the input's."""
+    return jnp.sqrt(jnp.where(mask, -1.0, 1.0)).astype(dtype)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))

@@ -41,7 +41,7 @@ def _hardsigmoid(x: jax.Array) -> jax.Array:
 @_hardsigmoid.defjvp
 def _hardsigmoid_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
     (x,), (t,) = primals, tangents
-    return _hardsigmoid(x), at_nan(jnp.isnan(x), jnp.where((x <= -3.0) | (x >= 3.0), jnp.zeros_like(t), t / 6.0))
+    return _hardsigmoid(x), at_nan(x, jnp.where((x <= -3.0) | (x >= 3.0), jnp.zeros_like(t), t / 6.0))
 
 
 @implements("hardsigmoid", "jax")
@@ -66,7 +66,7 @@ def _leaky_clamp_jvp(
     # As PyTorch's side: t strictly inside, slope * t where x <= lo or x >= hi, NaN at a NaN x.
     xc = upcast(x)  # compared in float32 for low precision, as in clamp_inside
     inside = jnp.where((xc <= lo) | (xc >= hi), jnp.zeros_like(t), t)
-    return _leaky_clamp(x, lo, hi, slope), at_nan(jnp.isnan(x), inside * (1.0 - slope) + t * slope)
+    return _leaky_clamp(x, lo, hi, slope), at_nan(x, inside * (1.0 - slope) + t * slope)
 
 
 @implements("leaky_clamp", "jax")

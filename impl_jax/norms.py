@@ -21,7 +21,7 @@ from flax import nnx
 
 import harness
 from harness.numerics import trusted_rstd_low, trusted_variance_floor
-from impl_jax._common import clamp_straight_through, cpu_or_accelerator, everywhere, jitted, upcast
+from impl_jax._common import clamp_straight_through, cpu_or_accelerator, everywhere, jitted, nan_where, upcast
 from impl_jax.adapter import FRAMEWORK_DTYPES, check_array, dtype_name
 
 
@@ -52,7 +52,7 @@ def _prescale(x: jax.Array, dims: tuple[int, ...]) -> _Prescaled:
     # (harness/divergences.py): a NaN group is told apart by a reduction of its own, so that it
     # stays NaN instead of taking an infinity's limit.
     nan = jnp.any(jnp.isnan(x), axis=dims, keepdims=True)
-    amax = jnp.where(nan, jnp.nan, jnp.maximum(top, -bottom))
+    amax = jnp.maximum(top, -bottom) * nan_where(nan, top.dtype)
     finite = jnp.isfinite(amax)
     big = finite & (amax > 1.0)
     power = jnp.where(big, jnp.floor(jnp.log2(jnp.where(big, amax, 1.0))) - 1.0, 0.0).astype(jnp.int32)
@@ -157,7 +157,7 @@ def _statistics(mean: jax.Array, var: jax.Array, scale: jax.Array, finite: jax.A
     group that held an infinity (as PyTorch's batch norm gives), never the finite statistics of
     its limit: an infinite mean (NaN where the signs balance) and a NaN variance."""
     mean_scale = jnp.where(finite, scale, jnp.inf)
-    var_scale = jnp.where(finite, scale, jnp.nan)
+    var_scale = scale * nan_where(~finite, scale.dtype)
     # Scaled back one factor at a time: scale * scale overflows where the variance does not.
     return mean * mean_scale, (var * var_scale) * var_scale
 
@@ -177,13 +177,15 @@ class _Linear(NamedTuple):
 
 
 def _plain_linear(mean: jax.Array, rstd: jax.Array) -> _Linear:
+    # Made from rstd, not constants: under shard_map they vary over the same mesh axes as the
+    # other branch's outputs, as a cond requires (and the cond's predicate, which replaces plain).
     one = jnp.ones_like(rstd)
-    return _Linear((one, one), mean, rstd, jnp.zeros(rstd.shape, bool), jnp.array(True))
+    return _Linear((one, one), mean, rstd, jnp.zeros_like(rstd, bool), jax.lax.full_like(rstd, True, bool, ()))
 
 
 def _prescaled_linear(mean: jax.Array, root: jax.Array, prescaled: _Prescaled) -> _Linear:
     # A NaN group is not a limit (prescaled.limit): its derivative is NaN, as its value.
-    return _Linear(prescaled.down, mean, 1.0 / root, prescaled.limit, jnp.array(False))
+    return _Linear(prescaled.down, mean, 1.0 / root, prescaled.limit, jax.lax.full_like(root, False, bool, ()))
 
 
 def _rebuilt(x: jax.Array, linear: _Linear, limits: bool = False) -> jax.Array:
@@ -424,7 +426,14 @@ def _normalized_tangent(
 def layer_norm(x: jax.Array, weight: jax.Array | None, bias: jax.Array | None, *, eps: float) -> jax.Array:
     """The declared layer norm, fast where the rows' statistics allow (see _normalized), with
     its derivative written out in every mode (see _normalized_tangent)."""
-    return _layer_norm(x, weight, bias, eps)
+    return _layer_norm(x, _of_rank(weight, x), _of_rank(bias, x), eps)
+
+
+def _of_rank(a: jax.Array | None, x: jax.Array) -> jax.Array | None:
+    """A per-feature parameter with x's rank (leading axes of 1): every product with it then
+    broadcasts by shape alone, which ``jax_numpy_rank_promotion="raise"`` requires (flax's
+    norms reshape theirs too)."""
+    return None if a is None else jax.lax.broadcast_to_rank(a, x.ndim)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
@@ -460,7 +469,7 @@ def rms_norm(x: jax.Array, weight: jax.Array | None, *, eps: float | None) -> ja
         # PyTorch's meaning: the machine epsilon of the dtype it computes in (float32 for float16
         # and bfloat16 inputs, as torch.nn.RMSNorm does), not of the input's.
         eps = float(jnp.finfo(upcast(x).dtype).eps)
-    return _rms_norm(x, weight, eps)
+    return _rms_norm(x, _of_rank(weight, x), eps)
 
 
 def _rms_norm_tail(y: jax.Array, weight: jax.Array | None, dtype: Any) -> jax.Array:

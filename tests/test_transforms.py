@@ -326,6 +326,70 @@ def test_jax_export_with_a_symbolic_batch_equals_jit(case: Case, rng) -> None:
             np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=f"batch {batch}: state")
 
 
+# Run in a fresh interpreter: XLA:CPU makes its devices once, at JAX's first use.
+_SHARD_MAP = """
+import os, sys
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+sys.path.insert(0, sys.argv[1])
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, PartitionSpec
+
+jax.config.update("jax_enable_x64", True)
+from cases import CASES
+from harness.sampling import input_shape, sample_cotangent, sample_input
+from harness.tolerances import compare, tolerance, vjp_scale
+
+mesh, rows = Mesh(np.array(jax.devices()[:4]), ("b",)), PartitionSpec("b")
+rng, found = np.random.default_rng(0), []
+for case in [c for c in CASES if not c.given]:
+    graphdef, state = nnx.split(case.build("jax", "float64"))
+
+    def each(v, c):
+        f = lambda u: nnx.merge(graphdef, state, copy=True)(u)
+        return f(v), jax.vjp(f, v)[1](c)[0], jax.jvp(f, (v,), (c,))[1]
+
+    spec, resolved = case.spec(), case.resolved("float64")
+    x = sample_input(spec, resolved, (8, *input_shape(spec, resolved)[1:]), rng)
+    x[0].flat[0], x[2].flat[-1], x[4] = np.inf, np.nan, x[4] * 1e300  # a limit, a NaN, the fallback
+    c = sample_cotangent(x.shape, rng)
+    sharded = jax.jit(jax.shard_map(each, mesh=mesh, in_specs=(rows, rows), out_specs=rows))
+    try:
+        got = [np.asarray(a) for a in sharded(x, c)]
+    except Exception as error:
+        found.append(f"{case.id}: {type(error).__name__}: {' '.join(str(error).split())[:300]}")
+        continue
+    blocks = [jax.jit(each)(x[i : i + 2], c[i : i + 2]) for i in range(0, 8, 2)]
+    for what, a, *b in zip(("value", "vjp", "jvp"), got, *blocks):
+        b, keep = np.concatenate(b), ~np.isnan(a)
+        # Within the float64 table: the accelerator form's sums may be ordered otherwise.
+        quantity = "value" if what == "value" else "vjp"
+        result = compare(a[keep], b[keep], tolerance(case.name, "float64", quantity), vjp_scale(b[keep]))
+        if not (np.array_equal(keep, ~np.isnan(b)) and result.ok):
+            found.append(f"{case.id}: the sharded {what} differs from each block's own by {result.max_rel:.1e}")
+print("\\n".join(found) or "all equal")
+"""
+
+
+def test_jax_shard_map_equals_each_block_alone() -> None:
+    """Under ``jax.shard_map`` (manual axes checked, its default) over a batch split on four
+    devices, every technique in both modes gives, in values, VJPs and JVPs, what each device's
+    block gives alone (NaN exactly, the rest within the float64 table): the fast path on some
+    devices, a limit, a NaN or the fallback on others. A cond's two branches must then vary over
+    the same mesh axes; the norms' fast branch made some of its outputs from constants and
+    failed to trace."""
+    import pathlib
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _SHARD_MAP, str(pathlib.Path(__file__).parent)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("all equal"), done.stdout
+
+
 @pytest.mark.parametrize("case", params(KINKED))
 def test_forward_ad_dual_tensors_give_the_declared_gradient_at_each_kink(case: Case) -> None:
     """torch.autograd.forward_ad, outside torch.func: the same declared values as jvp."""
