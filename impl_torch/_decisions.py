@@ -35,6 +35,10 @@ _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda
 
 _is_tracing = torch._C._is_tracing  # bound once: plain_eager runs on every eager call
 
+# How many TorchDispatchModes are active (FakeTensorMode, make_fx's proxy mode, ...): their
+# tensors may have no memory, and a branch on data would be recorded or refused. 40 ns a call.
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+
 # The tests' way to run the Triton kernels without a GPU, in Triton's interpreter (both variables
 # set; compiled Triton code cannot take CPU memory): eager CPU float32 then takes them instead of
 # the C kernels.
@@ -69,23 +73,28 @@ def tracing() -> bool:
 
 def plain_eager() -> bool:
     """Whether this call runs plainly eager: no torch.compile, torch.func transform, forward-mode
-    AD or torch.jit.trace at work. Only then may a formula branch on data or write into buffers
-    it allocates (see the three functions above for why each of them forbids it)."""
-    # One expression rather than the three calls: it runs on every eager call, and on this
-    # project's CPU machine each Python call costs 0.1-0.2 us against a 10 us clamp.
-    return not (is_compiling() or _is_tracing() or _functorch_active() or forward_ad._current_level >= 0)
+    AD, torch.jit.trace or TorchDispatchMode (FakeTensorMode: fake tensors have no memory for
+    the kernels and guards to read) at work. Only then may a formula branch on data or write
+    into buffers it allocates (see the three functions above for why each of them forbids it)."""
+    # One expression rather than the calls: it runs on every eager call, and on this project's
+    # CPU machine each Python call costs 0.1-0.2 us against a 10 us clamp.
+    return not (
+        is_compiling() or _is_tracing() or _functorch_active() or forward_ad._current_level >= 0 or _dispatch_modes()
+    )
 
 
 def tracks_grad(x: torch.Tensor, *more: torch.Tensor | None) -> bool:
     """Whether a derivative of this call may be asked for: autograd records it for ``x`` (or for
     one of ``more``, a norm's weights, which may want gradients where its input does not), or a
-    transform or forward-mode AD is active. Only then does a custom Function, which adds the
-    declared derivative rules, run; without it the plain fused op does."""
+    transform or forward-mode AD is active, or torch.jit.trace records the call: the trace is
+    replayed on inputs that may need a gradient, and the plain op it would record carries ATen's
+    rule. Only then does a custom Function, which adds the declared derivative rules, run;
+    without it the plain fused op does."""
     # ``more`` read only when given: this runs on every call of the elementwise techniques.
     recorded = is_grad_enabled() and (
         x.requires_grad or (bool(more) and any(t is not None and t.requires_grad for t in more))
     )
-    return recorded or transforming()
+    return recorded or transforming() or _is_tracing()
 
 
 def compiled_cpu(x: torch.Tensor) -> bool:
@@ -180,7 +189,9 @@ def compiled_kernel_serves(x: torch.Tensor, name: str) -> bool:
     if x.dtype is not torch.float32:
         return False
     least = COMPILED_KERNELS.get(name, {}).get("forward+backward" if tracks_grad(x) else "forward")
-    return least is not None and x.numel() >= least and _extern_op_allowed(x) and _built()
+    # Allowed first: exporting with a dynamic dimension, the size test would be a guard on a
+    # symbolic size, which torch.export refuses (an AssertionError from its symbolic shapes).
+    return least is not None and _extern_op_allowed(x) and x.numel() >= least and _built()
 
 
 # Elements from which a compiled graph without autograd mends a norm's rejected rows after its
@@ -198,7 +209,7 @@ def compiled_mend_serves(x: torch.Tensor) -> bool:
     rejects in place (``_native/mend.py``): compiling (not exporting), CPU, at least COMPILED_MEND_MIN
     elements, no torch.func transform or forward-mode AD (the op has no batching or derivative
     rule). The caller asks only where no derivative is recorded either."""
-    return x.numel() >= COMPILED_MEND_MIN and _extern_op_allowed(x)
+    return _extern_op_allowed(x) and x.numel() >= COMPILED_MEND_MIN  # allowed first: as above
 
 
 def _extern_op_allowed(x: torch.Tensor) -> bool:

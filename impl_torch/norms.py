@@ -715,6 +715,15 @@ class _Norm(nn.Module):
         self._follow_dtype()
         return module
 
+    def reset_parameters(self) -> None:
+        """Weight 1 and bias 0 in place (batch_norm: its running statistics too), as torch.nn's
+        norms: a module built on the meta device and given memory by ``to_empty`` gets its
+        values from this (FSDP calls it), where memory is left as it was found."""
+        with torch.no_grad():
+            for value, p in ((1.0, getattr(self, "weight", None)), (0.0, getattr(self, "bias", None))):
+                if p is not None:
+                    p.fill_(value)
+
     def _follow_dtype(self) -> None:
         self.params["dtype"] = follow_dtype(self, self._dtype)
         self._input.forget()  # the dtypes it takes moved with it
@@ -778,6 +787,15 @@ class BatchNorm(_Norm):
         self.bias = nn.Parameter(torch.zeros(num_features, dtype=torch_dtype))
         self.register_buffer("running_mean", torch.zeros(num_features, dtype=torch_dtype))
         self.register_buffer("running_var", torch.ones(num_features, dtype=torch_dtype))
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0 and variance 1 in place, as torch.nn's batch norms."""
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        super().reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._input(x)

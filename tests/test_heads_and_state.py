@@ -86,3 +86,24 @@ def test_set_state_names_the_first_mismatch(framework: str) -> None:
         backend.set_state(module, {k: v for k, v in state.items() if k != "limit.bias"})
     with pytest.raises(ValueError, match=r"'linear.weight' has shape \(5, 8\), expected \(8, 5\)"):
         backend.set_state(module, {**state, "linear.weight": state["linear.weight"].T})
+
+
+@pytest.mark.parametrize("case", params([c for c in TRAIN_CASES if not c.given and c.spec().takes_num_features]))
+def test_reset_parameters_gives_a_meta_built_module_its_built_values(case: Case) -> None:
+    """The meta-device workflow, as FSDP runs it: build without memory, ``to_empty``, then
+    ``reset_parameters``. Every parameter and buffer takes the value it is built with, as in
+    torch.nn's norms; the memory to_empty hands out is whatever it held (NaN here)."""
+    import torch
+
+    built = harness.build(case.name, "torch", **case.params("float32"))
+    with torch.device("meta"):
+        module = harness.build(case.name, "torch", **case.params("float32"))
+    module.to_empty(device="cpu")
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            tensor.fill_(float("nan"))
+    module.reset_parameters()
+    expected = built.state_dict()
+    assert module.state_dict().keys() == expected.keys()
+    for key, tensor in module.state_dict().items():
+        torch.testing.assert_close(tensor, expected[key], rtol=0, atol=0, msg=key)

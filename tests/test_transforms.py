@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cases import FRAMEWORKS, TRAIN_CASES, Case, around_kinks, params
+from cases import CASES, FRAMEWORKS, TRAIN_CASES, Case, around_kinks, params
 
 import harness
 from harness.sampling import input_shape, machine_epsilon, round_to, sample_cotangent, sample_input
@@ -281,6 +281,75 @@ def test_traced_and_exported_heads_equal_eager_on_new_inputs(case: Case, rng) ->
     for label, module in (("traced", traced), ("exported", exported)):
         result = compare(backend.to_numpy(module(x)), expected, value)
         assert result.ok, f"{label}: {result.max_rel:.3e} from eager at {result.worst_index} {result.problem or ''}"
+
+
+@pytest.mark.parametrize("case", params([c for c in CASES if not c.given]))
+def test_torch_export_with_a_dynamic_batch_equals_eager(case: Case, rng) -> None:
+    """torch.export with the batch dimension dynamic, in float32 (where the C kernels serve
+    eager calls): called on batches of two sizes holding infinities and NaN, equal to eager. A
+    size test made before the test for exporting was a guard on the symbolic size, which export
+    refused (smooth_clamp, scaled_sigmoid, scaled_tanh, soft_clip)."""
+    import torch
+
+    module = case.build("torch", "float32")
+    spec, resolved = case.spec(), case.resolved("float32")
+    shape = input_shape(spec, resolved)[1:]
+    example = torch.from_numpy(sample_input(spec, resolved, (4, *shape), rng)).float()
+    exported = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    for batch in (3, 9):
+        x = sample_input(spec, resolved, (batch, *shape), rng)
+        x[0].flat[0], x[1].flat[-1] = np.inf, np.nan
+        x = torch.from_numpy(x).float()
+        with torch.no_grad():
+            found, expected = exported(x), module(x)
+        np.testing.assert_array_equal(found.isnan().numpy(), expected.isnan().numpy())
+        keep = ~expected.isnan()
+        result = compare(found[keep].numpy(), expected[keep].numpy(), tolerance(case.name, "float32", "value"))
+        assert result.ok, f"batch {batch}: {result.max_rel:.3e} from eager at {result.worst_index}"
+
+
+@pytest.mark.parametrize("case", params(DEFAULTS))
+def test_traced_on_an_input_without_grad_keeps_the_declared_vjp(case: Case, rng) -> None:
+    """torch.jit.trace of a bare module on an input that needs no gradient, the usual call,
+    records the declared derivative: replayed on one that needs it, the VJP equals eager's at
+    the kinks and infinities too. The trace recorded the plain op, whose rule is ATen's
+    (ste_clamp's 0 outside its bounds, clamp's 1 at its kinks)."""
+    import torch
+
+    module = _module(case, "torch", "float64")
+    x, c, _ = _draw(case, "float64", rng)
+    points = [k.x for k in case.spec().kinks(**case.given)] + [np.inf, -np.inf]
+    x.flat[: len(points)] = points
+    traced = torch.jit.trace(module, (torch.from_numpy(rng.normal(size=x.shape)),), check_trace=False)
+    found = {}
+    for label, f in (("eager", module), ("traced", traced)):
+        xt = torch.from_numpy(x).requires_grad_(True)
+        found[label] = torch.autograd.grad(f(xt), xt, torch.from_numpy(c))[0].numpy()
+    np.testing.assert_array_equal(np.isnan(found["traced"]), np.isnan(found["eager"]))
+    keep = ~np.isnan(found["eager"])
+    a, b = found["traced"][keep], found["eager"][keep]
+    result = compare(a, b, tolerance(case.name, "float64", "vjp"), vjp_scale(b))
+    assert result.ok, f"the traced VJP differs from eager's by {result.max_rel:.3e} at {result.worst_index}"
+
+
+@pytest.mark.parametrize("case", params([c for c in CASES if not c.given]))
+def test_fake_tensors_give_eager_shapes_and_dtypes(case: Case, rng) -> None:
+    """Under FakeTensorMode (as torch.export, FSDP's meta-device planning and shape inference run
+    a model), a call and its backward give eager's shapes and dtypes. The fake tensors have no
+    memory: the norms' and softmaxes' guard read their statistics by address (a segfault), the
+    clamps' C++ backward read them, and sparsemax branched on their data."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    module = case.build("torch", "float32")
+    x = torch.from_numpy(_draw(case, "float32", rng)[0]).float()
+    expected = module(x)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        fake = mode.from_tensor(x).requires_grad_(True)
+        y = module(fake)
+        (dx,) = torch.autograd.grad(y.sum(), fake)
+    assert (y.shape, y.dtype) == (expected.shape, expected.dtype)
+    assert (dx.shape, dx.dtype) == (x.shape, x.dtype)
 
 
 @pytest.mark.parametrize("case", params(DEFAULTS))
