@@ -94,7 +94,8 @@ def tracks_grad(x: torch.Tensor, *more: torch.Tensor | None) -> bool:
     recorded = is_grad_enabled() and (
         x.requires_grad or (bool(more) and any(t is not None and t.requires_grad for t in more))
     )
-    return recorded or transforming() or _is_tracing()
+    # Not asked while compiling: dynamo breaks the graph at _is_tracing (a non-tensor result).
+    return recorded or transforming() or (not is_compiling() and _is_tracing())
 
 
 def compiled_cpu(x: torch.Tensor) -> bool:
