@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.build import BuildRecord, backend, build, head, record_of
+from harness.build import RECORD_ATTRIBUTE, BuildRecord, backend, build, head, record_of
 from harness.registry import check_framework
 from harness.spec import Framework
 
@@ -92,16 +92,42 @@ def load_torch_checkpoint(module: Any, path: str | Path, framework: Framework | 
     """
     import torch
 
+    _check_framework_of(module, framework, "load_torch_checkpoint")
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TypeError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    for key, value in state.items():
+        if value.is_complex():
+            raise TypeError(f"{path}: {key} holds {value.dtype} values; a state dict of real numbers is needed")
     arrays = {k: v.detach().double().numpy() if v.dtype != torch.float64 else v.numpy() for k, v in state.items()}
     backend(framework).set_state(module, arrays)
 
 
 def save_torch_checkpoint(module: Any, path: str | Path, framework: Framework | str) -> None:
-    """Write ``module``'s state (of ``framework``) as a PyTorch state-dict file."""
+    """Write ``module``'s state (of ``framework``) as a PyTorch state-dict file, its tensors in
+    the module's own dtype, as ``torch.save(module.state_dict())`` writes them (the adapters
+    hand float16 and bfloat16 values over as float32, exactly)."""
     import torch
 
-    state = backend(framework).get_state(module)
-    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, Path(path))
+    _check_framework_of(module, framework, "save_torch_checkpoint")
+    dtype = _state_dtype(module)
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in backend(framework).get_state(module).items()}
+    if dtype is not None:
+        tensors = {k: t.to(getattr(torch, dtype)) if t.is_floating_point() else t for k, t in tensors.items()}
+    torch.save(tensors, Path(path))
+
+
+def _state_dtype(module: Any) -> str | None:
+    """The dtype of a built module's parameters and statistics (None: not made by harness)."""
+    record = getattr(module, RECORD_ATTRIBUTE, None)
+    if not isinstance(record, BuildRecord):
+        return None
+    return dict(record.params).get("dtype", record.dtype if record.kind == "head" else None)
+
+
+def _check_framework_of(module: Any, framework: Framework | str, what: str) -> None:
+    check_framework(framework)
+    made_in = _framework_of(module)
+    if made_in is not None and made_in != framework:
+        given = Framework(framework).value
+        raise TypeError(f"{what} got {_KINDS[made_in]} with framework={given!r}; pass framework={made_in!r}")

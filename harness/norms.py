@@ -25,6 +25,23 @@ def _eps(default: float) -> Param:
     return Param("eps", "float", default, "added to the variance (PyTorch's default 1e-5)", positive)
 
 
+def eps_fits(params: P, dtype: str) -> str | None:
+    """eps is a normal, finite number where the statistics are computed (float32 for float16 and
+    bfloat16): rounded to 0 (1e-300 in float32) a constant group divides 0 by 0, rounded to an
+    infinity every group does, and the two frameworks gave NaN in different places. None (rms_norm)
+    is that dtype's machine epsilon."""
+    if params["eps"] is None:
+        return None
+    compute = compute_dtype(dtype)
+    tiny, biggest = finfo(compute)["tiny"], finfo(compute)["max"]
+    if not tiny <= params["eps"] <= biggest:
+        return (
+            f"eps = {params['eps']:.6g} must lie in [{tiny:.6g}, {biggest:.6g}] in {compute} (a normal, finite "
+            "number there); choose an eps the dtype can hold or use a wider dtype"
+        )
+    return None
+
+
 def _power_of_two_scaled(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``x`` times 2^-e per group, with 2^e just above the group's largest magnitude (exact, so
     squares cannot overflow even at float64's largest values), and e."""
@@ -79,6 +96,8 @@ LAYER_NORM = TechniqueSpec(
     feature_axis=-1,
     examples=({"elementwise_affine": False}, {"eps": 1e-3}),
     rejects=({"eps": 0.0}, {"eps": -1e-5}, {"eps": math.inf}, {"num_features": 0}, {"dtype": "int32"}),
+    check_dtype=eps_fits,
+    dtype_rejects=(({"eps": 1e-300}, "float32"), ({"eps": 1e300}, "float32")),
     tolerances=normwise_values(NORMALIZATION_VALUES, DTYPES),
     notes=(
         "Rows are scaled by a power of two before the statistics (exact), so the largest finite inputs "
@@ -127,6 +146,8 @@ RMS_NORM = TechniqueSpec(
     feature_axis=-1,
     examples=({"elementwise_affine": False}, {"eps": 1e-3}),
     rejects=({"eps": 0.0}, {"eps": -1.0}, {"num_features": 0}),
+    check_dtype=eps_fits,
+    dtype_rejects=(({"eps": 1e-300}, "float32"), ({"eps": 1e-300}, "bfloat16")),
     notes="Scaled by a power of two first, as layer_norm; statistics in float32 for low-precision inputs.",
 )
 
@@ -160,6 +181,8 @@ BATCH_NORM = TechniqueSpec(
     stateful=True,
     examples=({"momentum": 0.5},),
     rejects=({"momentum": -0.1}, {"momentum": 1.5}, {"momentum": math.nan}, {"eps": 0.0}, {"num_features": -2}),
+    check_dtype=eps_fits,
+    dtype_rejects=(({"eps": 1e-300}, "float32"),),
     tolerances=normwise_values(NORMALIZATION_VALUES, DTYPES),
     notes="Channels are axis 1, as in PyTorch; training needs more than one value per channel.",
 )

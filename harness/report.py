@@ -128,40 +128,54 @@ def load(paths: Iterable[Path]) -> tuple[list[Row], list[dict[str, Any]]]:
     paths = list(paths)
     raws = [read_json(Path(path)) for path in paths]
     for run, (path, raw, labels) in enumerate(zip(paths, raws, _labels(raws), strict=True), start=1):
-        info = raw.get("machine_info", {})
-        infos.append({"file": str(path), "datetime": raw.get("datetime"), **info})
-        for bench in raw.get("benchmarks", []):
-            extra, stats = bench.get("extra_info", {}), bench["stats"]
-            if "technique" not in extra:
-                continue
-            paired = extra.get("paired") or {}
-            rows.append(
-                Row(
-                    machine=labels[extra["device"]],
-                    device=extra["device"],
-                    technique=extra["technique"],
-                    n=int(extra["n"]),
-                    mode=extra["mode"],
-                    row=extra["row"],
-                    kind=extra["kind"],
-                    median=stats["median"],
-                    q1=stats["q1"],
-                    q3=stats["q3"],
-                    data=tuple(stats.get("data") or (stats["median"],)),
-                    ideal_bytes=int(extra["ideal_bytes"]),
-                    compile_s=float(extra.get("compile_s", 0.0)),
-                    first_call_s=float(extra.get("first_call_s", 0.0)),
-                    rounds=int(stats.get("rounds", 0)),
-                    iterations=int(stats.get("iterations", 1)),
-                    check_error=float(extra.get("check_error", 0.0)),
-                    minor_faults_per_call=extra.get("minor_faults_per_call"),
-                    paired_with=paired.get("against", ""),
-                    paired_ours=tuple(paired.get("ours_s", ())),
-                    paired_against=tuple(paired.get("against_s", ())),
-                    run=run,
-                )
-            )
+        try:
+            info = raw.get("machine_info", {})
+            infos.append({"file": str(path), "datetime": raw.get("datetime"), **info})
+            rows += _rows(raw, labels, run)
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            # One line naming the file, for the CLI: JSON, but not a pytest-benchmark run of ours.
+            odd = f"missing or odd field {error!r}"
+            raise ValueError(f"{path}: not pytest-benchmark JSON from nox -s bench ({odd})") from error
     return rows, infos
+
+
+def _rows(raw: dict[str, Any], labels: dict[str, str], run: int) -> list[Row]:
+    """The rows of one pytest-benchmark run (its benchmarks of ours; others skipped)."""
+    rows = []
+    for bench in raw.get("benchmarks", []):
+        extra, stats = bench.get("extra_info", {}), bench["stats"]
+        if "technique" not in extra:
+            continue
+        if not (isinstance(stats["median"], (int, float)) and 0 < stats["median"] < math.inf):
+            raise ValueError(f"{bench.get('name')}: median {stats['median']!r}, not a positive time")
+        paired = extra.get("paired") or {}
+        rows.append(
+            Row(
+                machine=labels[extra["device"]],
+                device=extra["device"],
+                technique=extra["technique"],
+                n=int(extra["n"]),
+                mode=extra["mode"],
+                row=extra["row"],
+                kind=extra["kind"],
+                median=stats["median"],
+                q1=stats["q1"],
+                q3=stats["q3"],
+                data=tuple(stats.get("data") or (stats["median"],)),
+                ideal_bytes=int(extra["ideal_bytes"]),
+                compile_s=float(extra.get("compile_s", 0.0)),
+                first_call_s=float(extra.get("first_call_s", 0.0)),
+                rounds=int(stats.get("rounds", 0)),
+                iterations=int(stats.get("iterations", 1)),
+                check_error=float(extra.get("check_error", 0.0)),
+                minor_faults_per_call=extra.get("minor_faults_per_call"),
+                paired_with=paired.get("against", ""),
+                paired_ours=tuple(paired.get("ours_s", ())),
+                paired_against=tuple(paired.get("against_s", ())),
+                run=run,
+            )
+        )
+    return rows
 
 
 def ratio_ci(numerator: tuple[float, ...], denominator: tuple[float, ...], seed: int = 0) -> tuple[float, float, float]:
@@ -653,6 +667,12 @@ def write_report(paths: list[Path], out: Path, ratios_path: Path | None = None) 
     if not rows:
         raise ValueError(f"no output-limits benchmarks in {', '.join(map(str, paths))}")
     ratios = read_json(ratios_path) if ratios_path and ratios_path.exists() else None
+    if ratios is not None:
+        try:
+            _ratios_section(ratios)
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            odd = f"missing or odd field {error!r}"
+            raise ValueError(f"{ratios_path}: not bench/speed_ratios.py JSON ({odd})") from error
     out.mkdir(parents=True, exist_ok=True)  # after every input read: a bad one leaves no folder
     (out / "report.md").write_text(markdown(rows, infos, ratios))
     (out / "report.tex").write_text(latex(rows))

@@ -43,6 +43,26 @@ def test_bad_report_inputs_get_one_line_and_write_nothing(tmp_path: Path) -> Non
     assert not any(work.iterdir()), list(work.iterdir())
 
 
+def test_odd_fields_of_a_run_or_of_its_ratios_name_their_file(tmp_path: Path) -> None:
+    """A median of 0 (a ZeroDivisionError's traceback) and a non-integer size (an error that
+    named no file), and a malformed --ratios file (blamed on the run), each get one line naming
+    the file at fault."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for field, value, words in (("median", 0.0, "not a positive time"), ("n", "many", "invalid literal")):
+        run = _run(tmp_path / f"{field}.json", "Test CPU", "cpu", 1.0, 0)
+        raw = json.loads(run.read_text())
+        where = raw["benchmarks"][1]["stats" if field == "median" else "extra_info"]
+        where[field] = value
+        run.write_text(json.dumps(raw))
+        _one_line_error(_cli(work, "report", str(run), "--out", str(tmp_path / "out")), f"{field}.json", words)
+    good = _run(tmp_path / "good.json", "Test CPU", "cpu", 1.0, 0)
+    (tmp_path / "ratios.json").write_text(json.dumps({"results": 3}))
+    done = _cli(work, "report", str(good), "--ratios", str(tmp_path / "ratios.json"), "--out", str(tmp_path / "out"))
+    _one_line_error(done, "ratios.json: not bench/speed_ratios.py JSON")
+    assert not (tmp_path / "out").exists()
+
+
 def test_report_writes_beside_its_input_or_into_a_new_bench_folder(tmp_path: Path) -> None:
     work, runs = tmp_path / "work", tmp_path / "runs"
     work.mkdir()

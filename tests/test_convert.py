@@ -16,12 +16,12 @@ from harness.tolerances import compare, head_tolerance
 IN, OUT = 5, 8
 
 
-def _train(module, framework: str, rng: np.random.Generator, steps: int = 3) -> None:
+def _train(module, framework: str, rng: np.random.Generator, steps: int = 3, dtype: str = "float64") -> None:
     """A few SGD steps through the adapters (running statistics update as in any training call)."""
     backend = harness.backend(framework)
     for _ in range(steps):
         x, cotangent = rng.normal(size=(6, IN)), rng.normal(size=(6, OUT))
-        _, _, grads = backend.vjp(module, x, cotangent, "float64")
+        _, _, grads = backend.vjp(module, x, cotangent, dtype)
         state = backend.get_state(module)
         backend.set_state(module, {k: v - 0.1 * grads[k] if k in grads else v for k, v in state.items()})
 
@@ -80,6 +80,38 @@ def test_checkpoint_mismatches_name_the_first_difference(tmp_path: Path) -> None
     torch.save({**state, "linear.weight": torch.zeros(IN, OUT)}, wrong)
     with pytest.raises(ValueError, match=r"'linear.weight' has shape \(5, 8\), expected \(8, 5\)"):
         harness.load_torch_checkpoint(module, wrong, "torch")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+@pytest.mark.parametrize("framework", harness.FRAMEWORKS)
+def test_saved_checkpoints_keep_the_module_dtype(tmp_path: Path, framework: str, dtype: str, rng) -> None:
+    """A head's checkpoint holds its own dtype, as torch.save(head.state_dict()) does (a float16
+    head was written as float32, which an assigning load then made a float32 head), and loads
+    back into a fresh head of that dtype with its values."""
+    source = harness.head("batch_norm", framework, IN, OUT, seed=3, dtype=dtype)
+    _train(source, framework, rng, dtype=dtype)
+    path = tmp_path / "head.pt"
+    harness.save_torch_checkpoint(source, path, framework)
+    saved = torch.load(path, weights_only=True)
+    assert {t.dtype for t in saved.values()} == {getattr(torch, dtype)}
+    target = harness.head("batch_norm", framework, IN, OUT, seed=0, dtype=dtype)
+    harness.load_torch_checkpoint(target, path, framework)
+    for key, value in harness.backend(framework).get_state(target).items():
+        np.testing.assert_array_equal(value, harness.backend(framework).get_state(source)[key], err_msg=key)
+
+
+@pytest.mark.parametrize("framework", harness.FRAMEWORKS)
+def test_checkpoint_functions_name_a_framework_mix_up_and_refuse_complex_values(tmp_path: Path, framework: str) -> None:
+    other = next(f for f in harness.FRAMEWORKS if f != framework)
+    module = harness.head("layer_norm", framework, IN, OUT)
+    path = tmp_path / "head.pt"
+    for call in (harness.save_torch_checkpoint, harness.load_torch_checkpoint):
+        with pytest.raises(TypeError, match=f"with framework='{other}'; pass framework='{framework}'"):
+            call(module, path, other)
+    state = harness.head("layer_norm", "torch", IN, OUT).state_dict()
+    torch.save({**state, "limit.bias": state["limit.bias"].to(torch.complex64)}, path)
+    with pytest.raises(TypeError, match=r"limit\.bias holds torch\.complex64 values"):
+        harness.load_torch_checkpoint(module, path, framework)
 
 
 class _Payload:

@@ -10,6 +10,7 @@ import pytest
 from cases import FRAMEWORKS, TRAIN_CASES, Case, params
 
 import harness
+from harness.sampling import input_shape
 
 
 def _raised(fn) -> tuple[type, str]:
@@ -160,7 +161,8 @@ def test_parameters_an_input_dtype_cannot_hold_are_rejected_at_the_call(name: st
 
     def call(framework: str) -> None:
         backend = harness.backend(framework)
-        case.build(framework, dtype)(backend.from_numpy(np.zeros((2, 3)), dtype))
+        shape = input_shape(case.spec(), case.resolved(dtype))
+        case.build(framework, dtype)(backend.from_numpy(np.zeros(shape), dtype))
 
     message = _same_error_in_both(call, ValueError)
     assert f"{name} on a {dtype} input" in message and "must" in message, message
