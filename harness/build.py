@@ -93,7 +93,16 @@ def inverse(name: str, framework: Framework | str, **params: Any) -> Callable[[A
     bounds to -inf and inf, values outside to NaN."""
     spec = get(name)
     resolved = spec.resolve(params)
-    return functools.partial(inverse_implementation(name, framework), **resolved)
+    implementation = functools.partial(inverse_implementation(name, framework), **resolved)
+    return functools.partial(_checked, backend(framework).check_floats, f"{name}'s inverse", implementation)
+
+
+def _checked(check: Callable[[Any, str], None], label: str, implementation: Callable[[Any], Any], y: Any) -> Any:
+    """``implementation(y)`` for a floating array of the framework at hand; one line otherwise,
+    as a module's input check gives (a Python float failed inside torch.log, and JAX took a
+    float64 array with x64 off as float32)."""
+    check(y, label)
+    return implementation(y)
 
 
 def linear_init(in_features: int, out_features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -154,11 +163,14 @@ def head(
     The Linear weights come from :func:`linear_init` (identical in both frameworks for one
     seed); a technique that takes ``num_features`` gets ``out_features``, ``dtype`` and ``seed``.
     """
-    for label, value in (("in_features", in_features), ("out_features", out_features)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    # As build's parameters: TypeError for the wrong type (numpy integers are ints), ValueError
+    # for a value outside what is allowed.
+    for label, value in (("in_features", in_features), ("out_features", out_features), ("seed", seed)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"head: {label} must be an int, got {value!r} ({type(value).__name__})")
+        if label != "seed" and value <= 0:
             raise ValueError(f"head: {label} must be a positive int, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"head: seed must be an int, got {seed!r}")
+    in_features, out_features, seed = int(in_features), int(out_features), int(seed)
     if dtype not in DTYPES:
         raise ValueError(f"head: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     spec = get(name)

@@ -81,7 +81,11 @@ class Param:
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 allowed = "a real number or None" if self.kind == "optional_float" else "a real number"
                 raise TypeError(f"{where} must be {allowed}, got {value!r} ({type(value).__name__})")
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an int beyond float's range (10**400)
+                bits = int(value).bit_length()
+                raise ValueError(f"{where} must be a finite real number, got an int of {bits} bits") from None
         elif self.kind == "int":
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"{where} must be an int, got {value!r} ({type(value).__name__})")

@@ -72,6 +72,17 @@ def check_array(x: Any, name: str) -> None:
     raise TypeError(f"{name} takes a jax.Array (or a NumPy array), got {got}; {fix}")
 
 
+def check_floats(x: Any, name: str) -> None:
+    """check_array, and a floating dtype: what a function of arrays such as an inverse takes; a
+    float64 one only with x64 on, which jax.numpy would silently make float32 (mirrors
+    ``impl_torch.adapter.check_floats``)."""
+    check_array(x, name)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} takes floating inputs, got {dtype_name(x)}; cast it with x.astype(jnp.float32)")
+    if jnp.dtype(x.dtype) == jnp.float64:
+        require_x64(name)
+
+
 def from_numpy(a: np.ndarray, dtype: str) -> jax.Array:
     """A new array of ``dtype`` holding ``a`` rounded once (low precision via float32)."""
     if dtype == "float64":

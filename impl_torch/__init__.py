@@ -8,6 +8,7 @@ registers them all. Its other public names are the adapter every test and benchm
 from impl_torch import baselines, clamps, norms, simplex, squashes
 from impl_torch.adapter import (
     asarray,
+    check_floats,
     device,
     dtype_name,
     from_numpy,
@@ -34,6 +35,7 @@ __all__ = [
     "bench_callable",
     "bench_devices",
     "block",
+    "check_floats",
     "clamps",
     "copy_callable",
     "device",

@@ -70,6 +70,14 @@ def check_array(x: Any, name: str) -> None:
     raise TypeError(f"{name} takes a torch.Tensor, got {got}; {fix}")
 
 
+def check_floats(x: Any, name: str) -> None:
+    """check_array, and a floating dtype: what a function of arrays such as an inverse takes
+    (mirrors ``impl_jax.adapter.check_floats``)."""
+    check_array(x, name)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} takes floating inputs, got {dtype_name(x)}; cast it with x.float()")
+
+
 def from_numpy(a: np.ndarray, dtype: str) -> torch.Tensor:
     """A new tensor of ``dtype`` holding ``a`` rounded once (low precision via float32)."""
     source = np.asarray(a, dtype=np.float64 if dtype == "float64" else np.float32)

@@ -10,6 +10,7 @@ import pytest
 from cases import FRAMEWORKS, TRAIN_CASES, Case, params
 
 import harness
+from harness.build import record_of
 from harness.sampling import input_shape
 
 
@@ -67,6 +68,34 @@ def test_reject_messages_say_what_is_allowed() -> None:
         harness.build("batch_norm", "jax", num_features=3, momentum=1.5)
     with pytest.raises(TypeError, match=r"unknown parameter\(s\) low; allowed: lo, hi"):
         harness.build("clamp", "jax", low=0.0)
+
+
+def test_an_int_beyond_float_and_a_heads_sizes_get_builds_errors() -> None:
+    """An int float cannot hold is a bad value (it raised a bare OverflowError), and a head's
+    sizes and seed follow build's parameters: TypeError for a type, numpy integers accepted
+    (a float in_features raised ValueError, np.int64 was refused)."""
+    message = _same_error_in_both(lambda fw: harness.build("clamp", fw, lo=10**400), ValueError)
+    assert "clamp: parameter 'lo' must be a finite real number" in message
+    message = _same_error_in_both(lambda fw: harness.head("sigmoid", fw, 3.0, 4), TypeError)
+    assert message.startswith("head: in_features must be an int, got 3.0")
+    _same_error_in_both(lambda fw: harness.head("sigmoid", fw, 0, 4), ValueError)
+    for framework in harness.FRAMEWORKS:
+        record = record_of(harness.head("sigmoid", framework, np.int64(3), np.int32(4), seed=np.int64(1)))
+        assert (record.in_features, record.out_features, record.seed) == (3, 4, 1)
+        assert all(type(v) is int for v in (record.in_features, record.out_features, record.seed))
+
+
+@pytest.mark.parametrize("name", [n for n in harness.names() if harness.get(n).invertible])
+def test_inverses_take_floating_arrays_as_modules_do(name: str) -> None:
+    """A Python float failed inside torch.log, an integer array gave integer arithmetic's NaN
+    or zeros: both frameworks say what the inverse takes, in one line."""
+    for framework in FRAMEWORKS:
+        kind, message = _raised(lambda fw=framework: harness.inverse(name, fw)(0.25))
+        assert kind is TypeError and message.startswith(f"{name}'s inverse takes a "), message
+        assert f"got float; make one with {IDIOM[framework]}" in message, message
+    ints = {"torch": lambda: harness.backend("torch").asarray(np.array([0, 1])), "jax": lambda: np.array([0, 1])}
+    message = _same_error_in_both(lambda fw: harness.inverse(name, fw)(ints[fw]()), TypeError)
+    assert "takes floating inputs, got int64" in message
 
 
 def test_unknown_names_suggest_the_closest() -> None:
@@ -211,6 +240,8 @@ for name in harness.names():
     else:
         refused(name + " call", lambda: harness.build(name, "jax")(x))
     harness.build(name, "jax", **given)(x.astype(np.float32))
+    if spec.invertible:
+        refused(name + " inverse", lambda: harness.inverse(name, "jax")(np.array([0.25])))
 print("\\n".join(found) or "all refused")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
