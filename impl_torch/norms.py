@@ -37,6 +37,7 @@ from impl_torch._decisions import (
     norm_kernels_take,
     rows_serve,
     tracks_grad,
+    transforming,
 )
 from impl_torch._native import channels as _channels
 from impl_torch._native import mend as _mend
@@ -812,6 +813,16 @@ class BatchNorm(_Norm):
             # The new statistics never require grad (ATen's updated copies, or the formula's from
             # detached batch statistics): the copy records nothing, with or without no_grad,
             # whose context costs a microsecond or two at each call.
-            self.running_mean.copy_(new_mean)
-            self.running_var.copy_(new_var)
+            try:
+                self.running_mean.copy_(new_mean)
+                self.running_var.copy_(new_var)
+            except RuntimeError as error:
+                if not transforming():
+                    raise
+                # torch.func.vmap: per-example statistics cannot go into unbatched buffers.
+                raise RuntimeError(
+                    "batch_norm in training mode updates its running statistics in place, which "
+                    "torch.func.vmap cannot do with statistics that are not batched; call .eval() to use the "
+                    "running statistics, or pass batched buffers to torch.func.functional_call"
+                ) from error
         return y

@@ -98,6 +98,17 @@ def test_inverses_take_floating_arrays_as_modules_do(name: str) -> None:
     assert "takes floating inputs, got int64" in message
 
 
+def test_vmap_of_a_training_batch_norm_says_what_to_do() -> None:
+    """torch.func.vmap cannot write per-example running statistics into unbatched buffers;
+    ATen's own message for the in-place copy named neither batch_norm nor a way out."""
+    import torch
+
+    module = harness.build("batch_norm", "torch", num_features=4)
+    with pytest.raises(RuntimeError, match=r"batch_norm in training mode updates its running statistics.*\.eval\(\)"):
+        torch.func.vmap(module)(torch.randn(3, 5, 4))
+    assert torch.func.vmap(module.eval())(torch.randn(3, 5, 4)).shape == (3, 5, 4)
+
+
 def test_unknown_names_suggest_the_closest() -> None:
     with pytest.raises(LookupError, match="sigmoid"):
         harness.get("sigmiod")
