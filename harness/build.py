@@ -166,7 +166,7 @@ def head(
     # As build's parameters: TypeError for the wrong type (numpy integers are ints), ValueError
     # for a value outside what is allowed.
     for label, value in (("in_features", in_features), ("out_features", out_features), ("seed", seed)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"head: {label} must be an int, got {value!r} ({type(value).__name__})")
         if label != "seed" and value <= 0:
             raise ValueError(f"head: {label} must be a positive int, got {value!r}")

@@ -11,12 +11,13 @@ merging two runs of one machine shows both instead of keeping the last.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,13 +91,16 @@ def _machine(info: dict[str, Any], device: str, device_name: str) -> str:
     return f"{device}: {name}, {ours.get('threads', '?')} thread(s)"
 
 
-def _labels(raws: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Per run, device -> machine label; a label two runs share gets each run's date added."""
-    labels = []
-    for raw in raws:
-        extras = [b["extra_info"] for b in raw.get("benchmarks", []) if "device" in b.get("extra_info", {})]
-        info = raw.get("machine_info", {})
-        labels.append({e["device"]: _machine(info, e["device"], e.get("device_name", "")) for e in extras})
+def _run_labels(raw: dict[str, Any]) -> dict[str, str]:
+    """One run's device -> machine label."""
+    extras = [b["extra_info"] for b in raw.get("benchmarks", []) if "device" in b.get("extra_info", {})]
+    info = raw.get("machine_info", {})
+    return {e["device"]: _machine(info, e["device"], e.get("device_name", "")) for e in extras}
+
+
+def _labels(raws: list[dict[str, Any]], labels: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Per run, device -> machine label (``labels``, each run's own); a label two runs share gets
+    each run's date added."""
     runs_per_label: dict[str, int] = defaultdict(int)
     for run in labels:
         for label in set(run.values()):
@@ -123,19 +127,30 @@ def read_json(path: Path) -> Any:
         raise ValueError(f"{path}: not a JSON file ({type(error).__name__}: {first})") from error
 
 
+@contextlib.contextmanager
+def _odd_fields(path: Path | None, what: str) -> Iterator[None]:
+    """Errors of a JSON file that is not ``what`` as one line naming it, for the CLI."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise ValueError(f"{path}: not {what} (missing or odd field {error!r})") from error
+
+
+_RUN = "pytest-benchmark JSON from nox -s bench"
+
+
 def load(paths: Iterable[Path]) -> tuple[list[Row], list[dict[str, Any]]]:
-    rows, infos = [], []
+    rows, infos, own = [], [], []
     paths = list(paths)
     raws = [read_json(Path(path)) for path in paths]
-    for run, (path, raw, labels) in enumerate(zip(paths, raws, _labels(raws), strict=True), start=1):
-        try:
+    for path, raw in zip(paths, raws, strict=True):
+        with _odd_fields(path, _RUN):
+            own.append(_run_labels(raw))
+    for run, (path, raw, labels) in enumerate(zip(paths, raws, _labels(raws, own), strict=True), start=1):
+        with _odd_fields(path, _RUN):
             info = raw.get("machine_info", {})
             infos.append({"file": str(path), "datetime": raw.get("datetime"), **info})
             rows += _rows(raw, labels, run)
-        except (KeyError, TypeError, AttributeError, ValueError) as error:
-            # One line naming the file, for the CLI: JSON, but not a pytest-benchmark run of ours.
-            odd = f"missing or odd field {error!r}"
-            raise ValueError(f"{path}: not pytest-benchmark JSON from nox -s bench ({odd})") from error
     return rows, infos
 
 
@@ -667,12 +682,9 @@ def write_report(paths: list[Path], out: Path, ratios_path: Path | None = None) 
     if not rows:
         raise ValueError(f"no output-limits benchmarks in {', '.join(map(str, paths))}")
     ratios = read_json(ratios_path) if ratios_path and ratios_path.exists() else None
-    if ratios is not None:
-        try:
+    if ratios:  # read now, before the folder is made; markdown() writes it
+        with _odd_fields(ratios_path, "bench/speed_ratios.py JSON"):
             _ratios_section(ratios)
-        except (KeyError, TypeError, AttributeError, ValueError) as error:
-            odd = f"missing or odd field {error!r}"
-            raise ValueError(f"{ratios_path}: not bench/speed_ratios.py JSON ({odd})") from error
     out.mkdir(parents=True, exist_ok=True)  # after every input read: a bad one leaves no folder
     (out / "report.md").write_text(markdown(rows, infos, ratios))
     (out / "report.tex").write_text(latex(rows))

@@ -100,12 +100,13 @@ def at_nan(x: jax.Array, tangent: jax.Array) -> jax.Array:
     return tangent * jax.lax.stop_gradient(jnp.where(jnp.isnan(x), x, 1.0)).astype(tangent.dtype)
 
 
-def nan_where(mask: jax.Array, dtype: Any) -> jax.Array:
+def nan_factor(mask: jax.Array, dtype: Any) -> jax.Array:
     """NaN where ``mask`` is set, 1 elsewhere: a factor that makes a value NaN. Made by
     arithmetic (the square root of -1) where the mask is set only, never as a NaN constant:
     ``jax_debug_nans`` checks every operation's output op by op (``jax.disable_jit``), and a NaN
-    constant stopped finite inputs there. The masks are a NaN or an infinity of the input's."""
-    return jnp.sqrt(jnp.where(mask, -1.0, 1.0)).astype(dtype)
+    constant stopped finite inputs there. The callers' masks hold where the input is NaN or
+    infinite, or (an inverse) outside the domain."""
+    return jnp.sqrt(jnp.where(mask, -1.0, 1.0).astype(dtype))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))

@@ -21,7 +21,7 @@ from flax import nnx
 
 import harness
 from harness.numerics import trusted_rstd_low, trusted_variance_floor
-from impl_jax._common import clamp_straight_through, cpu_or_accelerator, everywhere, jitted, nan_where, upcast
+from impl_jax._common import clamp_straight_through, cpu_or_accelerator, everywhere, jitted, nan_factor, upcast
 from impl_jax.adapter import FRAMEWORK_DTYPES, check_array, dtype_name
 
 
@@ -52,7 +52,7 @@ def _prescale(x: jax.Array, dims: tuple[int, ...]) -> _Prescaled:
     # (harness/divergences.py): a NaN group is told apart by a reduction of its own, so that it
     # stays NaN instead of taking an infinity's limit.
     nan = jnp.any(jnp.isnan(x), axis=dims, keepdims=True)
-    amax = jnp.maximum(top, -bottom) * nan_where(nan, top.dtype)
+    amax = jnp.maximum(top, -bottom) * nan_factor(nan, top.dtype)
     finite = jnp.isfinite(amax)
     big = finite & (amax > 1.0)
     power = jnp.where(big, jnp.floor(jnp.log2(jnp.where(big, amax, 1.0))) - 1.0, 0.0).astype(jnp.int32)
@@ -157,7 +157,7 @@ def _statistics(mean: jax.Array, var: jax.Array, scale: jax.Array, finite: jax.A
     group that held an infinity (as PyTorch's batch norm gives), never the finite statistics of
     its limit: an infinite mean (NaN where the signs balance) and a NaN variance."""
     mean_scale = jnp.where(finite, scale, jnp.inf)
-    var_scale = scale * nan_where(~finite, scale.dtype)
+    var_scale = scale * nan_factor(~finite, scale.dtype)
     # Scaled back one factor at a time: scale * scale overflows where the variance does not.
     return mean * mean_scale, (var * var_scale) * var_scale
 
@@ -179,6 +179,7 @@ class _Linear(NamedTuple):
 def _plain_linear(mean: jax.Array, rstd: jax.Array) -> _Linear:
     # Made from rstd, not constants: under shard_map they vary over the same mesh axes as the
     # other branch's outputs, as a cond requires (and the cond's predicate, which replaces plain).
+    # full_like marks its result varying only while jax_auto_pcast is on, JAX's default (0.10).
     one = jnp.ones_like(rstd)
     return _Linear((one, one), mean, rstd, jnp.zeros_like(rstd, bool), jax.lax.full_like(rstd, True, bool, ()))
 

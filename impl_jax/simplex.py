@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from harness import implements
-from impl_jax._common import clamp_straight_through, cpu_or_accelerator, everywhere, nan_where, upcast
+from impl_jax._common import clamp_straight_through, cpu_or_accelerator, everywhere, nan_factor, upcast
 
 
 def _limit_shift(xc: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
@@ -23,7 +23,7 @@ def _limit_shift(xc: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
     top = jax.lax.stop_gradient(jnp.max(xc, axis=axis, keepdims=True))
     # XLA:CPU's max can drop a NaN, or give -inf for a long row holding one, which would pass
     # for an all -inf row (harness/divergences.py): NaN rows are told by a reduction of their own.
-    top = top * nan_where(jnp.any(jnp.isnan(xc), axis=axis, keepdims=True), top.dtype)
+    top = top * nan_factor(jnp.any(jnp.isnan(xc), axis=axis, keepdims=True), top.dtype)
     z = xc - jnp.where(jnp.isfinite(top), top, 0.0)
     z = jnp.where(top == math.inf, jnp.where(xc == math.inf, 0.0, -math.inf), z)
     return jnp.where(top == -math.inf, 0.0, z), top
@@ -253,4 +253,4 @@ def sparsemax(x: jax.Array, *, axis: int) -> jax.Array:
     y = clamp_straight_through(y, 0.0, 1.0)
     # NaN rows stay NaN, and so do their derivatives (a select would pass zero): the threshold's
     # counting would otherwise hide the NaN.
-    return (y * nan_where(jnp.isnan(top), y.dtype)).astype(x.dtype)
+    return (y * nan_factor(jnp.isnan(top), y.dtype)).astype(x.dtype)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from harness import implements, implements_inverse
 from harness.numerics import affine_needs_guard
 from harness.squashes import SmoothClampParts, smooth_clamp_needs_guard, smooth_clamp_parts, soft_clip_shrink
-from impl_jax._common import clamp_straight_through, nan_where, upcast
+from impl_jax._common import clamp_straight_through, nan_factor, upcast
 
 
 @implements("sigmoid", "jax")
@@ -151,7 +151,7 @@ def tanh_inverse(y: jax.Array) -> jax.Array:
 
 @implements_inverse("softsign", "jax")
 def softsign_inverse(y: jax.Array) -> jax.Array:
-    return y / (1.0 - jnp.abs(y)) * nan_where(jnp.abs(y) > 1.0, y.dtype)
+    return y / (1.0 - jnp.abs(y)) * nan_factor(jnp.abs(y) > 1.0, y.dtype)
 
 
 @implements_inverse("scaled_sigmoid", "jax")

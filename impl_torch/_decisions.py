@@ -35,9 +35,17 @@ _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda
 
 _is_tracing = torch._C._is_tracing  # bound once: plain_eager runs on every eager call
 
-# How many TorchDispatchModes are active (FakeTensorMode, make_fx's proxy mode, ...): their
-# tensors may have no memory, and a branch on data would be recorded or refused. 40 ns a call.
+# How many TorchDispatchModes are active: 40 ns a call, so it is asked first, and only then
+# whether one is FakeTensorMode or make_fx's proxy mode, whose tensors have no memory and under
+# which a branch on data is refused or recorded. Others (FlopCounterMode, selective activation
+# checkpointing) compute on real tensors, and the fast paths serve there.
 _dispatch_modes = torch._C._len_torch_dispatch_stack
+_MEMORYLESS_MODES = (torch._C._TorchDispatchModeKey.FAKE, torch._C._TorchDispatchModeKey.PROXY)
+
+
+def _memoryless_mode() -> bool:
+    return any(torch._C._get_dispatch_mode(key) is not None for key in _MEMORYLESS_MODES)
+
 
 # The tests' way to run the Triton kernels without a GPU, in Triton's interpreter (both variables
 # set; compiled Triton code cannot take CPU memory): eager CPU float32 then takes them instead of
@@ -73,29 +81,38 @@ def tracing() -> bool:
 
 def plain_eager() -> bool:
     """Whether this call runs plainly eager: no torch.compile, torch.func transform, forward-mode
-    AD, torch.jit.trace or TorchDispatchMode (FakeTensorMode: fake tensors have no memory for
-    the kernels and guards to read) at work. Only then may a formula branch on data or write
-    into buffers it allocates (see the three functions above for why each of them forbids it)."""
+    AD, torch.jit.trace, FakeTensorMode or proxy mode at work (fake tensors have no memory for
+    the kernels and guards to read). Only then may a formula branch on data or write into
+    buffers it allocates (see transforming, tracing and may_write_in_place for why each of the
+    others forbids it)."""
     # One expression rather than the calls: it runs on every eager call, and on this project's
     # CPU machine each Python call costs 0.1-0.2 us against a 10 us clamp.
     return not (
-        is_compiling() or _is_tracing() or _functorch_active() or forward_ad._current_level >= 0 or _dispatch_modes()
+        is_compiling()
+        or _is_tracing()
+        or _functorch_active()
+        or forward_ad._current_level >= 0
+        or (_dispatch_modes() and _memoryless_mode())
     )
 
 
 def tracks_grad(x: torch.Tensor, *more: torch.Tensor | None) -> bool:
     """Whether a derivative of this call may be asked for: autograd records it for ``x`` (or for
     one of ``more``, a norm's weights, which may want gradients where its input does not), or a
-    transform or forward-mode AD is active, or torch.jit.trace records the call: the trace is
-    replayed on inputs that may need a gradient, and the plain op it would record carries ATen's
-    rule. Only then does a custom Function, which adds the declared derivative rules, run;
-    without it the plain fused op does."""
+    transform or forward-mode AD is active, or torch.jit.trace records the call with grad on: the
+    trace is replayed on inputs that may need a gradient, and the plain op it would record
+    carries ATen's rule. A trace under no_grad, the recipe for a trace to save, records the plain
+    op (torch.jit.save refuses the Function). Only then does a custom Function, which adds the
+    declared derivative rules, run; without it the plain fused op does."""
     # ``more`` read only when given: this runs on every call of the elementwise techniques.
-    recorded = is_grad_enabled() and (
-        x.requires_grad or (bool(more) and any(t is not None and t.requires_grad for t in more))
-    )
-    # Not asked while compiling: dynamo breaks the graph at _is_tracing (a non-tensor result).
-    return recorded or transforming() or (not is_compiling() and _is_tracing())
+    grad = is_grad_enabled()
+    if grad and (x.requires_grad or (bool(more) and any(t is not None and t.requires_grad for t in more))):
+        return True
+    # transforming() written out, is_compiling asked once: this runs on every call without grad.
+    # Nor is _is_tracing asked while compiling: dynamo breaks the graph at a non-tensor result.
+    if is_compiling():
+        return False
+    return _functorch_active() or forward_ad._current_level >= 0 or (grad and _is_tracing())
 
 
 def compiled_cpu(x: torch.Tensor) -> bool:

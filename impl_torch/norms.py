@@ -795,6 +795,7 @@ class BatchNorm(_Norm):
         self.running_var.fill_(1.0)
 
     def reset_parameters(self) -> None:
+        """Running statistics, weight and bias as built, as torch.nn's batch norms."""
         self.reset_running_stats()
         super().reset_parameters()
 
@@ -819,10 +820,11 @@ class BatchNorm(_Norm):
             except RuntimeError as error:
                 if not transforming():
                     raise
-                # torch.func.vmap: per-example statistics cannot go into unbatched buffers.
+                # vmap: per-example statistics cannot go into unbatched buffers; grad and jvp
+                # refuse the in-place update of a buffer that is not their input.
                 raise RuntimeError(
-                    "batch_norm in training mode updates its running statistics in place, which "
-                    "torch.func.vmap cannot do with statistics that are not batched; call .eval() to use the "
-                    "running statistics, or pass batched buffers to torch.func.functional_call"
+                    "batch_norm in training mode updates its running statistics in place, which torch.func "
+                    "transforms refuse for buffers they do not map over; call .eval() to use the running "
+                    "statistics, or pass the buffers to torch.func.functional_call"
                 ) from error
         return y

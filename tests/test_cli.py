@@ -44,9 +44,9 @@ def test_bad_report_inputs_get_one_line_and_write_nothing(tmp_path: Path) -> Non
 
 
 def test_odd_fields_of_a_run_or_of_its_ratios_name_their_file(tmp_path: Path) -> None:
-    """A median of 0 (a ZeroDivisionError's traceback) and a non-integer size (an error that
-    named no file), and a malformed --ratios file (blamed on the run), each get one line naming
-    the file at fault."""
+    """A median of 0 (a ZeroDivisionError's traceback), a non-integer size (an error that named
+    no file), a list for a run (a traceback) and a malformed --ratios file (blamed on the run)
+    each get one line naming the file at fault."""
     work = tmp_path / "work"
     work.mkdir()
     for field, value, words in (("median", 0.0, "not a positive time"), ("n", "many", "invalid literal")):
@@ -56,6 +56,8 @@ def test_odd_fields_of_a_run_or_of_its_ratios_name_their_file(tmp_path: Path) ->
         where[field] = value
         run.write_text(json.dumps(raw))
         _one_line_error(_cli(work, "report", str(run), "--out", str(tmp_path / "out")), f"{field}.json", words)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    _one_line_error(_cli(work, "report", str(tmp_path / "list.json")), "list.json: not pytest-benchmark JSON")
     good = _run(tmp_path / "good.json", "Test CPU", "cpu", 1.0, 0)
     (tmp_path / "ratios.json").write_text(json.dumps({"results": 3}))
     done = _cli(work, "report", str(good), "--ratios", str(tmp_path / "ratios.json"), "--out", str(tmp_path / "out"))
