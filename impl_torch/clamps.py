@@ -26,7 +26,7 @@ from impl_torch._common import (
     save_input,
     upcast,
 )
-from impl_torch._decisions import compiled_kernel_serves, elementwise_serves, plain_eager, tracks_grad
+from impl_torch._decisions import compiled_kernel_serves, elementwise_serves, is_compiling, plain_eager, tracks_grad
 from impl_torch._native import node as _node
 
 
@@ -96,11 +96,13 @@ class _Hardsigmoid(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        if not torch.is_grad_enabled() and x.dtype != torch.float64:
+        if not torch.is_grad_enabled() and x.dtype != torch.float64 and not is_compiling():
             # First order, below float64: ATen's hardsigmoid_backward is the declared rule (g *
             # float32(1/6) strictly inside (-3, 3), rounded once; tests/test_kinks.py pins it)
             # in one pass where the rule takes two, but at NaN (at_nan). It has no derivative of
-            # its own, so a backward that builds a graph (second order) takes the rule.
+            # its own, so a backward that builds a graph (second order) takes the rule, and so
+            # does a compiled one: inductor vectorizes the rule's selects, not this op and
+            # at_nan's select of a NaN constant (1.6-1.7 of compiled F.hardsigmoid's).
             return at_nan(torch.isnan(x), torch.ops.aten.hardsigmoid_backward(grad, x))
         return _Hardsigmoid.derivative(ctx, grad)
 
