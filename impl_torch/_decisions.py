@@ -99,11 +99,11 @@ def plain_eager() -> bool:
 def tracks_grad(x: torch.Tensor, *more: torch.Tensor | None) -> bool:
     """Whether a derivative of this call may be asked for: autograd records it for ``x`` (or for
     one of ``more``, a norm's weights, which may want gradients where its input does not), or a
-    transform or forward-mode AD is active, or torch.jit.trace records the call with grad on: the
-    trace is replayed on inputs that may need a gradient, and the plain op it would record
-    carries ATen's rule. A trace under no_grad, the recipe for a trace to save, records the plain
-    op (torch.jit.save refuses the Function). Only then does a custom Function, which adds the
-    declared derivative rules, run; without it the plain fused op does."""
+    transform or forward-mode AD is active, or torch.jit.trace records the call: the trace is
+    replayed on inputs that may need a gradient, and the plain op it would record carries ATen's
+    rule. Whatever the grad mode: torch.jit.trace's own check traces again under another one,
+    and two different graphs fail it. Only then does a custom Function, which adds the declared
+    derivative rules, run; without it the plain fused op does."""
     # ``more`` read only when given: this runs on every call of the elementwise techniques.
     grad = is_grad_enabled()
     if grad and (x.requires_grad or (bool(more) and any(t is not None and t.requires_grad for t in more))):
@@ -112,7 +112,7 @@ def tracks_grad(x: torch.Tensor, *more: torch.Tensor | None) -> bool:
     # Nor is _is_tracing asked while compiling: dynamo breaks the graph at a non-tensor result.
     if is_compiling():
         return False
-    return _functorch_active() or forward_ad._current_level >= 0 or (grad and _is_tracing())
+    return _functorch_active() or forward_ad._current_level >= 0 or _is_tracing()
 
 
 def compiled_cpu(x: torch.Tensor) -> bool:
