@@ -65,6 +65,8 @@ def _cases(include_modes: bool) -> list[Case]:
 
 CASES = _cases(include_modes=True)
 TRAIN_CASES = _cases(include_modes=False)
+# Each technique's defaults, a stateful one in both modes.
+MODE_DEFAULTS = [c for c in CASES if not c.given]
 
 
 def params(cases: list[Case]) -> list[Any]:

@@ -10,18 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cases import CASES, Case, params
+from cases import MODE_DEFAULTS, Case, params
+from test_transforms import _draw
 
 import harness
-from harness.sampling import input_shape, sample_cotangent, sample_input
-
-DEFAULTS = [c for c in CASES if not c.given]
-
-
-def _draw(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    spec, resolved = case.spec(), case.resolved("float32")
-    shape = input_shape(spec, resolved)
-    return sample_input(spec, resolved, shape, rng), sample_cotangent(shape, rng)
 
 
 def _derivatives(case: Case, x: np.ndarray, c: np.ndarray, dtype: str) -> list[np.ndarray]:
@@ -33,7 +25,7 @@ def _derivatives(case: Case, x: np.ndarray, c: np.ndarray, dtype: str) -> list[n
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("case", params(DEFAULTS))
+@pytest.mark.parametrize("case", params(MODE_DEFAULTS))
 def test_strict_numpy_promotion_computes_the_same(case: Case, dtype: str, rng) -> None:
     """Under rank promotion "raise" and strict dtype promotion, every technique in both modes
     gives the same values and derivatives (parameters' too) as under the defaults, for its own
@@ -41,7 +33,7 @@ def test_strict_numpy_promotion_computes_the_same(case: Case, dtype: str, rng) -
     broadcast by rank and raised."""
     import jax
 
-    x, c = _draw(case, rng)
+    x, c, _ = _draw(case, "float32", rng)
     expected = _derivatives(case, x, c, dtype)
     with jax.numpy_rank_promotion("raise"), jax.numpy_dtype_promotion("strict"):
         found = _derivatives(case, x, c, dtype)
@@ -49,7 +41,7 @@ def test_strict_numpy_promotion_computes_the_same(case: Case, dtype: str, rng) -
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("case", params(DEFAULTS))
+@pytest.mark.parametrize("case", params(MODE_DEFAULTS))
 def test_debug_nans_op_by_op_passes_finite_inputs(case: Case, rng) -> None:
     """With ``jax_debug_nans`` on and jit off, every operation's output is checked for NaN: a
     finite input's value, VJP and JVP run through, as flax's layers do. The clamps' derivative
@@ -57,7 +49,7 @@ def test_debug_nans_op_by_op_passes_finite_inputs(case: Case, rng) -> None:
     import jax
     from flax import nnx
 
-    x, c = (jax.numpy.asarray(a, "float32") for a in _draw(case, rng))
+    x, c = (jax.numpy.asarray(a, "float32") for a in _draw(case, "float32", rng)[:2])
     graphdef, state = nnx.split(case.build("jax"))
 
     def call(v: jax.Array) -> jax.Array:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cases import CASES, FRAMEWORKS, TRAIN_CASES, Case, around_kinks, params
+from cases import FRAMEWORKS, MODE_DEFAULTS, TRAIN_CASES, Case, around_kinks, params
 
 import harness
 from harness.sampling import input_shape, machine_epsilon, round_to, sample_cotangent, sample_input
@@ -283,7 +283,7 @@ def test_traced_and_exported_heads_equal_eager_on_new_inputs(case: Case, rng) ->
         assert result.ok, f"{label}: {result.max_rel:.3e} from eager at {result.worst_index} {result.problem or ''}"
 
 
-@pytest.mark.parametrize("case", params([c for c in CASES if not c.given]))
+@pytest.mark.parametrize("case", params(MODE_DEFAULTS))
 def test_torch_export_with_a_dynamic_batch_equals_eager(case: Case, rng) -> None:
     """torch.export with the batch dimension dynamic, in float32 (where the C kernels serve
     eager calls): called on batches of two sizes holding infinities and NaN, equal to eager. A
@@ -333,7 +333,7 @@ def test_traced_on_an_input_without_grad_keeps_the_declared_vjp(case: Case, rng)
     assert result.ok, f"the traced VJP differs from eager's by {result.max_rel:.3e} at {result.worst_index}"
 
 
-@pytest.mark.parametrize("case", params([c for c in CASES if not c.given]))
+@pytest.mark.parametrize("case", params(MODE_DEFAULTS))
 def test_fake_tensors_give_eager_shapes_and_dtypes(case: Case, rng) -> None:
     """Under FakeTensorMode (as torch.export, FSDP's meta-device planning and shape inference run
     a model), a call and its backward give eager's shapes and dtypes. The fake tensors have no
@@ -407,13 +407,13 @@ from flax import nnx
 from jax.sharding import Mesh, PartitionSpec
 
 jax.config.update("jax_enable_x64", True)
-from cases import CASES
+from cases import MODE_DEFAULTS
 from harness.sampling import input_shape, sample_cotangent, sample_input
 from harness.tolerances import compare, tolerance, vjp_scale
 
 mesh, rows = Mesh(np.array(jax.devices()[:4]), ("b",)), PartitionSpec("b")
 rng, found = np.random.default_rng(0), []
-for case in [c for c in CASES if not c.given]:
+for case in MODE_DEFAULTS:
     graphdef, state = nnx.split(case.build("jax", "float64"))
 
     def each(v, c):
