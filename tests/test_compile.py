@@ -337,8 +337,10 @@ def test_compiled_limits_match_eager(case: Case) -> None:
     """Compiled, rows holding infinities, NaN, the largest finite values or one constant take
     the rare branch of a guarded technique (its torch.cond) and must give eager's values and
     VJPs (input and parameters) there too: NaN exactly where eager has it, the rest within
-    COMPILED. The cotangent comes back untouched (torch 2.13's inductor let a torch.cond
-    backward write into it: pytorch#192840)."""
+    COMPILED. The cotangent and the input come back untouched, there and after an ordinary
+    input, which takes the common branch (torch 2.13's inductor let a torch.cond backward write
+    into the cotangent: pytorch#192840; a branch's output may reuse a buffer its caller no
+    longer needs)."""
     from test_bounds import _extreme_input
 
     rng = np.random.default_rng(0)
@@ -346,15 +348,18 @@ def test_compiled_limits_match_eager(case: Case) -> None:
     extremes.reshape(-1)[-1] = np.nan  # a NaN group too (the extremes hold none)
     x = torch.from_numpy(extremes).float()
     cotangent = torch.from_numpy(rng.normal(size=tuple(x.shape))).float()
+    ordinary = torch.from_numpy(rng.normal(size=tuple(x.shape))).float()
     results = {}
     for style in ("eager", "compile"):
         module = case.build("torch", "float32")
         fn = torch.compile(module) if style == "compile" else module
-        leaf = x.clone().requires_grad_(True)
-        y = fn(leaf)
-        given = cotangent.clone()
-        grads = torch.autograd.grad(y, [leaf, *module.parameters()], given)
-        assert torch.equal(given, cotangent), f"{style}: the backward wrote into the cotangent it was given"
+        for given_x in (ordinary, x):
+            leaf = given_x.clone().requires_grad_(True)
+            y = fn(leaf)
+            given = cotangent.clone()
+            grads = torch.autograd.grad(y, [leaf, *module.parameters()], given)
+            assert torch.equal(given, cotangent), f"{style}: the backward wrote into the cotangent it was given"
+            torch.testing.assert_close(leaf.detach(), given_x, rtol=0, atol=0, equal_nan=True, msg=f"{style}: x moved")
         results[style] = [y.detach().numpy(), *(g.numpy() for g in grads)]
     # Without autograd the compiled norms take a lighter cond (no per-group rule out of it).
     with torch.no_grad():
