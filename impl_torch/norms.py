@@ -270,6 +270,7 @@ class _CompiledNorm(torch.autograd.Function):
     _GroupRule; the derivative written out from x and that rule, as the JAX side's is: rstd / scale
     (g' - mean(g') - xhat mean(xhat g')) with g' = g weight (no mean(g') term for rms_norm), zero
     in a group that held an infinity; weight and bias gradients sum(g xhat) and sum(g).
+    batch_norm's, whose weight is per group, are _batch_norm_grads.
 
     Not torch.cond's own derivative: it runs the branch again in the backward; the gradient of
     the statistics computed before the branch came out NaN for a group holding an infinity or
@@ -296,9 +297,9 @@ class _CompiledNorm(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
         x, w, *rule = ctx.saved_tensors
         scale, mean, rstd, limit = rule
-        batch = ctx.name == "batch_norm"
-        dims = (0, *range(2, x.ndim)) if batch else (-1,)  # the groups' axes
-        shape = (1, -1) + (1,) * (x.ndim - 2) if batch else (-1,)  # a per-feature tensor's
+        if ctx.name == "batch_norm":
+            return *_batch_norm_grads(x, grad, w, _GroupRule(*rule), ctx.needs_input_grad[:3]), None, None
+        dims, shape = (-1,), (-1,)  # the groups' axis; a per-feature tensor's shape
         # The input gradient from x as it is (inf - inf in a group that held an infinity, whose
         # gradient is zero), and the limit values only where the weight gradient needs them: a
         # normalized input of several selects, read by the reductions and the output pass alike,
@@ -314,15 +315,12 @@ class _CompiledNorm(torch.autograd.Function):
         xhat = ((x * inverse) * 0.5 - mean) * rstd
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            if batch:
-                dx = _batch_norm_input_grad(x, grad, w, _GroupRule(*rule))
-            else:
-                g = grad if w is None else grad * w.reshape(shape)
-                inner = g - xhat * (xhat * g).mean(dim=dims, keepdim=True)
-                if ctx.name != "rms_norm":
-                    inner = inner - g.mean(dim=dims, keepdim=True)
-                dx = torch.where(limit, 0.0, ((rstd * inverse) * 0.5) * inner)
-        features = tuple(d for d in range(x.ndim) if d != (1 if batch else x.ndim - 1))  # summed for weights
+            g = grad if w is None else grad * w.reshape(shape)
+            inner = g - xhat * (xhat * g).mean(dim=dims, keepdim=True)
+            if ctx.name != "rms_norm":
+                inner = inner - g.mean(dim=dims, keepdim=True)
+            dx = torch.where(limit, 0.0, ((rstd * inverse) * 0.5) * inner)
+        features = tuple(range(x.ndim - 1))  # summed for weights
         if ctx.needs_input_grad[1]:
             # abs() == inf, not isinf: inductor's CPU code runs isinf one element at a time.
             limits = torch.where(x.abs() == math.inf, torch.sign(x), 0.0)
@@ -332,48 +330,67 @@ class _CompiledNorm(torch.autograd.Function):
         return dx, dw, db, None, None
 
 
-def _batch_norm_input_grad(
-    x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor | None, rule: _GroupRule
-) -> torch.Tensor:
-    """_CompiledNorm's input gradient of batch_norm: factor (grad - mean(grad) - xhat mean(grad
-    xhat)) with xhat = (x / scale - mean) rstd and factor = rstd weight / scale, zero in a
-    channel that held an infinity.
+def _batch_norm_grads(
+    x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor | None, rule: _GroupRule, needs: tuple[bool, ...]
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """_CompiledNorm's VJPs of batch_norm (input, weight, bias; None where not needed): factor
+    (grad - mean(grad) - xhat mean(grad xhat)) with xhat = (x / scale - mean) rstd and factor =
+    rstd weight / scale, zero in a channel that held an infinity; sum(grad xhat), with xhat the
+    limit values in such a channel; sum(grad).
 
     The weight is per channel, so it sits in the factor, outside the reductions (as in ATen's
-    backward), which then read grad and x alone. The zero of limit channels is a select in a
-    torch.cond of its own on whether any channel is one, as on the JAX side
-    (_normalized_tangent): in the output pass, inductor's CPU code loads the channels' flags as
-    a bool vector per vector of the output, which made the backward 1.3x compiled
-    nn.BatchNorm1d's (one process, 2^22, 64 channels); without the select, 1.03x. Each branch
-    takes x, not xhat: given that, the partitioner saved it, a pass in the forward.
-    The cotangent goes in as a view: given as it came, inductor took it for a donated buffer and
-    wrote the branch's output into it (pytorch#192840, which _CompiledNorm's docstring names;
-    test_compiled_limits_match_eager)."""
+    backward): they read grad and x alone, and their sums are the weight's and the bias's
+    gradients. What limit channels need (the zero, the limit values) is in a torch.cond of its
+    own on whether any channel is one, as on the JAX side (_normalized_tangent): inductor's CPU
+    code loads the channels' flags as a bool vector per vector of a pass, which made the
+    backward 1.3x compiled nn.BatchNorm1d's (one process, 2^22, 64 channels); without the
+    select, 1.03x. Each branch takes x, not xhat: given that, the partitioner saved it, a pass
+    in the forward. The cotangent goes in as a view: given as it came, inductor took it for a
+    donated buffer and wrote a branch's output into it (pytorch#192840, which _CompiledNorm's
+    docstring names; test_compiled_limits_match_eager)."""
     dims = (0, *range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
     inverse = 2.0 / rule.scale  # see _CompiledNorm.backward
     # Sums times 1 / count, not means: inductor divides by the count in each vector of the
     # output pass where it reads a per-channel mean.
     per = 1.0 / (x.numel() // x.shape[1])
+    input_grad, weight_grad, bias_grad = needs
 
     def xhat(x: torch.Tensor) -> torch.Tensor:
         # Normalized before any product with the cotangent, as in the other norms: rstd^2 or
         # rstd times a mean can overflow where each product with xhat stays finite.
         return ((x * inverse) * 0.5 - rule.mean) * rule.rstd
 
-    xhat_mean = (grad * xhat(x)).sum(dim=dims, keepdim=True) * per
-    grad_mean = grad.sum(dim=dims, keepdim=True) * per
+    xhat_sum = (grad * xhat(x)).sum(dim=dims, keepdim=True)
+    grad_sum = grad.sum(dim=dims, keepdim=True)
+    # Outside the branches: with dynamic shapes the count is symbolic, which a branch cannot
+    # close over.
+    means = (xhat_sum * per, grad_sum * per)
     factor = (rule.rstd * inverse) * 0.5
     factor = factor if weight is None else factor * weight.reshape(shape)
 
-    def plain(x: torch.Tensor, grad: torch.Tensor, xhat_mean: torch.Tensor, grad_mean: torch.Tensor) -> torch.Tensor:
-        return factor * (grad - xhat(x) * xhat_mean - grad_mean)
+    def plain(x: torch.Tensor, grad: torch.Tensor, xhat_sum: torch.Tensor, *means: torch.Tensor) -> tuple:
+        dx = factor * (grad - xhat(x) * means[0] - means[1])
+        # A fresh tensor: a branch returns none of its inputs.
+        return (*((dx,) if input_grad else ()), *((xhat_sum * 1.0,) if weight_grad else ()))
 
-    def limits(x: torch.Tensor, grad: torch.Tensor, xhat_mean: torch.Tensor, grad_mean: torch.Tensor) -> torch.Tensor:
-        # A select, not a zero factor: 0 times the inf - inf of x's infinities is NaN.
-        return torch.where(rule.limit, 0.0, plain(x, grad, xhat_mean, grad_mean))
+    def limits(x: torch.Tensor, grad: torch.Tensor, xhat_sum: torch.Tensor, *means: torch.Tensor) -> tuple:
+        out = []
+        if input_grad:
+            # A select, not a zero factor: 0 times the inf - inf of x's infinities is NaN.
+            out.append(torch.where(rule.limit, 0.0, plain(x, grad, xhat_sum, *means)[0]))
+        if weight_grad:
+            # abs() == inf, not isinf: inductor's CPU code runs isinf one element at a time.
+            at_limit = (torch.where(x.abs() == math.inf, torch.sign(x), 0.0) - rule.mean) * rule.rstd
+            out.append(torch.where(rule.limit, (grad * at_limit).sum(dim=dims, keepdim=True), xhat_sum))
+        return tuple(out)
 
-    return torch.cond(rule.limit.any(), limits, plain, (x, grad.view(grad.shape), xhat_mean, grad_mean))
+    grads = ()
+    if input_grad or weight_grad:
+        grads = torch.cond(rule.limit.any(), limits, plain, (x, grad.view(grad.shape), xhat_sum, *means))
+    dx = grads[0] if input_grad else None
+    dw = grads[-1].reshape(-1) if weight_grad else None
+    return dx, dw, grad_sum.reshape(-1) if bias_grad else None
 
 
 def _untrusted_rms_count(rstd: torch.Tensor) -> int:
