@@ -299,26 +299,27 @@ class _CompiledNorm(torch.autograd.Function):
         scale, mean, rstd, limit = rule
         if ctx.name == "batch_norm":
             return *_batch_norm_grads(x, grad, w, _GroupRule(*rule), ctx.needs_input_grad[:3]), None, None
-        dims, shape = (-1,), (-1,)  # the groups' axis; a per-feature tensor's shape
-        # The input gradient from x as it is (inf - inf in a group that held an infinity, whose
-        # gradient is zero), and the limit values only where the weight gradient needs them: a
-        # normalized input of several selects, read by the reductions and the output pass alike,
-        # is written out to memory first (inductor, batch_norm: 1.5x compiled nn.BatchNorm1d).
+        # The rows' norms (batch_norm's groups are channels: _batch_norm_grads). The input
+        # gradient from x as it is (inf - inf in a group that held an infinity, whose gradient
+        # is zero), and the limit values only where the weight gradient needs them: a normalized
+        # input of several selects, read by the reductions and the output pass alike, is written
+        # out to memory first (inductor, batch_norm when it took this code: 1.5x compiled
+        # nn.BatchNorm1d).
         # x / scale as two products, x times 2 / scale, then times 1/2: the first is exact (but
         # where it is subnormal itself) and the second rounds once, so the quotient's bits
         # (within a subnormal's ulp in that corner) without a division per element (which
         # inductor repeats in each pass that reads xhat): compiled layer_norm's forward+backward
-        # at 2^22 1.01-1.02 of nn.LayerNorm's against 1.04-1.05 (batch_norm's unchanged; one
-        # process each, alternating). Not x times 1 / scale: that is 2^-127 for a group at the
+        # at 2^22 1.01-1.02 of nn.LayerNorm's against 1.04-1.05 (batch_norm's, then here,
+        # unchanged; one process each, alternating). Not x times 1 / scale: that is 2^-127 for a group at the
         # largest float32, a subnormal that flush-to-zero would make 0; 2 / scale is 2^-126.
         inverse = 2.0 / scale
         xhat = ((x * inverse) * 0.5 - mean) * rstd
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            g = grad if w is None else grad * w.reshape(shape)
-            inner = g - xhat * (xhat * g).mean(dim=dims, keepdim=True)
+            g = grad if w is None else grad * w
+            inner = g - xhat * (xhat * g).mean(dim=-1, keepdim=True)
             if ctx.name != "rms_norm":
-                inner = inner - g.mean(dim=dims, keepdim=True)
+                inner = inner - g.mean(dim=-1, keepdim=True)
             dx = torch.where(limit, 0.0, ((rstd * inverse) * 0.5) * inner)
         features = tuple(range(x.ndim - 1))  # summed for weights
         if ctx.needs_input_grad[1]:
@@ -331,7 +332,7 @@ class _CompiledNorm(torch.autograd.Function):
 
 
 def _batch_norm_grads(
-    x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor | None, rule: _GroupRule, needs: tuple[bool, ...]
+    x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor | None, rule: _GroupRule, needs: tuple[bool, bool, bool]
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """_CompiledNorm's VJPs of batch_norm (input, weight, bias; None where not needed): factor
     (grad - mean(grad) - xhat mean(grad xhat)) with xhat = (x / scale - mean) rstd and factor =
@@ -339,15 +340,20 @@ def _batch_norm_grads(
     limit values in such a channel; sum(grad).
 
     The weight is per channel, so it sits in the factor, outside the reductions (as in ATen's
-    backward): they read grad and x alone, and their sums are the weight's and the bias's
-    gradients. What limit channels need (the zero, the limit values) is in a torch.cond of its
-    own on whether any channel is one, as on the JAX side (_normalized_tangent): inductor's CPU
-    code loads the channels' flags as a bool vector per vector of a pass, which made the
-    backward 1.3x compiled nn.BatchNorm1d's (one process, 2^22, 64 channels); without the
-    select, 1.03x. Each branch takes x, not xhat: given that, the partitioner saved it, a pass
-    in the forward. The cotangent goes in as a view: given as it came, inductor took it for a
-    donated buffer and wrote a branch's output into it (pytorch#192840, which _CompiledNorm's
-    docstring names; test_compiled_limits_match_eager)."""
+    backward; an infinite weight then gives an infinite input gradient, as ATen's, where a
+    product inside gave NaN): they read grad and x alone, and their sums are the weight's and
+    the bias's gradients. What limit channels need (the zero, the limit values) is in a
+    torch.cond of its own on whether any channel is one; the JAX side's tangent, too, has a cond
+    of its own (_normalized_tangent). Without it, a select by the channels' flags ran in every
+    vector of the output pass, where inductor's CPU code loads them as a bool vector each time:
+    that select alone took about a fifth of the backward (its kernel 10.4-10.8 ms against 8.2-8.5
+    with a float comparison in its place, or none, at 2^22, 64 channels). Forward+backward
+    against compiled nn.BatchNorm1d at 2^22, before and after this helper (one process each,
+    Zen 3): input VJP 1.18-1.31 and 0.97-1.08, with the parameters' VJPs too 1.14 and
+    1.02-1.03. Each branch takes x and computes xhat itself: given xhat as an operand, the
+    partitioner saved it in the forward, a pass more. The cotangent goes in as a view: given as
+    it came, inductor took it for a donated buffer and wrote a branch's output into it
+    (pytorch#192840, which _CompiledNorm's docstring names; test_compiled_limits_match_eager)."""
     dims = (0, *range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
     inverse = 2.0 / rule.scale  # see _CompiledNorm.backward
@@ -369,12 +375,16 @@ def _batch_norm_grads(
     factor = (rule.rstd * inverse) * 0.5
     factor = factor if weight is None else factor * weight.reshape(shape)
 
-    def plain(x: torch.Tensor, grad: torch.Tensor, xhat_sum: torch.Tensor, *means: torch.Tensor) -> tuple:
+    def plain(
+        x: torch.Tensor, grad: torch.Tensor, xhat_sum: torch.Tensor, *means: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         dx = factor * (grad - xhat(x) * means[0] - means[1])
         # A fresh tensor: a branch returns none of its inputs.
         return (*((dx,) if input_grad else ()), *((xhat_sum * 1.0,) if weight_grad else ()))
 
-    def limits(x: torch.Tensor, grad: torch.Tensor, xhat_sum: torch.Tensor, *means: torch.Tensor) -> tuple:
+    def limits(
+        x: torch.Tensor, grad: torch.Tensor, xhat_sum: torch.Tensor, *means: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         out = []
         if input_grad:
             # A select, not a zero factor: 0 times the inf - inf of x's infinities is NaN.
