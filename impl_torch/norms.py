@@ -340,20 +340,21 @@ def _batch_norm_grads(
     limit values in such a channel; sum(grad).
 
     The weight is per channel, so it sits in the factor, outside the reductions (as in ATen's
-    backward; an infinite weight then gives an infinite input gradient, as ATen's, where a
-    product inside gave NaN): they read grad and x alone, and their sums are the weight's and
-    the bias's gradients. What limit channels need (the zero, the limit values) is in a
-    torch.cond of its own on whether any channel is one; the JAX side's tangent, too, has a cond
-    of its own (_normalized_tangent). Without it, a select by the channels' flags ran in every
-    vector of the output pass, where inductor's CPU code loads them as a bool vector each time:
-    that select alone took about a fifth of the backward (its kernel 10.4-10.8 ms against 8.2-8.5
-    with a float comparison in its place, or none, at 2^22, 64 channels). Forward+backward
-    against compiled nn.BatchNorm1d at 2^22, before and after this helper (one process each,
-    Zen 3): input VJP 1.18-1.31 and 0.97-1.08, with the parameters' VJPs too 1.14 and
-    1.02-1.03. Each branch takes x and computes xhat itself: given xhat as an operand, the
-    partitioner saved it in the forward, a pass more. The cotangent goes in as a view: given as
-    it came, inductor took it for a donated buffer and wrote a branch's output into it
-    (pytorch#192840, which _CompiledNorm's docstring names; test_compiled_limits_match_eager)."""
+    backward; by the formula, not tested, an infinite weight then gives an infinite input
+    gradient, as ATen's, where a product inside gave NaN): they read grad and x alone, and their
+    sums are the weight's and the bias's gradients. What limit channels need (the zero, the
+    limit values) is in a torch.cond of its own on whether any channel is one; the JAX side's
+    tangent, too, has a cond of its own (_normalized_tangent). Without it, a select by the
+    channels' flags ran in every vector of the output pass, where inductor's CPU code loads them
+    as a bool vector each time: that select alone took about a fifth of the backward (its kernel
+    10.4-10.8 ms against 8.2-8.5 with a float comparison in its place, or none, at 2^22, 64
+    channels). Forward+backward against compiled nn.BatchNorm1d at 2^22, before and after this
+    helper (one process each, Zen 3): input VJP 1.18-1.31 and 0.97-1.08, with the parameters'
+    VJPs too 1.14 and 1.02-1.03. Each branch takes x and computes xhat itself: given xhat as an
+    operand, the partitioner saved it in the forward, a pass more. The cotangent goes in as a
+    view: given as it came, inductor took it for a donated buffer and wrote a branch's output
+    into it (pytorch#192840, which _CompiledNorm's docstring names;
+    test_compiled_limits_match_eager)."""
     dims = (0, *range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
     inverse = 2.0 / rule.scale  # see _CompiledNorm.backward
