@@ -251,6 +251,27 @@ class _GroupRule(NamedTuple):
     rstd: torch.Tensor
     limit: torch.Tensor
 
+    # x / scale as two products, x times 2 / scale, then times 1/2: the first is exact (but where
+    # it is subnormal itself) and the second rounds once, so the quotient's bits (within a
+    # subnormal's ulp in that corner) without a division per element (which inductor repeats in
+    # each pass that reads xhat): compiled layer_norm's forward+backward at 2^22 1.01-1.02 of
+    # nn.LayerNorm's against 1.04-1.05 (batch_norm's unchanged; one process each, alternating).
+    # Not x times 1 / scale: that is 2^-127 for a group at the largest float32, a subnormal that
+    # flush-to-zero would make 0; 2 / scale is 2^-126.
+    def xhat(self, x: torch.Tensor) -> torch.Tensor:
+        """(x / scale - mean) rstd, from x as it is: inf - inf in a group that held an infinity."""
+        return ((x * (2.0 / self.scale)) * 0.5 - self.mean) * self.rstd
+
+    def input_factor(self) -> torch.Tensor:
+        """rstd / scale, the input gradient's factor per group, by the same two products."""
+        return (self.rstd * (2.0 / self.scale)) * 0.5
+
+    def limit_xhat(self, x: torch.Tensor) -> torch.Tensor:
+        """xhat of a group that held an infinity: its limit values, sign(x) at the infinities and
+        0 elsewhere, centred and scaled."""
+        # abs() == inf, not isinf: inductor's CPU code runs isinf one element at a time.
+        return (torch.where(x.abs() == math.inf, torch.sign(x), 0.0) - self.mean) * self.rstd
+
 
 def _plain_rule(mean: torch.Tensor, rstd: torch.Tensor) -> _GroupRule:
     # Fresh tensors: a torch.cond branch returns none of its inputs.
@@ -295,37 +316,27 @@ class _CompiledNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
-        x, w, *rule = ctx.saved_tensors
-        scale, mean, rstd, limit = rule
+        x, w, *saved = ctx.saved_tensors
+        rule = _GroupRule(*saved)
         if ctx.name == "batch_norm":
-            return *_batch_norm_grads(x, grad, w, _GroupRule(*rule), ctx.needs_input_grad[:3]), None, None
+            return *_batch_norm_grads(x, grad, w, rule, ctx.needs_input_grad[:3]), None, None
         # The rows' norms (batch_norm's groups are channels: _batch_norm_grads). The input
         # gradient from x as it is (inf - inf in a group that held an infinity, whose gradient
         # is zero), and the limit values only where the weight gradient needs them: a normalized
         # input of several selects, read by the reductions and the output pass alike, is written
         # out to memory first (inductor, batch_norm when it took this code: 1.5x compiled
         # nn.BatchNorm1d).
-        # x / scale as two products, x times 2 / scale, then times 1/2: the first is exact (but
-        # where it is subnormal itself) and the second rounds once, so the quotient's bits
-        # (within a subnormal's ulp in that corner) without a division per element (which
-        # inductor repeats in each pass that reads xhat): compiled layer_norm's forward+backward
-        # at 2^22 1.01-1.02 of nn.LayerNorm's against 1.04-1.05 (batch_norm's, then here,
-        # unchanged; one process each, alternating). Not x times 1 / scale: that is 2^-127 for a group at the
-        # largest float32, a subnormal that flush-to-zero would make 0; 2 / scale is 2^-126.
-        inverse = 2.0 / scale
-        xhat = ((x * inverse) * 0.5 - mean) * rstd
+        xhat = rule.xhat(x)
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             g = grad if w is None else grad * w
             inner = g - xhat * (xhat * g).mean(dim=-1, keepdim=True)
             if ctx.name != "rms_norm":
                 inner = inner - g.mean(dim=-1, keepdim=True)
-            dx = torch.where(limit, 0.0, ((rstd * inverse) * 0.5) * inner)
+            dx = torch.where(rule.limit, 0.0, rule.input_factor() * inner)
         features = tuple(range(x.ndim - 1))  # summed for weights
         if ctx.needs_input_grad[1]:
-            # abs() == inf, not isinf: inductor's CPU code runs isinf one element at a time.
-            limits = torch.where(x.abs() == math.inf, torch.sign(x), 0.0)
-            dw = (grad * torch.where(limit, (limits - mean) * rstd, xhat)).sum(dim=features)
+            dw = (grad * torch.where(rule.limit, rule.limit_xhat(x), xhat)).sum(dim=features)
         if ctx.needs_input_grad[2]:
             db = grad.sum(dim=features)
         return dx, dw, db, None, None
@@ -357,31 +368,31 @@ def _batch_norm_grads(
     test_compiled_limits_match_eager)."""
     dims = (0, *range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    inverse = 2.0 / rule.scale  # see _CompiledNorm.backward
     # Sums times 1 / count, not means: inductor divides by the count in each vector of the
     # output pass where it reads a per-channel mean.
     per = 1.0 / (x.numel() // x.shape[1])
     input_grad, weight_grad, bias_grad = needs
 
-    def xhat(x: torch.Tensor) -> torch.Tensor:
-        # Normalized before any product with the cotangent, as in the other norms: rstd^2 or
-        # rstd times a mean can overflow where each product with xhat stays finite.
-        return ((x * inverse) * 0.5 - rule.mean) * rule.rstd
-
-    xhat_sum = (grad * xhat(x)).sum(dim=dims, keepdim=True)
+    # xhat before any product with the cotangent, as in the other norms: rstd^2 or rstd times a
+    # mean can overflow where each product with xhat stays finite.
+    xhat_sum = (grad * rule.xhat(x)).sum(dim=dims, keepdim=True)
     grad_sum = grad.sum(dim=dims, keepdim=True)
     # Outside the branches: with dynamic shapes the count is symbolic, which a branch cannot
     # close over.
     means = (xhat_sum * per, grad_sum * per)
-    factor = (rule.rstd * inverse) * 0.5
+    factor = rule.input_factor()
     factor = factor if weight is None else factor * weight.reshape(shape)
+
+    def input_grad_of(x: torch.Tensor, grad: torch.Tensor, *means: torch.Tensor) -> torch.Tensor:
+        return factor * (grad - rule.xhat(x) * means[0] - means[1])
 
     def plain(
         x: torch.Tensor, grad: torch.Tensor, xhat_sum: torch.Tensor, *means: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        dx = factor * (grad - xhat(x) * means[0] - means[1])
-        # A fresh tensor: a branch returns none of its inputs.
-        return (*((dx,) if input_grad else ()), *((xhat_sum * 1.0,) if weight_grad else ()))
+        out = [input_grad_of(x, grad, *means)] if input_grad else []
+        if weight_grad:
+            out.append(xhat_sum * 1.0)  # a fresh tensor: a branch returns none of its inputs
+        return tuple(out)
 
     def limits(
         x: torch.Tensor, grad: torch.Tensor, xhat_sum: torch.Tensor, *means: torch.Tensor
@@ -389,11 +400,10 @@ def _batch_norm_grads(
         out = []
         if input_grad:
             # A select, not a zero factor: 0 times the inf - inf of x's infinities is NaN.
-            out.append(torch.where(rule.limit, 0.0, plain(x, grad, xhat_sum, *means)[0]))
+            out.append(torch.where(rule.limit, 0.0, input_grad_of(x, grad, *means)))
         if weight_grad:
-            # abs() == inf, not isinf: inductor's CPU code runs isinf one element at a time.
-            at_limit = (torch.where(x.abs() == math.inf, torch.sign(x), 0.0) - rule.mean) * rule.rstd
-            out.append(torch.where(rule.limit, (grad * at_limit).sum(dim=dims, keepdim=True), xhat_sum))
+            limit_sum = (grad * rule.limit_xhat(x)).sum(dim=dims, keepdim=True)
+            out.append(torch.where(rule.limit, limit_sum, xhat_sum))
         return tuple(out)
 
     grads = ()

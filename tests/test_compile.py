@@ -338,9 +338,8 @@ def test_compiled_limits_match_eager(case: Case) -> None:
     the rare branch of a guarded technique (its torch.cond) and must give eager's values and
     VJPs (input and parameters) there too: NaN exactly where eager has it, the rest within
     COMPILED. An ordinary input, which takes the common branch, gives eager's too (weights drawn,
-    not 1). The cotangent
-    and the input come back untouched after both (torch 2.13's inductor let a torch.cond
-    backward write into the cotangent: pytorch#192840)."""
+    not 1). The cotangent and the input come back untouched after both (torch 2.13's inductor
+    let a torch.cond backward write into the cotangent: pytorch#192840)."""
     from test_bounds import _extreme_input
 
     rng = np.random.default_rng(0)
