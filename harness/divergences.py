@@ -35,7 +35,8 @@ DIVERGENCES: tuple[Divergence, ...] = (
         what="XLA's tanh and erf on CPU are not monotone at ulp level; ATen's are.",
         evidence="A sweep of 200001 float32 points over [-8, 8]: jnp.tanh decreases 27238 times (first near "
         "-7.9987), jax.lax.erf 8952 times (near -3.8326, the example plugin's erf_squash); torch.tanh and "
-        "torch.special.erf never. XLA's logistic is monotone there, so smooth_clamp's JAX tails use it.",
+        "torch.special.erf never. smooth_clamp's JAX tails take exp instead (this project's base-2 exp in "
+        "float32, impl_jax/_common.py, monotone over every argument; XLA's in float64).",
         handling="The dense monotone sweep (tests/test_numerics.py) exempts JAX's tanh and erf_squash; "
         "tests/test_conventions.py checks that XLA's tanh still decreases somewhere, so the exemption goes "
         "when it does not.",

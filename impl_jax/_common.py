@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 LOW = (jnp.dtype("float16"), jnp.dtype("bfloat16"))
 T = TypeVar("T")
@@ -145,3 +146,69 @@ def require_x64(what: str, instead: str = "use dtype='float32'") -> None:
             f"{what}: float64 in JAX needs jax.config.update('jax_enable_x64', True) before any array is made "
             f"(without it JAX computes in float32); enable it, or {instead}"
         )
+
+
+# --- exp in float32, written out --------------------------------------------------------------
+# Where XLA's own exp costs a technique its speed target; the C kernels' counterpart is
+# impl_torch/_native/vmath.h. On the CPU, XLA expands jnp.exp into about 20 vector instructions
+# (a clamp of the argument, a clamp of the exponent, a two-step Cody-Waite reduction, the
+# polynomial, the scaling), and a loop of this project's tails issues its instructions at a
+# steady rate, so each one counts.
+
+_LOG2E = 1.4426950408889634
+
+# e^g - 1 - g = g^2 P(g) on [-ln2 / 2, ln2 / 2], P of degree 4: a relative-error fit (iteratively
+# reweighted least squares on Chebyshev nodes, in float64) whose float32 coefficients hold e^g to
+# 3.7e-9, a sixteenth of an ulp; Cephes' expf (the C kernels', vmath.h) carries one term more.
+_EXP_POLY = (
+    1.3814724516123533e-3,
+    8.368716575205326e-3,
+    4.166838526725769e-2,
+    1.666652113199234e-1,
+    4.999999403953552e-1,
+)
+_LN2 = 0.6931471805599453
+EXP2_LIMIT = 30.0
+EXP2_ULPS = 2
+
+# n + 1.5 * 2^23 is exact for an integer |n| < 2^22, and its bit pattern is 0x4B400000 + n: shifted
+# left by 23, the constant's bits leave the word and n << 23 stays, the exponent field's step. (A
+# subtraction of the constant back would be simpler, but XLA's simplifier folds (v + c) - c to v.)
+_SHIFTER = 12582912.0
+
+
+def exp2_clipped(v: jax.Array) -> jax.Array:
+    """2 ** clip(v, -30, 30) for float32 ``v``. A NaN argument gives an unspecified value (its
+    callers' NaN comes through their other terms).
+
+    n = round(v), f = v - n (exact), and 2^f = e^g, g = f ln2 rounded (monotone in f), as
+    1 + g + g^2 P(g): P's rounding noise rides on the small g^2 term and stays below a step of g.
+    So the polynomial must be a function of g alone where g stays put while f steps; P is taken
+    in g^2 (even and odd halves) because XLA's simplifier folds a constant times g into f times
+    one constant, which made the Horner form's first term a function of f and turned the result
+    back at 3 arguments near -0.45. A polynomial in f straight away, 1 + f (ln2 + ...), turned
+    back at one near -0.0018: its first coefficient's rounding, times f, outweighed f's step.
+
+    2^n is added to the exponent field as an integer: the result is a normal number for every n
+    here, so no scaling multiply and no clamp of n. The clip keeps the infinities and the largest
+    finite arguments away from the exponent field; its one caller, smooth_clamp's term
+    2r / (1 + E) - r, is exactly r or -r in float32 from |v| = 26 on, clipped or not.
+    """
+    v = jnp.clip(v, -EXP2_LIMIT, EXP2_LIMIT)
+    n = lax.round(v, lax.RoundingMethod.TO_NEAREST_EVEN)
+    g = (v - n) * _LN2
+    g2 = g * g
+    c0, c1, c2, c3, c4 = _EXP_POLY
+    p = ((g2 * c0 + c2) * g2 + c4) + (g2 * c1 + c3) * g
+    p = p * g2 + g + 1.0
+    step = lax.shift_left(lax.bitcast_convert_type(n + _SHIFTER, jnp.int32), jnp.int32(23))
+    return lax.bitcast_convert_type(lax.bitcast_convert_type(p, jnp.int32) + step, jnp.float32)
+
+
+def exp_scaled(e: jax.Array, scale: float) -> jax.Array:
+    """exp(scale * e), for a caller whose result stops changing once E is below 2^-26 or above
+    2^26: in float32, ``exp2_clipped`` (which clips at 2^+-30) of the argument in base 2; in
+    float64, XLA's exp, whose 0 and inf the caller's form takes."""
+    if e.dtype == jnp.float32:
+        return exp2_clipped(e * (scale * _LOG2E))
+    return jnp.exp(e * scale)
