@@ -159,7 +159,8 @@ _LOG2E = 1.4426950408889634
 
 # e^g - 1 - g = g^2 P(g) on [-ln2 / 2, ln2 / 2], P of degree 4: a relative-error fit (iteratively
 # reweighted least squares on Chebyshev nodes, in float64) whose float32 coefficients hold e^g to
-# 3.7e-9, a sixteenth of an ulp; Cephes' expf (the C kernels', vmath.h) carries one term more.
+# 3.7e-9 and 2^f = e^(f ln2) to 4.4e-9 with ln2 rounded, a fourteenth of an ulp before the float32
+# steps round; Cephes' expf (the C kernels', vmath.h) carries one term more.
 _EXP_POLY = (
     1.3814724516123533e-3,
     8.368716575205326e-3,
@@ -172,14 +173,17 @@ EXP2_LIMIT = 30.0
 EXP2_ULPS = 2
 
 # n + 1.5 * 2^23 is exact for an integer |n| < 2^22, and its bit pattern is 0x4B400000 + n: shifted
-# left by 23, the constant's bits leave the word and n << 23 stays, the exponent field's step. (A
-# subtraction of the constant back would be simpler, but XLA's simplifier folds (v + c) - c to v.)
+# left by 23, the constant's bits leave the word and n << 23 stays, the exponent field's step.
+# Not n.astype(int32): XLA's conversion saturates and maps NaN to 0, five more vector
+# instructions per 8 elements on the CPU. (Nor v + c - c for the rounding itself: XLA's simplifier
+# folds the constants, leaving v.)
 _SHIFTER = 12582912.0
 
 
 def exp2_clipped(v: jax.Array) -> jax.Array:
     """2 ** clip(v, -30, 30) for float32 ``v``. A NaN argument gives an unspecified value (its
-    callers' NaN comes through their other terms).
+    callers' NaN comes through their other terms). Not differentiable (the bitcasts): call it
+    inside a ``custom_jvp`` that states the derivative, as smooth_clamp does.
 
     n = round(v), f = v - n (exact), and 2^f = e^g, g = f ln2 rounded (monotone in f), as
     1 + g + g^2 P(g): P's rounding noise rides on the small g^2 term and stays below a step of g.
@@ -188,6 +192,10 @@ def exp2_clipped(v: jax.Array) -> jax.Array:
     one constant, which made the Horner form's first term a function of f and turned the result
     back at 3 arguments near -0.45. A polynomial in f straight away, 1 + f (ln2 + ...), turned
     back at one near -0.0018: its first coefficient's rounding, times f, outweighed f's step.
+    Where n changes (at the half-integers), p(1/2) 2^k meets p(-1/2) 2^(k+1): there it is the
+    accuracy that keeps the order. Rounding depends on the compiled form (XLA fuses multiplies
+    and adds into FMAs, and reassociates constants), so tests/test_jax_exp.py checks every
+    argument both jitted and run op by op.
 
     2^n is added to the exponent field as an integer: the result is a normal number for every n
     here, so no scaling multiply and no clamp of n. The clip keeps the infinities and the largest

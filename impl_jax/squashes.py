@@ -103,15 +103,16 @@ def _smooth_clamp(x: jax.Array, lo: float, hi: float, parts: SmoothClampParts) -
     dense float32 sweep found it decreasing 27238 times in [-8, 8], and the tails built on it 8132
     times). Here each step is monotone: E in e (``exp2_clipped`` is, over every float32 argument
     it takes: tests/test_jax_exp.py), then 1 + E, the division and the two sums. Exactly x in the
-    middle (E is 1 there, so the term is r - r); inside [lo, hi] by monotone rounding (the term
+    middle (E is 1 there, so the term is r - r; -0.0 comes out +0.0, as before and in the C
+    kernel); inside [lo, hi] by monotone rounding (the term
     lies in [-r, r]: 1 + E >= 1), with a final clip only where rounding needs it. E = inf (float64,
     far below) gives the term -r, not NaN.
     """
     r, b_lo, b_hi = parts
     xc = upcast(x)
     middle = jnp.clip(xc, b_lo, b_hi)
-    # exp_scaled: in float32 this project's exp, which took the forward from 1.33 of one
-    # jax.nn.sigmoid at 2^22 to 0.99 (XLA's exp or logistic in the same form; Zen 3, one process).
+    # float32 takes this project's exp: with XLA's exp or logistic this forward cost 1.33 of one
+    # jax.nn.sigmoid at 2^22, with it 0.99 (Zen 3, one process).
     y = middle + ((2.0 * r) / (1.0 + exp_scaled(xc - middle, -parts.steepness)) - r)
     if smooth_clamp_needs_guard(lo, hi, parts, xc.dtype.name):
         y = jnp.clip(y, lo, hi)
