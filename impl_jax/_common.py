@@ -8,6 +8,7 @@ keeps the plain op on the forward path. Mirrors ``impl_torch/_common.py``.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -155,7 +156,8 @@ def require_x64(what: str, instead: str = "use dtype='float32'") -> None:
 # polynomial, the scaling), and a loop of this project's tails issues its instructions at a
 # steady rate, so each one counts.
 
-_LOG2E = 1.4426950408889634
+_LN2 = math.log(2.0)
+_LOG2E = 1.0 / _LN2
 
 # e^g - 1 - g = g^2 P(g) on [-ln2 / 2, ln2 / 2], P of degree 4: a relative-error fit (iteratively
 # reweighted least squares on Chebyshev nodes, in float64) whose float32 coefficients hold e^g to
@@ -168,7 +170,6 @@ _EXP_POLY = (
     1.666652113199234e-1,
     4.999999403953552e-1,
 )
-_LN2 = 0.6931471805599453
 EXP2_LIMIT = 30.0
 EXP2_ULPS = 2
 
@@ -190,7 +191,7 @@ def exp2_clipped(v: jax.Array) -> jax.Array:
     So the polynomial must be a function of g alone where g stays put while f steps; P is taken
     in g^2 (even and odd halves) because XLA's simplifier folds a constant times g into f times
     one constant, which made the Horner form's first term a function of f and turned the result
-    back at 3 arguments near -0.45. A polynomial in f straight away, 1 + f (ln2 + ...), turned
+    back at 3 arguments in [-0.50, -0.41]. A polynomial in f straight away, 1 + f (ln2 + ...), turned
     back at one near -0.0018: its first coefficient's rounding, times f, outweighed f's step.
     Where n changes (at the half-integers), p(1/2) 2^k meets p(-1/2) 2^(k+1): there it is the
     accuracy that keeps the order. Rounding depends on the compiled form (XLA fuses multiplies

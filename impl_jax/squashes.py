@@ -104,9 +104,9 @@ def _smooth_clamp(x: jax.Array, lo: float, hi: float, parts: SmoothClampParts) -
     times). Here each step is monotone: E in e (``exp2_clipped`` is, over every float32 argument
     it takes: tests/test_jax_exp.py), then 1 + E, the division and the two sums. Exactly x in the
     middle (E is 1 there, so the term is r - r; -0.0 comes out +0.0, as before and in the C
-    kernel); inside [lo, hi] by monotone rounding (the term
-    lies in [-r, r]: 1 + E >= 1), with a final clip only where rounding needs it. E = inf (float64,
-    far below) gives the term -r, not NaN.
+    kernel); inside [lo, hi] by monotone rounding (the term lies in [-r, r]: 1 + E >= 1), with a
+    final clip only where rounding needs it. E = inf (float64, far below) gives the term -r, not
+    NaN.
     """
     r, b_lo, b_hi = parts
     xc = upcast(x)

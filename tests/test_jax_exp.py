@@ -17,6 +17,7 @@ import jax.numpy as jnp  # noqa: E402
 from impl_jax._common import EXP2_LIMIT, EXP2_ULPS, exp2_clipped  # noqa: E402
 
 CHUNK = 1 << 24
+TOP = int(np.float32(EXP2_LIMIT).view(np.uint32))  # the bits of 30.0: [0, 30] is bits 0..TOP
 
 
 def _op_by_op(v: jax.Array) -> jax.Array:
@@ -43,10 +44,9 @@ def test_exp2_is_monotone_over_every_float32_argument(form: str) -> None:
     """2^v never decreases as v grows (on the negative side, never increases as |v| grows),
     across every float32 in [-30, 30] and across the chunks' seams: a step of one ulp the wrong
     way would break smooth_clamp's declared monotonicity."""
-    top = int(np.float32(EXP2_LIMIT).view(np.uint32))
     for first, increasing in ((0, True), (0x80000000, False)):
         previous = None
-        for start in range(first, first + top + 1, CHUNK):
+        for start in range(first, first + TOP + 1, CHUNK):
             head, tail, low, high = (float(v) for v in _ends_and_steps(FORMS[form](_bits(jnp.uint32(start)))))
             assert not (low < 0 if increasing else high > 0), f"turns at bits {start:#x}..{start + CHUNK - 1:#x}"
             if previous is not None:
@@ -60,8 +60,7 @@ def test_exp2_is_within_its_ulps_and_exact_where_it_must_be(form: str) -> None:
     1 at 0 (smooth_clamp's middle rests on it) and exactly 2^n at the integers; the clip's
     values at the infinities and the largest finite arguments."""
     exp2 = FORMS[form]
-    top = int(np.float32(EXP2_LIMIT).view(np.uint32))
-    bits = np.concatenate([np.arange(0, top + 1, 97, dtype=np.uint32)] * 2)
+    bits = np.concatenate([np.arange(0, TOP + 1, 97, dtype=np.uint32)] * 2)
     bits[bits.size // 2 :] |= np.uint32(0x80000000)
     v = bits.view(np.float32)
     got = np.asarray(exp2(jnp.asarray(v))).astype(np.float64)
