@@ -7,7 +7,8 @@ convention of the primitive that computes the forward. Mirrors ``impl_jax/_commo
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -16,9 +17,10 @@ from torch.compiler import is_compiling
 
 import harness
 from harness.build import RECORD_ATTRIBUTE, retyped
-from impl_torch import _native
+from impl_torch import _decisions, _native
 from impl_torch._decisions import (
     block_size,
+    elementwise_serves,
     may_write_in_place,
     plain_eager,
     runs_triton,
@@ -365,6 +367,7 @@ def patch_rows(
 
 
 Derivative = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Technique = Callable[..., torch.Tensor]
 
 
 def _run_kernel(native: NativeKernel, x: torch.Tensor, derivative: bool) -> tuple[torch.Tensor, ...]:
@@ -427,41 +430,78 @@ def native_kernel(name: str, params: tuple[float, ...], rule: Derivative) -> Nat
     return NativeKernel(kernel, rule, _node.number(rule), fused.launch(name, params))
 
 
-def native_elementwise(x: torch.Tensor, native: NativeKernel) -> torch.Tensor:
-    """``native`` on ``x``, for which ``elementwise_serves(x)``: one pass forward (with the
-    derivative beside the output where autograd records the call) and one multiplication back,
-    where its ATen formula takes several passes each way. The autograd node is the C++ one where
-    it built (on CUDA it records what the Triton kernel wrote), else ``_NativeElementwise``;
-    without autograd the node's values op runs the C kernel (its C++ entry: about 1 us less than
-    allocating from Python and calling through ctypes, which runs where the node is off)."""
-    if is_compiling():
-        # elementwise_serves said plainly eager, yet dynamo traces this frame: it skipped the
-        # frames that decided (after torch.compile under vmap, say, it skips them for good) and
-        # compiles their callees alone. Traced, the kernel's buffer addresses went stale and
-        # the output came out NaN without an error; run outside the graph instead. A check
-        # here, not torch.compiler.disable on the function: its wrapper would cost every eager
-        # call, where this costs a tenth of a microsecond.
-        return _native_elementwise_outside(x, native)
-    triton = runs_triton(x)
-    if is_grad_enabled() and x.requires_grad:  # elementwise_serves(x) said: plainly eager
+def native_elementwise(
+    x: torch.Tensor, kernel: Callable[..., NativeKernel], params: Mapping[str, float] | None = None
+) -> torch.Tensor | None:
+    """The one-pass kernel ``kernel(**params)`` of an elementwise technique on ``x`` where one
+    serves it (``elementwise_serves``) and ``kernel`` takes ``params`` (else it returns None), else
+    None: the technique then runs its ATen formula (see native_first). One pass forward (with the
+    derivative beside the output where autograd records the call) and one multiplication back, where
+    the formula takes several passes each way. The autograd node is the C++ one where it built (on
+    CUDA it records what the Triton kernel wrote), else ``_NativeElementwise``; without autograd the
+    node's values op runs the C kernel (its C++ entry: about 1 us less than allocating from Python
+    and calling through ctypes, which runs where the node is off).
+
+    The decision and the run in one frame, and ``kernel`` called only once a kernel serves: a frame
+    that dynamo compiles alone (after torch.compile under vmap, say, it skips the frames above for
+    good and compiles their callees) then decides as compiled code, where the kernel's buffer
+    addresses would go stale (the output came out NaN without an error when the decision was taken
+    in the eager frame above). That holds while elementwise_serves asks plain_eager before anything
+    dynamo cannot trace (tests/test_compile.py compiles this frame alone). One frame also costs less
+    on the hot path: at 2^16 elements, where input and output fill the cache, each Python call costs
+    several times what a loop of calls shows. For the same reason ``params`` is a mapping, not
+    keywords (an empty one is not built at each call of a module, whose kernel is bound to its
+    parameters), and the common case, the CPU without autograd, is asked first."""
+    if not elementwise_serves(x):
+        return None
+    native = kernel(**params) if params else kernel()
+    if native is None:  # parameters the technique does not take: its formula says so
+        return None
+    grad = is_grad_enabled() and x.requires_grad
+    if x.is_cpu and not _decisions.TRITON_ON_CPU:  # runs_triton(x), a call less
         node = _node.node()
-        if node.op is None:
-            return _NativeElementwise.apply(x, native)
-        if triton:
-            # The Triton kernel launches from Python; the node records its output and
-            # derivative. detach: a contiguous copy of x need not enter the graph.
-            return node.recorded(x, *_run_kernel(native, x.detach(), derivative=True), native.number)
-        return node.op(x, native.kernel.address, native.kernel.params_address, native.number)
-    if not triton:
-        node = _node.node()
-        if node.values is not None:
+        if not grad and node.values is not None:
             return node.values(x, native.kernel.address, native.kernel.params_address)
+        if grad and node.op is not None:
+            return node.op(x, native.kernel.address, native.kernel.params_address, native.number)
+    elif grad and (node := _node.node()).recorded is not None:  # no C++ build for CUDA inference
+        # The Triton kernel launches from Python; the node records its output and derivative.
+        # detach: a contiguous copy of x need not enter the graph.
+        return node.recorded(x, *_run_kernel(native, x.detach(), derivative=True), native.number)
+    if grad:
+        return _NativeElementwise.apply(x, native)
     return _run_kernel(native, x, derivative=False)[0]
 
 
-_native_elementwise_outside = torch.compiler.disable(
-    native_elementwise, reason="an eager-only C kernel reached from a frame dynamo compiles alone"
-)
+def native_first(kernel: Callable[..., NativeKernel]) -> Callable[[Technique], Technique]:
+    """An elementwise technique whose eager path is a one-pass kernel: the decorated function is
+    its formula, run wherever ``native_elementwise`` does not serve ``x`` (other dtypes,
+    torch.compile, transforms, no kernel built). ``kernel(*params)`` is the technique's
+    NativeKernel for its parameters in ``kernel``'s order, made once per parameters (an
+    ``lru_cache``). The technique keeps its kernel by the parameters' names (``.kernel``) and its
+    formula (``__wrapped__``): a module binds the kernel to its parameters once and makes this
+    call itself (``modules.Limit``, where the comment says what that saves)."""
+    names = tuple(inspect.signature(kernel).parameters)
+
+    def by_name(**params: float) -> NativeKernel | None:
+        # Looked up by position: one NativeKernel (and one derivative rule in the C++ node) per
+        # parameters, in whatever order a caller names them. None where they are not the
+        # technique's: its formula then raises the error in its own name.
+        if len(params) != len(names) or not all(n in params for n in names):
+            return None
+        return kernel(*(params[n] for n in names))
+
+    def wrap(formula: Technique) -> Technique:
+        @functools.wraps(formula)
+        def technique(x: torch.Tensor, **params: float) -> torch.Tensor:
+            if (y := native_elementwise(x, by_name, params)) is not None:
+                return y
+            return formula(x, **params)
+
+        technique.kernel = by_name  # type: ignore[attr-defined]
+        return technique
+
+    return wrap
 
 
 class _CompiledKernel(torch.autograd.Function):

@@ -50,7 +50,7 @@ def _memoryless_mode() -> bool:
 # The tests' way to run the Triton kernels without a GPU, in Triton's interpreter (both variables
 # set; compiled Triton code cannot take CPU memory): eager CPU float32 then takes them instead of
 # the C kernels.
-_TRITON_ON_CPU = os.environ.get("OUTPUT_LIMITS_TRITON_CPU") == "1" and os.environ.get("TRITON_INTERPRET") == "1"
+TRITON_ON_CPU = os.environ.get("OUTPUT_LIMITS_TRITON_CPU") == "1" and os.environ.get("TRITON_INTERPRET") == "1"
 
 # Elements per block on CPU: a block's temporaries stay in cache, so a formula of several passes
 # costs about one trip to memory (see bench/speed_ratios.py for the measured effect).
@@ -150,11 +150,13 @@ def may_write_in_place() -> bool:
 
 
 def kernel_serves(x: torch.Tensor) -> bool:
-    """Whether the C kernels (``_native``) compute smooth_clamp, scaled_sigmoid, scaled_tanh,
-    soft_clip, leaky_clamp and sparsemax's threshold for ``x``: eager, CPU, float32, where they
-    built. ATen has no fused op for those formulas, and its passes cost up to several times the
-    kernel's one (smooth_clamp: about 2.7 sigmoids against 1.1; README, speed targets); under
-    torch.compile inductor fuses (except where compiled_kernel_serves says otherwise).
+    """Whether the C kernels (``_native``) compute sparsemax's threshold and, through
+    elementwise_serves (which takes this body written out; tests/test_fused.py checks that the two
+    agree on the CPU), smooth_clamp, scaled_sigmoid, scaled_tanh, soft_clip, leaky_clamp and
+    softsign for ``x``: eager, CPU, float32, where they built. ATen has no fused op for those
+    formulas, and its passes cost up to several times the kernel's one (smooth_clamp: about 2.7
+    sigmoids against 1.1; README, speed targets); under torch.compile inductor fuses (except where
+    compiled_kernel_serves says otherwise).
 
     Only a plain tensor with memory behind it: under torch.func transforms and vmap tensors are
     wrappers without storage, fake tensors (torch.export, FakeTensorMode) have a null one, and
@@ -247,7 +249,7 @@ def triton_serves(x: torch.Tensor) -> bool:
     A plain tensor only, as for kernel_serves."""
     if x.dtype is not torch.float32 or type(x) not in _PLAIN:
         return False
-    if not (x.is_cuda or (_TRITON_ON_CPU and x.is_cpu)):
+    if not (x.is_cuda or (TRITON_ON_CPU and x.is_cpu)):
         return False
     return plain_eager() and fused.available() and has_memory(x)
 
@@ -261,7 +263,7 @@ def norm_kernels_take(x: torch.Tensor, params: tuple[torch.Tensor | None, ...], 
     launches, and the CPU's guard (ATen's op, then a look at its statistics) would synchronize
     the device at every call. What each family's kernels take beyond this, rows_serve and
     ``channels.serves`` say."""
-    if x.is_cpu and not _TRITON_ON_CPU:  # first: eager CPU asks at every call of a norm
+    if x.is_cpu and not TRITON_ON_CPU:  # first: eager CPU asks at every call of a norm
         return False
     if not triton_serves(x) or x.ndim == 0 or x.numel() == 0:
         return False
@@ -285,12 +287,19 @@ def rows_serve(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
 
 def elementwise_serves(x: torch.Tensor) -> bool:
     """Whether a one-pass kernel computes an elementwise composite for ``x``: the C kernels on
-    the CPU (kernel_serves), the Triton kernels on CUDA (triton_serves)."""
-    if x.is_cpu and not _TRITON_ON_CPU:
-        return kernel_serves(x)
+    the CPU (kernel_serves' test), the Triton kernels on CUDA (triton_serves)."""
+    # kernel_serves written out rather than called: one Python call less on every eager call of
+    # six techniques, where at 2^16 elements, with input and output filling the CPU's cache,
+    # each call costs several times what a loop of calls shows. The type first: modules.Limit
+    # asks this of any input, before the input check. plain_eager before anything dynamo cannot
+    # trace: a frame it compiles alone must come out False here (_common.native_elementwise).
+    if type(x) not in _PLAIN or x.dtype is not torch.float32:
+        return False
+    if x.is_cpu and not TRITON_ON_CPU:
+        return plain_eager() and _native.available() and has_memory(x)
     return triton_serves(x)
 
 
 def runs_triton(x: torch.Tensor) -> bool:
     """For a tensor that elementwise_serves: whether the Triton kernels take it (else the C ones)."""
-    return not x.is_cpu or _TRITON_ON_CPU
+    return not x.is_cpu or TRITON_ON_CPU

@@ -21,12 +21,12 @@ from impl_torch._common import (
     clamp_inside_rule,
     clamp_straight_through,
     compiled_elementwise,
-    native_elementwise,
+    native_first,
     native_kernel,
     save_input,
     upcast,
 )
-from impl_torch._decisions import compiled_kernel_serves, elementwise_serves, is_compiling, plain_eager, tracks_grad
+from impl_torch._decisions import compiled_kernel_serves, is_compiling, plain_eager, tracks_grad
 from impl_torch._native import node as _node
 
 
@@ -171,11 +171,10 @@ def _leaky_clamp_kernel(lo: float, hi: float, slope: float) -> NativeKernel:
     return native_kernel(*_leaky_clamp_native(lo, hi, slope), rule)
 
 
+# Eager: one pass each way, the memory traffic of a clamp, where ATen takes two forward and two back.
 @implements("leaky_clamp", "torch")
+@native_first(_leaky_clamp_kernel)
 def leaky_clamp(x: torch.Tensor, *, lo: float, hi: float, slope: float) -> torch.Tensor:
-    if elementwise_serves(x):
-        # One pass each way, the memory traffic of a clamp: ATen takes two forward and two back.
-        return native_elementwise(x, _leaky_clamp_kernel(lo, hi, slope))
     if compiled_kernel_serves(x, "leaky_clamp"):
         # Against a compiled clamp at 2^22, one process: forward+backward 0.10-0.13 where
         # inductor's code for the formula took 1.14-1.42. Forward alone a tie (1.02-1.08 against

@@ -21,7 +21,7 @@ from impl_torch._common import (
     clamp_straight_through,
     compiled_elementwise,
     compute_dtype,
-    native_elementwise,
+    native_first,
     native_kernel,
     save_input,
     upcast,
@@ -29,7 +29,6 @@ from impl_torch._common import (
 from impl_torch._decisions import (
     block_size,
     compiled_kernel_serves,
-    elementwise_serves,
     may_write_in_place,
     tracks_grad,
 )
@@ -80,9 +79,6 @@ def _scaled_sigmoid_kernel(lo: float, hi: float, slope: float) -> NativeKernel:
 
 
 def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float, name: str) -> torch.Tensor:
-    if elementwise_serves(x):
-        # One pass: ATen's sigmoid, scale and shift take three (1.5-1.75 sigmoids at 2^22).
-        return native_elementwise(x, _scaled_sigmoid_kernel(lo, hi, slope))
     if compiled_kernel_serves(x, name):
         # Inductor's code for the formula recomputes the sigmoid from x in the backward (the
         # built-in's backward reads its output): 1.32-1.57 sigmoids forward+backward at 2^22, the
@@ -102,12 +98,26 @@ def _scaled_sigmoid(x: torch.Tensor, lo: float, hi: float, slope: float, name: s
     return y.to(x.dtype)
 
 
+# Eager, scaled_sigmoid and scaled_tanh: one pass, where ATen's sigmoid, scale and shift take three
+# (1.5-1.75 sigmoids at 2^22).
+def _scaled_sigmoid_of(lo: float, hi: float) -> NativeKernel:
+    """scaled_sigmoid's kernel: the scaled sigmoid of slope 1."""
+    return _scaled_sigmoid_kernel(lo, hi, 1.0)
+
+
+def _scaled_tanh_of(lo: float, hi: float) -> NativeKernel:
+    """scaled_tanh's kernel: (tanh(x) + 1) / 2 is sigmoid(2x)."""
+    return _scaled_sigmoid_kernel(lo, hi, 2.0)
+
+
 @implements("scaled_sigmoid", "torch")
+@native_first(_scaled_sigmoid_of)
 def scaled_sigmoid(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
     return _scaled_sigmoid(x, lo, hi, 1.0, "scaled_sigmoid")
 
 
 @implements("scaled_tanh", "torch")
+@native_first(_scaled_tanh_of)
 def scaled_tanh(x: torch.Tensor, *, lo: float, hi: float) -> torch.Tensor:
     # (tanh(x) + 1) / 2 == sigmoid(2x); ATen's tanh is six times slower than its sigmoid on CPU.
     return _scaled_sigmoid(x, lo, hi, 2.0, "scaled_tanh")
@@ -161,12 +171,11 @@ class _Softsign(torch.autograd.Function):
         return _Softsign.derivative(ctx, grad)
 
 
+# Eager: one pass each way, the same operations in the same order, where the formula takes four
+# forward (F.softsign's own composite three) and four back.
 @implements("softsign", "torch")
+@native_first(_softsign_kernel)
 def softsign(x: torch.Tensor) -> torch.Tensor:
-    if elementwise_serves(x):
-        # One pass each way, the same operations in the same order: the formula takes four
-        # forward (F.softsign's own composite three) and four back.
-        return native_elementwise(x, _softsign_kernel())
     return apply(_Softsign, x) if tracks_grad(x) else _softsign_values(x)
 
 
@@ -211,17 +220,17 @@ def _soft_clip_native(lo: float, hi: float, c: float) -> tuple[str, tuple[float,
 
 
 @functools.lru_cache(maxsize=256)
-def _soft_clip_kernel(lo: float, hi: float, c: float) -> NativeKernel:
+def _soft_clip_kernel(lo: float, hi: float, hinge_softness: float) -> NativeKernel:
+    c = hinge_softness
     w, shrink = hi - lo, soft_clip_shrink(lo, hi, c)
     rule = functools.partial(_soft_clip_derivative, lo=lo, w=w, c=c, shrink=shrink)
     return native_kernel(*_soft_clip_native(lo, hi, c), rule)
 
 
+# Eager: one pass with two exp and two log1p, where the formula takes about ten ATen passes.
 @implements("soft_clip", "torch")
+@native_first(_soft_clip_kernel)
 def soft_clip(x: torch.Tensor, *, lo: float, hi: float, hinge_softness: float) -> torch.Tensor:
-    if elementwise_serves(x):
-        # One pass with two exp and two log1p: the formula takes about ten ATen passes.
-        return native_elementwise(x, _soft_clip_kernel(lo, hi, hinge_softness))
     if compiled_kernel_serves(x, "soft_clip"):
         # Against the compiled softplus composition at 2^22, one process: inductor's code for
         # the formula 1.07-1.11 forward and forward+backward, the kernel through the op 0.85-0.90
@@ -384,11 +393,10 @@ def _smooth_clamp_kernel(lo: float, hi: float, linear_fraction: float) -> Native
     return native_kernel(name, params, rule)
 
 
+# Eager: one pass each way, where the ATen formula takes six per block forward and five back.
 @implements("smooth_clamp", "torch")
+@native_first(_smooth_clamp_kernel)
 def smooth_clamp(x: torch.Tensor, *, lo: float, hi: float, linear_fraction: float) -> torch.Tensor:
-    if elementwise_serves(x):
-        # One pass each way: the ATen formula takes six per block forward and five back.
-        return native_elementwise(x, _smooth_clamp_kernel(lo, hi, linear_fraction))
     if compiled_kernel_serves(x, "smooth_clamp"):
         # Inductor's code for the formula below costs 1.5-1.6 sigmoids at 2^22 (forward and
         # forward+backward); the kernel through the op 1.10-1.15 and 1.21-1.25 (measured in one

@@ -544,6 +544,21 @@ def test_a_compiled_module_moved_to_float64_refuses_float32_as_eager_does(name: 
     assert compiled(torch.from_numpy(x)).dtype == torch.float64
 
 
+def test_native_elementwise_compiled_alone_runs_no_kernel() -> None:
+    """Where dynamo compiles _common.native_elementwise as a frame of its own (after
+    torch.compile under vmap it skips the frames above and compiles their callees), the frame
+    must decide as compiled code, in one graph: no kernel, whose buffer addresses would go stale
+    there (NaN without an error, before the decision moved into this frame), but None, so that
+    the technique's formula runs."""
+    from impl_torch import _common
+
+    leaky_clamp = harness.registry.implementation("leaky_clamp", "torch")
+    params = {"lo": -1.0, "hi": 1.0, "slope": 0.01}
+    torch._dynamo.reset()
+    compiled = torch.compile(_common.native_elementwise, fullgraph=True)
+    assert compiled(torch.linspace(-3.0, 3.0, 64), leaky_clamp.kernel, params) is None
+
+
 def test_rms_norms_aten_kernel_compiled_alone_takes_the_composite() -> None:
     """Where dynamo compiles _native_rms_norm as a frame of its own, it cannot trace ATen's
     fused binding: the composite runs there, and agrees with eager's fused kernel."""

@@ -13,6 +13,7 @@ import torch
 from cases import IN_TRITON_PASS, ON_CUDA
 
 import harness
+from harness import registry
 from impl_torch import _decisions
 from impl_torch._native import ELEMENTWISE, fused
 from impl_torch._native import node as _node
@@ -22,7 +23,7 @@ FUSED = ("smooth_clamp", "scaled_sigmoid", "scaled_tanh", "soft_clip", "leaky_cl
 
 
 def test_eager_cpu_takes_the_c_kernels_and_other_dtypes_neither(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_decisions, "_TRITON_ON_CPU", False)
+    monkeypatch.setattr(_decisions, "TRITON_ON_CPU", False)
     x = torch.ones(4)
     assert not _decisions.runs_triton(x)
     assert not _decisions.triton_serves(x)
@@ -116,3 +117,22 @@ def test_the_gpu_probe_runs(tmp_path) -> None:
     ]
     record("a failing one", 8, lambda: 1 / 0, lambda out: None)  # recorded, not raised
     assert "ZeroDivisionError" in record.results[-1]["error"]
+
+
+def test_a_module_takes_the_formula_where_no_kernel_serves() -> None:
+    """Where no kernel serves the input (float64, a list), the module's bound kernel is not
+    asked for, and its formula and input check run as without it: the same values as the
+    technique's formula, the same error."""
+    from impl_torch import modules
+
+    def refuse() -> None:
+        raise AssertionError("the kernel was asked for an input no kernel serves")
+
+    module = harness.build("leaky_clamp", "torch")
+    assert isinstance(module, modules.Limit) and module._kernel is not None
+    module._kernel = refuse
+    formula = registry.implementation("leaky_clamp", "torch").__wrapped__
+    x = torch.linspace(-3.0, 3.0, 13, dtype=torch.float64)
+    assert torch.equal(module(x), formula(x, **module.params))
+    with pytest.raises(TypeError, match=r"takes a torch\.Tensor, got list"):
+        module([0.5, 1.5])

@@ -8,7 +8,10 @@ OUTPUT_LIMITS_NATIVE=0, so the ATen formula keeps its float32 coverage.
 
 from __future__ import annotations
 
+import functools
 import os
+import pickle
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,10 +19,11 @@ import torch
 from cases import Case
 
 import harness
+from harness import registry
 from harness.squashes import smooth_clamp_parts
 from harness.tolerances import compare, tolerance
+from impl_torch import _common
 from impl_torch import _native as native
-from impl_torch import clamps, squashes
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("OUTPUT_LIMITS_NATIVE") == "0" or native._compiler() is None,
@@ -58,8 +62,8 @@ def _points(p: dict[str, float], rng: np.random.Generator) -> np.ndarray:
 
 
 def _aten(monkeypatch: pytest.MonkeyPatch) -> None:
-    for family in (squashes, clamps):
-        monkeypatch.setattr(family, "elementwise_serves", lambda x: False)
+    # Where native_elementwise asks, for the technique and for the module that skips it alike.
+    monkeypatch.setattr(_common, "elementwise_serves", lambda x: False)
 
 
 def _kernel_and_aten(
@@ -239,3 +243,45 @@ def test_an_unusable_compiler_turns_the_kernel_off_with_a_warning(monkeypatch: p
         build = native.build.__wrapped__()
     assert build.library is None and not build.record()["on"]
     assert "FileNotFoundError" in build.note
+
+
+def _kernel_techniques() -> list[str]:
+    """Every registered technique, plugins' too, whose PyTorch side starts with a one-pass kernel."""
+    return [n for n in harness.names() if hasattr(registry.implementation(n, "torch"), "kernel")]
+
+
+def _output_and_vjp(call: Any, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    xr = x.clone().requires_grad_(True)
+    y = call(xr)
+    return y.detach(), torch.autograd.grad(y, xr, g)[0]
+
+
+@pytest.mark.parametrize("name", _kernel_techniques())
+def test_a_module_runs_the_bound_kernel_as_the_technique_does(name: str, rng: np.random.Generator) -> None:
+    """modules.Limit binds the technique's kernel and runs it without calling the technique:
+    the same output and VJP, bit for bit, as the technique called as a function; the kernel made
+    once and then taken from the module's binding, also after pickling (left out, bound again)."""
+    module = harness.build(name, "torch")
+    function = functools.partial(registry.implementation(name, "torch"), **module.params)
+    x = torch.from_numpy(rng.normal(scale=3.0, size=999).astype(np.float32))
+    g = torch.from_numpy(rng.normal(size=999).astype(np.float32))
+    want = _output_and_vjp(function, x, g)
+    for call in (module, pickle.loads(pickle.dumps(module))):
+        for got, expected in zip(_output_and_vjp(call, x, g), want, strict=True):
+            assert torch.equal(got, expected)
+        assert torch.equal(call(x), want[0])  # without autograd: the values op
+        made = call._kernel.cache_info()
+        assert (made.misses, made.hits) == (1, 1), f"the module's bound kernel was not what ran: {made}"
+
+
+def test_a_technique_called_with_wrong_parameters_says_so_in_its_own_name() -> None:
+    """Where the kernel serves the input, a missing or unknown parameter raises the technique's
+    own TypeError, as where it does not (float64), not one of the kernel's lookup."""
+    leaky_clamp = registry.implementation("leaky_clamp", "torch")
+    for params in ({"lo": -1.0, "hi": 1.0}, {"lo": -1.0, "hi": 1.0, "slope": 0.1, "tilt": 2.0}):
+        errors = []
+        for dtype in (torch.float32, torch.float64):
+            with pytest.raises(TypeError) as raised:
+                leaky_clamp(torch.ones(4, dtype=dtype), **params)
+            errors.append(str(raised.value))
+        assert errors[0] == errors[1] and errors[0].startswith("leaky_clamp()"), errors

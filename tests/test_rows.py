@@ -35,7 +35,7 @@ def _device() -> str:
 
 
 def test_eager_cpu_takes_no_row_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_decisions, "_TRITON_ON_CPU", False)
+    monkeypatch.setattr(_decisions, "TRITON_ON_CPU", False)
     assert not _decisions.rows_serve(torch.ones(2, 4))
 
 
