@@ -90,9 +90,9 @@ class Limit(nn.Module):
         self._read_rule()  # the input check's rule was made again from the declaration as loaded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fn = self._fn
+        fn = technique = self._fn
         if is_compiling():
-            fn = functools.partial(self._fn.func, **dict(_constant_parameters(self._key)))
+            fn = technique = functools.partial(self._fn.func, **dict(_constant_parameters(self._key)))
         elif self._kernel is not None:
             if (y := native_elementwise(x, self._kernel)) is not None:
                 return y
@@ -103,7 +103,7 @@ class Limit(nn.Module):
         if self._check_shape or dtype not in self._fast_dtypes:
             return fn(self._input(x))
         # The technique itself: autocast may hand the kernel a float32 tensor.
-        return self._fn(autocast_input(x, self._input.spec))
+        return technique(autocast_input(x, self._input.spec))
 
     def extra_repr(self) -> str:
         return ", ".join([self.technique, *(f"{k}={v!r}" for k, v in self.params.items())])
